@@ -1,0 +1,1 @@
+"""Benchmarks: how fast the newsletter's bulk paths run on a real database."""

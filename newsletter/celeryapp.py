@@ -1,0 +1,43 @@
+"""The Celery application: broker from the settings, tasks from newsletter.tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from newsletter import db
+from newsletter.config import Settings, get_settings
+
+QUEUE = "newsletter"
+
+app = Celery("newsletter", include=["newsletter.tasks"])
+
+
+def configure(settings: Settings) -> None:
+    """Point the app at the settings' broker (tests call this again after changing them)."""
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only once it has run, and given back to the broker if its
+        # worker dies: no task is lost when a worker is killed.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+    )
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked pool process must not reuse its parent's database sockets.
+    db.reset()
+
+
+configure(get_settings())

@@ -1,0 +1,437 @@
+"""The `newsletter` command: run the service, and manage articles and subscribers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from newsletter.config import PROJECT_ROOT, SettingsError, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SEEDS_DIR = PROJECT_ROOT / "seeds"
+
+
+class CommandError(click.ClickException):
+    """An error the person at the terminal can act on: one line on stderr, exit status 1."""
+
+
+def main() -> NoReturn:
+    """Entry point: click's errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("newsletter: interrupted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"newsletter: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"newsletter: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except SettingsError as exc:
+        click.echo(f"newsletter: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """A self-hosted email newsletter service."""
+
+
+# --- running the service -------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--no-seeds", is_flag=True, help="Do not import the articles under seeds/.")
+def init(no_seeds: bool) -> None:
+    """Create or upgrade the database and the `daily` newsletter (safe to run again)."""
+    _initialise(import_seeds=not no_seeds)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def web(host: str, port: int) -> None:
+    """Serve the web pages and the API."""
+    import uvicorn
+
+    uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a Celery worker (the same as `celery -A worker worker`); extra options go to Celery."""
+    from newsletter.celeryapp import app
+
+    app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run the Celery beat scheduler; extra options go to Celery."""
+    from newsletter.celeryapp import app
+
+    app.start(["beat", "--loglevel=INFO", *ctx.args])
+
+
+@cli.command()
+@click.option("--host", default=None, help="Default: NEWSLETTER_SINK_HOST (127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Default: NEWSLETTER_SINK_PORT (8025).")
+def sink(host: str | None, port: int | None) -> None:
+    """Run the built-in SMTP sink that keeps every message under var/outbox/."""
+    from newsletter.sink import run_sink
+
+    settings = get_settings()
+    host, port = host or settings.sink_host, port or settings.sink_port
+    click.echo(f"SMTP sink on {host}:{port}, keeping mail in {settings.outbox_dir}")
+    run_sink(settings.outbox_dir, host=host, port=port)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def up(host: str, port: int) -> None:
+    """Run everything: web, worker, scheduler and (with no relay set) the SMTP sink."""
+    settings = _initialise(import_seeds=True)
+    me = [sys.executable, "-m", "newsletter"]
+    commands = {
+        "web": [*me, "web", "--host", host, "--port", str(port)],
+        "worker": [*me, "worker", "--concurrency", "2"],
+        "beat": [*me, "beat"],
+    }
+    if settings.uses_sink:
+        commands["sink"] = [*me, "sink"]
+    click.echo(f"Admin token: {settings.admin_token}")
+    click.echo(f"Signup page: {settings.base_url}/")
+    if settings.uses_sink:
+        click.echo(f"Outgoing mail is kept in {settings.outbox_dir}")
+    _supervise(commands)
+
+
+# --- articles ------------------------------------------------------------------------
+
+
+@cli.group()
+def articles() -> None:
+    """Import and list articles."""
+
+
+@articles.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def articles_import(paths: tuple[Path, ...]) -> None:
+    """Import articles from files and folders (scraped pages, Markdown with front matter)."""
+    from newsletter import articles as article_store
+    from newsletter.db import session_scope
+
+    with session_scope() as session:
+        report = article_store.import_paths(session, list(paths))
+    click.echo(
+        f"imported {len(report.imported)}, unchanged {len(report.unchanged)}, "
+        f"errors {len(report.errors)}"
+    )
+    for error in report.errors:
+        click.echo(f"newsletter: {error}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@articles.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def articles_list(as_json: bool, limit: int) -> None:
+    """List articles, newest first."""
+    from newsletter import articles as article_store
+    from newsletter.db import session_scope
+
+    with session_scope() as session:
+        rows = [
+            article_store.article_as_dict(a)
+            for a in article_store.list_articles(session, limit=limit)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['published_at'][:16]}  {row['language']}  {row['slug']}  {row['title']}")
+
+
+# --- subscribers ---------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """Add, import, list, show, export and erase subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default=None)
+@click.option("--language", default=None, help="pt, en or zh.")
+@click.option("--topics", default=None, help="Comma-separated topics.")
+@click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
+@click.option("--confirmed", is_flag=True, help="Subscribed at once, without a confirmation email.")
+def subscribers_add(
+    email: str,
+    name: str | None,
+    language: str | None,
+    topics: str | None,
+    newsletter_slug: str,
+    confirmed: bool,
+) -> None:
+    """Add a subscriber; without --confirmed they are sent the confirmation email."""
+    from newsletter import subscribers as store
+    from newsletter.db import session_scope
+
+    settings = get_settings()
+    form = store.SignupForm(
+        email=email, name=name, newsletters=[newsletter_slug], topics=topics, language=language
+    )
+    with _user_errors(), session_scope() as session:
+        outcome = store.subscribe(
+            session,
+            form,
+            source="cli",
+            confirmed=confirmed,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
+        )
+    if outcome.suppressed:
+        raise CommandError(f"{email} is on the suppression list and cannot be added")
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        from newsletter import tasks
+
+        tasks.send_confirmation.delay(outcome.subscriber_id)
+        click.echo(f"added {email} (pending: confirmation email queued)")
+    elif outcome.newly_confirmed and outcome.subscriber_id is not None:
+        from newsletter import tasks
+
+        tasks.send_welcome.delay(outcome.subscriber_id, outcome.newly_confirmed)
+        click.echo(f"added {email} (subscribed)")
+    else:
+        click.echo(f"{email} is already known; nothing to send")
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.option("--dry-run", is_flag=True, help="Report what would change, change nothing.")
+@click.option("--send-confirmations", is_flag=True, help="Email the rows left pending.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def subscribers_import(
+    csv_file: Any, dry_run: bool, send_confirmations: bool, as_json: bool
+) -> None:
+    """Import subscribers from CSV: email,name,language,topics,newsletter,confirmed."""
+    from newsletter.db import session_scope
+    from newsletter.subscriber_import import import_subscribers_csv
+
+    settings = get_settings()
+    with _user_errors(), session_scope() as session:
+        report = import_subscribers_csv(
+            session,
+            csv_file,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            dry_run=dry_run,
+        )
+    if send_confirmations and not dry_run:
+        from newsletter import tasks
+
+        for subscriber_id in report.pending_subscriber_ids:
+            tasks.send_confirmation.delay(subscriber_id)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        prefix = "would add" if dry_run else "added"
+        click.echo(
+            f"{prefix} {report.added}, updated {report.updated}, unchanged "
+            f"{report.unchanged}, refused {len(report.refused)}"
+        )
+        for line, reason in report.refused:
+            click.echo(f"  line {line}: {reason}")
+
+
+@subscribers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one subscriber a line.")
+def subscribers_list(as_json: bool) -> None:
+    """List every subscriber (streamed, a thousand at a time)."""
+    from newsletter import subscribers as store
+    from newsletter.db import session_scope
+
+    after = 0
+    with session_scope() as session:
+        slugs = {n.id: n.slug for n in _newsletters(session)}
+        while batch := store.list_subscribers(session, after_id=after):
+            for s in batch:
+                states = {slugs[x.newsletter_id]: x.status for x in s.subscriptions}
+                if as_json:
+                    row = {
+                        "email": s.email,
+                        "name": s.name,
+                        "language": s.language,
+                        "status": s.status,
+                        "subscriptions": states,
+                    }
+                    click.echo(json.dumps(row, ensure_ascii=False))
+                else:
+                    subs = ", ".join(f"{k}:{v}" for k, v in states.items())
+                    click.echo(f"{s.email}\t{s.status}\t{s.language}\t{subs}")
+            after = batch[-1].id
+            session.expunge_all()
+
+
+@subscribers.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def subscribers_show(email: str, as_json: bool) -> None:
+    """Show one subscriber: status, subscriptions and events."""
+    from newsletter import subscribers as store
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        data = store.export_data(session, subscriber_id=subscriber.id)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{data['email']}  ({data['name'] or 'no name'})  status: {data['status']}")
+    click.echo(
+        f"language {data['language']}, time zone {data['time_zone']}, "
+        f"topics {', '.join(data['topics']) or 'all'}, soft bounces {data['soft_bounce_count']}"
+    )
+    click.echo("subscriptions:")
+    for sub in data["subscriptions"]:
+        click.echo(
+            f"  {sub['newsletter']}: {sub['status']} (since {sub['created_at'][:19]}, "
+            f"consent: {sub['consent_source'] or '-'})"
+        )
+    click.echo("events:")
+    for event in data["events"]:
+        click.echo(f"  {event['created_at'][:19]}  {event['kind']}  {event['newsletter'] or ''}")
+
+
+@subscribers.command("export-data")
+@click.argument("email")
+def subscribers_export_data(email: str) -> None:
+    """Print everything stored about one subscriber as JSON (GDPR access request)."""
+    from newsletter import subscribers as store
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        data = store.export_data(session, subscriber_id=subscriber.id)
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@subscribers.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def subscribers_erase(email: str, yes: bool) -> None:
+    """Erase a subscriber's personal data; a hash stays on the suppression list."""
+    from newsletter import subscribers as store
+    from newsletter.db import session_scope
+
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Erase everything about {email}?", abort=True)
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        store.erase(session, subscriber_id=subscriber.id)
+    click.echo(f"erased {email}; its hash stays on the suppression list")
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _initialise(*, import_seeds: bool) -> Any:
+    from newsletter import newsletters
+    from newsletter.db import get_engine, session_scope
+    from newsletter.schema import upgrade
+
+    settings = get_settings()
+    upgrade(get_engine())
+    with session_scope() as session:
+        newsletters.ensure_default_newsletter(
+            session, language=settings.default_language, time_zone=settings.default_time_zone
+        )
+    if import_seeds and SEEDS_DIR.is_dir():
+        from newsletter import articles as article_store
+
+        with session_scope() as session:
+            report = article_store.import_paths(session, [SEEDS_DIR])
+        for error in report.errors:
+            click.echo(f"newsletter: {error}", err=True)
+        if report.imported:
+            click.echo(f"imported {len(report.imported)} seed article(s)")
+    click.echo(f"database ready: {_safe_url(settings.database_url)}")
+    return settings
+
+
+def _supervise(commands: dict[str, list[str]]) -> None:
+    """Start each command; stop them all when one dies or on Ctrl-C / SIGTERM."""
+    children = {name: subprocess.Popen(argv) for name, argv in commands.items()}
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    click.echo(
+                        f"newsletter: {name} stopped (exit {child.returncode}); stopping all",
+                        err=True,
+                    )
+                    raise KeyboardInterrupt
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the services' refusals into one-line CLI errors."""
+    from newsletter.newsletters import UnknownNewsletter
+    from newsletter.subscribers import UnknownSubscriber
+    from newsletter.validation import InvalidInput
+
+    try:
+        yield
+    except (InvalidInput, UnknownSubscriber, UnknownNewsletter) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _newsletters(session: Any) -> list[Any]:
+    from newsletter.newsletters import list_newsletters
+
+    return list_newsletters(session)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,136 @@
+"""Settings read from NEWSLETTER_* environment variables, with defaults that run anywhere."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+# Values that mean "somebody copied the example and never changed it".
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "please-change", "xxx"})
+
+LANGUAGES = ("pt", "en", "zh")
+
+
+class SettingsError(RuntimeError):
+    """The configuration cannot be used as it is."""
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to know about where it runs."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSLETTER_", extra="ignore")
+
+    environment: str = Field(
+        default="development",
+        description="development or production; production refuses placeholder secrets.",
+    )
+    var_dir: Path = Field(default=PROJECT_ROOT / "var")
+    database_url: str = ""
+    broker_url: str = ""
+    smtp_url: str = Field(
+        default="",
+        description="smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465; "
+        "empty means the built-in sink on sink_host:sink_port.",
+    )
+    sink_host: str = "127.0.0.1"
+    sink_port: int = 8025
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = ""
+    admin_token: str = ""
+
+    publisher_name: str = "Plataforma"
+    from_address: str = "newsletter@localhost"
+    mail_domain: str = Field(
+        default="",
+        description="Domain of Message-IDs, List-Id and the VERP bounce address; "
+        "defaults to the domain of from_address.",
+    )
+    default_language: str = "en"
+    default_time_zone: str = "Europe/Lisbon"
+
+    confirmation_interval_seconds: int = Field(
+        default=600, description="A pending address gets at most one confirmation per interval."
+    )
+    confirm_token_max_age_seconds: int = 7 * 24 * 3600
+    smtp_timeout_seconds: float = 30.0
+    max_request_bytes: int = 64 * 1024
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        self.var_dir = self.var_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'newsletter.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.var_dir / 'broker.db'}"
+        if not self.mail_domain:
+            self.mail_domain = self.from_address.rpartition("@")[2] or "localhost"
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.lower() == "production"
+
+    @property
+    def uses_sink(self) -> bool:
+        """True when no relay is configured and mail goes to the built-in sink."""
+        return not self.smtp_url
+
+    @property
+    def effective_smtp_url(self) -> str:
+        return self.smtp_url or f"smtp://{self.sink_host}:{self.sink_port}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    @property
+    def uses_redis(self) -> bool:
+        return urlsplit(self.broker_url).scheme in {"redis", "rediss"}
+
+    def ensure_secrets(self) -> None:
+        """Fill secret_key and admin_token from var/ (generated once), or refuse placeholders."""
+        for name in ("secret_key", "admin_token"):
+            value: str = getattr(self, name)
+            if value.strip().lower() in PLACEHOLDER_SECRETS:
+                if self.is_production:
+                    raise SettingsError(
+                        f"NEWSLETTER_{name.upper()} must be set to a real secret in production"
+                    )
+                setattr(self, name, _generated_secret(self.var_dir / name))
+
+
+def _generated_secret(path: Path) -> str:
+    """Read a secret kept in var/, creating it the first time (readable by its owner only)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    # O_EXCL: when web and worker start together, the first writer wins and the other reads it.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests call get_settings.cache_clear()."""
+    settings = Settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_secrets()
+    return settings

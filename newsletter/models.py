@@ -1,0 +1,260 @@
+"""The newsletter's stored things: newsletters, subscribers, articles, digests, deliveries."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where a UTC time was expected")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    # Named constraints so that Alembic can alter them, SQLite batch mode included.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class SubscriberStatus(enum.StrEnum):
+    """Whether mail can reach a subscriber at all, whatever their subscriptions."""
+
+    ACTIVE = "active"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class DigestState(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    EMPTY = "empty"
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    BOUNCED = "bounced"
+
+
+class EventKind(enum.StrEnum):
+    SIGNED_UP = "signed_up"
+    CONFIRMATION_SENT = "confirmation_sent"
+    CONFIRMED = "confirmed"
+    PREFERENCES_CHANGED = "preferences_changed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    BOUNCES_RESET = "bounces_reset"
+
+
+class Newsletter(Base):
+    __tablename__ = "newsletters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    schedule_cron: Mapped[str | None] = mapped_column(String(100))
+    time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Lisbon")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="newsletter")
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The address as the reader typed it (normalised by email-validator) ...
+    email: Mapped[str] = mapped_column(String(320))
+    # ... and lower-cased, so that one reader is one row however they capitalise it.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Lisbon")
+    topics: Mapped[list[str]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.ACTIVE)
+    soft_bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
+    events: Mapped[list[SubscriberEvent]] = relationship(
+        back_populates="subscriber",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="SubscriberEvent.id",
+    )
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("subscriber_id", "newsletter_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=SubscriptionStatus.PENDING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    confirmation_sent_at: Mapped[datetime | None]
+    consent_source: Mapped[str] = mapped_column(String(32), default="")
+    consent_ip: Mapped[str | None] = mapped_column(String(45))
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    newsletter: Mapped[Newsletter] = relationship(back_populates="subscriptions")
+
+
+class Article(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    title: Mapped[str] = mapped_column(String(500))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str | None] = mapped_column(String(2000))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    topics: Mapped[list[str]] = mapped_column(default=list)
+    published_at: Mapped[datetime] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    hidden: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Digest(Base):
+    __tablename__ = "digests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id"))
+    state: Mapped[str] = mapped_column(String(16), default=DigestState.DRAFT, index=True)
+    subject: Mapped[str | None] = mapped_column(String(500))
+    since: Mapped[datetime | None]
+    until: Mapped[datetime | None]
+    scheduled_for: Mapped[datetime | None]
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    newsletter: Mapped[Newsletter] = relationship()
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("digest_id", "subscriber_id"),
+        Index("ix_deliveries_digest_status", "digest_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    # Kept (as NULL) when a subscriber is erased, so that a digest's counts stay true.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    message_id: Mapped[str | None] = mapped_column(String(500))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Suppression(Base):
+    """An address that is never mailed: bounced, complained, erased, or added by an operator."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # sha256 of the lower-cased address: all that remains of an erased reader.
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SubscriberEvent(Base):
+    __tablename__ = "subscriber_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    newsletter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("newsletters.id", ondelete="SET NULL")
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="events")

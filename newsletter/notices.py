@@ -1,0 +1,106 @@
+"""Messages to one reader about their subscription: confirmation and welcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.models import Newsletter, Subscriber
+from newsletter.rendering import OutgoingMessage, build_message, render_email
+from newsletter.subscribers import can_be_asked_to_confirm, can_receive, get_subscriber
+from newsletter.tokens import Purpose, make_token, make_verp_token
+
+
+def confirmation_message(
+    session: Session, *, subscriber_id: int, settings: Settings
+) -> OutgoingMessage | None:
+    """The double opt-in email, or None when the reader may not be asked (any more)."""
+    subscriber = get_subscriber(session, subscriber_id)
+    if not can_be_asked_to_confirm(session, subscriber):
+        return None
+    pending = [s.newsletter for s in subscriber.subscriptions if s.status == "pending"]
+    token = make_token(settings.secret_key, Purpose.CONFIRM, subscriber.id)
+    context = {
+        "confirm_url": f"{settings.base_url}/confirm/{token}",
+        "newsletter_names": _names(pending),
+    }
+    return _message(subscriber, "confirmation", context, settings=settings, newsletter=None)
+
+
+def welcome_message(
+    session: Session, *, subscriber_id: int, newsletter_ids: list[int], settings: Settings
+) -> OutgoingMessage | None:
+    """The welcome email after confirmation, or None if the reader has left already."""
+    subscriber = get_subscriber(session, subscriber_id)
+    if not can_receive(session, subscriber, None):
+        return None
+    joined = [
+        s.newsletter
+        for s in subscriber.subscriptions
+        if s.newsletter_id in newsletter_ids and s.status == "subscribed"
+    ]
+    if not joined:
+        return None
+    # The welcome's one-click unsubscribe leaves the newsletter it welcomes to.
+    return _message(
+        subscriber,
+        "welcome",
+        {"newsletter_names": _names(joined)},
+        settings=settings,
+        newsletter=joined[0],
+    )
+
+
+def reader_links(
+    subscriber: Subscriber, newsletter: Newsletter | None, settings: Settings
+) -> dict[str, str]:
+    """The unsubscribe and preferences links every message to a reader carries."""
+    newsletter_id = newsletter.id if newsletter else None
+    unsubscribe = make_token(settings.secret_key, Purpose.UNSUBSCRIBE, subscriber.id, newsletter_id)
+    preferences = make_token(settings.secret_key, Purpose.PREFERENCES, subscriber.id)
+    return {
+        "unsubscribe_url": f"{settings.base_url}/unsubscribe/{unsubscribe}",
+        "unsubscribe_mailto": f"unsubscribe+{make_verp_token(settings.secret_key, subscriber.id)}"
+        f"@{settings.mail_domain}",
+        "preferences_url": f"{settings.base_url}/preferences/{preferences}",
+    }
+
+
+def _message(
+    subscriber: Subscriber,
+    template: str,
+    context: Mapping[str, object],
+    *,
+    settings: Settings,
+    newsletter: Newsletter | None,
+) -> OutgoingMessage:
+    links = reader_links(subscriber, newsletter, settings)
+    rendered = render_email(
+        template,
+        {"publisher": settings.publisher_name, "name": subscriber.name, **links, **context},
+        language=subscriber.language,
+    )
+    list_id = newsletter.slug if newsletter else "subscriptions"
+    return build_message(
+        rendered,
+        from_name=settings.publisher_name,
+        from_address=settings.from_address,
+        to_address=subscriber.email,
+        to_name=subscriber.name,
+        envelope_from=f"bounces+{make_verp_token(settings.secret_key, subscriber.id)}"
+        f"@{settings.mail_domain}",
+        mail_domain=settings.mail_domain,
+        headers={
+            "List-Id": f"{settings.publisher_name} <{list_id}.{settings.mail_domain}>",
+            "List-Unsubscribe": (
+                f"<{links['unsubscribe_url']}>, <mailto:{links['unsubscribe_mailto']}>"
+            ),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+
+
+def _names(newsletters: list[Newsletter]) -> str:
+    return ", ".join(f"“{n.name}”" for n in newsletters)

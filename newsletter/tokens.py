@@ -1,0 +1,95 @@
+"""Signed tokens for readers' links, each bound to one purpose and one subscriber."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+
+from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+
+class Purpose(enum.StrEnum):
+    CONFIRM = "confirm"
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+
+
+class TokenError(ValueError):
+    """A token that is malformed, tampered with, of another purpose, or expired."""
+
+    def __init__(self, message: str, *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subscriber_id: int
+    newsletter_id: int | None
+
+
+def make_token(
+    secret_key: str, purpose: Purpose, subscriber_id: int, newsletter_id: int | None = None
+) -> str:
+    """A URL-safe token; the purpose is the salt, so one purpose's token fails for another."""
+    payload = [subscriber_id] if newsletter_id is None else [subscriber_id, newsletter_id]
+    if purpose is Purpose.CONFIRM:
+        return URLSafeTimedSerializer(secret_key, salt=purpose.value).dumps(payload)
+    return URLSafeSerializer(secret_key, salt=purpose.value).dumps(payload)
+
+
+def read_token(
+    secret_key: str, purpose: Purpose, token: str, *, max_age: int | None = None
+) -> TokenClaims:
+    """The claims of a valid token; TokenError otherwise. Only confirm tokens expire."""
+    try:
+        if purpose is Purpose.CONFIRM:
+            payload = URLSafeTimedSerializer(secret_key, salt=purpose.value).loads(
+                token, max_age=max_age
+            )
+        else:
+            payload = URLSafeSerializer(secret_key, salt=purpose.value).loads(token)
+    except SignatureExpired as exc:
+        raise TokenError("This link has expired.", expired=True) from exc
+    except BadData as exc:
+        raise TokenError("This link is not valid.") from exc
+    if (
+        not isinstance(payload, list)
+        or not 1 <= len(payload) <= 2
+        or not all(isinstance(part, int) and not isinstance(part, bool) for part in payload)
+    ):
+        raise TokenError("This link is not valid.")
+    return TokenClaims(payload[0], payload[1] if len(payload) == 2 else None)
+
+
+def make_verp_token(secret_key: str, subscriber_id: int, delivery_id: int | None = None) -> str:
+    """A token for the local part of a VERP address: lower-case, since relays may fold case."""
+    body = f"s{subscriber_id}" if delivery_id is None else f"s{subscriber_id}d{delivery_id}"
+    return f"{body}-{_verp_mac(secret_key, body)}"
+
+
+@dataclass(frozen=True)
+class VerpClaims:
+    subscriber_id: int
+    delivery_id: int | None
+
+
+def read_verp_token(secret_key: str, token: str) -> VerpClaims:
+    """The subscriber (and delivery) a VERP token names; TokenError if we did not make it."""
+    body, _, mac = token.lower().rpartition("-")
+    match = _VERP_BODY.fullmatch(body)
+    if not match or not hmac.compare_digest(mac, _verp_mac(secret_key, body)):
+        raise TokenError("This bounce address was not made by us.")
+    delivery = match.group(2)
+    return VerpClaims(int(match.group(1)), int(delivery) if delivery else None)
+
+
+_VERP_BODY = re.compile(r"s(\d{1,18})(?:d(\d{1,18}))?")
+
+
+def _verp_mac(secret_key: str, body: str) -> str:
+    key = hashlib.sha256(b"newsletter-verp" + secret_key.encode()).digest()
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:20]

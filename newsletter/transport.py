@@ -1,0 +1,122 @@
+"""SMTP transport: one session to a relay named by a URL, with failures sorted by kind."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+
+class DeliveryError(Exception):
+    """A message was not accepted; `permanent` says whether trying again can help."""
+
+    def __init__(self, message: str, *, code: int | None = None, permanent: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+
+
+class SMTPTransport:
+    """An SMTP session to the relay of `url`, opened on enter and closed on exit.
+
+    smtp://user:pass@host:587 upgrades with STARTTLS when the relay offers it (and insists
+    on it when credentials are given); smtps://host:465 speaks TLS from the first byte.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 30.0, local_hostname: str | None = None):
+        parts = urlsplit(url)
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError(f"An SMTP URL looks like smtp://user:pass@host:587, not {url!r}")
+        self.implicit_tls = parts.scheme == "smtps"
+        self.host = parts.hostname
+        self.port = parts.port or (465 if self.implicit_tls else 25)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> SMTPTransport:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        try:
+            if self.implicit_tls:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    timeout=self.timeout,
+                    local_hostname=self.local_hostname,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
+                )
+            smtp.ehlo()
+            if not self.implicit_tls and smtp.has_extn("starttls"):
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            elif not self.implicit_tls and self.username:
+                raise DeliveryError(
+                    f"{self.host} does not offer STARTTLS; refusing to send the password in clear",
+                    permanent=True,
+                )
+            if self.username:
+                smtp.login(self.username, self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(_reply_text(exc), code=exc.smtp_code, permanent=True) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(
+                f"cannot reach {self.host}:{self.port}: {exc}", permanent=False
+            ) from exc
+        self._smtp = smtp
+
+    def close(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            self._smtp.close()
+        self._smtp = None
+
+    def send(self, *, envelope_from: str, recipient: str, data: bytes) -> str:
+        """Send one message; the server's reply on success, DeliveryError otherwise."""
+        if self._smtp is None:
+            raise RuntimeError("the SMTP session is not open")
+        options = ["SMTPUTF8"] if not recipient.isascii() else []
+        try:
+            refused = self._smtp.sendmail(envelope_from, [recipient], data, mail_options=options)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = exc.recipients[recipient]
+            raise DeliveryError(_decode(reply), code=code, permanent=code >= 500) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                _reply_text(exc), code=exc.smtp_code, permanent=exc.smtp_code >= 500
+            ) from exc
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._smtp = None
+            raise DeliveryError(f"connection lost: {exc}", permanent=False) from exc
+        if refused:
+            code, reply = refused[recipient]
+            raise DeliveryError(_decode(reply), code=code, permanent=code >= 500)
+        return "250 accepted"
+
+
+def _reply_text(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
+
+
+def _decode(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply

@@ -1,0 +1,1 @@
+"""The HTTP face of the service: readers' pages, the API, health."""

@@ -1,0 +1,128 @@
+"""The FastAPI application: routes, human-readable errors, and a cap on request size."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter.config import get_settings
+from newsletter.subscribers import UnknownSubscriber
+from newsletter.tokens import TokenError
+from newsletter.validation import InvalidInput
+from newsletter.web import health, reader
+from newsletter.web.deps import page, wants_json
+
+log = logging.getLogger("newsletter.web")
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(title=f"{settings.publisher_name} newsletter", version="0.1.0")
+    app.include_router(reader.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_exception_handler(TokenError, _token_error)
+    app.add_exception_handler(UnknownSubscriber, _not_found)
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    return app
+
+
+async def _token_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TokenError)
+    message = (
+        "This link has expired. Sign up again to receive a fresh one."
+        if exc.expired
+        else "This link is not valid. Please use the link exactly as it appears in the email."
+    )
+    return _problem(request, 400, "Link not valid", message)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _problem(request, 404, "Not found", "There is nothing here.")
+
+
+async def _invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInput)
+    return _problem(request, 422, "Please check what you entered", exc.message, field=exc.field)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(
+            str(part) for part in error.get("loc", ()) if part not in {"body", "query"}
+        )
+        problems.append(
+            f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "")
+        )
+    return _problem(
+        request, 422, "Please check what you sent", "; ".join(problems) or "Invalid input."
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+    detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
+    response = _problem(request, exc.status_code, titles.get(exc.status_code, "Error"), detail)
+    for header, value in (exc.headers or {}).items():
+        response.headers[header] = value
+    return response
+
+
+def _problem(request: Request, status: int, title: str, message: str, **extra: Any) -> Response:
+    if wants_json(request) or request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": message, **extra}, status_code=status)
+    return page(request, "message.html", {"title": title, "message": message}, status_code=status)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over max_bytes with 413 before the route reads them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, "The request is too large.")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = b'{"detail":"The request is too large."}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,46 @@
+"""Shared dependencies of the routes: settings, a database session, page templates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from newsletter import db
+from newsletter.config import TEMPLATES_DIR, Settings, get_settings
+
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR / "pages"))
+
+
+def _session() -> Iterator[Session]:
+    with db.session_scope() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def page(
+    request: Request, name: str, context: dict[str, Any] | None = None, *, status_code: int = 200
+) -> HTMLResponse:
+    settings = get_settings()
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"publisher": settings.publisher_name, **(context or {})},
+        status_code=status_code,
+    )
+
+
+def wants_json(request: Request) -> bool:
+    """JSON callers get JSON answers; browsers posting forms get pages."""
+    content_type = request.headers.get("content-type", "")
+    accept = request.headers.get("accept", "")
+    return content_type.startswith("application/json") or (
+        "application/json" in accept and "text/html" not in accept
+    )

@@ -1,0 +1,286 @@
+"""Readers' pages: signup, confirmation, one-click unsubscribe, preferences and their data."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import select
+from starlette.datastructures import FormData
+
+from newsletter import newsletters as newsletter_store
+from newsletter import subscribers, tasks
+from newsletter.articles import get_article_by_slug
+from newsletter.config import LANGUAGES, Settings
+from newsletter.models import Article, Subscriber, SubscriptionStatus
+from newsletter.tokens import Purpose, TokenClaims, read_token
+from newsletter.validation import InvalidInput
+from newsletter.web.deps import SessionDep, SettingsDep, page, wants_json
+
+log = logging.getLogger("newsletter.web")
+router = APIRouter()
+
+LANGUAGE_NAMES = {"pt": "Português", "en": "English", "zh": "中文"}
+# What every signup hears, known address or not: nothing may tell them apart.
+SIGNUP_ANSWER = (
+    "Thank you. If this address can receive our newsletters, a message is on its way: "
+    "follow the link in it to confirm your subscription."
+)
+
+
+@router.get("/", response_class=HTMLResponse)
+def signup_page(request: Request, session: SessionDep) -> HTMLResponse:
+    return page(request, "signup.html", _signup_context(session))
+
+
+@router.post("/subscribe", status_code=202)
+async def subscribe(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    as_json = wants_json(request)
+    form: subscribers.SignupForm | None = None
+    try:
+        form = await _signup_form(request, as_json=as_json)
+        outcome = subscribers.subscribe(
+            session,
+            form,
+            source="web",
+            ip=request.client.host if request.client else None,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        if as_json:
+            return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=422)
+        context = {**_signup_context(session), "error": exc.message, "form": form}
+        return page(request, "signup.html", context, status_code=422)
+    # The task is queued only once the signup is committed, so the worker finds it.
+    session.commit()
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        tasks.send_confirmation.delay(outcome.subscriber_id)
+    if as_json:
+        return JSONResponse({"status": "accepted", "detail": SIGNUP_ANSWER}, status_code=202)
+    return page(
+        request,
+        "message.html",
+        {"title": "Check your inbox", "message": SIGNUP_ANSWER},
+        status_code=202,
+    )
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    claims = _claims(settings, Purpose.CONFIRM, token)
+    activated = subscribers.confirm(session, subscriber_id=claims.subscriber_id)
+    subscriber = subscribers.get_subscriber(session, claims.subscriber_id)
+    session.commit()
+    if activated:
+        tasks.send_welcome.delay(subscriber.id, activated)
+    subscribed = any(s.status == SubscriptionStatus.SUBSCRIBED for s in subscriber.subscriptions)
+    message = (
+        "Your subscription is confirmed. The next issue will reach your inbox."
+        if subscribed
+        else "There was nothing left to confirm: this address has no pending subscription."
+    )
+    return page(request, "message.html", {"title": "Subscription confirmed", "message": message})
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_page(token: str, request: Request, settings: SettingsDep) -> Response:
+    _claims(settings, Purpose.UNSUBSCRIBE, token)
+    return page(request, "unsubscribe.html", {"token": token})
+
+
+@router.post("/unsubscribe/{token}")
+def unsubscribe(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """RFC 8058 one-click unsubscribe: no cookie, no login, whatever the body says."""
+    claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
+    # An erased reader is unsubscribed already: nothing will be sent, as they asked.
+    with contextlib.suppress(subscribers.UnknownSubscriber):
+        subscribers.unsubscribe(
+            session,
+            subscriber_id=claims.subscriber_id,
+            newsletter_id=claims.newsletter_id,
+            source="one-click" if "text/html" not in request.headers.get("accept", "") else "web",
+        )
+    session.commit()
+    return page(
+        request,
+        "message.html",
+        {
+            "title": "You are unsubscribed",
+            "message": "You will receive no more of these emails. We are sorry to see you go.",
+            "preferences_token": None,
+        },
+    )
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+def preferences_page(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    loaded = _reader(session, settings, token)
+    return page(request, "preferences.html", _preferences_context(session, loaded, token))
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse)
+async def preferences_update(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    loaded = _reader(session, settings, token)
+    form = await request.form()
+    try:
+        subscribers.update_preferences(
+            session,
+            subscriber_id=loaded.id,
+            preferences=subscribers.Preferences(
+                name=_field(form, "name"),
+                language=_field(form, "language"),
+                topics=[str(t) for t in form.getlist("topics")],
+                newsletters=[str(n) for n in form.getlist("newsletters")],
+                time_zone=_field(form, "time_zone"),
+            ),
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        context = {**_preferences_context(session, loaded, token), "error": exc.message}
+        return page(request, "preferences.html", context, status_code=422)
+    session.commit()
+    context = {**_preferences_context(session, loaded, token), "saved": True}
+    return page(request, "preferences.html", context)
+
+
+@router.get("/preferences/{token}/data")
+def download_data(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    loaded = _reader(session, settings, token)
+    data = subscribers.export_data(session, subscriber_id=loaded.id)
+    return Response(
+        json.dumps(data, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="my-newsletter-data.json"'},
+    )
+
+
+@router.post("/preferences/{token}/erase", response_class=HTMLResponse)
+async def erase(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    loaded = _reader(session, settings, token)
+    form = await request.form()
+    if form.get("confirm") != "yes":
+        context = {
+            **_preferences_context(session, loaded, token),
+            "error": "Tick the box to confirm that you want everything about you erased.",
+        }
+        return page(request, "preferences.html", context, status_code=422)
+    subscribers.erase(session, subscriber_id=loaded.id)
+    session.commit()
+    return page(
+        request,
+        "message.html",
+        {
+            "title": "Your data is erased",
+            "message": "Everything we kept about you is deleted. We keep only a one-way hash "
+            "of your address, so that we never write to it again.",
+        },
+    )
+
+
+@router.get("/articles/{slug}", response_class=HTMLResponse)
+def article_page(slug: str, request: Request, session: SessionDep) -> Response:
+    article = get_article_by_slug(session, slug)
+    if article is None or article.hidden:
+        raise HTTPException(status_code=404, detail="There is no such article.")
+    return page(
+        request, "article.html", {"article": article, "paragraphs": article.body.split("\n\n")}
+    )
+
+
+async def _signup_form(request: Request, *, as_json: bool) -> subscribers.SignupForm:
+    if as_json:
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInput("body", "The request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("body", "The request body must be a JSON object.")
+        newsletters = data.get("newsletters") or []
+        if isinstance(newsletters, str):
+            newsletters = [newsletters]
+        if not isinstance(newsletters, list) or not all(isinstance(n, str) for n in newsletters):
+            raise InvalidInput("newsletters", "Newsletters must be a list of names.")
+        for key in ("email", "name", "language", "time_zone"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise InvalidInput(key, f"The {key.replace('_', ' ')} must be text.")
+        return subscribers.SignupForm(
+            email=data.get("email") or "",
+            name=data.get("name"),
+            newsletters=newsletters,
+            topics=data.get("topics"),
+            language=data.get("language"),
+            time_zone=data.get("time_zone"),
+        )
+    form = await request.form()
+    return subscribers.SignupForm(
+        email=_field(form, "email") or "",
+        name=_field(form, "name"),
+        newsletters=[str(n) for n in form.getlist("newsletters")],
+        topics=[str(t) for t in form.getlist("topics")],
+        language=_field(form, "language"),
+        time_zone=_field(form, "time_zone"),
+    )
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _claims(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
+    """The token's claims; a TokenError becomes a 400 page in newsletter.web.app."""
+    return read_token(
+        settings.secret_key, purpose, token, max_age=settings.confirm_token_max_age_seconds
+    )
+
+
+def _reader(session: SessionDep, settings: Settings, token: str) -> Subscriber:
+    claims = _claims(settings, Purpose.PREFERENCES, token)
+    return subscribers.get_subscriber(session, claims.subscriber_id)
+
+
+def _signup_context(session: SessionDep) -> dict[str, Any]:
+    topics = sorted(
+        {topic for row in session.scalars(select(Article.topics)) for topic in (row or [])}
+    )
+    return {
+        "newsletters": newsletter_store.list_newsletters(session),
+        "topics": topics,
+        "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+        "form": None,
+    }
+
+
+def _preferences_context(session: SessionDep, subscriber: Subscriber, token: str) -> dict[str, Any]:
+    context = _signup_context(session)
+    subscribed = {
+        s.newsletter_id
+        for s in subscriber.subscriptions
+        if s.status == SubscriptionStatus.SUBSCRIBED
+    }
+    topics = sorted(set(context["topics"]) | set(subscriber.topics))
+    return {
+        **context,
+        "subscriber": subscriber,
+        "subscribed": subscribed,
+        "topics": topics,
+        "token": token,
+    }

@@ -1,0 +1,277 @@
+"""Shared fixtures: real PostgreSQL, SQLite, Redis, an aiosmtpd server and a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+# The environment is set before the package is imported, so that every process of the
+# run (this one and the workers it starts) reads the same settings.
+ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(tempfile.mkdtemp(prefix="newsletter-tests-"))
+REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_SERVICES = os.environ.get("NEWSLETTER_TEST_REQUIRE_SERVICES") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SMTP_PORT = free_port()
+TEST_ENV = {
+    "NEWSLETTER_VAR_DIR": str(VAR_DIR),
+    "NEWSLETTER_BROKER_URL": REDIS_URL,
+    "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
+    "NEWSLETTER_SECRET_KEY": "test-secret-key-" + uuid.uuid4().hex,
+    "NEWSLETTER_ADMIN_TOKEN": "test-admin-token-" + uuid.uuid4().hex,
+    "NEWSLETTER_BASE_URL": "http://newsletter.test",
+    "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
+}
+os.environ.update(TEST_ENV)
+
+from newsletter import db, newsletters  # noqa: E402
+from newsletter.config import get_settings  # noqa: E402
+from newsletter.models import Base  # noqa: E402
+from newsletter.schema import upgrade  # noqa: E402
+
+
+def service_missing(what: str) -> None:
+    """A missing service fails the run in CI and skips the test on a laptop without it."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (NEWSLETTER_TEST_REQUIRE_SERVICES=1) but does not answer")
+    pytest.skip(f"{what} does not answer")
+
+
+# --- databases -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        service_missing("PostgreSQL")
+    finally:
+        engine.dispose()
+    return POSTGRES_ADMIN_URL
+
+
+def create_postgres_database(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"nl_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, migrated database of each kind, made the process's configured database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{VAR_DIR / f'test-{uuid.uuid4().hex[:8]}.db'}"
+        admin = None
+    else:
+        admin = request.getfixturevalue("postgres_server")
+        url = create_postgres_database(admin)
+    previous = os.environ.get("NEWSLETTER_DATABASE_URL")
+    os.environ["NEWSLETTER_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    db.reset()
+    upgrade(db.get_engine())
+    yield url
+    db.reset()
+    if admin:
+        drop_postgres_database(admin, url)
+    if previous is None:
+        os.environ.pop("NEWSLETTER_DATABASE_URL", None)
+    else:
+        os.environ["NEWSLETTER_DATABASE_URL"] = previous
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> str:
+    """Empty every table and recreate the `daily` newsletter, for a test of its own."""
+    engine = db.get_engine()
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+    settings = get_settings()
+    with db.session_scope() as session:
+        newsletters.ensure_default_newsletter(
+            session, language=settings.default_language, time_zone=settings.default_time_zone
+        )
+    return database_url
+
+
+# --- SMTP ----------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class Mailbox:
+    """What the test SMTP server received, with a way to wait for more."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+        self._changed = threading.Condition()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        with self._changed:
+            self.messages.append(
+                Received(
+                    envelope.mail_from,  # type: ignore[attr-defined]
+                    list(envelope.rcpt_tos),  # type: ignore[attr-defined]
+                    envelope.original_content,  # type: ignore[attr-defined]
+                )
+            )
+            self._changed.notify_all()
+        return "250 OK"
+
+    def clear(self) -> None:
+        with self._changed:
+            self.messages.clear()
+
+    def to(self, address: str) -> list[Received]:
+        return [m for m in self.messages if address.lower() in (r.lower() for r in m.rcpt_tos)]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 20.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self.to(address)) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"expected {count} message(s) to {address} within {timeout}s, "
+                        f"got {len(self.to(address))}"
+                    )
+                self._changed.wait(left)
+            return self.to(address)
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[Mailbox]:
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=SMTP_PORT, enable_SMTPUTF8=True)
+    controller.start()
+    yield mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: Mailbox) -> Mailbox:
+    smtp_server.clear()
+    return smtp_server
+
+
+# --- Redis and the worker ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_broker() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.RedisError:
+        service_missing("Redis")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def worker(
+    database_url: str, redis_broker: str, smtp_server: Mailbox
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on Redis, using the module's database."""
+    import redis
+
+    # Tasks queued by earlier modules name rows of another database: drop them.
+    with redis.Redis.from_url(redis_broker) as client:
+        client.flushdb()
+    log = VAR_DIR / f"worker-{uuid.uuid4().hex[:6]}.log"
+    env = {**os.environ, "NEWSLETTER_DATABASE_URL": database_url}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=2",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()

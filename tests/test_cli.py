@@ -1,0 +1,120 @@
+"""The `newsletter` command as a person runs it: a real process, its output and exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SEED = ROOT / "seeds" / "000_6fc2d16fc29a7e31.txt"
+
+
+def newsletter(
+    *args: str, database_url: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=ROOT,
+        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_lists_every_command(clean_db: str) -> None:
+    result = newsletter("--help", database_url=clean_db)
+    assert result.returncode == 0
+    for command in ("up", "web", "worker", "init", "articles", "subscribers", "sink", "beat"):
+        assert f"  {command} " in result.stdout
+
+
+def test_init_twice_changes_nothing(clean_db: str) -> None:
+    first = newsletter("init", database_url=clean_db)
+    assert first.returncode == 0, first.stderr
+    second = newsletter("init", database_url=clean_db)
+    assert second.returncode == 0, second.stderr
+    assert "imported" not in second.stdout  # the seed article is there already
+    listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
+    assert [a["title"] for a in listed] == [
+        "Putin wants greater cooperation between Russia and North Korea"
+    ]
+
+
+def test_articles_import_reports_the_bad_file_and_imports_the_rest(
+    clean_db: str, tmp_path: Path
+) -> None:
+    (tmp_path / "good.md").write_text(
+        "---\ntitle: Macau reabre a ponte\nlanguage: pt\ntopics: [macau]\n---\n"
+        "A ponte reabriu hoje. Os carros voltaram.\n"
+    )
+    (tmp_path / "bad.md").write_text("---\ntitle: [unclosed\n---\nBody.\n")
+    result = newsletter("articles", "import", str(tmp_path), database_url=clean_db)
+    assert result.returncode != 0
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "bad.md" in errors[0]
+    listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
+    assert [a["title"] for a in listed] == ["Macau reabre a ponte"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["subscribers", "add", "nobody@"], "not valid"),
+        (["subscribers", "add", "ana@example.com", "--language", "fr"], "language"),
+        (["subscribers", "add", "ana@example.com", "--newsletter", "weekly"], "no newsletter"),
+        (["subscribers", "add", "ana@example.com", "--name", "A\nB"], "line breaks"),
+        (["subscribers", "show", "ghost@example.com"], "no subscriber"),
+        (["subscribers", "erase", "ghost@example.com", "--yes"], "no subscriber"),
+        (["subscribers", "frobnicate"], "no such command"),
+        (["articles", "import", "/no/such/file.txt"], "/no/such/file.txt"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(
+    clean_db: str, args: list[str], words: str
+) -> None:
+    result = newsletter(*args, database_url=clean_db)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0].lower()
+    listed = newsletter("subscribers", "list", "--json", database_url=clean_db)
+    assert listed.stdout == ""
+
+
+def test_add_show_export_and_erase_a_subscriber(clean_db: str, redis_broker: str) -> None:
+    added = newsletter(
+        "subscribers",
+        "add",
+        "Ana@Example.com",
+        "--name",
+        "Ana",
+        "--language",
+        "pt",
+        "--topics",
+        "macau,china",
+        "--confirmed",
+        database_url=clean_db,
+    )
+    assert added.returncode == 0, added.stderr
+    shown = json.loads(
+        newsletter("subscribers", "show", "ana@example.com", "--json", database_url=clean_db).stdout
+    )
+    assert shown["name"] == "Ana" and shown["topics"] == ["macau", "china"]
+    assert shown["subscriptions"][0]["status"] == "subscribed"
+    assert [e["kind"] for e in shown["events"]] == ["signed_up", "confirmed"]
+    exported = json.loads(
+        newsletter("subscribers", "export-data", "ana@example.com", database_url=clean_db).stdout
+    )
+    assert exported == shown
+    erased = newsletter("subscribers", "erase", "ana@example.com", "--yes", database_url=clean_db)
+    assert erased.returncode == 0, erased.stderr
+    again = newsletter("subscribers", "add", "ana@example.com", database_url=clean_db)
+    assert again.returncode != 0 and "suppression" in again.stderr

@@ -1,0 +1,68 @@
+"""Tokens: bound to purpose and subscriber, tamper-evident, confirm tokens expire."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from newsletter.tokens import (
+    Purpose,
+    TokenError,
+    make_token,
+    make_verp_token,
+    read_token,
+    read_verp_token,
+)
+
+KEY = "k" * 32
+
+
+def test_a_token_reads_back_its_subscriber_and_newsletter() -> None:
+    token = make_token(KEY, Purpose.UNSUBSCRIBE, 42, 7)
+    claims = read_token(KEY, Purpose.UNSUBSCRIBE, token)
+    assert (claims.subscriber_id, claims.newsletter_id) == (42, 7)
+
+
+@pytest.mark.parametrize("made_for", list(Purpose))
+@pytest.mark.parametrize("used_for", list(Purpose))
+def test_a_token_of_one_purpose_fails_for_every_other(made_for: Purpose, used_for: Purpose) -> None:
+    token = make_token(KEY, made_for, 1)
+    if made_for is used_for:
+        assert read_token(KEY, used_for, token).subscriber_id == 1
+    else:
+        with pytest.raises(TokenError):
+            read_token(KEY, used_for, token)
+
+
+def test_a_flipped_character_or_another_key_fails() -> None:
+    token = make_token(KEY, Purpose.PREFERENCES, 5)
+    for position in range(len(token)):
+        flipped = (
+            token[:position] + ("A" if token[position] != "A" else "B") + token[position + 1 :]
+        )
+        with pytest.raises(TokenError):
+            read_token(KEY, Purpose.PREFERENCES, flipped)
+    with pytest.raises(TokenError):
+        read_token("another-key" * 3, Purpose.PREFERENCES, token)
+
+
+def test_confirm_tokens_expire_and_unsubscribe_tokens_do_not() -> None:
+    confirm = make_token(KEY, Purpose.CONFIRM, 3)
+    unsubscribe = make_token(KEY, Purpose.UNSUBSCRIBE, 3)
+    time.sleep(1.1)
+    with pytest.raises(TokenError) as caught:
+        read_token(KEY, Purpose.CONFIRM, confirm, max_age=0)
+    assert caught.value.expired
+    assert read_token(KEY, Purpose.UNSUBSCRIBE, unsubscribe, max_age=0).subscriber_id == 3
+
+
+def test_verp_tokens_are_lower_case_and_unforgeable() -> None:
+    token = make_verp_token(KEY, 12, 345)
+    assert token == token.lower()
+    claims = read_verp_token(KEY, token.upper())  # a relay may fold the case
+    assert (claims.subscriber_id, claims.delivery_id) == (12, 345)
+    with pytest.raises(TokenError):
+        read_verp_token(KEY, token.replace("s12", "s13"))
+    with pytest.raises(TokenError):
+        read_verp_token(KEY, "s12d345-0000000000")

@@ -1,0 +1,124 @@
+"""`newsletter up` on the embedded defaults: SQLite, the SQLite broker, the outbox sink."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    var = tmp_path_factory.mktemp("var")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_VAR_DIR=str(var),
+        NEWSLETTER_BASE_URL=base,
+        NEWSLETTER_SINK_PORT=str(free_port()),
+    )
+    log = (var / "up.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "up", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"newsletter up did not come up:\n{(var / 'up.log').read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield base, var, env
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    finally:
+        log.close()
+
+
+def outbox_messages(var: Path, count: int, timeout: float = 30) -> list[EmailMessage]:
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted((var / "outbox").glob("*.eml"))
+        if len(files) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert len(files) >= count, f"{len(files)} message(s) in the outbox, expected {count}"
+    parsed = [message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
+    return sorted(parsed, key=lambda m: m["Date"].datetime)  # type: ignore[no-any-return]
+
+
+def body_text(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def test_a_person_signs_up_confirms_from_the_outbox_and_unsubscribes(
+    service: tuple[str, Path, dict[str, str]],
+) -> None:
+    base, var, env = service
+    signup_page = httpx.get(f"{base}/")
+    assert signup_page.status_code == 200 and 'name="email"' in signup_page.text
+
+    answer = httpx.post(f"{base}/subscribe", data={"email": "leitor@example.com", "name": "Leitor"})
+    assert answer.status_code == 202
+
+    (confirmation,) = outbox_messages(var, 1)
+    assert confirmation["To"] == "Leitor <leitor@example.com>"
+    confirm_url = re.search(rf"{re.escape(base)}/confirm/\S+", body_text(confirmation))
+    assert confirm_url
+    assert httpx.get(confirm_url.group(0)).status_code == 200
+
+    welcome = outbox_messages(var, 2)[1]
+    one_click = re.search(r"<(http[^>]+/unsubscribe/[^>]+)>", welcome["List-Unsubscribe"])
+    assert one_click
+    assert httpx.post(one_click.group(1), data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "newsletter", "subscribers", "show", "leitor@example.com", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert '"status": "unsubscribed"' in shown.stdout
+
+
+def test_the_seed_article_is_imported_and_has_a_page(
+    service: tuple[str, Path, dict[str, str]],
+) -> None:
+    base, _, _ = service
+    page = httpx.get(
+        f"{base}/articles/putin-wants-greater-cooperation-between-russia-and-north-korea"
+    )
+    assert page.status_code == 200
+    assert "Russian President Vladimir Putin today called" in page.text
+    assert "Subscribe Plataforma Newsletter" not in page.text
