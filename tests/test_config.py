@@ -1,4 +1,4 @@
-"""Settings: defaults that run anywhere, secrets generated once, placeholders refused in production."""
+"""Settings: embedded defaults, secrets generated once, placeholders refused in production."""
 
 from __future__ import annotations
 
