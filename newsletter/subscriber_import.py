@@ -218,7 +218,9 @@ def _columns(header: list[str]) -> list[str]:
     # A spreadsheet's UTF-8 export may begin with a byte order mark.
     columns = [name.strip().lstrip("\ufeff").strip().lower() for name in header]
     known = ", ".join(COLUMNS)
-    for name in columns:
+    for number, name in enumerate(columns, start=1):
+        if not name:
+            raise InvalidInput("file", f"Column {number} has no name; the columns are {known}.")
         if name not in COLUMNS:
             raise InvalidInput(
                 "file",

@@ -171,7 +171,7 @@ def test_new_readers_are_added_pending_and_listed_for_confirmation(session: Sess
         session,
         "email,name,language,topics\n"
         "ana@example.com,Ana Silva,pt,macau;economia\n"
-        "bo@example.com,,,\n",
+        'bo@example.com,,,"sport, Macau;sport"\n',
     )
     session.commit()
 
@@ -188,7 +188,7 @@ def test_new_readers_are_added_pending_and_listed_for_confirmation(session: Sess
     # The columns a bulk insert leaves to the models' defaults are filled all the same.
     assert (ana.status, ana.soft_bounce_count) == (SubscriberStatus.ACTIVE, 0)
     assert (ana.created_at, ana.updated_at) == (NOW, NOW)
-    assert (bo.name, bo.language, bo.topics) == ("", "en", [])
+    assert (bo.name, bo.language, bo.topics) == ("", "en", ["sport", "macau"])
 
     subscription = ana.subscriptions[0]
     assert len(ana.subscriptions) == 1
@@ -398,6 +398,7 @@ def test_a_row_refused_for_a_bad_cell_does_not_make_its_correction_a_duplicate(
         ("email,name,phone\nana@example.com,Ana,123\n", "'phone'"),
         ("name,language\nAna,pt\n", "no email column"),
         ("email,name,Email\nana@example.com,Ana,x\n", "twice"),
+        ("email,name,\nana@example.com,Ana,\n", "Column 3 has no name"),
         ("", "empty"),
     ],
 )
@@ -463,6 +464,18 @@ def test_a_dry_run_changes_nothing_and_reports_what_a_real_run_does(session: Ses
         real.pop(key), dry.pop(key)
     assert dry == real
     assert (report.added, report.updated, report.unchanged, len(report.refused)) == (2, 2, 0, 3)
+
+
+def test_a_dry_run_leaves_the_callers_own_unsaved_work_alone(session: Session) -> None:
+    session.add(Newsletter(slug="monthly", name="Monthly"))
+    session.flush()
+
+    report = _import(session, "email,newsletter\nana@example.com,monthly\n", dry_run=True)
+    session.commit()
+
+    assert report.added == 1
+    assert session.scalar(select(Newsletter.name).where(Newsletter.slug == "monthly")) == "Monthly"
+    assert _count(session, Subscriber) == 0
 
 
 def test_the_report_reads_as_plain_data(session: Session) -> None:
