@@ -19,8 +19,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check newsletter tests bench worker.py
 	$(BIN)/mypy newsletter
 
+# make bench BENCH="import --rows 200000"; with no BENCH, the list of benchmarks.
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'

@@ -228,22 +228,27 @@ def subscribers_add(
 
 
 @subscribers.command("import")
-@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Report what would change, change nothing.")
 @click.option("--send-confirmations", is_flag=True, help="Email the rows left pending.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def subscribers_import(
-    csv_file: Any, dry_run: bool, send_confirmations: bool, as_json: bool
+    csv_file: Path, dry_run: bool, send_confirmations: bool, as_json: bool
 ) -> None:
     """Import subscribers from CSV: email,name,language,topics,newsletter,confirmed."""
     from newsletter.db import session_scope
     from newsletter.subscriber_import import import_subscribers_csv
 
     settings = get_settings()
-    with _user_errors(), session_scope() as session:
+    # newline="": quoted cells may hold line breaks; utf-8-sig: spreadsheets write a BOM.
+    with (
+        _user_errors(),
+        csv_file.open(encoding="utf-8-sig", newline="") as stream,
+        session_scope() as session,
+    ):
         report = import_subscribers_csv(
             session,
-            csv_file,
+            stream,
             default_language=settings.default_language,
             default_time_zone=settings.default_time_zone,
             dry_run=dry_run,

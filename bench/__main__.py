@@ -1,0 +1,23 @@
+"""`python -m bench NAME [options]`: run one benchmark; with no name, list them."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "import": ("bench.import_subscribers", "CSV subscriber import on PostgreSQL"),
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print("usage: python -m bench NAME [options]\n\nbenchmarks:")
+        for name, (_, what) in BENCHMARKS.items():
+            print(f"  {name:10} {what}")
+        sys.exit(0 if len(sys.argv) < 2 else 2)
+    module, _ = BENCHMARKS[sys.argv[1]]
+    importlib.import_module(module).main(sys.argv[2:])
+
+
+main()
