@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -44,3 +45,22 @@ def wants_json(request: Request) -> bool:
     return content_type.startswith("application/json") or (
         "application/json" in accept and "text/html" not in accept
     )
+
+
+def require_admin(
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """Admin API calls carry `Authorization: Bearer <NEWSLETTER_ADMIN_TOKEN>`."""
+    expected = get_settings().admin_token
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise HTTPException(
+            status_code=401,
+            detail="This needs the admin token: send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+AdminDep = Depends(require_admin)
