@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean messages
 
 run: $(STAMP)
 	$(BIN)/newsletter up
@@ -32,3 +32,13 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
+
+# After adding or changing a translatable string: re-extract newsletter/locales/messages.pot,
+# merge it into the pt and zh catalogs, then translate their new (empty or fuzzy) entries.
+# `_base` template folders are read too: hence --ignore-dirs, whose default skips `_*`.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k gettext -k ngettext:1,2 \
+		--ignore-dirs='.* __pycache__ var build' --add-comments=Translators: \
+		--project=newsletter --sort-by-file -o newsletter/locales/messages.pot .
+	$(BIN)/pybabel update -i newsletter/locales/messages.pot -d newsletter/locales -l pt --ignore-obsolete
+	$(BIN)/pybabel update -i newsletter/locales/messages.pot -d newsletter/locales -l zh --ignore-obsolete

@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "import": ("bench.import_subscribers", "CSV subscriber import on PostgreSQL"),
+    "render": ("bench.render", "digest composition and rendering, µs per message"),
 }
 
 

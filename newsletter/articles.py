@@ -89,9 +89,9 @@ def parse_scraped_text(text: str, *, source: str) -> ParsedArticle:
     return ParsedArticle(
         title=title,
         body=body,
-        summary=_lede_summary(body_paragraphs),
+        summary=lede_summary(body_paragraphs),
         url=None,
-        language=_guess_language(title, body),
+        language=guess_language(title, body),
         topics=[],
         published_at=None,
         source=source,
@@ -127,11 +127,11 @@ def parse_markdown(text: str, *, source: str) -> ParsedArticle:
     body_paragraphs = [b.text for b in blocks]
     body = "\n\n".join(body_paragraphs)
     summary = _collapse(_inline_markdown(_text_field(meta, "summary", source)))
-    language = _language_field(meta, source) or _guess_language(title, body)
+    language = _language_field(meta, source) or guess_language(title, body)
     return ParsedArticle(
         title=title,
         body=body,
-        summary=summary or _lede_summary(body_paragraphs),
+        summary=summary or lede_summary(body_paragraphs),
         url=_url_field(meta, source),
         language=language,
         topics=_topics_field(meta, source),
@@ -150,8 +150,8 @@ def store_article(
     """
     now = _aware_utc(now) if now is not None else datetime.now(UTC)
     _check_storable(parsed)
-    content_hash = _content_hash(parsed)
-    existing = session.scalar(select(Article).where(Article.content_hash == content_hash))
+    fingerprint = content_hash(parsed)
+    existing = session.scalar(select(Article).where(Article.content_hash == fingerprint))
     if existing is not None:
         return existing, False
     article = Article(
@@ -165,7 +165,7 @@ def store_article(
         published_at=_aware_utc(parsed.published_at) if parsed.published_at is not None else now,
         # Keep the end of a long path: it names the file.
         source=parsed.source[-SOURCE_MAX_CHARS:],
-        content_hash=content_hash,
+        content_hash=fingerprint,
         priority=0,
         hidden=False,
         created_at=now,
@@ -237,7 +237,7 @@ def article_as_dict(article: Article) -> dict[str, Any]:
 # --- Text clean-up ---------------------------------------------------------------------
 
 # C0/C1 controls except \t and \n, DEL, the BOM, and bidi overrides (they can disguise text).
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u202a-\u202e\u2066-\u2069]")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u202a-\u202e\u2066-\u2069]")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 _CJK_EDGE = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
@@ -272,7 +272,7 @@ def _clean_text(text: str, source: str) -> str:
         )
         if odd > max(8, len(text) // 10):
             raise _error(source, "looks like binary data, not text")
-    return _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", text))
+    return CONTROL_CHARS.sub("", unicodedata.normalize("NFC", text))
 
 
 def _collapse(text: str) -> str:
@@ -433,7 +433,7 @@ _ABBREVIATIONS = frozenset(
 )
 
 
-def _lede_summary(paragraphs: Sequence[str]) -> str:
+def lede_summary(paragraphs: Sequence[str]) -> str:
     """The lede's first sentences, as many as fit in SUMMARY_MAX_CHARS."""
     lede = next((p for p in paragraphs if _ANY_FINAL_PUNCTUATION.search(p)), None)
     if lede is None:
@@ -501,7 +501,7 @@ _ENGLISH_WORDS = frozenset(
 )
 
 
-def _guess_language(title: str, body: str) -> str:
+def guess_language(title: str, body: str) -> str:
     """Chinese if much of the text is Han characters; else Portuguese or English by words."""
     text = f"{title}\n{body}"
     letters = sum(1 for ch in text if ch.isalpha())
@@ -555,7 +555,7 @@ def _text_field(meta: dict[str, Any], key: str, source: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _error(source, f"front matter '{key}' must be text")
     # Escapes in quoted YAML strings can bring back what _clean_text removed.
-    return _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", str(value)))
+    return CONTROL_CHARS.sub("", unicodedata.normalize("NFC", str(value)))
 
 
 def _url_field(meta: dict[str, Any], source: str) -> str | None:
@@ -594,7 +594,7 @@ def _topics_field(meta: dict[str, Any], source: str) -> list[str]:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise _error(source, f"topic {item!r} is not text")
-        topic = _collapse(_CONTROL_CHARS.sub("", str(item))).casefold()
+        topic = _collapse(CONTROL_CHARS.sub("", str(item))).casefold()
         if topic and topic not in topics:
             topics.append(topic)
     return topics
@@ -767,7 +767,7 @@ def _check_storable(parsed: ParsedArticle) -> None:
         raise _error(parsed.source, f"url is longer than {URL_MAX_CHARS} characters")
 
 
-def _content_hash(parsed: ParsedArticle) -> str:
+def content_hash(parsed: ParsedArticle) -> str:
     """sha256 of the normalised title, body and url: what makes two imports one article."""
     parts = [
         _collapse(unicodedata.normalize("NFC", parsed.title)),

@@ -31,6 +31,12 @@ def configure(settings: Settings) -> None:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+        beat_schedule={
+            "fetch-feeds": {
+                "task": "newsletter.fetch_feeds",
+                "schedule": settings.feed_poll_minutes * 60.0,
+            },
+        },
     )
 
 

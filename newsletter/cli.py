@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -150,6 +150,31 @@ def articles_import(paths: tuple[Path, ...]) -> None:
         sys.exit(1)
 
 
+@articles.command("fetch")
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def articles_fetch(urls: tuple[str, ...], as_json: bool) -> None:
+    """Import the entries of RSS or Atom feeds (asking only for what changed)."""
+    from newsletter import feeds
+    from newsletter.db import session_scope
+
+    with session_scope() as session:
+        reports = feeds.fetch_configured_feeds(session, list(urls))
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in reports], ensure_ascii=False, indent=2))
+    else:
+        for report in reports:
+            click.echo(
+                f"{report.url}: {report.status}, {report.imported} new, "
+                f"{report.unchanged} unchanged"
+            )
+    failed = [e for r in reports for e in r.errors if r.status == "failed"]
+    for error in failed:
+        click.echo(f"newsletter: {error}", err=True)
+    if failed:
+        sys.exit(1)
+
+
 @articles.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
@@ -168,6 +193,67 @@ def articles_list(as_json: bool, limit: int) -> None:
         return
     for row in rows:
         click.echo(f"{row['published_at'][:16]}  {row['language']}  {row['slug']}  {row['title']}")
+
+
+# --- digests -------------------------------------------------------------------------
+
+
+@cli.group()
+def digest() -> None:
+    """Preview digests."""
+
+
+@digest.command("preview")
+@click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
+@click.option("--subscriber", "subscriber_email", default=None, help="As this reader gets it.")
+@click.option("--since", default=None, help="Start of the window (ISO 8601).")
+@click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "html", "eml"]),
+    default="text",
+    show_default=True,
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def digest_preview(
+    newsletter_slug: str,
+    subscriber_email: str | None,
+    since: str | None,
+    subject: str | None,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """Show exactly what a reader would get if the digest were sent now."""
+    from email import message_from_bytes, policy
+
+    from newsletter import digests
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        result = digests.preview(
+            session,
+            newsletter_slug=newsletter_slug,
+            settings=get_settings(),
+            subscriber_email=subscriber_email,
+            since=_parse_when(since, "--since"),
+            subject=_clean_subject(subject),
+        )
+    if output_format == "eml":
+        data = result.message.data
+    else:
+        message = message_from_bytes(result.message.data, policy=policy.default)
+        part = message.get_body(preferencelist=("plain" if output_format == "text" else "html",))
+        data = str(part.get_content() if part else "").encode()
+    if output:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(data)
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror}") from None
+        click.echo(f"wrote {output} ({len(result.selection.article_ids)} article(s))")
+    else:
+        click.echo(data.decode(errors="replace"), nl=False)
 
 
 # --- subscribers ---------------------------------------------------------------------
@@ -420,14 +506,34 @@ def _supervise(commands: dict[str, list[str]]) -> None:
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the services' refusals into one-line CLI errors."""
+    from newsletter.digests import NothingToSend
     from newsletter.newsletters import UnknownNewsletter
     from newsletter.subscribers import UnknownSubscriber
     from newsletter.validation import InvalidInput
 
     try:
         yield
-    except (InvalidInput, UnknownSubscriber, UnknownNewsletter) as exc:
+    except (InvalidInput, UnknownSubscriber, UnknownNewsletter, NothingToSend) as exc:
         raise CommandError(str(exc)) from None
+
+
+def _parse_when(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 moment; without a time zone it is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{option} wants an ISO 8601 date and time, not {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _clean_subject(value: str | None) -> str | None:
+    from newsletter.validation import clean_text
+
+    if value is None:
+        return None
+    return clean_text("subject", value, max_length=300) or None
 
 
 def _newsletters(session: Any) -> list[Any]:

@@ -57,12 +57,28 @@ class Settings(BaseSettings):
     default_language: str = "en"
     default_time_zone: str = "Europe/Lisbon"
 
+    digest_max_articles: int = Field(default=10, ge=1, le=100)
+    # The first digest of a newsletter covers this many hours back.
+    digest_first_window_hours: int = Field(default=24, ge=1)
+
+    dkim_key: str = Field(
+        default="", description="PEM private key, or the path of a file holding one."
+    )
+    dkim_selector: str = ""
+    dkim_domain: str = Field(default="", description="d= of the signature; mail_domain if empty.")
+
     confirmation_interval_seconds: int = Field(
         default=600, description="A pending address gets at most one confirmation per interval."
     )
     confirm_token_max_age_seconds: int = 7 * 24 * 3600
     smtp_timeout_seconds: float = 30.0
     max_request_bytes: int = 64 * 1024
+    max_api_request_bytes: int = 1024 * 1024
+
+    feeds: list[str] = Field(
+        default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
+    )
+    feed_poll_minutes: int = Field(default=15, ge=1)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

@@ -56,7 +56,12 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        list[int]: JSON,
+    }
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -203,6 +208,24 @@ class Digest(Base):
     newsletter: Mapped[Newsletter] = relationship()
 
 
+class DigestVariant(Base):
+    """One distinct selection of a digest (language and articles), shared by many readers.
+
+    A digest is rendered once per variant, not once per reader.
+    """
+
+    __tablename__ = "digest_variants"
+    __table_args__ = (UniqueConstraint("digest_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    # sha256 of language and article ids: how a batch finds the variant it shares.
+    key: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    article_ids: Mapped[list[int]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -215,6 +238,10 @@ class Delivery(Base):
     # Kept (as NULL) when a subscriber is erased, so that a digest's counts stay true.
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    # Which rendering of the digest this reader gets (and so which articles).
+    variant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digest_variants.id", ondelete="SET NULL"), index=True
     )
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -258,3 +285,20 @@ class SubscriberEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="events")
+
+
+class Feed(Base):
+    """An RSS or Atom feed we import from, with what its server said when last asked."""
+
+    __tablename__ = "feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    # The validators the server gave, sent back as If-None-Match / If-Modified-Since.
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_fetched_at: Mapped[datetime | None]
+    # "imported", "not-modified" or "failed"
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

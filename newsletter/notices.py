@@ -8,7 +8,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.models import Newsletter, Subscriber
-from newsletter.rendering import OutgoingMessage, build_message, render_email
+from newsletter.rendering import (
+    MessageTemplate,
+    OutgoingMessage,
+    Recipient,
+    make_message_id,
+    render_email,
+)
 from newsletter.subscribers import can_be_asked_to_confirm, can_receive, get_subscriber
 from newsletter.tokens import Purpose, make_token, make_verp_token
 
@@ -83,23 +89,40 @@ def _message(
         language=subscriber.language,
     )
     list_id = newsletter.slug if newsletter else "subscriptions"
-    return build_message(
+    prepared = MessageTemplate(
         rendered,
         from_name=settings.publisher_name,
         from_address=settings.from_address,
-        to_address=subscriber.email,
-        to_name=subscriber.name,
-        envelope_from=f"bounces+{make_verp_token(settings.secret_key, subscriber.id)}"
-        f"@{settings.mail_domain}",
-        mail_domain=settings.mail_domain,
-        headers={
-            "List-Id": f"{settings.publisher_name} <{list_id}.{settings.mail_domain}>",
-            "List-Unsubscribe": (
-                f"<{links['unsubscribe_url']}>, <mailto:{links['unsubscribe_mailto']}>"
-            ),
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+        headers=list_headers(settings, list_id=list_id, unsubscribe=links),
     )
+    return prepared.fill(
+        Recipient(
+            address=subscriber.email,
+            name=subscriber.name,
+            envelope_from=bounce_address(settings, subscriber.id),
+            message_id=make_message_id(settings.mail_domain),
+        )
+    )
+
+
+def list_headers(
+    settings: Settings, *, list_id: str, unsubscribe: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """List-Id and the RFC 2369 / RFC 8058 unsubscribe headers every message carries."""
+    return [
+        ("List-Id", f"{settings.publisher_name} <{list_id}.{settings.mail_domain}>"),
+        (
+            "List-Unsubscribe",
+            f"<{unsubscribe['unsubscribe_url']}>, <mailto:{unsubscribe['unsubscribe_mailto']}>",
+        ),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+
+
+def bounce_address(settings: Settings, subscriber_id: int, delivery_id: int | None = None) -> str:
+    """The VERP envelope sender: bounces come back to an address that names the reader."""
+    token = make_verp_token(settings.secret_key, subscriber_id, delivery_id)
+    return f"bounces+{token}@{settings.mail_domain}"
 
 
 def _names(newsletters: list[Newsletter]) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from celery import Task
 from sqlalchemy.orm import Session
 
-from newsletter import db, notices
+from newsletter import db, feeds, notices
 from newsletter.celeryapp import app
 from newsletter.config import Settings, get_settings
 from newsletter.rendering import OutgoingMessage
@@ -82,3 +82,16 @@ def _send_notice(
         raise task.retry(exc=exc, countdown=countdown) from exc
     log.info("%s sent to subscriber %s as %s", task.name, subscriber_id, message.message_id)
     return "sent"
+
+
+@app.task(name="newsletter.fetch_feeds")
+def fetch_feeds() -> list[dict[str, object]]:
+    """The beat tick's feed poll: every configured feed, with conditional requests."""
+    settings = get_settings()
+    if not settings.feeds:
+        return []
+    with db.session_scope() as session:
+        reports = feeds.fetch_configured_feeds(session, settings.feeds)
+    for report in reports:
+        log.info("feed %s: %s (%d new)", report.url, report.status, report.imported)
+    return [report.as_dict() for report in reports]

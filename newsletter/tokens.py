@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
@@ -36,22 +37,19 @@ def make_token(
 ) -> str:
     """A URL-safe token; the purpose is the salt, so one purpose's token fails for another."""
     payload = [subscriber_id] if newsletter_id is None else [subscriber_id, newsletter_id]
-    if purpose is Purpose.CONFIRM:
-        return URLSafeTimedSerializer(secret_key, salt=purpose.value).dumps(payload)
-    return URLSafeSerializer(secret_key, salt=purpose.value).dumps(payload)
+    return str(_serializer(secret_key, purpose).dumps(payload))
 
 
 def read_token(
     secret_key: str, purpose: Purpose, token: str, *, max_age: int | None = None
 ) -> TokenClaims:
     """The claims of a valid token; TokenError otherwise. Only confirm tokens expire."""
+    serializer = _serializer(secret_key, purpose)
     try:
-        if purpose is Purpose.CONFIRM:
-            payload = URLSafeTimedSerializer(secret_key, salt=purpose.value).loads(
-                token, max_age=max_age
-            )
+        if isinstance(serializer, URLSafeTimedSerializer):
+            payload = serializer.loads(token, max_age=max_age)
         else:
-            payload = URLSafeSerializer(secret_key, salt=purpose.value).loads(token)
+            payload = serializer.loads(token)
     except SignatureExpired as exc:
         raise TokenError("This link has expired.", expired=True) from exc
     except BadData as exc:
@@ -87,9 +85,21 @@ def read_verp_token(secret_key: str, token: str) -> VerpClaims:
     return VerpClaims(int(match.group(1)), int(delivery) if delivery else None)
 
 
+@lru_cache(maxsize=16)
+def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer | URLSafeTimedSerializer:
+    # Built once: every digest makes three tokens per reader, and building derives a key.
+    if purpose is Purpose.CONFIRM:
+        return URLSafeTimedSerializer(secret_key, salt=purpose.value)
+    return URLSafeSerializer(secret_key, salt=purpose.value)
+
+
 _VERP_BODY = re.compile(r"s(\d{1,18})(?:d(\d{1,18}))?")
 
 
 def _verp_mac(secret_key: str, body: str) -> str:
-    key = hashlib.sha256(b"newsletter-verp" + secret_key.encode()).digest()
-    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:20]
+    return hmac.new(_verp_key(secret_key), body.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+@lru_cache(maxsize=4)
+def _verp_key(secret_key: str) -> bytes:
+    return hashlib.sha256(b"newsletter-verp" + secret_key.encode()).digest()

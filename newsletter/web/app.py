@@ -15,7 +15,7 @@ from newsletter.config import get_settings
 from newsletter.subscribers import UnknownSubscriber
 from newsletter.tokens import TokenError
 from newsletter.validation import InvalidInput
-from newsletter.web import health, reader
+from newsletter.web import articles_api, digests_api, health, reader
 from newsletter.web.deps import page, wants_json
 
 log = logging.getLogger("newsletter.web")
@@ -26,7 +26,14 @@ def create_app() -> FastAPI:
     app = FastAPI(title=f"{settings.publisher_name} newsletter", version="0.1.0")
     app.include_router(reader.router)
     app.include_router(health.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(articles_api.router)
+    app.include_router(digests_api.router)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        # Editors post whole articles; readers' forms are small.
+        larger={"/api/": settings.max_api_request_bytes},
+    )
     app.add_exception_handler(TokenError, _token_error)
     app.add_exception_handler(UnknownSubscriber, _not_found)
     app.add_exception_handler(InvalidInput, _invalid_input)
@@ -88,16 +95,23 @@ def _problem(request: Request, status: int, title: str, message: str, **extra: A
 class BodySizeLimit:
     """Refuse request bodies over max_bytes with 413 before the route reads them."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (size for prefix, size in self.larger.items() if scope["path"].startswith(prefix)),
+            self.max_bytes,
+        )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._refuse(send)
             return
         received = 0
@@ -107,7 +121,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise HTTPException(413, "The request is too large.")
             return message
 

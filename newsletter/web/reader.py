@@ -13,8 +13,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from starlette.datastructures import FormData
 
+from newsletter import digests, subscribers, tasks
 from newsletter import newsletters as newsletter_store
-from newsletter import subscribers, tasks
 from newsletter.articles import get_article_by_slug
 from newsletter.config import LANGUAGES, Settings
 from newsletter.models import Article, Subscriber, SubscriptionStatus
@@ -203,6 +203,18 @@ def article_page(slug: str, request: Request, session: SessionDep) -> Response:
     return page(
         request, "article.html", {"article": article, "paragraphs": article.body.split("\n\n")}
     )
+
+
+@router.get("/digests/{digest_id}", response_class=HTMLResponse)
+def digest_web_copy(
+    digest_id: int, session: SessionDep, settings: SettingsDep, variant: int | None = None
+) -> Response:
+    """The "view in browser" copy of a sent digest, without any reader's links."""
+    try:
+        html = digests.web_copy(session, digest_id=digest_id, variant_id=variant, settings=settings)
+    except LookupError:
+        raise HTTPException(status_code=404, detail="There is no such digest.") from None
+    return HTMLResponse(html)
 
 
 async def _signup_form(request: Request, *, as_json: bool) -> subscribers.SignupForm:

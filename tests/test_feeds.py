@@ -1,0 +1,452 @@
+"""RSS and Atom ingest against a real HTTP server on loopback: text, 304s, broken feeds."""
+
+# Chinese full-width punctuation is expected in the texts.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter import db
+from newsletter.feeds import (
+    MAX_FEED_BYTES,
+    FeedReport,
+    fetch_configured_feeds,
+    fetch_feed,
+    html_to_text,
+)
+from newsletter.models import Article, Feed
+from tests.conftest import free_port
+
+FEEDS_DIR = Path(__file__).resolve().parent / "data" / "feeds"
+LAST_MODIFIED = format_datetime(datetime(2026, 11, 21, 10, 0, tzinfo=UTC), usegmt=True)
+
+
+@dataclass
+class Route:
+    """What the test server answers on one path."""
+
+    body: bytes = b""
+    content_type: str = "application/rss+xml; charset=utf-8"
+    status: int = 200
+    etag: str | None = None
+    last_modified: str | None = None
+    # False: a server that ignores If-None-Match / If-Modified-Since and always sends 200.
+    conditional: bool = True
+    delay: float = 0.0
+    # Stream this many bytes of filler, without Content-Length, after the body.
+    endless: int = 0
+
+
+@dataclass
+class FeedServer:
+    base_url: str
+    routes: dict[str, Route] = field(default_factory=dict)
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def headers_seen(self, path: str) -> list[dict[str, str]]:
+        return [headers for seen_path, headers in self.seen if seen_path == path]
+
+    def serve_file(self, path: str, name: str, **options: object) -> str:
+        self.routes[path] = Route(body=(FEEDS_DIR / name).read_bytes(), **options)  # type: ignore[arg-type]
+        return self.url(path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        state.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        route = state.routes.get(self.path)
+        if route is None:
+            self._answer(404, b"<h1>Not Found</h1>", "text/html")
+            return
+        if route.delay:
+            time.sleep(route.delay)
+        if route.conditional and route.status == 200:
+            etag_matches = route.etag and self.headers.get("If-None-Match") == route.etag
+            date_matches = (
+                route.last_modified and self.headers.get("If-Modified-Since") == route.last_modified
+            )
+            if etag_matches or date_matches:
+                self.send_response(304)
+                self._validators(route)
+                self.end_headers()
+                return
+        if route.endless:
+            self.send_response(200)
+            self.send_header("Content-Type", route.content_type)
+            self.end_headers()
+            chunk = b"<!-- filler -->" * 4096
+            try:
+                self.wfile.write(route.body)
+                for _ in range(route.endless // len(chunk) + 1):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading, as it should
+            return
+        self._answer(route.status, route.body, route.content_type, route)
+
+    def _answer(
+        self, status: int, body: bytes, content_type: str, route: Route | None = None
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if route is not None:
+                self._validators(route)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a client that timed out has gone
+
+    def _validators(self, route: Route) -> None:
+        if route.etag:
+            self.send_header("ETag", route.etag)
+        if route.last_modified:
+            self.send_header("Last-Modified", route.last_modified)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: FeedServer
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[FeedServer]:
+    port = free_port()
+    server = _Server(("127.0.0.1", port), _Handler)
+    server.state = FeedServer(f"http://127.0.0.1:{port}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def feeds(http_server: FeedServer, clean_db: str) -> FeedServer:
+    http_server.routes.clear()
+    http_server.seen.clear()
+    return http_server
+
+
+def fetch(url: str, *, timeout: float = 5.0, now: datetime | None = None) -> FeedReport:
+    with db.session_scope() as session:
+        return fetch_feed(session, url, timeout=timeout, now=now)
+
+
+def articles() -> list[Article]:
+    with db.session_scope() as session:
+        return list(session.scalars(select(Article).order_by(Article.published_at.desc())))
+
+
+def article_count() -> int:
+    with db.session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(Article)) or 0)
+
+
+def feed_row(url: str) -> Feed:
+    with db.session_scope() as session:
+        feed = session.scalar(select(Feed).where(Feed.url == url))
+    assert feed is not None
+    return feed
+
+
+def assert_failed(report: FeedReport, *words: str) -> None:
+    assert report.status == "failed"
+    assert (report.imported, report.unchanged) == (0, 0)
+    assert len(report.errors) == 1
+    error = report.errors[0]
+    assert "\n" not in error and error.strip() == error and error
+    for word in words:
+        assert word in error, error
+    assert feed_row(report.url).last_error == error
+
+
+# --- Reading entries -------------------------------------------------------------------
+
+
+def test_portuguese_rss_is_imported_as_plain_text(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/pt.rss", "macau-pt.rss")
+    report = fetch(url)
+    assert report.as_dict() == {
+        "url": url,
+        "status": "imported",
+        "imported": 2,
+        "unchanged": 0,
+        "errors": [],
+        "warnings": [],
+    }
+    bridge, accord = articles()
+    assert bridge.title == "Macau reabre a ponte & o trânsito volta ao normal"
+    assert bridge.url == "https://plataforma.example/2026/11/ponte"
+    assert bridge.body == (
+        "A ponte reabriu hoje às 8h, depois de três dias fechada. O trânsito é normal.\n\n"
+        'As autoridades "agradecem" a paciência dos condutores & peões.'
+    )
+    assert bridge.summary == (
+        "A ponte reabriu hoje às 8h, depois de três dias fechada. O trânsito é normal."
+    )
+    # pt-BR in <language>; tags lower-cased, folded to topic names, the invalid one dropped.
+    assert bridge.language == accord.language == "pt"
+    assert bridge.topics == ["macau", "transportes", "politica-local"]
+    assert bridge.published_at == datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
+    assert bridge.source == url
+    # The full text comes from content:encoded; <br> is a line break, list items lines.
+    assert accord.body == (
+        "Os dois países assinaram um acordo de cooperação na área da educação.\n\n"
+        "O acordo prevê bolsas para estudantes — cerca de 200 por ano.\n"
+        "Entra em vigor em janeiro.\n\n"
+        "- Bolsas de estudo\n- Formação de professores"
+    )
+    assert accord.summary == "Os dois países assinaram um acordo de cooperação na área da educação."
+    assert accord.published_at == datetime(2026, 11, 19, 15, 30, tzinfo=UTC)
+    for article in (bridge, accord):
+        for markup in ("<", ">", "&amp;", "&ecirc;", "alert", "roubar", "color", "JavaScript"):
+            assert markup not in article.body + article.summary + article.title
+
+
+def test_chinese_atom_feed_takes_its_language_and_times(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/zh.atom", "china-zh.atom", content_type="application/atom+xml")
+    report = fetch(url)
+    assert (report.status, report.imported, report.errors) == ("imported", 2, [])
+    bridge, forum = articles()
+    assert bridge.title == "澳门大桥今天重新开放"
+    assert bridge.language == forum.language == "zh"  # xml:lang="zh-Hans"
+    assert (
+        bridge.body
+        == "大桥在关闭三天后于今天早上八点重新开放。交通恢复正常。\n\n当局感谢司机和行人的耐心。"
+    )
+    assert bridge.summary == "大桥在关闭三天后于今天早上八点重新开放。交通恢复正常。"
+    assert bridge.topics == ["macau"]  # 交通 is no topic name
+    assert bridge.published_at == datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
+    # Without <published>, <updated> dates the entry.
+    assert forum.published_at == datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    assert forum.body == forum.summary == "论坛在澳门举行，各国代表出席。"
+
+
+def test_a_feed_without_a_language_has_it_guessed(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/en.rss", "world-en.rss")
+    assert fetch(url).imported == 1
+    (trade,) = articles()
+    assert trade.language == "en"
+    assert trade.topics == ["trade", "angola"]
+    assert trade.body == (
+        "Angola and China signed a trade agreement on Wednesday. It covers oil and farming.\n\n"
+        "The deal was announced in Luanda."
+    )
+
+
+def test_html_to_text_drops_scripts_and_keeps_paragraphs() -> None:
+    html = (
+        "<div><h2>Macau &amp; Hong Kong</h2><p>Primeiro&nbsp;par&aacute;grafo,\n   com "
+        "quebra.</p><script>document.write('<p>x</p>')</script><style>p{}</style>"
+        "<noscript>ligue o JavaScript</noscript><template><p>modelo</p></template>"
+        "<p>Segundo &lt;parágrafo&gt; &#8212; fim.</p><ol><li>um</li><li>dois</li></ol>"
+        "linha<br>outra<br><br>nova</div><pre>a  b\n  c</pre>"
+    )
+    assert html_to_text(html) == (
+        "Macau & Hong Kong\n\nPrimeiro parágrafo, com quebra.\n\n"
+        "Segundo <parágrafo> — fim.\n\n1. um\n2. dois\n\nlinha\noutra\n\nnova\n\na b\nc"
+    )
+    assert html_to_text("<script>alert(1)") == ""
+    assert html_to_text("plain & simple < 3") == "plain & simple < 3"
+
+
+def test_entries_that_cannot_be_stored_are_reported_and_the_rest_imported(
+    feeds: FeedServer,
+) -> None:
+    rss = f"""<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>t</title><link>https://x.example/</link><description>d</description>
+<item><description>An item without a title.</description></item>
+<item><title>{"Long " * 120}</title><description>Too long a title.</description></item>
+<item><title>A link that is script</title><link>javascript:alert(1)</link>
+<description>The link is not taken.</description></item>
+</channel></rss>"""
+    feeds.routes["/mixed.rss"] = Route(body=rss.encode())
+    report = fetch(feeds.url("/mixed.rss"))
+    assert (report.status, report.imported) == ("imported", 1)
+    assert report.errors == [
+        "entry 1: it has no title",
+        "entry 2: title is 599 characters long; at most 500 fit",
+    ]
+    (article,) = articles()
+    assert article.title == "A link that is script" and article.url is None
+    assert feed_row(report.url).last_error == "; ".join(report.errors)
+
+
+def test_a_changed_entry_with_the_same_link_stays_one_article(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/en.rss", "world-en.rss", conditional=False)
+    assert fetch(url).imported == 1
+    fixed = feeds.routes["/en.rss"].body.replace(b"on Wednesday", b"on Wednesday morning")
+    feeds.routes["/en.rss"].body = fixed
+    report = fetch(url)
+    assert (report.imported, report.unchanged) == (0, 1)
+    assert article_count() == 1
+
+
+# --- Conditional requests ----------------------------------------------------------------
+
+
+def test_the_second_fetch_is_conditional_and_a_304_brings_nothing(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/pt.rss", "macau-pt.rss", etag='"pt-v1"', last_modified=LAST_MODIFIED)
+    first = fetch(url, now=datetime(2026, 11, 21, 11, 0, tzinfo=UTC))
+    assert first.imported == 2
+    assert "if-none-match" not in feeds.headers_seen("/pt.rss")[0]
+
+    second = fetch(url, now=datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
+    assert second.as_dict() == {
+        "url": url,
+        "status": "not-modified",
+        "imported": 0,
+        "unchanged": 0,
+        "errors": [],
+        "warnings": [],
+    }
+    sent = feeds.headers_seen("/pt.rss")[1]
+    assert sent["if-none-match"] == '"pt-v1"'
+    assert sent["if-modified-since"] == LAST_MODIFIED
+    assert article_count() == 2
+    feed = feed_row(url)
+    assert (feed.etag, feed.last_modified) == ('"pt-v1"', LAST_MODIFIED)
+    assert feed.last_status == "not-modified" and feed.last_error is None
+    assert feed.last_fetched_at == datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def test_refetching_unchanged_content_without_a_304_is_idempotent(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/pt.rss", "macau-pt.rss", etag='"pt-v1"', conditional=False)
+    assert fetch(url).imported == 2
+    again = fetch(url)
+    assert (again.status, again.imported, again.unchanged) == ("imported", 0, 2)
+    assert feeds.headers_seen("/pt.rss")[1]["if-none-match"] == '"pt-v1"'
+    assert article_count() == 2
+
+
+def test_a_failure_keeps_the_validators_and_changes_nothing_else(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/pt.rss", "macau-pt.rss", etag='"pt-v1"', last_modified=LAST_MODIFIED)
+    fetch(url)
+    feeds.routes["/pt.rss"].status = 503
+    assert_failed(fetch(url), "503")
+    feed = feed_row(url)
+    assert (feed.etag, feed.last_modified, feed.last_status) == (
+        '"pt-v1"',
+        LAST_MODIFIED,
+        "failed",
+    )
+    assert article_count() == 2
+    # Back to health: the validators still work, and the error is cleared.
+    feeds.routes["/pt.rss"].status = 200
+    assert fetch(url).status == "not-modified"
+    assert feed_row(url).last_error is None
+
+
+# --- Feeds that fail ---------------------------------------------------------------------
+
+
+def test_a_truncated_feed_fails_with_one_line_and_no_articles(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/broken.rss", "truncated.rss")
+    assert_failed(fetch(url), "broken")
+    assert article_count() == 0
+
+
+def test_an_html_page_is_not_a_feed(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/page", "not-a-feed.html", content_type="text/html; charset=utf-8")
+    assert_failed(fetch(url), "does not serve an RSS or Atom feed")
+    assert article_count() == 0
+
+
+def test_a_sloppy_feed_with_entries_is_read_with_a_warning(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/loose.rss", "loose-en.rss")
+    report = fetch(url)
+    assert (report.status, report.imported, report.errors) == ("imported", 1, [])
+    assert len(report.warnings) == 1 and "undefined entity" in report.warnings[0]
+    (article,) = articles()
+    assert article.body == "Leaders met in Lisbon on Monday to talk about the oceans."
+    assert feed_row(url).last_error == report.warnings[0]
+
+
+def test_a_missing_feed_fails(feeds: FeedServer) -> None:
+    assert_failed(fetch(feeds.url("/nothing-here.rss")), "404", "Not Found")
+    assert article_count() == 0
+
+
+def test_an_oversize_feed_is_refused_without_reading_it_all(feeds: FeedServer) -> None:
+    head = (FEEDS_DIR / "world-en.rss").read_bytes()
+    feeds.routes["/huge.rss"] = Route(body=head[: head.index(b"</channel>")], endless=20 * 1024**2)
+    started = time.monotonic()
+    assert_failed(fetch(feeds.url("/huge.rss")), "larger than 5 MB")
+    assert time.monotonic() - started < 10
+    # A declared Content-Length over the cap is refused before the body is read.
+    feeds.routes["/declared.rss"] = Route(body=b" " * (MAX_FEED_BYTES + 1))
+    assert_failed(fetch(feeds.url("/declared.rss")), "larger than 5 MB")
+    assert article_count() == 0
+
+
+def test_a_server_slower_than_the_timeout_fails_quickly(feeds: FeedServer) -> None:
+    url = feeds.serve_file("/slow.rss", "world-en.rss", delay=3.0)
+    started = time.monotonic()
+    assert_failed(fetch(url, timeout=0.5), "did not answer within 0.5 seconds")
+    assert time.monotonic() - started < 2.5
+    assert article_count() == 0
+
+
+def test_a_server_that_does_not_listen_fails(feeds: FeedServer) -> None:
+    assert_failed(fetch(f"http://127.0.0.1:{free_port()}/feed.rss"), "cannot connect")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("ftp://plataforma.example/feed.rss", "http:// or https://"),
+        ("file:///etc/passwd", "http:// or https://"),
+        ("not a url", "http:// or https://"),
+        ("https://plataforma.example/a feed", "spaces"),
+    ],
+)
+def test_addresses_that_are_no_web_feeds_fail(feeds: FeedServer, url: str, words: str) -> None:
+    assert_failed(fetch(url), words)
+
+
+# --- Several feeds -------------------------------------------------------------------------
+
+
+def test_configured_feeds_are_fetched_in_turn_and_one_failure_stops_none(
+    feeds: FeedServer,
+) -> None:
+    pt = feeds.serve_file("/pt.rss", "macau-pt.rss")
+    zh = feeds.serve_file("/zh.atom", "china-zh.atom")
+    broken = feeds.serve_file("/broken.rss", "truncated.rss")
+    with db.session_scope() as session:
+        reports = fetch_configured_feeds(session, [pt, broken, zh, pt], timeout=5)
+    assert [(r.url, r.status, r.imported) for r in reports] == [
+        (pt, "imported", 2),
+        (broken, "failed", 0),
+        (zh, "imported", 2),
+    ]
+    assert article_count() == 4
+    with db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Feed)) == 3
+
+
+def test_a_naive_now_is_a_programming_error(feeds: FeedServer) -> None:
+    with db.session_scope() as session, pytest.raises(ValueError, match="timezone-aware"):
+        fetch_feed(session, feeds.url("/x"), now=datetime(2026, 1, 1))
