@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     dkim_selector: str = ""
     dkim_domain: str = Field(default="", description="d= of the signature; mail_domain if empty.")
 
+    send_goodbye: bool = Field(
+        default=False,
+        description="Confirm an unsubscribe made on the web page with one last email. Off by "
+        "default: a reader who leaves gets no more mail, not even this.",
+    )
+
     confirmation_interval_seconds: int = Field(
         default=600, description="A pending address gets at most one confirmation per interval."
     )

@@ -15,7 +15,12 @@ from newsletter.rendering import (
     make_message_id,
     render_email,
 )
-from newsletter.subscribers import can_be_asked_to_confirm, can_receive, get_subscriber
+from newsletter.subscribers import (
+    can_be_asked_to_confirm,
+    can_receive,
+    get_subscriber,
+    is_suppressed,
+)
 from newsletter.tokens import Purpose, make_token, make_verp_token
 
 
@@ -56,6 +61,48 @@ def welcome_message(
         {"newsletter_names": _names(joined)},
         settings=settings,
         newsletter=joined[0],
+    )
+
+
+def goodbye_message(
+    session: Session, *, subscriber_id: int, newsletter_ids: list[int], settings: Settings
+) -> OutgoingMessage | None:
+    """The one note that confirms an unsubscribe made on the web page, if the publisher wants it.
+
+    It goes only to a reader who left the newsletters named and is otherwise in good
+    standing (not bounced, complained or suppressed); it carries no unsubscribe link.
+    """
+    subscriber = get_subscriber(session, subscriber_id)
+    left = [
+        s.newsletter
+        for s in subscriber.subscriptions
+        if s.newsletter_id in newsletter_ids and s.status == "unsubscribed"
+    ]
+    if not left or subscriber.status != "active" or is_suppressed(session, subscriber.email_key):
+        return None
+    rendered = render_email(
+        "goodbye",
+        {
+            "publisher": settings.publisher_name,
+            "name": subscriber.name,
+            "newsletter_names": _names(left),
+            "signup_url": f"{settings.base_url}/",
+        },
+        language=subscriber.language,
+    )
+    prepared = MessageTemplate(
+        rendered,
+        from_name=settings.publisher_name,
+        from_address=settings.from_address,
+        headers=[("List-Id", f"{settings.publisher_name} <{left[0].slug}.{settings.mail_domain}>")],
+    )
+    return prepared.fill(
+        Recipient(
+            address=subscriber.email,
+            name=subscriber.name,
+            envelope_from=bounce_address(settings, subscriber.id),
+            message_id=make_message_id(settings.mail_domain),
+        )
     )
 
 

@@ -45,6 +45,17 @@ def send_welcome(self: Task, subscriber_id: int, newsletter_ids: list[int]) -> s
     )
 
 
+@app.task(name="newsletter.send_goodbye", bind=True, max_retries=MAX_RETRIES)
+def send_goodbye(self: Task, subscriber_id: int, newsletter_ids: list[int]) -> str:
+    return _send_notice(
+        self,
+        lambda session, settings: notices.goodbye_message(
+            session, subscriber_id=subscriber_id, newsletter_ids=newsletter_ids, settings=settings
+        ),
+        subscriber_id,
+    )
+
+
 def _send_notice(
     task: Task,
     build: Callable[[Session, Settings], OutgoingMessage | None],

@@ -118,3 +118,35 @@ def test_add_show_export_and_erase_a_subscriber(clean_db: str, redis_broker: str
     assert erased.returncode == 0, erased.stderr
     again = newsletter("subscribers", "add", "ana@example.com", database_url=clean_db)
     assert again.returncode != 0 and "suppression" in again.stderr
+
+
+def test_articles_fetch_imports_a_feed_and_names_a_broken_one(clean_db: str) -> None:
+    import http.server
+    import threading
+    from functools import partial
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    handler = partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(ROOT / "tests" / "data" / "feeds")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        good = ROOT / "tests" / "data" / "feeds" / "macau-pt.rss"
+        result = newsletter(
+            "articles",
+            "fetch",
+            f"http://127.0.0.1:{port}/{good.name}",
+            f"http://127.0.0.1:{port}/missing.xml",
+            database_url=clean_db,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode != 0
+    assert f"{good.name}: imported" in result.stdout
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "404" in errors[0]
+    listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
+    assert listed

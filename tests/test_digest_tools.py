@@ -223,3 +223,33 @@ def test_the_screenshot_script_renders_the_digest_to_a_png(seeded: str, tmp_path
     )
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_a_configured_dkim_key_signs_every_digest(
+    seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = base64.b64encode(
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    settings = get_settings()
+    monkeypatch.setattr(settings, "dkim_key", str(key_file))
+    monkeypatch.setattr(settings, "dkim_selector", "s1")
+    signed = seed_digest_eml()
+    assert signed.startswith(b"DKIM-Signature:")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s1._domainkey.plataforma.test."
+        return b"v=DKIM1; k=rsa; p=" + public
+
+    assert dkim.verify(signed, dnsfunc=dns)

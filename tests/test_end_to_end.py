@@ -120,3 +120,51 @@ def test_a_reader_who_leaves_before_the_welcome_is_sent_gets_none(
     assert client.post("/subscribe", json={"email": "witness2@example.com"}).status_code == 202
     mailbox.wait_for("witness2@example.com")
     assert mailbox.to("brief@example.com") == []
+
+
+def confirmed_reader(email: str) -> int:
+    with db.session_scope() as session:
+        outcome = subscribers.subscribe(
+            session,
+            subscribers.SignupForm(email=email, name="Zé", language="pt"),
+            source="test",
+            confirmed=True,
+            default_language="en",
+            default_time_zone="Europe/Lisbon",
+            confirmation_interval=timedelta(minutes=10),
+        )
+    assert outcome.subscriber_id is not None
+    return outcome.subscriber_id
+
+
+@pytest.mark.parametrize("send_goodbye", [False, True])
+def test_a_goodbye_follows_a_page_unsubscribe_only_when_the_publisher_wants_it(
+    client: TestClient, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch, send_goodbye: bool
+) -> None:
+    from newsletter.config import get_settings
+    from newsletter.tokens import Purpose, make_token
+
+    monkeypatch.setattr(get_settings(), "send_goodbye", send_goodbye)
+    key = get_settings().secret_key
+    by_page = confirmed_reader("page@example.com")
+    by_client = confirmed_reader("client@example.com")
+    page = client.post(
+        f"/unsubscribe/{make_token(key, Purpose.UNSUBSCRIBE, by_page)}",
+        data={"List-Unsubscribe": "One-Click"},
+        headers={"accept": "text/html"},
+    )
+    one_click = client.post(
+        f"/unsubscribe/{make_token(key, Purpose.UNSUBSCRIBE, by_client)}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert page.status_code == one_click.status_code == 200
+    assert client.post("/subscribe", json={"email": "witness3@example.com"}).status_code == 202
+    mailbox.wait_for("witness3@example.com")
+    assert mailbox.to("client@example.com") == []  # a mail client's one-click: never a reply
+    if send_goodbye:
+        (goodbye,) = mailbox.wait_for("page@example.com")
+        assert goodbye.message["Subject"].startswith("Cancelou a subscrição de")
+        assert "List-Unsubscribe" not in goodbye.message
+    else:
+        assert mailbox.to("page@example.com") == []

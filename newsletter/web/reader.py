@@ -102,15 +102,20 @@ def unsubscribe(
 ) -> Response:
     """RFC 8058 one-click unsubscribe: no cookie, no login, whatever the body says."""
     claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
+    # A mail client's RFC 8058 POST asks for no page; a person pressing the button does.
+    from_page = "text/html" in request.headers.get("accept", "")
+    left: list[int] = []
     # An erased reader is unsubscribed already: nothing will be sent, as they asked.
     with contextlib.suppress(subscribers.UnknownSubscriber):
-        subscribers.unsubscribe(
+        left = subscribers.unsubscribe(
             session,
             subscriber_id=claims.subscriber_id,
             newsletter_id=claims.newsletter_id,
-            source="one-click" if "text/html" not in request.headers.get("accept", "") else "web",
+            source="web" if from_page else "one-click",
         )
     session.commit()
+    if left and from_page and settings.send_goodbye:
+        tasks.send_goodbye.delay(claims.subscriber_id, left)
     return page(
         request,
         "message.html",
