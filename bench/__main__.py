@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "import": ("bench.import_subscribers", "CSV subscriber import on PostgreSQL"),
     "render": ("bench.render", "digest composition and rendering, µs per message"),
+    "send": ("bench.send", "a digest end to end through real workers, against the raw SMTP limit"),
 }
 
 

@@ -31,7 +31,13 @@ def configure(settings: Settings) -> None:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+        # A task a dead worker held comes back after this long (Redis): above any batch's
+        # run time and any retry countdown, or a live task would be run twice.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout}
+        if settings.uses_redis
+        else {},
         beat_schedule={
+            "tick": {"task": "newsletter.tick", "schedule": 10.0},
             "fetch-feeds": {
                 "task": "newsletter.fetch_feeds",
                 "schedule": settings.feed_poll_minutes * 60.0,

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -195,12 +196,178 @@ def articles_list(as_json: bool, limit: int) -> None:
         click.echo(f"{row['published_at'][:16]}  {row['language']}  {row['slug']}  {row['title']}")
 
 
+# --- newsletters ---------------------------------------------------------------------
+
+
+@cli.group()
+def newsletters() -> None:
+    """Add and list newsletters, and set their recurring schedules."""
+
+
+@newsletters.command("add")
+@click.argument("slug")
+@click.option("--name", required=True)
+@click.option("--language", default="en", show_default=True, help="pt, en or zh.")
+@click.option("--time-zone", default="Europe/Lisbon", show_default=True)
+@click.option("--schedule", "cron", default=None, help="Cron, e.g. '0 7 * * *' (local time).")
+def newsletters_add(slug: str, name: str, language: str, time_zone: str, cron: str | None) -> None:
+    """Add a newsletter readers can subscribe to."""
+    from newsletter import schedules
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        schedules.add_newsletter(
+            session, slug=slug, name=name, language=language, time_zone=time_zone, cron=cron
+        )
+    click.echo(f"added newsletter {slug}")
+
+
+@newsletters.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def newsletters_list(as_json: bool) -> None:
+    """List newsletters with their schedules and subscribers."""
+    from newsletter import schedules
+    from newsletter.db import session_scope
+
+    with session_scope() as session:
+        rows = schedules.describe_newsletters(session)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        schedule = f"'{row['schedule']}' {row['time_zone']}" if row["schedule"] else "no schedule"
+        next_due = f", next {row['next_due'][:16]} UTC" if row["next_due"] else ""
+        click.echo(
+            f"{row['slug']}\t{row['name']}\t{row['language']}\t{schedule}{next_due}\t"
+            f"{row['subscribers']} subscriber(s)"
+        )
+
+
+@newsletters.command("set-schedule")
+@click.argument("slug")
+@click.argument("cron", required=False, default="")
+@click.option("--time-zone", default=None, help="IANA name, e.g. Asia/Macau.")
+def newsletters_set_schedule(slug: str, cron: str, time_zone: str | None) -> None:
+    """Send SLUG's digest on a cron schedule in its time zone; no CRON clears it."""
+    from newsletter import schedules
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        newsletter = schedules.set_schedule(session, slug=slug, cron=cron, time_zone=time_zone)
+        described = (
+            f"'{newsletter.schedule_cron}' in {newsletter.time_zone}"
+            if newsletter.schedule_cron
+            else "no schedule"
+        )
+    click.echo(f"{slug}: {described}")
+
+
 # --- digests -------------------------------------------------------------------------
 
 
 @cli.group()
 def digest() -> None:
-    """Preview digests."""
+    """Send, schedule, follow, pause, resume, cancel and preview digests."""
+
+
+@digest.command("send")
+@click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
+@click.option("--since", default=None, help="Start of the window (ISO 8601); default: last digest.")
+@click.option(
+    "--at", "send_at", default=None, help="Send then (ISO 8601; no zone: the newsletter's)."
+)
+@click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": …, "state": …}.')
+def digest_send(
+    newsletter_slug: str,
+    since: str | None,
+    send_at: str | None,
+    subject: str | None,
+    as_json: bool,
+) -> None:
+    """Create a digest and send it now, or at --at."""
+    from newsletter import dispatch, tasks
+    from newsletter import newsletters as newsletter_store
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+        digest = dispatch.create_digest(
+            session,
+            newsletter_slug=newsletter_slug,
+            since=_parse_when(since, "--since"),
+            send_at=_parse_when(send_at, "--at", time_zone=newsletter.time_zone),
+            subject=subject,
+        )
+        digest_id, state, when = digest.id, digest.state, digest.scheduled_for
+    tasks.tick.delay()
+    if as_json:
+        click.echo(json.dumps({"id": digest_id, "state": state}))
+    else:
+        click.echo(f"digest {digest_id}: {state} for {when:%Y-%m-%d %H:%M} UTC" if when else "")
+
+
+@digest.command("status")
+@click.argument("digest_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def digest_status(digest_id: int, as_json: bool) -> None:
+    """Where a digest stands: state and counts."""
+    from newsletter import dispatch
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        status = dispatch.digest_status(session, digest_id)
+    if as_json:
+        click.echo(json.dumps(status, ensure_ascii=False))
+        return
+    counts = status["counts"]
+    click.echo(f"digest {status['id']} ({status['newsletter']}): {status['state']}")
+    click.echo(
+        f"  {counts['sent']} sent, {counts['queued']} queued, {counts['bounced']} bounced, "
+        f"{counts['failed']} failed, {counts['skipped']} skipped, of {counts['total']}"
+    )
+    if status["note"]:
+        click.echo(f"  {status['note']}")
+
+
+@digest.command("cancel")
+@click.argument("digest_id", type=int)
+def digest_cancel(digest_id: int) -> None:
+    """Stop a digest for good; what was not sent is skipped."""
+    from newsletter import dispatch
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        dispatch.cancel(session, digest_id=digest_id)
+    click.echo(f"digest {digest_id}: cancelled")
+
+
+@digest.command("pause")
+@click.argument("digest_id", type=int)
+def digest_pause(digest_id: int) -> None:
+    """Hold a digest; `resume` goes on where it stopped."""
+    from newsletter import dispatch
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        dispatch.pause(session, digest_id=digest_id)
+    click.echo(f"digest {digest_id}: paused")
+
+
+@digest.command("resume")
+@click.argument("digest_id", type=int)
+def digest_resume(digest_id: int) -> None:
+    """Take a paused digest up again."""
+    from newsletter import dispatch, tasks
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        digest, batches = dispatch.resume(session, digest_id=digest_id)
+        state = digest.state
+    for batch in batches:
+        tasks.send_batch.delay(digest_id, batch)
+    tasks.tick.delay()
+    click.echo(f"digest {digest_id}: {state}")
 
 
 @digest.command("preview")
@@ -507,25 +674,35 @@ def _supervise(commands: dict[str, list[str]]) -> None:
 def _user_errors() -> Iterator[None]:
     """Turn the services' refusals into one-line CLI errors."""
     from newsletter.digests import NothingToSend
+    from newsletter.dispatch import DigestActionError, UnknownDigest
     from newsletter.newsletters import UnknownNewsletter
     from newsletter.subscribers import UnknownSubscriber
     from newsletter.validation import InvalidInput
 
     try:
         yield
-    except (InvalidInput, UnknownSubscriber, UnknownNewsletter, NothingToSend) as exc:
+    except (
+        InvalidInput,
+        UnknownSubscriber,
+        UnknownNewsletter,
+        NothingToSend,
+        UnknownDigest,
+        DigestActionError,
+    ) as exc:
         raise CommandError(str(exc)) from None
 
 
-def _parse_when(value: str | None, option: str) -> datetime | None:
-    """An ISO 8601 moment; without a time zone it is taken as UTC."""
+def _parse_when(value: str | None, option: str, *, time_zone: str = "UTC") -> datetime | None:
+    """An ISO 8601 moment; without a zone it is read in `time_zone`. Returned in UTC."""
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise CommandError(f"{option} wants an ISO 8601 date and time, not {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(time_zone))
+    return moment.astimezone(UTC)
 
 
 def _clean_subject(value: str | None) -> str | None:

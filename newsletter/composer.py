@@ -106,11 +106,11 @@ def select_articles(
 
 def eligible_readers(
     session: Session, *, newsletter_id: int, after_id: int = 0, limit: int = 500
-) -> list[Reader]:
-    """The next `limit` readers who may be mailed this newsletter, by subscriber id.
+) -> tuple[list[Reader], int | None]:
+    """The next page of readers who may be mailed this newsletter, and the last id scanned.
 
     Keyset pagination: the caller passes the last id it saw, so a walk over a million
-    readers never holds more than one page.
+    readers never holds more than one page. The last id is None when nothing was left.
     """
     rows = session.execute(
         select(Subscriber.id, Subscriber.email_key, Subscriber.language, Subscriber.topics)
@@ -125,11 +125,12 @@ def eligible_readers(
         .limit(limit)
     ).all()
     suppressed = suppressed_keys(session, [row.email_key for row in rows])
-    return [
+    readers = [
         Reader(row.id, row.language, frozenset(row.topics or ()))
         for row in rows
         if row.email_key not in suppressed
     ]
+    return readers, (rows[-1].id if rows else None)
 
 
 def suppressed_keys(session: Session, email_keys: Sequence[str]) -> set[str]:

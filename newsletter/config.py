@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     dkim_selector: str = ""
     dkim_domain: str = Field(default="", description="d= of the signature; mail_domain if empty.")
 
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Temporary failures are tried again after base, twice base, four times ... (capped, jittered).
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    rate_per_second: int = Field(default=0, ge=0, description="0: no limit.")
+    rate_per_hour: int = Field(default=0, ge=0, description="0: no limit.")
+    # Far above a batch's run time, and above the longest retry countdown.
+    broker_visibility_timeout: int = Field(default=3600, ge=10)
+
     send_goodbye: bool = Field(
         default=False,
         description="Confirm an unsubscribe made on the web page with one last email. Off by "
@@ -110,6 +120,11 @@ class Settings(BaseSettings):
     @property
     def effective_smtp_url(self) -> str:
         return self.smtp_url or f"smtp://{self.sink_host}:{self.sink_port}"
+
+    @property
+    def smtp_relays(self) -> list[str]:
+        """The relays to use in turn: NEWSLETTER_SMTP_URL may list several, comma-separated."""
+        return [url.strip() for url in self.effective_smtp_url.split(",") if url.strip()]
 
     @property
     def outbox_dir(self) -> Path:

@@ -204,6 +204,13 @@ class Digest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A recurring digest's "<newsletter id>@<due time>": unique, so that two schedulers
+    # running by mistake still make one digest per due time.
+    schedule_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # The dispatcher's place in the walk over readers (the last subscriber id done), so a
+    # dispatch cut short goes on where it stopped.
+    dispatch_cursor: Mapped[int] = mapped_column(Integer, default=0)
+    dispatched_at: Mapped[datetime | None]
 
     newsletter: Mapped[Newsletter] = relationship()
 
@@ -245,6 +252,8 @@ class Delivery(Base):
     )
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The task that claimed the delivery: its own redelivery may take the claim over.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
     message_id: Mapped[str | None] = mapped_column(String(500))
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None]

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from celery import Task
 from sqlalchemy.orm import Session
 
-from newsletter import db, feeds, notices
+from newsletter import db, delivery, dispatch, feeds, notices, schedules
 from newsletter.celeryapp import app
 from newsletter.config import Settings, get_settings
+from newsletter.digests import PreparedVariant
+from newsletter.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.rendering import OutgoingMessage
 from newsletter.subscribers import UnknownSubscriber
 from newsletter.transport import DeliveryError, SMTPTransport
@@ -106,3 +108,103 @@ def fetch_feeds() -> list[dict[str, object]]:
     for report in reports:
         log.info("feed %s: %s (%d new)", report.url, report.status, report.imported)
     return [report.as_dict() for report in reports]
+
+
+# --- digests -------------------------------------------------------------------------
+
+# Rendered variants kept by this worker process, so that the batches of one digest
+# render each variant once here, not once per batch.
+_prepared_variants: dict[tuple[int, int], PreparedVariant] = {}
+_limiter: RateLimiter | None = None
+
+
+@app.task(name="newsletter.tick")
+def tick() -> list[int]:
+    """The beat's heartbeat: make recurring digests that are due, start what is due."""
+    with db.session_scope() as session:
+        schedules.plan_recurring(session)
+    with db.session_scope() as session:
+        started = dispatch.start_due(session)
+    for digest_id in started:
+        log.info("digest %s: starting", digest_id)
+        dispatch_digest.delay(digest_id)
+    return started
+
+
+@app.task(name="newsletter.dispatch_digest")
+def dispatch_digest(digest_id: int) -> int:
+    """Walk the eligible readers page by page; one send_batch task per page."""
+    settings = get_settings()
+    batches = 0
+    while True:
+        with db.session_scope() as session:
+            page = dispatch.dispatch_page(session, digest_id=digest_id, settings=settings)
+        # Enqueued only once the page's deliveries are committed, so the batch finds them.
+        if page.queued:
+            send_batch.delay(digest_id, page.queued)
+            batches += 1
+        if page.done:
+            log.info("digest %s: dispatched in %d batch(es)", digest_id, batches)
+            return batches
+
+
+@app.task(name="newsletter.send_batch", bind=True, max_retries=None)
+def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str, object]:
+    """Send one batch over one SMTP session; try the temporary failures again later."""
+    settings = get_settings()
+    relays = settings.smtp_relays
+    # Several relays share the load: each batch goes to one of them, in turn.
+    relay = relays[(delivery_ids[0] // max(1, settings.batch_size)) % len(relays)]
+    session = db.new_session()
+    try:
+        outcome = delivery.send_batch(
+            session,
+            digest_id=digest_id,
+            delivery_ids=delivery_ids,
+            settings=settings,
+            claimant=str(self.request.id),
+            limiter=_rate_limiter(settings),
+            relay=relay,
+            variants=_prepared_variants,
+        )
+    finally:
+        session.close()
+    if len(_prepared_variants) > 256:
+        _prepared_variants.clear()
+    log.info(
+        "digest %s: batch of %d: %d sent, %d bounced, %d failed, %d skipped, %d to retry%s",
+        digest_id,
+        len(delivery_ids),
+        outcome.sent,
+        outcome.bounced,
+        outcome.failed,
+        outcome.skipped,
+        len(outcome.retry),
+        f" ({outcome.stopped})" if outcome.stopped else "",
+    )
+    if outcome.retry:
+        countdown = outcome.wait or delivery.backoff(
+            self.request.retries,
+            base=settings.retry_base_seconds,
+            cap=settings.retry_max_seconds,
+        )
+        raise self.retry(args=(digest_id, outcome.retry), countdown=countdown)
+    return {"sent": outcome.sent, "bounced": outcome.bounced, "failed": outcome.failed}
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    global _limiter
+    if _limiter is None:
+        if not (settings.rate_per_second or settings.rate_per_hour):
+            _limiter = NoLimit()
+        elif settings.uses_redis:
+            _limiter = RedisRateLimiter(
+                settings.broker_url,
+                per_second=settings.rate_per_second,
+                per_hour=settings.rate_per_hour,
+            )
+        else:
+            _limiter = LocalRateLimiter(
+                per_second=settings.rate_per_second, per_hour=settings.rate_per_hour
+            )
+    return _limiter

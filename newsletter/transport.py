@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 from types import TracebackType
@@ -97,10 +98,14 @@ class SMTPTransport:
             raise RuntimeError("the SMTP session is not open")
         options = ["SMTPUTF8"] if not recipient.isascii() else []
         try:
+            if self._smtp.has_extn("pipelining") and not options:
+                return self._send_pipelined(self._smtp, envelope_from, recipient, data)
             refused = self._smtp.sendmail(envelope_from, [recipient], data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients[recipient]
-            raise DeliveryError(_decode(reply), code=code, permanent=code >= 500) from exc
+            raise DeliveryError(
+                f"{code} {_decode(reply)}", code=code, permanent=code >= 500
+            ) from exc
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(
                 _reply_text(exc), code=exc.smtp_code, permanent=exc.smtp_code >= 500
@@ -110,8 +115,57 @@ class SMTPTransport:
             raise DeliveryError(f"connection lost: {exc}", permanent=False) from exc
         if refused:
             code, reply = refused[recipient]
-            raise DeliveryError(_decode(reply), code=code, permanent=code >= 500)
+            raise DeliveryError(f"{code} {_decode(reply)}", code=code, permanent=code >= 500)
         return "250 accepted"
+
+    def _send_pipelined(
+        self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, data: bytes
+    ) -> str:
+        """MAIL, RCPT and DATA in one write and their three replies read together (RFC 2920).
+
+        Two round trips a message instead of smtplib's four; the relay's answers are
+        judged exactly as sendmail would judge them.
+        """
+        smtp.send(f"MAIL FROM:<{envelope_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode())
+        mail, rcpt, ready = smtp.getreply(), smtp.getreply(), smtp.getreply()
+        if ready[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            # A server that said yes to DATA anyway gets an empty message it must refuse.
+            smtp.send(b".\r\n")
+            smtp.getreply()
+        for code, reply in (mail, rcpt):
+            if code not in (250, 251):
+                self._reset(smtp)
+                raise DeliveryError(f"{code} {_decode(reply)}", code=code, permanent=code >= 500)
+        if ready[0] != 354:
+            self._reset(smtp)
+            code = ready[0]
+            raise DeliveryError(f"{code} {_decode(ready[1])}", code=code, permanent=code >= 500)
+        smtp.send(_dot_stuffed(data) + b".\r\n")
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise DeliveryError(f"{code} {_decode(reply)}", code=code, permanent=code >= 500)
+        return f"{code} {_decode(reply)}"
+
+    @staticmethod
+    def _reset(smtp: smtplib.SMTP) -> None:
+        with contextlib.suppress(smtplib.SMTPServerDisconnected):
+            smtp.rset()
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """Data ready for the DATA phase: CRLF line ends, leading dots doubled, a final CRLF.
+
+    The replacements run in C; smtplib's regular expressions cost far more per message.
+    """
+    if data.count(b"\n") != data.count(b"\r\n"):
+        data = smtplib.quotedata(data.decode("utf-8", "surrogateescape")).encode(
+            "utf-8", "surrogateescape"
+        )
+        return data if data.endswith(b"\r\n") else data + b"\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def _reply_text(exc: smtplib.SMTPResponseException) -> str:

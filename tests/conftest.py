@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -44,6 +45,10 @@ TEST_ENV = {
     "NEWSLETTER_ADMIN_TOKEN": "test-admin-token-" + uuid.uuid4().hex,
     "NEWSLETTER_BASE_URL": "http://newsletter.test",
     "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
+    # Temporary failures come back within a second or two, not half a minute.
+    "NEWSLETTER_RETRY_BASE_SECONDS": "0.5",
+    "NEWSLETTER_RETRY_MAX_SECONDS": "2",
+    "NEWSLETTER_BATCH_SIZE": "50",
 }
 os.environ.update(TEST_ENV)
 
@@ -157,13 +162,30 @@ class Received:
 
 
 class Mailbox:
-    """What the test SMTP server received, with a way to wait for more."""
+    """What the test SMTP server received, with a way to wait for more.
+
+    Tests script its answers: `rcpt_replies[address]` is a list of replies the server
+    gives that recipient, one per attempt, before it accepts; `delay` slows each message.
+    """
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
+        self.rcpt_replies: dict[str, list[str]] = {}
+        self.delay = 0.0
         self._changed = threading.Condition()
 
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
+        replies = self.rcpt_replies.get(address.lower())
+        if replies:
+            return replies.pop(0)
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+        return "250 OK"
+
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self._changed:
             self.messages.append(
                 Received(
@@ -178,6 +200,17 @@ class Mailbox:
     def clear(self) -> None:
         with self._changed:
             self.messages.clear()
+            self.rcpt_replies.clear()
+            self.delay = 0.0
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"not reached within {timeout}s")
+                self._changed.wait(min(left, 0.5))
 
     def to(self, address: str) -> list[Received]:
         return [m for m in self.messages if address.lower() in (r.lower() for r in m.rcpt_tos)]

@@ -1,0 +1,277 @@
+"""Benchmark of sending a digest end to end, against the raw limit of the SMTP connection.
+
+    python -m bench send [--subscribers 20000] [--connections 4] [--workers 1]
+
+In one run: (1) the raw limit — identical pre-rendered 25 KB messages pushed by smtplib
+over the same number of connections to Postfix's smtp-sink; (2) a real digest of 10
+articles to N synthetic subscribers on PostgreSQL + Redis + real Celery worker processes,
+from the editor's trigger to the last delivery recorded. Prints messages/s for both, the
+ratio, and the dispatcher's peak memory. Needs smtp-sink (Debian package postfix),
+PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+PARAGRAPH = (
+    "Macau's government announced today a new plan for the cross-border bridge, which "
+    "links the city to Hong Kong and Zhuhai; Portuguese and Chinese officials welcomed it. "
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--raw-seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not Path(sink).exists():
+        sys.exit("bench send: smtp-sink is missing (apt-get install postfix)")
+    port = _free_port()
+    sink_process = subprocess.Popen(
+        [sink, "-u", "nobody", f"127.0.0.1:{port}", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port)
+        raw = raw_limit(port, connections=args.connections, seconds=args.raw_seconds)
+        print(
+            f"raw limit: smtplib, {args.connections} connection(s), 25 KB messages: "
+            f"{raw:,.0f} messages/s"
+        )
+        end_to_end(args, port, raw)
+    finally:
+        sink_process.terminate()
+        sink_process.wait()
+
+
+def raw_limit(port: int, *, connections: int, seconds: float) -> float:
+    """Messages/s of plain smtplib sessions pushing one pre-rendered 25 KB message."""
+    body = ("x" * 76 + "\r\n") * (25 * 1024 // 78)
+    data = (
+        "From: news@plataforma.test\r\nTo: reader@example.com\r\nSubject: raw\r\n\r\n" + body
+    ).encode()
+    counts = [0] * connections
+    stop = time.monotonic() + seconds
+
+    def push(slot: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            while time.monotonic() < stop:
+                smtp.sendmail("bounces@plataforma.test", [f"r{counts[slot]}@example.com"], data)
+                counts[slot] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=push, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    var = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    env = {
+        **os.environ,
+        "NEWSLETTER_VAR_DIR": str(var),
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_BROKER_URL": REDIS_URL,
+        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
+        "NEWSLETTER_BASE_URL": "https://news.plataforma.test",
+    }
+    os.environ.update(env)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        from newsletter import db, dispatch, tasks
+        from newsletter.config import get_settings
+        from newsletter.schema import upgrade
+
+        get_settings.cache_clear()
+        settings = get_settings()
+        upgrade(db.get_engine())
+        _load(db, args.subscribers)
+        for n in range(args.workers):
+            log = (var / f"worker{n}.log").open("wb")
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "worker",
+                        "worker",
+                        "--loglevel=WARNING",
+                        f"--concurrency={args.connections // args.workers or 1}",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "-n",
+                        f"bench{n}@%h",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        time.sleep(4)  # the workers connect to Redis
+
+        baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.monotonic()
+        with db.session_scope() as session:
+            digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+        with db.session_scope() as session:
+            dispatch.start_due(session)
+        # The dispatcher runs here, as the dispatch_digest task would, so its memory is ours.
+        while True:
+            with db.session_scope() as session:
+                page = dispatch.dispatch_page(session, digest_id=digest_id, settings=settings)
+            if page.queued:
+                tasks.send_batch.delay(digest_id, page.queued)
+            if page.done:
+                break
+        dispatched = time.monotonic() - started
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        while True:
+            with db.session_scope() as session:
+                status = dispatch.digest_status(session, digest_id)
+            if status["state"] != "sending":
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        sent = status["counts"]["sent"]
+        rate = sent / elapsed
+        print(
+            f"end to end: {sent:,} of {args.subscribers:,} sent in {elapsed:.1f} s "
+            f"(dispatch {dispatched:.1f} s), {args.workers} worker(s) x "
+            f"{args.connections // args.workers or 1} processes: {rate:,.0f} messages/s"
+        )
+        print(f"ratio to the raw limit: {rate / raw:.2f}")
+        print(
+            f"dispatcher peak memory: {peak_rss / 1024:.0f} MB "
+            f"(+{(peak_rss - baseline_rss) / 1024:.0f} MB while dispatching)"
+        )
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+        from newsletter import db as database
+
+        database.reset()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _load(db: object, count: int) -> None:
+    """N confirmed subscribers and ten fresh articles, written in bulk."""
+    from sqlalchemy import insert, select
+
+    from newsletter import db as database
+    from newsletter import newsletters
+    from newsletter.articles import ParsedArticle, store_article
+    from newsletter.models import Newsletter, Subscriber, Subscription
+
+    now = datetime.now(UTC)
+    with database.session_scope() as session:
+        newsletters.ensure_default_newsletter(session, language="en", time_zone="Europe/Lisbon")
+        for n in range(10):
+            store_article(
+                session,
+                ParsedArticle(
+                    title=f"Story {n}: the bridge, the casinos and the Lusophone summit",
+                    body=PARAGRAPH * 12,
+                    summary=PARAGRAPH * 2,
+                    url=f"https://news.plataforma.test/{n}",
+                    language="en",
+                    topics=["macau"],
+                    published_at=now - timedelta(minutes=n + 1),
+                    source="bench",
+                ),
+            )
+        newsletter_id = session.scalar(select(Newsletter.id))
+        for start in range(0, count, 10_000):
+            rows = [
+                {
+                    "email": f"reader{n}@example.com",
+                    "email_key": f"reader{n}@example.com",
+                    "name": f"Leitor {n}",
+                    "language": "en",
+                    "topics": [],
+                    "status": "active",
+                    "soft_bounce_count": 0,
+                    "time_zone": "Europe/Lisbon",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(start, min(count, start + 10_000))
+            ]
+            session.execute(insert(Subscriber), rows)
+        ids = session.scalars(select(Subscriber.id)).all()
+        for start in range(0, len(ids), 10_000):
+            session.execute(
+                insert(Subscription),
+                [
+                    {
+                        "subscriber_id": i,
+                        "newsletter_id": newsletter_id,
+                        "status": "subscribed",
+                        "created_at": now,
+                        "confirmed_at": now,
+                        "consent_source": "bench",
+                    }
+                    for i in ids[start : start + 10_000]
+                ],
+            )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("bench send: smtp-sink did not start")

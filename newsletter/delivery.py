@@ -1,0 +1,370 @@
+"""Sending a batch of a digest's deliveries over one SMTP session, each one exactly once."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from newsletter import bounces, dispatch
+from newsletter.composer import Selection, suppressed_keys
+from newsletter.config import Settings
+from newsletter.digests import PreparedVariant, prepare_variant, reader_recipient, view_url
+from newsletter.models import (
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    DigestState,
+    DigestVariant,
+    Subscriber,
+    UTCDateTime,
+    utcnow,
+)
+from newsletter.ratelimit import RateLimited, RateLimiter
+from newsletter.rendering import OutgoingMessage
+from newsletter.transport import DeliveryError, SMTPTransport
+
+log = logging.getLogger("newsletter.delivery")
+
+# How often a running batch looks again at its digest's state (paused, cancelled).
+STATE_CHECK_EVERY = 25
+
+
+@dataclass
+class BatchOutcome:
+    sent: int = 0
+    bounced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    # Deliveries to try again later (temporary failures, a dropped connection, a pause).
+    retry: list[int] = field(default_factory=list)
+    # When the relay's hourly quota is spent: wait at least this long before retrying.
+    wait: float | None = None
+    stopped: str | None = None
+
+
+def send_batch(
+    session: Session,
+    *,
+    digest_id: int,
+    delivery_ids: Sequence[int],
+    settings: Settings,
+    claimant: str,
+    limiter: RateLimiter,
+    relay: str,
+    transport: Callable[[str], SMTPTransport] | None = None,
+    variants: dict[tuple[int, int], PreparedVariant] | None = None,
+) -> BatchOutcome:
+    """Send what is still to send of these deliveries; record each outcome as it comes.
+
+    Each delivery is claimed (committed) before its message goes out and marked (committed)
+    after, so a batch run again — its worker killed, the broker restarted — sends only
+    what was not sent, and at most the one message in flight can go twice. Whether the
+    reader may still be mailed is checked in the claim itself, at send time.
+    """
+    outcome = BatchOutcome()
+    variants = {} if variants is None else variants
+    digest = dispatch.get_digest(session, digest_id)
+    if digest.state != DigestState.SENDING:
+        outcome.stopped = digest.state
+        if digest.state == DigestState.PAUSED:
+            outcome.retry = []  # resume enqueues what is left
+        session.commit()
+        return outcome
+    newsletter = digest.newsletter
+    pending = _pending(session, digest_id, delivery_ids, claimant)
+    suppressed = suppressed_keys(session, [subscriber.email_key for _, subscriber in pending])
+    session.commit()
+    if not pending:
+        _finish(session, digest_id)
+        return outcome
+    make_transport = transport or (
+        lambda url: SMTPTransport(url, timeout=settings.smtp_timeout_seconds)
+    )
+    smtp: SMTPTransport | None = None
+    engine = session.get_bind()
+    assert isinstance(engine, Engine), "a batch needs a session bound to an engine"
+    ledger = _Ledger(engine, newsletter_id=newsletter.id, claimant=claimant)
+    try:
+        for position, (delivery, subscriber) in enumerate(pending):
+            if position and position % STATE_CHECK_EVERY == 0:
+                state = ledger.digest_state(digest_id)
+                if state != DigestState.SENDING:
+                    outcome.stopped = state
+                    break
+            if subscriber.email_key in suppressed or not ledger.claim(delivery.id):
+                ledger.skip_if_still_queued(delivery.id)
+                outcome.skipped += 1
+                continue
+            message = _message(session, digest, delivery, subscriber, settings, variants)
+            try:
+                if smtp is None:
+                    smtp = make_transport(relay)
+                    smtp.open()
+            except DeliveryError as exc:
+                # The relay itself refused us (down, bad credentials): no reader's fault.
+                smtp = None
+                ledger.release(delivery.id, str(exc), count_attempt=False)
+                outcome.stopped = f"relay unavailable: {exc}"
+                break
+            try:
+                limiter.acquire()
+                smtp.send(
+                    envelope_from=message.envelope_from,
+                    recipient=message.recipient,
+                    data=message.data,
+                )
+            except RateLimited as exc:
+                ledger.release(delivery.id, str(exc), count_attempt=False)
+                outcome.wait = exc.wait
+                outcome.stopped = "rate limited"
+                break
+            except DeliveryError as exc:
+                if exc.permanent:
+                    ledger.flush()
+                    _mark_bounced(session, delivery, str(exc))
+                    outcome.bounced += 1
+                    continue
+                if ledger.release(delivery.id, str(exc), max_attempts=settings.max_attempts):
+                    outcome.retry.append(delivery.id)
+                else:
+                    outcome.failed += 1
+                if exc.code is None:  # the connection is gone: stop, retry the rest later
+                    smtp = None
+                    outcome.stopped = str(exc)
+                    break
+                continue
+            ledger.sent(delivery.id, message.message_id)
+            outcome.sent += 1
+    finally:
+        ledger.close()
+        if smtp is not None:
+            smtp.close()
+    # What this run did not reach (a stop, a lost connection) is tried again too.
+    done = set(_final_ids(session, [d.id for d, _ in pending]))
+    outcome.retry = sorted({d.id for d, _ in pending if d.id not in done})
+    if outcome.stopped in (DigestState.PAUSED, DigestState.CANCELLED):
+        outcome.retry = []
+    session.commit()
+    _finish(session, digest_id)
+    return outcome
+
+
+class _Ledger:
+    """Each delivery's claim and outcome, written as it happens on one autocommit connection.
+
+    A claim is durable before its message goes out. On PostgreSQL the mark of the message
+    just sent and the claim of the next one travel in one statement: one round trip per
+    message instead of two, and still nothing is sent before the previous outcome is kept.
+    """
+
+    def __init__(self, engine: Engine, *, newsletter_id: int, claimant: str) -> None:
+        self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.combined = engine.dialect.name == "postgresql"
+        self.newsletter_id = newsletter_id
+        self.claimant = claimant
+        self._unmarked: tuple[int, str] | None = None
+
+    def claim(self, delivery_id: int) -> bool:
+        """Take the delivery if its reader may still be mailed (invariant 1, at send time)."""
+        now = utcnow()
+        previous_id, previous_message = self._unmarked or (None, None)
+        self._unmarked = None
+        params = {
+            "id": delivery_id,
+            "claimant": self.claimant,
+            "newsletter_id": self.newsletter_id,
+            "now": now,
+            "previous_id": previous_id,
+            "previous_message": previous_message,
+        }
+        if self.combined:
+            result = self.connection.execute(_MARK_AND_CLAIM, params)
+        else:
+            if previous_id is not None:
+                self.connection.execute(_MARK_SENT, params)
+            result = self.connection.execute(_CLAIM, params)
+        return result.first() is not None
+
+    def sent(self, delivery_id: int, message_id: str) -> None:
+        """Remember the delivery as sent; written with the next claim, or by flush()."""
+        self.flush()
+        self._unmarked = (delivery_id, message_id)
+
+    def flush(self) -> None:
+        if self._unmarked is not None:
+            previous_id, previous_message = self._unmarked
+            self._unmarked = None
+            self.connection.execute(
+                _MARK_SENT,
+                {"previous_id": previous_id, "previous_message": previous_message, "now": utcnow()},
+            )
+
+    def skip_if_still_queued(self, delivery_id: int) -> None:
+        self.flush()
+        self.connection.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+            .values(status=DeliveryStatus.SKIPPED, last_error="no longer subscribed at send time")
+        )
+
+    def release(
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        max_attempts: int | None = None,
+        count_attempt: bool = True,
+    ) -> bool:
+        """Give a claimed delivery back to the queue; False when its attempts are spent."""
+        self.flush()
+        attempts = (
+            self.connection.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 0
+        )
+        if not count_attempt:
+            attempts -= 1
+        spent = max_attempts is not None and attempts >= max_attempts
+        self.connection.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(
+                status=DeliveryStatus.FAILED if spent else DeliveryStatus.QUEUED,
+                attempts=attempts,
+                last_error=error[:2000],
+                claimed_by=None,
+            )
+        )
+        return not spent
+
+    def digest_state(self, digest_id: int) -> str | None:
+        self.flush()
+        return self.connection.scalar(select(Digest.state).where(Digest.id == digest_id))
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.connection.close()
+
+
+_ELIGIBLE = """
+    (status = 'queued' OR (status = 'sending' AND claimed_by = :claimant))
+    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.subscriber_id = deliveries.subscriber_id
+                AND s.newsletter_id = :newsletter_id AND s.status = 'subscribed')
+    AND EXISTS (SELECT 1 FROM subscribers r WHERE r.id = deliveries.subscriber_id
+                AND r.status = 'active')
+"""
+_CLAIM_SET = """
+    status = 'sending', claimed_by = :claimant, claimed_at = :now, attempts = attempts + 1,
+    updated_at = :now
+"""
+_SENT_SET = """
+    status = 'sent', message_id = :previous_message, sent_at = :now, last_error = NULL,
+    updated_at = :now
+"""
+_CLAIM = text(
+    f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_ELIGIBLE} RETURNING id"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_MARK_SENT = text(f"UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id").bindparams(
+    bindparam("now", type_=UTCDateTime())
+)
+_MARK_AND_CLAIM = text(
+    f"WITH marked AS (UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id) "
+    f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_ELIGIBLE} RETURNING id"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def backoff(retries: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with jitter, so that retries from many batches spread out."""
+    delay = min(cap, base * float(2**retries))
+    return float(delay * random.uniform(0.75, 1.25))
+
+
+def _pending(
+    session: Session, digest_id: int, delivery_ids: Sequence[int], claimant: str
+) -> list[tuple[Delivery, Subscriber]]:
+    rows = session.execute(
+        select(Delivery, Subscriber)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(
+            Delivery.id.in_(list(delivery_ids)),
+            Delivery.digest_id == digest_id,
+            or_(
+                Delivery.status == DeliveryStatus.QUEUED,
+                # Claimed by this very task before its worker died: ours to finish.
+                and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by == claimant),
+            ),
+        )
+        .order_by(Delivery.id)
+    ).all()
+    return [(delivery, subscriber) for delivery, subscriber in rows]
+
+
+def _mark_bounced(session: Session, delivery: Delivery, reply: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery.id)
+        .values(status=DeliveryStatus.BOUNCED, last_error=reply[:2000])
+        .execution_options(synchronize_session=False)
+    )
+    if delivery.subscriber_id is not None:
+        bounces.record_hard_bounce(
+            session,
+            subscriber_id=delivery.subscriber_id,
+            delivery_id=delivery.id,
+            reply=reply,
+            source="smtp",
+        )
+    session.commit()
+
+
+def _final_ids(session: Session, delivery_ids: list[int]) -> list[int]:
+    return list(
+        session.scalars(
+            select(Delivery.id).where(
+                Delivery.id.in_(delivery_ids), Delivery.status.in_(dispatch.FINAL_STATUSES)
+            )
+        )
+    )
+
+
+def _finish(session: Session, digest_id: int) -> None:
+    dispatch.finish_if_done(session, digest_id=digest_id)
+    session.commit()
+
+
+def _message(
+    session: Session,
+    digest: Digest,
+    delivery: Delivery,
+    subscriber: Subscriber,
+    settings: Settings,
+    variants: dict[tuple[int, int], PreparedVariant],
+) -> OutgoingMessage:
+    """The reader's copy, filled into their variant (rendered once per worker process)."""
+    if delivery.variant_id is None:
+        raise ValueError(f"delivery {delivery.id} has no variant to send")
+    key = (digest.id, delivery.variant_id)
+    prepared = variants.get(key)
+    if prepared is None:
+        variant = session.get(DigestVariant, delivery.variant_id)
+        if variant is None:
+            raise ValueError(f"variant {delivery.variant_id} is gone")
+        prepared = prepare_variant(
+            session,
+            newsletter=digest.newsletter,
+            selection=Selection(variant.language, tuple(variant.article_ids)),
+            settings=settings,
+            subject=digest.subject,
+            view_url=view_url(settings, digest.id, variant.id),
+            now=digest.started_at,
+        )
+        session.commit()
+        variants[key] = prepared
+    return prepared.template.fill(
+        reader_recipient(subscriber, digest.newsletter, settings, delivery_id=delivery.id)
+    )

@@ -1,0 +1,335 @@
+"""Digests through a real worker on Redis to a real SMTP server: once each, to the right people."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from newsletter import db, dispatch, subscribers, tasks
+from newsletter.articles import ParsedArticle, store_article
+from newsletter.config import get_settings
+from newsletter.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
+from tests.conftest import Mailbox
+
+FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState.FAILED}
+
+
+@pytest.fixture
+def world(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) -> Mailbox:
+    """A clean database with one fresh article, a running worker, an empty mailbox."""
+    with db.session_scope() as session:
+        store_article(
+            session,
+            ParsedArticle(
+                title="Macau reopens the bridge",
+                body="The bridge reopened today. Traffic was light.",
+                summary="The bridge reopened today.",
+                url="https://news.example/bridge",
+                language="en",
+                topics=["macau"],
+                published_at=datetime.now(UTC) - timedelta(minutes=5),
+                source="test",
+            ),
+        )
+    return mailbox
+
+
+def add_reader(email: str, *, confirmed: bool = True) -> int:
+    with db.session_scope() as session:
+        outcome = subscribers.subscribe(
+            session,
+            subscribers.SignupForm(email=email),
+            source="test",
+            confirmed=confirmed,
+            default_language="en",
+            default_time_zone="Europe/Lisbon",
+            confirmation_interval=timedelta(minutes=10),
+        )
+    assert outcome.subscriber_id is not None
+    return outcome.subscriber_id
+
+
+def start(send_at: datetime | None = None, subject: str | None = None) -> int:
+    with db.session_scope() as session:
+        digest = dispatch.create_digest(
+            session, newsletter_slug="daily", send_at=send_at, subject=subject
+        )
+        digest_id = digest.id
+    tasks.tick.delay()
+    return digest_id
+
+
+def status(digest_id: int) -> dict[str, object]:
+    with db.session_scope() as session:
+        return dispatch.digest_status(session, digest_id)
+
+
+def wait_for_state(digest_id: int, states: set[str], timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(digest_id)
+        if current["state"] in states:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"digest {digest_id} still {current} after {timeout}s")
+        time.sleep(0.2)
+
+
+def recipients(mailbox: Mailbox) -> Counter[str]:
+    return Counter(r for m in mailbox.messages for r in m.rcpt_tos)
+
+
+def test_every_eligible_reader_gets_exactly_one_and_nobody_else(world: Mailbox) -> None:
+    readers = [f"reader{n}@example.com" for n in range(120)]  # three batches of 50
+    for email in readers:
+        add_reader(email)
+    add_reader("pending@example.com", confirmed=False)
+    gone = add_reader("gone@example.com")
+    bounced = add_reader("bounced@example.com")
+    add_reader("suppressed@example.com")
+    with db.session_scope() as session:
+        subscribers.unsubscribe(session, subscriber_id=gone, source="test")
+        subscribers.get_subscriber(session, bounced).status = SubscriberStatus.BOUNCED
+        subscribers.suppress(
+            session, email_key="suppressed@example.com", email=None, reason="manual"
+        )
+    digest_id = start()
+    final = wait_for_state(digest_id, FINAL)
+    assert final["state"] == DigestState.SENT
+    assert final["counts"] == {
+        "total": 120,
+        "queued": 0,
+        "sent": 120,
+        "failed": 0,
+        "skipped": 0,
+        "bounced": 0,
+    }
+    assert recipients(world) == Counter({email: 1 for email in readers})
+    message = world.to("reader7@example.com")[0]
+    assert message.message["Subject"] == "Macau reopens the bridge"
+    assert message.mail_from.startswith("bounces+s") and "d" in message.mail_from.split("-")[0]
+
+
+def test_an_unsubscribe_between_queue_and_send_is_honoured(world: Mailbox) -> None:
+    stays = add_reader("stays@example.com")
+    leaves = add_reader("leaves@example.com")
+    with db.session_scope() as session:
+        digest = dispatch.create_digest(session, newsletter_slug="daily")
+        digest_id = digest.id
+    with db.session_scope() as session:
+        assert dispatch.start_due(session) == [digest_id]
+    with db.session_scope() as session:
+        page = dispatch.dispatch_page(session, digest_id=digest_id, settings=get_settings())
+    assert len(page.queued) == 2  # both queued ...
+    with db.session_scope() as session:  # ... then one leaves before the batch runs
+        subscribers.unsubscribe(session, subscriber_id=leaves, source="test")
+    with db.session_scope() as session:
+        assert dispatch.dispatch_page(session, digest_id=digest_id, settings=get_settings()).done
+    tasks.send_batch.delay(digest_id, page.queued)
+    final = wait_for_state(digest_id, FINAL)
+    assert final["counts"]["sent"] == 1 and final["counts"]["skipped"] == 1
+    assert recipients(world) == Counter({"stays@example.com": 1})
+    assert stays != leaves
+
+
+def test_temporary_failures_are_retried_and_delivered(world: Mailbox) -> None:
+    add_reader("greylisted@example.com")
+    add_reader("fine@example.com")
+    world.rcpt_replies["greylisted@example.com"] = [
+        "451 4.7.1 Greylisted, try again",
+        "452 4.2.2 Mailbox full",
+    ]
+    digest_id = start()
+    final = wait_for_state(digest_id, FINAL)
+    assert final["state"] == DigestState.SENT and final["counts"]["sent"] == 2
+    assert recipients(world) == Counter({"greylisted@example.com": 1, "fine@example.com": 1})
+    with db.session_scope() as session:
+        attempts = session.scalars(select(Delivery.attempts).order_by(Delivery.id)).all()
+    assert sorted(attempts) == [1, 3]
+
+
+def test_a_permanent_failure_bounces_without_retry(world: Mailbox) -> None:
+    dead = add_reader("dead@example.com")
+    add_reader("alive@example.com")
+    world.rcpt_replies["dead@example.com"] = ["550 5.1.1 No such user"] * 5
+    digest_id = start()
+    final = wait_for_state(digest_id, FINAL)
+    assert final["counts"]["bounced"] == 1 and final["counts"]["sent"] == 1
+    assert world.rcpt_replies["dead@example.com"] == ["550 5.1.1 No such user"] * 4  # asked once
+    with db.session_scope() as session:
+        reader = subscribers.get_subscriber(session, dead)
+        assert reader.status == SubscriberStatus.BOUNCED
+        assert subscribers.is_suppressed(session, "dead@example.com")
+        assert [e.kind for e in reader.events][-1] == "bounced"
+        delivery = session.scalars(select(Delivery).where(Delivery.subscriber_id == dead)).one()
+        assert delivery.status == DeliveryStatus.BOUNCED and "5.1.1" in (delivery.last_error or "")
+
+
+def test_a_failure_that_never_ends_is_recorded_as_failed(world: Mailbox) -> None:
+    add_reader("always-busy@example.com")
+    world.rcpt_replies["always-busy@example.com"] = ["421 4.3.2 Service not available"] * 50
+    digest_id = start()
+    final = wait_for_state(digest_id, FINAL, timeout=90)
+    assert final["counts"]["failed"] == 1
+    with db.session_scope() as session:
+        delivery = session.scalars(select(Delivery)).one()
+    assert delivery.attempts == get_settings().max_attempts
+    assert "421" in (delivery.last_error or "")
+
+
+def test_a_scheduled_digest_goes_at_its_time_and_once(world: Mailbox) -> None:
+    add_reader("early@example.com")
+    digest_id = start(send_at=datetime.now(UTC) + timedelta(seconds=3))
+    time.sleep(1)
+    tasks.tick.delay()
+    time.sleep(1)
+    assert status(digest_id)["state"] == DigestState.SCHEDULED and world.messages == []
+    time.sleep(1.5)
+    for _ in range(3):  # beats keep ticking: the digest goes once
+        tasks.tick.delay()
+    wait_for_state(digest_id, FINAL)
+    time.sleep(1)
+    assert recipients(world) == Counter({"early@example.com": 1})
+
+
+def test_pause_holds_the_rest_and_resume_sends_it(world: Mailbox) -> None:
+    for n in range(40):
+        add_reader(f"slow{n}@example.com")
+    world.delay = 0.1
+    digest_id = start()
+    world.wait_until(lambda: len(world.messages) >= 5)
+    with db.session_scope() as session:
+        dispatch.pause(session, digest_id=digest_id)
+    time.sleep(3)  # what was in flight finishes; nothing new starts
+    held = len(world.messages)
+    time.sleep(2)
+    assert len(world.messages) == held < 40
+    assert status(digest_id)["state"] == DigestState.PAUSED
+    world.delay = 0.0
+    with db.session_scope() as session:
+        _, batches = dispatch.resume(session, digest_id=digest_id)
+    for batch in batches:
+        tasks.send_batch.delay(digest_id, batch)
+    final = wait_for_state(digest_id, FINAL)
+    assert final["state"] == DigestState.SENT
+    assert recipients(world) == Counter({f"slow{n}@example.com": 1 for n in range(40)})
+
+
+def test_cancel_skips_what_was_not_sent(world: Mailbox) -> None:
+    for n in range(40):
+        add_reader(f"stop{n}@example.com")
+    world.delay = 0.1
+    digest_id = start()
+    world.wait_until(lambda: len(world.messages) >= 3)
+    with db.session_scope() as session:
+        dispatch.cancel(session, digest_id=digest_id)
+    time.sleep(3)
+    final = status(digest_id)
+    assert final["state"] == DigestState.CANCELLED
+    counts = final["counts"]
+    assert counts["sent"] == len(world.messages) < 40
+    assert counts["sent"] + counts["skipped"] == 40 and counts["queued"] == 0
+
+
+def test_an_empty_digest_says_why(world: Mailbox) -> None:
+    digest_id = start()
+    final = wait_for_state(digest_id, FINAL)
+    assert final["state"] == DigestState.EMPTY
+    assert "Nobody is subscribed" in str(final["note"])
+
+
+def test_a_worker_child_killed_mid_batch_loses_nobody(
+    world: Mailbox, worker: subprocess.Popen[bytes]
+) -> None:
+    emails = [f"kill{n}@example.com" for n in range(45)]
+    for email in emails:
+        add_reader(email)
+    world.delay = 0.05
+    digest_id = start()
+    world.wait_until(lambda: len(world.messages) >= 10)
+    children_file = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+    children = [int(pid) for pid in children_file.read_text().split()]
+    for pid in children:  # the pool processes; one of them is mid-batch
+        os.kill(pid, signal.SIGKILL)
+    world.delay = 0.0
+    final = wait_for_state(digest_id, FINAL, timeout=90)
+    assert final["state"] == DigestState.SENT
+    got = recipients(world)
+    assert set(got) == set(emails)  # nobody lost
+    duplicates = sum(count - 1 for count in got.values())
+    assert duplicates <= 1, got  # at most the message in flight
+
+
+@pytest.fixture
+def client(world: Mailbox) -> Iterator[TestClient]:
+    from newsletter.web.app import create_app
+
+    with TestClient(create_app()) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {get_settings().admin_token}"
+        yield test_client
+
+
+def test_the_api_creates_follows_and_refuses_in_words(client: TestClient, world: Mailbox) -> None:
+    add_reader("api@example.com")
+    created = client.post("/api/digests", json={"newsletter": "daily", "subject": "Hoje"})
+    assert created.status_code == 201
+    body = created.json()
+    assert set(body) >= {
+        "id",
+        "newsletter",
+        "state",
+        "scheduled_for",
+        "counts",
+        "started_at",
+        "finished_at",
+    }
+    final = wait_for_state(body["id"], FINAL)
+    assert client.get(f"/api/digests/{body['id']}").json()["counts"] == final["counts"]
+    assert world.to("api@example.com")[0].message["Subject"] == "Hoje"
+    assert client.post(f"/api/digests/{body['id']}/pause").status_code == 409
+    assert client.get("/api/digests/999999").status_code == 404
+    bad = client.post("/api/digests", json={"newsletter": "daily", "send_at": "tomorrow"})
+    assert bad.status_code == 422 and "send_at" in bad.json()["detail"]
+    unknown = client.post("/api/digests", json={"newsletter": "weekly"})
+    assert unknown.status_code == 404
+    assert (
+        client.post(
+            "/api/digests", json={"newsletter": "daily"}, headers={"Authorization": ""}
+        ).status_code
+        == 401
+    )
+
+
+def test_two_beats_at_once_make_one_recurring_digest(world: Mailbox) -> None:
+    from newsletter import schedules
+    from newsletter.models import Digest, Newsletter
+
+    add_reader("recurring@example.com")
+    with db.session_scope() as session:
+        newsletter = session.scalars(select(Newsletter)).one()
+        newsletter.created_at = datetime.now(UTC) - timedelta(days=1)
+        schedules.set_schedule(session, slug="daily", cron="*/15 * * * *", time_zone="Asia/Macau")
+    first, second = tasks.tick.delay(), tasks.tick.delay()  # two schedulers, same moment
+    world.wait_for("recurring@example.com")
+    with db.session_scope() as session:
+        digests = session.scalars(select(Digest)).all()
+        assert len(digests) == 1 and digests[0].schedule_key is not None
+        digest_id = digests[0].id
+    wait_for_state(digest_id, FINAL)
+    for _ in range(2):
+        tasks.tick.delay()
+    time.sleep(2)
+    with db.session_scope() as session:
+        assert len(session.scalars(select(Digest)).all()) == 1
+    assert recipients(world) == Counter({"recurring@example.com": 1})
+    del first, second

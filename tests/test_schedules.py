@@ -1,0 +1,538 @@
+"""Recurring digests: schedules read on each newsletter's own clock, one digest per due time."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter import db, schedules
+from newsletter.models import (
+    Digest,
+    DigestState,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
+from newsletter.newsletters import UnknownNewsletter, get_by_slug
+from newsletter.validation import InvalidInput
+
+LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
+# 07:10 in Lisbon, which keeps UTC in winter: ten minutes after a 07:00 digest was due.
+NOW = datetime(2026, 11, 26, 7, 10, tzinfo=UTC)
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+# --- due times, on each newsletter's clock -------------------------------------------
+
+
+def test_seven_in_the_morning_in_macau_is_eleven_at_night_utc_the_day_before() -> None:
+    now = utc(2026, 11, 26, 12, 0)
+
+    assert schedules.latest_due("0 7 * * *", "Asia/Macau", now) == utc(2026, 11, 25, 23, 0)
+    assert schedules.next_due("0 7 * * *", "Asia/Macau", now) == utc(2026, 11, 26, 23, 0)
+
+
+@pytest.mark.parametrize(
+    ("now", "due"),
+    [
+        # Winter time (WET, UTC+0) until the clocks jump on Sunday 29 March 2026 ...
+        (utc(2026, 3, 28, 12), utc(2026, 3, 28, 7)),
+        # ... summer time (WEST, UTC+1) from that very morning ...
+        (utc(2026, 3, 29, 12), utc(2026, 3, 29, 6)),
+        (utc(2026, 10, 24, 12), utc(2026, 10, 24, 6)),
+        # ... and winter time again from Sunday 25 October 2026.
+        (utc(2026, 10, 25, 12), utc(2026, 10, 25, 7)),
+    ],
+)
+def test_lisbon_digests_keep_seven_oclock_across_the_clock_changes(
+    now: datetime, due: datetime
+) -> None:
+    assert schedules.latest_due("0 7 * * *", "Europe/Lisbon", now) == due
+    assert schedules.next_due("0 7 * * *", "Europe/Lisbon", due - timedelta(seconds=1)) == due
+
+
+def test_a_due_time_the_clocks_skip_comes_at_the_jump() -> None:
+    # On 29 March 2026 Lisbon's clocks go from 01:00 straight to 02:00 (01:00 UTC).
+    assert schedules.latest_due("30 1 * * *", "Europe/Lisbon", utc(2026, 3, 28, 12)) == utc(
+        2026, 3, 28, 1, 30
+    )
+    assert schedules.latest_due("30 1 * * *", "Europe/Lisbon", utc(2026, 3, 29, 12)) == utc(
+        2026, 3, 29, 1, 0
+    )
+    assert schedules.latest_due("30 1 * * *", "Europe/Lisbon", utc(2026, 3, 30, 12)) == utc(
+        2026, 3, 30, 0, 30
+    )
+
+
+def test_a_due_time_the_clocks_repeat_comes_once() -> None:
+    # On 25 October 2026 Lisbon lives 01:00-02:00 twice: at 00:00 and at 01:00 UTC.
+    first = utc(2026, 10, 25, 0, 30)
+    in_the_repeated_hour = utc(2026, 10, 25, 1, 45)
+
+    assert schedules.latest_due("30 1 * * *", "Europe/Lisbon", in_the_repeated_hour) == first
+    assert schedules.next_due("30 1 * * *", "Europe/Lisbon", first) == utc(2026, 10, 26, 1, 30)
+
+
+def test_sao_paulo_today_and_in_its_daylight_saving_years() -> None:
+    # No daylight saving since 2019: 07:00 is 10:00 UTC all year.
+    assert schedules.latest_due("0 7 * * *", "America/Sao_Paulo", utc(2026, 1, 15, 12)) == utc(
+        2026, 1, 15, 10
+    )
+    assert schedules.latest_due("0 7 * * *", "America/Sao_Paulo", utc(2026, 7, 15, 12)) == utc(
+        2026, 7, 15, 10
+    )
+    # 4 November 2018: midnight never happened, the clocks went to 01:00 (03:00 UTC).
+    assert schedules.next_due("0 0 * * *", "America/Sao_Paulo", utc(2018, 11, 3, 12)) == utc(
+        2018, 11, 4, 3
+    )
+    # 16 February 2019: 23:00-24:00 came twice; the digest goes the first time only.
+    assert schedules.latest_due("30 23 * * *", "America/Sao_Paulo", utc(2019, 2, 17, 12)) == utc(
+        2019, 2, 17, 1, 30
+    )
+    assert schedules.next_due("30 23 * * *", "America/Sao_Paulo", utc(2019, 2, 17, 1, 30)) == utc(
+        2019, 2, 18, 2, 30
+    )
+
+
+def test_latest_due_includes_now_and_next_due_excludes_it() -> None:
+    due = utc(2026, 11, 26, 7, 0)
+
+    assert schedules.latest_due("0 7 * * *", "Europe/Lisbon", due) == due
+    assert schedules.next_due("0 7 * * *", "Europe/Lisbon", due) == due + timedelta(days=1)
+
+
+def test_weekday_schedules_skip_the_weekend() -> None:
+    saturday = utc(2026, 11, 28, 12)
+
+    assert schedules.latest_due("0 7 * * 1-5", "Europe/Lisbon", saturday) == utc(2026, 11, 27, 7)
+    assert schedules.next_due("0 7 * * 1-5", "Europe/Lisbon", saturday) == utc(2026, 11, 30, 7)
+
+
+def test_due_times_need_an_aware_now() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        schedules.latest_due("0 7 * * *", "Europe/Lisbon", datetime(2026, 11, 26, 7))
+
+
+# --- what a schedule may be ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [
+        ("0 7 * * *", "0 7 * * *"),
+        ("  0   7 * *  1-5 ", "0 7 * * 1-5"),
+        ("30 6 * jan-mar MON-FRI", "30 6 * jan-mar MON-FRI"),
+        ("*/15 * * * *", "*/15 * * * *"),
+        ("50,5 * * * *", "50,5 * * * *"),
+        ("0 9 L * *", "0 9 L * *"),
+        ("0 9 * * 1#1", "0 9 * * 1#1"),
+    ],
+)
+def test_validate_cron_keeps_five_fields_with_single_spaces(typed: str, kept: str) -> None:
+    assert schedules.validate_cron(typed) == kept
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [
+        ("", "Please give a schedule"),
+        ("   ", "Please give a schedule"),
+        ("0 7 * * * *", "Schedules by the second are not supported"),
+        ("0 7 * *", "has 4"),
+        ("@daily", "write the five fields"),
+        ("0 25 * * *", "hours 0-23"),
+        ("every morning", "has 2"),
+        ("a b c d e", "minute field 'a'"),
+        ("H 7 * * *", "minute field 'H'"),
+        ("0 7 * * R", "day-of-week field 'R'"),
+        ("0 7 30 2 *", "never comes round"),
+        ("0\n7 * * *", "control characters"),
+        ("0 7 * * *\x00", "control characters"),
+        ("* * * * *", "only 1 minute apart"),
+        ("*/5 9 * * 1-5", "only 5 minutes apart"),
+        ("0,50 * * * *", "only 10 minutes apart"),
+        ("0 " + "1," * 60 + "2 * * *", "too long"),
+    ],
+)
+def test_validate_cron_refuses_with_words(typed: str, words: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        schedules.validate_cron(typed)
+
+    assert refused.value.field == "schedule"
+    assert words in refused.value.message
+
+
+@pytest.mark.parametrize("name", ["Europe/Lisbon", "Asia/Macau", "America/Sao_Paulo", "UTC"])
+def test_validate_time_zone_accepts_iana_names(name: str) -> None:
+    assert schedules.validate_time_zone(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("", "Please choose a time zone"),
+        ("Mars/Olympus_Mons", "not a time zone we know"),
+        ("../../etc/passwd", "not a time zone we know"),
+        ("Asia/Macau\n", "control characters"),
+    ],
+)
+def test_validate_time_zone_refuses_with_words(name: str, words: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        schedules.validate_time_zone(name)
+
+    assert refused.value.field == "time_zone"
+    assert words in refused.value.message
+
+
+# --- planning recurring digests, on SQLite and PostgreSQL ----------------------------
+
+
+def schedule_daily(cron: str | None = "0 7 * * *", time_zone: str = "Europe/Lisbon") -> int:
+    """Give `daily` a schedule, as if it had always existed; its id."""
+    with db.session_scope() as session:
+        newsletter = schedules.set_schedule(session, slug="daily", cron=cron, time_zone=time_zone)
+        newsletter.created_at = LONG_AGO
+        return newsletter.id
+
+
+def digests() -> list[Digest]:
+    with db.session_scope() as session:
+        return list(session.scalars(select(Digest).order_by(Digest.id)))
+
+
+def plan(now: datetime = NOW, **options: timedelta) -> list[int]:
+    with db.session_scope() as session:
+        return schedules.plan_recurring(session, now=now, **options)
+
+
+def test_a_due_digest_is_made_once_however_often_the_scheduler_ticks(clean_db: str) -> None:
+    newsletter_id = schedule_daily()
+
+    created = plan()
+    again = plan()
+    later = plan(NOW + timedelta(minutes=20))
+
+    [digest] = digests()
+    assert created == [digest.id]
+    assert again == [] and later == []
+    assert digest.state == DigestState.SCHEDULED
+    assert digest.scheduled_for == utc(2026, 11, 26, 7, 0)
+    assert digest.schedule_key == f"{newsletter_id}@2026-11-26T07:00:00+00:00"
+
+
+def test_each_due_time_makes_its_own_digest(clean_db: str) -> None:
+    schedule_daily()
+
+    plan()
+    plan(NOW + timedelta(days=1))
+
+    assert [d.scheduled_for for d in digests()] == [utc(2026, 11, 26, 7), utc(2026, 11, 27, 7)]
+
+
+def test_macau_digest_is_made_at_eleven_at_night_utc(clean_db: str) -> None:
+    schedule_daily(time_zone="Asia/Macau")
+
+    plan(utc(2026, 11, 25, 23, 5))
+
+    [digest] = digests()
+    assert digest.scheduled_for == utc(2026, 11, 25, 23, 0)
+
+
+def test_two_schedulers_starting_together_make_one_digest(clean_db: str) -> None:
+    schedule_daily()
+    together = clean_db.startswith("postgresql")
+    # SQLite lets one writer in at a time: there the two run one after the other.
+    start = threading.Barrier(2 if together else 1, timeout=10)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def scheduler() -> None:
+        try:
+            with db.session_scope() as session:
+                start.wait()
+                results.append(schedules.plan_recurring(session, now=NOW))
+        except BaseException as exc:
+            errors.append(exc)
+
+    if together:
+        threads = [threading.Thread(target=scheduler) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    else:
+        scheduler()
+        scheduler()
+
+    assert errors == []
+    [digest] = digests()
+    assert sorted(results, key=len) == [[], [digest.id]]
+
+
+def test_a_scheduler_that_loses_the_race_makes_nothing(clean_db: str) -> None:
+    # The first scheduler has inserted but not committed when the second looks: the second
+    # finds no digest, tries the same schedule_key, waits for the first to commit, and its
+    # insert fails on the unique key inside its savepoint.
+    schedule_daily()
+    first_planned = threading.Event()
+    second: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def second_scheduler() -> None:
+        try:
+            first_planned.wait(timeout=10)
+            with db.session_scope() as session:
+                second.append(schedules.plan_recurring(session, now=NOW))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second_scheduler)
+    thread.start()
+    with db.session_scope() as session:
+        first = schedules.plan_recurring(session, now=NOW)
+        first_planned.set()
+        thread.join(timeout=0.5)  # long enough for the second to reach its insert
+    thread.join(timeout=30)
+
+    assert errors == []
+    [digest] = digests()
+    assert first == [digest.id]
+    assert second == [[]]
+
+
+def test_a_rolled_back_tick_leaves_no_digest(clean_db: str) -> None:
+    schedule_daily()
+
+    with db.session_scope() as session:
+        assert schedules.plan_recurring(session, now=NOW)
+        session.rollback()
+
+    assert digests() == []
+
+
+@pytest.mark.parametrize(
+    ("now", "grace", "made"),
+    [
+        (utc(2026, 11, 26, 8, 0), timedelta(hours=1), True),
+        (utc(2026, 11, 26, 8, 1), timedelta(hours=1), False),
+        (utc(2026, 11, 26, 8, 1), timedelta(hours=2), True),
+        # A scheduler down since yesterday morning does not send yesterday's digest.
+        (utc(2026, 11, 27, 6, 59), timedelta(hours=1), False),
+    ],
+)
+def test_no_digest_for_a_due_time_older_than_the_grace(
+    clean_db: str, now: datetime, grace: timedelta, made: bool
+) -> None:
+    schedule_daily()
+
+    created = plan(now, grace=grace)
+
+    assert bool(created) is made
+    assert len(digests()) == int(made)
+
+
+def test_no_digest_for_a_due_time_before_the_newsletter_existed(clean_db: str) -> None:
+    schedule_daily()
+    with db.session_scope() as session:
+        get_by_slug(session, "daily").created_at = utc(2026, 11, 26, 7, 5)
+
+    assert plan() == []
+    assert plan(NOW + timedelta(days=1)) != []
+
+
+def test_no_digest_for_a_newsletter_without_a_schedule(clean_db: str) -> None:
+    schedule_daily(cron=None)
+
+    assert plan() == []
+    assert digests() == []
+
+
+def test_a_broken_stored_schedule_does_not_stop_the_others(clean_db: str) -> None:
+    with db.session_scope() as session:
+        broken = schedules.add_newsletter(session, slug="broken", name="Broken")
+        broken.schedule_cron = "not a cron"  # written around validate_cron
+        broken.created_at = LONG_AGO
+    schedule_daily()
+
+    created = plan()
+
+    [digest] = digests()
+    assert created == [digest.id]
+    with db.session_scope() as session:
+        assert session.get(Digest, digest.id).newsletter.slug == "daily"  # type: ignore[union-attr]
+
+
+# --- editing newsletters and their schedules -----------------------------------------
+
+
+def test_set_schedule_sets_normalises_and_clears(clean_db: str) -> None:
+    with db.session_scope() as session:
+        newsletter = schedules.set_schedule(
+            session, slug="daily", cron=" 0  7 * * 1-5", time_zone="Asia/Macau"
+        )
+        assert (newsletter.schedule_cron, newsletter.time_zone) == ("0 7 * * 1-5", "Asia/Macau")
+    with db.session_scope() as session:
+        newsletter = schedules.set_schedule(session, slug="daily", cron="0 8 * * *", time_zone=None)
+        assert (newsletter.schedule_cron, newsletter.time_zone) == ("0 8 * * *", "Asia/Macau")
+    for cleared in (None, ""):
+        with db.session_scope() as session:
+            schedules.set_schedule(session, slug="daily", cron="0 7 * * *", time_zone=None)
+        with db.session_scope() as session:
+            schedules.set_schedule(session, slug="daily", cron=cleared, time_zone=None)
+        with db.session_scope() as session:
+            assert get_by_slug(session, "daily").schedule_cron is None
+
+
+@pytest.mark.parametrize(
+    ("cron", "time_zone", "field"),
+    [
+        ("* * * * *", "Asia/Macau", "schedule"),
+        ("0 7 * * * *", None, "schedule"),
+        ("0 8 * * *", "Mars/Olympus_Mons", "time_zone"),
+        ("0 8 * * *", "", "time_zone"),
+    ],
+)
+def test_set_schedule_refuses_bad_input_and_changes_nothing(
+    clean_db: str, cron: str, time_zone: str | None, field: str
+) -> None:
+    schedule_daily(cron="0 7 * * *", time_zone="Europe/Lisbon")
+
+    with pytest.raises(InvalidInput) as refused, db.session_scope() as session:
+        schedules.set_schedule(session, slug="daily", cron=cron, time_zone=time_zone)
+
+    assert refused.value.field == field
+    with db.session_scope() as session:
+        newsletter = get_by_slug(session, "daily")
+        assert (newsletter.schedule_cron, newsletter.time_zone) == ("0 7 * * *", "Europe/Lisbon")
+
+
+def test_set_schedule_on_an_unknown_newsletter(clean_db: str) -> None:
+    with pytest.raises(UnknownNewsletter), db.session_scope() as session:
+        schedules.set_schedule(session, slug="weekly", cron="0 7 * * 1", time_zone=None)
+
+
+def test_add_newsletter(clean_db: str) -> None:
+    with db.session_scope() as session:
+        newsletter = schedules.add_newsletter(
+            session,
+            slug="Macau-Weekly",
+            name="  Macau weekly ",
+            language="ZH",
+            time_zone="Asia/Macau",
+            cron="0 8 * * mon",
+            description="O melhor da semana.\nThe week's best.",
+        )
+        newsletter_id = newsletter.id
+
+    with db.session_scope() as session:
+        stored = session.get(Newsletter, newsletter_id)
+        assert stored is not None
+        assert (stored.slug, stored.name, stored.language, stored.time_zone) == (
+            "macau-weekly",
+            "Macau weekly",
+            "zh",
+            "Asia/Macau",
+        )
+        assert stored.schedule_cron == "0 8 * * mon"
+        assert stored.description == "O melhor da semana.\nThe week's best."
+
+
+def test_add_newsletter_defaults(clean_db: str) -> None:
+    with db.session_scope() as session:
+        newsletter = schedules.add_newsletter(session, slug="pt", name="Notícias")
+        assert (newsletter.language, newsletter.time_zone, newsletter.schedule_cron) == (
+            "en",
+            "Europe/Lisbon",
+            None,
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "words"),
+    [
+        ({"slug": "daily"}, "slug", "already a newsletter called 'daily'"),
+        ({"slug": "DAILY"}, "slug", "already a newsletter called 'daily'"),
+        ({"slug": "x"}, "slug", "2 to 64"),
+        ({"slug": "a" * 65}, "slug", "2 to 64"),
+        ({"slug": "macau weekly"}, "slug", "lowercase letters, digits and dashes"),
+        ({"slug": "-macau"}, "slug", "starting and ending"),
+        ({"slug": "notícias"}, "slug", "lowercase letters, digits and dashes"),
+        ({"name": ""}, "name", "give the newsletter a name"),
+        ({"name": "x" * 201}, "name", "too long"),
+        ({"name": "Weekly\r\nBcc: all@example.com"}, "name", "control characters"),
+        ({"language": "fr"}, "language", "pt, en, zh"),
+        ({"time_zone": "Lisbon"}, "time_zone", "not a time zone we know"),
+        ({"cron": "* * * * *"}, "schedule", "15 minutes"),
+        ({"description": "ok\x1b[31m"}, "description", "control characters"),
+        ({"description": "x" * 2001}, "description", "too long"),
+    ],
+)
+def test_add_newsletter_refuses_bad_input_and_adds_nothing(
+    clean_db: str, options: dict[str, str], field: str, words: str
+) -> None:
+    arguments = {"slug": "weekly", "name": "Weekly", **options}
+
+    with pytest.raises(InvalidInput) as refused, db.session_scope() as session:
+        schedules.add_newsletter(session, **arguments)
+
+    assert refused.value.field == field
+    assert words in refused.value.message
+    with db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Newsletter)) == 1
+
+
+def test_describe_newsletters(clean_db: str) -> None:
+    with db.session_scope() as session:
+        weekly = schedules.add_newsletter(
+            session,
+            slug="weekly",
+            name="Weekly",
+            language="pt",
+            time_zone="Asia/Macau",
+            cron="0 7 * * 1",
+        )
+        for number, status in enumerate(
+            [
+                SubscriptionStatus.SUBSCRIBED,
+                SubscriptionStatus.SUBSCRIBED,
+                SubscriptionStatus.PENDING,
+                SubscriptionStatus.UNSUBSCRIBED,
+            ]
+        ):
+            reader = Subscriber(email=f"r{number}@example.com", email_key=f"r{number}@example.com")
+            session.add(reader)
+            session.flush()
+            session.add(
+                Subscription(subscriber_id=reader.id, newsletter_id=weekly.id, status=status)
+            )
+
+    with db.session_scope() as session:
+        described = schedules.describe_newsletters(session, now=NOW)  # a Thursday
+
+    assert described == [
+        {
+            "slug": "daily",
+            "name": "Daily digest",
+            "language": "en",
+            "time_zone": "Europe/Lisbon",
+            "schedule": None,
+            "next_due": None,
+            "subscribers": 0,
+        },
+        {
+            "slug": "weekly",
+            "name": "Weekly",
+            "language": "pt",
+            "time_zone": "Asia/Macau",
+            "schedule": "0 7 * * 1",
+            "next_due": "2026-11-29T23:00:00+00:00",  # Monday 07:00 in Macau
+            "subscribers": 2,
+        },
+    ]
