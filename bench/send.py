@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--raw-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="NEWSLETTER_DELIVERY_ASYNC_COMMIT=true for the workers",
+    )
     args = parser.parse_args(argv)
     sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
     if not Path(sink).exists():
@@ -109,6 +114,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{port}",
         "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
         "NEWSLETTER_BASE_URL": "https://news.plataforma.test",
+        "NEWSLETTER_DELIVERY_ASYNC_COMMIT": "true" if args.async_commit else "false",
     }
     os.environ.update(env)
     workers: list[subprocess.Popen[bytes]] = []

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=6, ge=1)
     rate_per_second: int = Field(default=0, ge=0, description="0: no limit.")
     rate_per_hour: int = Field(default=0, ge=0, description="0: no limit.")
+    # Deliveries untouched this long lost their task and are queued again; above the
+    # longest retry countdown, so that a retry waiting its turn is left alone.
+    stale_after_seconds: int = Field(default=2400, ge=10)
+    # On PostgreSQL, write delivery outcomes without waiting for the disk flush: about a
+    # quarter faster; a database *crash* (not a restart) may then resend the last
+    # fraction of a second's messages.
+    delivery_async_commit: bool = False
     # Far above a batch's run time, and above the longest retry countdown.
     broker_visibility_timeout: int = Field(default=3600, ge=10)
 

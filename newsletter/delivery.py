@@ -88,7 +88,12 @@ def send_batch(
     smtp: SMTPTransport | None = None
     engine = session.get_bind()
     assert isinstance(engine, Engine), "a batch needs a session bound to an engine"
-    ledger = _Ledger(engine, newsletter_id=newsletter.id, claimant=claimant)
+    ledger = _Ledger(
+        engine,
+        newsletter_id=newsletter.id,
+        claimant=claimant,
+        async_commit=settings.delivery_async_commit,
+    )
     try:
         for position, (delivery, subscriber) in enumerate(pending):
             if position and position % STATE_CHECK_EVERY == 0:
@@ -162,9 +167,14 @@ class _Ledger:
     message instead of two, and still nothing is sent before the previous outcome is kept.
     """
 
-    def __init__(self, engine: Engine, *, newsletter_id: int, claimant: str) -> None:
+    def __init__(
+        self, engine: Engine, *, newsletter_id: int, claimant: str, async_commit: bool = False
+    ) -> None:
         self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         self.combined = engine.dialect.name == "postgresql"
+        self.async_commit = self.combined and async_commit
+        if self.async_commit:
+            self.connection.exec_driver_sql("SET synchronous_commit = off")
         self.newsletter_id = newsletter_id
         self.claimant = claimant
         self._unmarked: tuple[int, str] | None = None
@@ -247,6 +257,8 @@ class _Ledger:
     def close(self) -> None:
         try:
             self.flush()
+            if self.async_commit:  # the connection goes back to a pool others share
+                self.connection.exec_driver_sql("RESET synchronous_commit")
         finally:
             self.connection.close()
 

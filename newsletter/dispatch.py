@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -222,22 +222,21 @@ def dispatch_page(
     ]
     if rows:
         session.execute(_insert_ignoring_duplicates(session), rows)
-    digest.dispatch_cursor = last_id
-    page_ids = list(variants)
-    queued = (
-        list(
-            session.scalars(
-                select(Delivery.id)
-                .where(
-                    Delivery.digest_id == digest.id,
-                    Delivery.subscriber_id.in_(page_ids),
-                    Delivery.status == DeliveryStatus.QUEUED,
-                )
-                .order_by(Delivery.id)
+    previous_cursor, digest.dispatch_cursor = digest.dispatch_cursor, last_id
+    # The page's queued deliveries, found by the range of subscriber ids it covered: the
+    # unique (digest, subscriber) index answers this at once, and rows left by a dispatch
+    # that died after writing them are picked up too.
+    queued = list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.digest_id == digest.id,
+                Delivery.subscriber_id > previous_cursor,
+                Delivery.subscriber_id <= last_id,
+                Delivery.status == DeliveryStatus.QUEUED,
             )
+            .order_by(Delivery.id)
         )
-        if page_ids
-        else []
     )
     session.flush()
     return DispatchPage(queued, done=False)
@@ -320,6 +319,73 @@ def queued_batches(session: Session, *, digest_id: int, size: int) -> list[list[
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+def stale_batches(
+    session: Session, *, stale_after: timedelta, size: int, now: datetime | None = None
+) -> list[tuple[int, list[int]]]:
+    """Deliveries nobody has touched for `stale_after`, in batches to queue again.
+
+    Their task was lost (a broker that restarted without persistence, a worker machine
+    gone); queuing them again is safe, because a delivery is sent only by whoever claims
+    it. Claims that old are given back first.
+    """
+    now = now or utcnow()
+    cutoff = now - stale_after
+    sending = select(Digest.id).where(Digest.state == DigestState.SENDING)
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.digest_id.in_(sending),
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.updated_at < cutoff,
+        )
+        .values(status=DeliveryStatus.QUEUED, claimed_by=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(
+        select(Delivery.digest_id, Delivery.id)
+        .where(
+            Delivery.digest_id.in_(sending),
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.updated_at < cutoff,
+        )
+        .order_by(Delivery.digest_id, Delivery.id)
+        .limit(size * 20)
+    ).all()
+    if rows:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([row.id for row in rows]))
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    batches: dict[int, list[list[int]]] = {}
+    for digest_id, delivery_id in rows:
+        chunks = batches.setdefault(digest_id, [[]])
+        if len(chunks[-1]) >= size:
+            chunks.append([])
+        chunks[-1].append(delivery_id)
+    return [(digest_id, chunk) for digest_id, chunks in batches.items() for chunk in chunks]
+
+
+def stalled_dispatches(
+    session: Session, *, stale_after: timedelta, now: datetime | None = None
+) -> list[int]:
+    """Digests sending but not fully dispatched, whose dispatcher stopped long ago."""
+    cutoff = (now or utcnow()) - stale_after
+    return list(
+        session.scalars(
+            select(Digest.id).where(
+                Digest.state == DigestState.SENDING,
+                Digest.dispatched_at.is_(None),
+                Digest.started_at < cutoff,
+                ~select(Delivery.id)
+                .where(Delivery.digest_id == Digest.id, Delivery.created_at >= cutoff)
+                .exists(),
+            )
+        )
+    )
+
+
 def _finish_empty(digest: Digest, now: datetime, why: str) -> None:
     digest.state = DigestState.EMPTY
     digest.note = why
@@ -344,6 +410,8 @@ def _count(session: Session, digest_id: int, status: str | None = None) -> int:
 def _insert_ignoring_duplicates(session: Session) -> Any:
     # Unique (digest, subscriber): a page written twice (a dispatcher that died after its
     # commit) adds nobody twice.
+    # The table, not the mapped class: Core's executemany, without the ORM's bulk machinery.
+    table = cast(Table, Delivery.__table__)
     if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(Delivery).on_conflict_do_nothing()
-    return sqlite_insert(Delivery).on_conflict_do_nothing()
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()

@@ -243,8 +243,9 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
     # Kept (as NULL) when a subscriber is erased, so that a digest's counts stay true.
+    # Indexed: the composer reads each reader's history of deliveries.
     subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="SET NULL")
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
     )
     # Which rendering of the digest this reader gets (and so which articles).
     variant_id: Mapped[int | None] = mapped_column(

@@ -253,7 +253,9 @@ class _QuotedPrintableBody:
 
 
 def _qp(text: str) -> bytes:
-    return binascii.b2a_qp(text.encode(), istext=True)
+    # b2a_qp picks its line end from the first one it meets; a text with none (one long
+    # line) would get bare-LF soft breaks, so it is shown a CRLF and the CRLF cut off.
+    return binascii.b2a_qp(text.encode() + b"\r\n", istext=True)[:-2]
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:

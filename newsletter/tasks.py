@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from celery import Task
 from sqlalchemy.orm import Session
@@ -128,7 +129,22 @@ def tick() -> list[int]:
     for digest_id in started:
         log.info("digest %s: starting", digest_id)
         dispatch_digest.delay(digest_id)
+    _sweep(get_settings())
     return started
+
+
+def _sweep(settings: Settings) -> None:
+    """Queue again what lost its task (a broker restarted empty, a machine gone)."""
+    stale_after = timedelta(seconds=settings.stale_after_seconds)
+    with db.session_scope() as session:
+        stalled = dispatch.stalled_dispatches(session, stale_after=stale_after)
+        batches = dispatch.stale_batches(session, stale_after=stale_after, size=settings.batch_size)
+    for digest_id in stalled:
+        log.warning("digest %s: dispatcher stalled; starting it again", digest_id)
+        dispatch_digest.delay(digest_id)
+    for digest_id, delivery_ids in batches:
+        log.warning("digest %s: %d stale deliveries queued again", digest_id, len(delivery_ids))
+        send_batch.delay(digest_id, delivery_ids)
 
 
 @app.task(name="newsletter.dispatch_digest")

@@ -333,3 +333,24 @@ def test_two_beats_at_once_make_one_recurring_digest(world: Mailbox) -> None:
         assert len(session.scalars(select(Digest)).all()) == 1
     assert recipients(world) == Counter({"recurring@example.com": 1})
     del first, second
+
+
+def test_deliveries_whose_task_was_lost_are_queued_again(world: Mailbox) -> None:
+    """A broker that restarted empty forgets the batches: the sweeper finds them again."""
+    add_reader("lost1@example.com")
+    add_reader("lost2@example.com")
+    with db.session_scope() as session:
+        digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+    with db.session_scope() as session:
+        dispatch.start_due(session)
+    while True:  # dispatched, but the batch tasks are never queued: "lost"
+        with db.session_scope() as session:
+            if dispatch.dispatch_page(session, digest_id=digest_id, settings=get_settings()).done:
+                break
+    time.sleep(1.2)
+    assert status(digest_id)["state"] == DigestState.SENDING and world.messages == []
+    settings = get_settings().model_copy(update={"stale_after_seconds": 1})
+    tasks._sweep(settings)
+    final = wait_for_state(digest_id, FINAL)
+    assert final["counts"]["sent"] == 2
+    assert recipients(world) == Counter({"lost1@example.com": 1, "lost2@example.com": 1})

@@ -358,7 +358,10 @@ def test_the_fast_route_parses_back_exactly_as_the_email_package_builds(
         view_url=f"http://newsletter.test/digests/{digest.id}",
     )
     recipient = digests.reader_recipient(subscriber, newsletter, settings, delivery_id=77)
-    fast = parse(prepared.template.fill(recipient, date=NOW).data)
+    wire = prepared.template.fill(recipient, date=NOW).data
+    assert b"\n" not in wire.replace(b"\r\n", b""), "every line ends in CRLF"
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 998
+    fast = parse(wire)
     slow = parse(
         rendering.build_reference_message(
             prepared.rendered,

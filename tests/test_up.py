@@ -98,6 +98,21 @@ def test_a_person_signs_up_confirms_from_the_outbox_and_unsubscribes(
     welcome = outbox_messages(var, 2)[1]
     one_click = re.search(r"<(http[^>]+/unsubscribe/[^>]+)>", welcome["List-Unsubscribe"])
     assert one_click
+
+    # An editor sends a digest of the seed article; it lands in the outbox too.
+    sent = subprocess.run(
+        [sys.executable, "-m", "newsletter", "digest", "send", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert '"state": "scheduled"' in sent.stdout
+    digest = outbox_messages(var, 3)[2]
+    assert digest["Subject"] == "Putin wants greater cooperation between Russia and North Korea"
+    assert "Russian President Vladimir Putin" in body_text(digest)
     assert httpx.post(one_click.group(1), data={"List-Unsubscribe": "One-Click"}).status_code == 200
 
     shown = subprocess.run(
