@@ -290,6 +290,11 @@ _MARK_AND_CLAIM = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
+def choose_relay(relays: Sequence[str], delivery_ids: Sequence[int], batch_size: int) -> str:
+    """Several relays share the load: consecutive batches go to them in turn."""
+    return relays[(delivery_ids[0] // max(1, batch_size)) % len(relays)]
+
+
 def backoff(retries: int, *, base: float, cap: float) -> float:
     """Exponential backoff with jitter, so that retries from many batches spread out."""
     delay = min(cap, base * float(2**retries))

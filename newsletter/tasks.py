@@ -168,9 +168,7 @@ def dispatch_digest(digest_id: int) -> int:
 def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str, object]:
     """Send one batch over one SMTP session; try the temporary failures again later."""
     settings = get_settings()
-    relays = settings.smtp_relays
-    # Several relays share the load: each batch goes to one of them, in turn.
-    relay = relays[(delivery_ids[0] // max(1, settings.batch_size)) % len(relays)]
+    relay = delivery.choose_relay(settings.smtp_relays, delivery_ids, settings.batch_size)
     session = db.new_session()
     try:
         outcome = delivery.send_batch(
