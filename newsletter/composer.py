@@ -104,6 +104,25 @@ def select_articles(
     return Selection(reader.language, tuple(a.id for a in chosen[:cap]))
 
 
+def select_for_readers(
+    session: Session,
+    readers: Sequence[Reader],
+    candidates: Sequence[Article],
+    *,
+    newsletter_id: int,
+    fallback_language: str,
+    cap: int,
+) -> list[tuple[int, Selection]]:
+    """Each reader's selection, their history of this newsletter's digests taken into account."""
+    return [
+        (
+            reader.subscriber_id,
+            select_articles(reader, candidates, fallback_language=fallback_language, cap=cap),
+        )
+        for reader in with_history(session, readers, newsletter_id=newsletter_id)
+    ]
+
+
 def eligible_readers(
     session: Session, *, newsletter_id: int, after_id: int = 0, limit: int = 500
 ) -> tuple[list[Reader], int | None]:

@@ -135,23 +135,14 @@ def render_for_readers(
     if since is None or until is None:
         raise ValueError("a digest is rendered once its window is set")
     candidates = composer.candidate_articles(session, since=since, until=until)
-    readers = composer.with_history(
+    selections = composer.select_for_readers(
         session,
         [composer.Reader(s.id, s.language, frozenset(s.topics)) for s in subscribers],
+        candidates,
         newsletter_id=newsletter.id,
+        fallback_language=newsletter.language,
+        cap=settings.digest_max_articles,
     )
-    selections = [
-        (
-            reader.subscriber_id,
-            composer.select_articles(
-                reader,
-                candidates,
-                fallback_language=newsletter.language,
-                cap=settings.digest_max_articles,
-            ),
-        )
-        for reader in readers
-    ]
     variants = composer.assign_variants(session, digest, selections)
     batch = RenderedBatch(messages={}, skipped=[], variants_rendered=0)
     for subscriber in subscribers:

@@ -193,19 +193,14 @@ def dispatch_page(
         session.flush()
         finish_if_done(session, digest_id=digest.id, now=now)
         return DispatchPage([], done=True)
-    with_history = composer.with_history(session, readers, newsletter_id=newsletter.id)
-    selections = [
-        (
-            reader.subscriber_id,
-            composer.select_articles(
-                reader,
-                candidates,
-                fallback_language=newsletter.language,
-                cap=settings.digest_max_articles,
-            ),
-        )
-        for reader in with_history
-    ]
+    selections = composer.select_for_readers(
+        session,
+        readers,
+        candidates,
+        newsletter_id=newsletter.id,
+        fallback_language=newsletter.language,
+        cap=settings.digest_max_articles,
+    )
     variants = composer.assign_variants(session, digest, selections)
     rows = [
         {

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 # The environment is set before the package is imported, so that every process of the
 # run (this one and the workers it starts) reads the same settings.
@@ -128,6 +129,30 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         os.environ["NEWSLETTER_DATABASE_URL"] = previous
     get_settings.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A fresh database of each kind with the newest schema, for tests that hold their own
+    engine and sessions (rather than the process's configured database)."""
+    from sqlalchemy import create_engine, event
+
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+        # As in production (newsletter.db): SQLite leaves foreign keys unchecked otherwise.
+        event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
+        admin = url = None
+    else:
+        admin = request.getfixturevalue("postgres_server")
+        url = create_postgres_database(admin)
+        engine = create_engine(url)
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        if admin and url:
+            drop_postgres_database(admin, url)
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.articles import (
@@ -31,7 +29,6 @@ from newsletter.articles import (
     store_article,
 )
 from newsletter.models import Article
-from newsletter.schema import upgrade
 
 SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_6fc2d16fc29a7e31.txt"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -124,33 +121,6 @@ O encontro, que terminou ao fim da tarde, discutiu o comércio com a _China_ e o
 
 
 # --- Fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A fresh database with the newest schema: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'articles.db'}")
-        try:
-            upgrade(engine)
-            yield engine
-        finally:
-            engine.dispose()
-        return
-
-    name = f"nl_articles_{secrets.token_hex(6)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(make_url(POSTGRES_ADMIN_URL).set(database=name))
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from newsletter import newsletters, subscribers
@@ -25,7 +22,6 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.schema import upgrade
 from newsletter.subscriber_import import ImportReport, import_subscribers_csv
 from newsletter.validation import InvalidInput
 
@@ -35,37 +31,6 @@ POSTGRES_ADMIN_URL = os.environ.get(
 SIGNED_UP_AT = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 UNSUBSCRIBED_AT = datetime(2026, 10, 15, 18, 45, tzinfo=UTC)
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A fresh database with the newest schema: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'import.db'}")
-        # As in production (newsletter.db): SQLite leaves foreign keys unchecked otherwise.
-        event.listen(
-            engine, "connect", lambda connection, _: connection.execute("PRAGMA foreign_keys=ON")
-        )
-        try:
-            upgrade(engine)
-            yield engine
-        finally:
-            engine.dispose()
-        return
-
-    name = f"nl_import_{secrets.token_hex(6)}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(make_url(POSTGRES_ADMIN_URL).set(database=name))
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -23,6 +23,10 @@ def _session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(_session)]
+# Ids in paths and queries stay within the databases' integer range: a larger one is a 422.
+MAX_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+OptionalRowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

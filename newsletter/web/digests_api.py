@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from newsletter import digests, dispatch, tasks
 from newsletter.newsletters import UnknownNewsletter
 from newsletter.validation import clean_text
-from newsletter.web.deps import AdminDep, SessionDep, SettingsDep
+from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/digests", dependencies=[AdminDep])
 T = TypeVar("T")
@@ -51,26 +51,26 @@ def create(request: DigestRequest, session: SessionDep) -> JSONResponse:
 
 
 @router.get("/{digest_id:int}")
-def status(digest_id: int, session: SessionDep) -> dict[str, object]:
+def status(digest_id: RowId, session: SessionDep) -> dict[str, object]:
     return _or_404(lambda: dispatch.digest_status(session, digest_id))
 
 
 @router.post("/{digest_id:int}/cancel")
-def cancel(digest_id: int, session: SessionDep) -> dict[str, object]:
+def cancel(digest_id: RowId, session: SessionDep) -> dict[str, object]:
     _act(lambda: dispatch.cancel(session, digest_id=digest_id))
     session.commit()
     return dispatch.digest_status(session, digest_id)
 
 
 @router.post("/{digest_id:int}/pause")
-def pause(digest_id: int, session: SessionDep) -> dict[str, object]:
+def pause(digest_id: RowId, session: SessionDep) -> dict[str, object]:
     _act(lambda: dispatch.pause(session, digest_id=digest_id))
     session.commit()
     return dispatch.digest_status(session, digest_id)
 
 
 @router.post("/{digest_id:int}/resume")
-def resume(digest_id: int, session: SessionDep) -> dict[str, object]:
+def resume(digest_id: RowId, session: SessionDep) -> dict[str, object]:
     _, batches = _act(lambda: dispatch.resume(session, digest_id=digest_id))
     session.commit()
     for batch in batches:

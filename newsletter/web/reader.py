@@ -20,7 +20,14 @@ from newsletter.config import LANGUAGES, Settings
 from newsletter.models import Article, Subscriber, SubscriptionStatus
 from newsletter.tokens import Purpose, TokenClaims, read_token
 from newsletter.validation import InvalidInput
-from newsletter.web.deps import SessionDep, SettingsDep, page, wants_json
+from newsletter.web.deps import (
+    OptionalRowIdQuery,
+    RowId,
+    SessionDep,
+    SettingsDep,
+    page,
+    wants_json,
+)
 
 log = logging.getLogger("newsletter.web")
 router = APIRouter()
@@ -212,7 +219,10 @@ def article_page(slug: str, request: Request, session: SessionDep) -> Response:
 
 @router.get("/digests/{digest_id}", response_class=HTMLResponse)
 def digest_web_copy(
-    digest_id: int, session: SessionDep, settings: SettingsDep, variant: int | None = None
+    digest_id: RowId,
+    session: SessionDep,
+    settings: SettingsDep,
+    variant: OptionalRowIdQuery = None,
 ) -> Response:
     """The "view in browser" copy of a sent digest, without any reader's links."""
     try:
