@@ -38,6 +38,8 @@ def configure(settings: Settings) -> None:
         else {},
         beat_schedule={
             "tick": {"task": "newsletter.tick", "schedule": 10.0},
+            "poll-bounce-mailbox": {"task": "newsletter.poll_bounce_mailbox", "schedule": 60.0},
+            "purge-bounce-sources": {"task": "newsletter.purge_bounce_sources", "schedule": 3600.0},
             "fetch-feeds": {
                 "task": "newsletter.fetch_feeds",
                 "schedule": settings.feed_poll_minutes * 60.0,

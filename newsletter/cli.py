@@ -114,6 +114,8 @@ def up(host: str, port: int) -> None:
         "web": [*me, "web", "--host", host, "--port", str(port)],
         "worker": [*me, "worker", "--concurrency", "2"],
         "beat": [*me, "beat"],
+        # Bounces, complaints and mailed unsubscribes, for the VERP addresses only.
+        "bounces": [*me, "bounces", "serve"],
     }
     if settings.uses_sink:
         commands["sink"] = [*me, "sink"]
@@ -609,6 +611,191 @@ def subscribers_erase(email: str, yes: bool) -> None:
         subscriber = store.find_by_email(session, email)
         store.erase(session, subscriber_id=subscriber.id)
     click.echo(f"erased {email}; its hash stays on the suppression list")
+
+
+@subscribers.command("reset-bounces")
+@click.argument("email")
+def subscribers_reset_bounces(email: str) -> None:
+    """Make a bounced reader deliverable again, with a fresh soft-bounce score."""
+    from newsletter import bounces
+    from newsletter import subscribers as store
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        bounces.reset_bounces(session, subscriber_id=subscriber.id)
+    click.echo(f"{email}: bounces reset")
+
+
+# --- bounces and suppressions --------------------------------------------------------
+
+
+@cli.group(name="bounces")
+def bounces_group() -> None:
+    """Receive, process and inspect bounces and complaints."""
+
+
+@bounces_group.command("serve")
+@click.option("--host", default=None, help="Default: NEWSLETTER_BOUNCE_HOST (127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Default: NEWSLETTER_BOUNCE_PORT (2525).")
+def bounces_serve(host: str | None, port: int | None) -> None:
+    """Receive bounces, complaints and mailed unsubscribes over SMTP (our VERP addresses only)."""
+    from newsletter import tasks
+    from newsletter.inbound import run_receiver
+
+    settings = get_settings()
+    host, port = host or settings.bounce_host, port or settings.bounce_port
+    click.echo(f"bounce receiver on {host}:{port} for bounces+…@{settings.mail_domain}")
+    run_receiver(
+        settings, lambda raw, rcpts: tasks.process_inbound.delay(raw, rcpts), host=host, port=port
+    )
+
+
+@bounces_group.command("process")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def bounces_process(paths: tuple[Path, ...]) -> None:
+    """Process bounce messages from files, folders or Maildirs."""
+    from newsletter import bounces
+    from newsletter.bounce_parsing import BounceParseError
+    from newsletter.db import session_scope
+
+    settings = get_settings()
+    failures = 0
+    for path in paths:
+        try:
+            found = list(_messages_at(path))
+        except OSError as exc:
+            click.echo(f"newsletter: {path}: {exc.strerror or exc}", err=True)
+            failures += 1
+            continue
+        for name, raw in found:
+            try:
+                with session_scope() as session:
+                    outcome = bounces.process_message(session, raw, settings=settings)
+            except BounceParseError as exc:
+                click.echo(f"newsletter: {name}: {exc}", err=True)
+                failures += 1
+                continue
+            click.echo(f"{name}: {outcome.kind}, {outcome.action}")
+    if failures:
+        sys.exit(1)
+
+
+@bounces_group.command("parse")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def bounces_parse(path: Path, as_json: bool) -> None:
+    """Say what a message is (hard, soft, complaint, none) without changing anything."""
+    from newsletter import bounces
+    from newsletter.bounce_parsing import BounceParseError, parse_bounce
+    from newsletter.db import session_scope
+
+    try:
+        report = parse_bounce(path.read_bytes())
+    except BounceParseError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    delivery_id = None
+    with session_scope() as session:
+        _, delivery_id = bounces.find_reader(
+            session,
+            settings=get_settings(),
+            verp_tokens=report.verp_tokens,
+            addresses=[],
+            message_id=report.original_message_id,
+        )
+        session.rollback()
+    result = {
+        "kind": report.kind,
+        "recipients": report.recipients,
+        "status": report.status,
+        "delivery": delivery_id,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(
+            f"{report.kind}: {', '.join(report.recipients) or 'no recipient'}"
+            f" ({report.status or 'no status'}), delivery {delivery_id or 'unknown'}"
+        )
+
+
+@cli.group(name="suppressions")
+def suppressions_group() -> None:
+    """The addresses never mailed: list, add, remove, import and export."""
+
+
+@suppressions_group.command("list")
+def suppressions_list() -> None:
+    from newsletter import suppressions
+    from newsletter.db import session_scope
+
+    with session_scope() as session:
+        for entry in suppressions.entries(session):
+            shown = entry.email or f"(erased, sha256 {entry.email_hash[:12]}…)"
+            click.echo(f"{shown}\t{entry.reason}\t{entry.created_at:%Y-%m-%d}")
+
+
+@suppressions_group.command("add")
+@click.argument("email")
+@click.option("--reason", default="manual", show_default=True)
+def suppressions_add(email: str, reason: str) -> None:
+    from newsletter import suppressions
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        added = suppressions.add(session, email=email, reason=reason)
+    click.echo(f"{email}: {'suppressed' if added else 'already suppressed'}")
+
+
+@suppressions_group.command("remove")
+@click.argument("email")
+def suppressions_remove(email: str) -> None:
+    from newsletter import suppressions
+    from newsletter.db import session_scope
+
+    with _user_errors(), session_scope() as session:
+        removed = suppressions.remove(session, email=email)
+    if not removed:
+        raise CommandError(f"{email} is not on the suppression list")
+    click.echo(f"{email}: no longer suppressed")
+
+
+@suppressions_group.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def suppressions_import(csv_file: Path) -> None:
+    from newsletter import suppressions
+    from newsletter.db import session_scope
+
+    with (
+        _user_errors(),
+        csv_file.open(encoding="utf-8-sig", newline="") as stream,
+        session_scope() as session,
+    ):
+        report = suppressions.import_csv(session, stream)
+    click.echo(f"added {report.added}, already there {report.known}, refused {len(report.refused)}")
+    for line, reason in report.refused:
+        click.echo(f"  line {line}: {reason}")
+
+
+@suppressions_group.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def suppressions_export(output: Path | None) -> None:
+    from newsletter import suppressions
+    from newsletter.db import session_scope
+
+    with session_scope() as session:
+        if output is None:
+            suppressions.export_csv(session, sys.stdout)
+            return
+        with output.open("w", newline="", encoding="utf-8") as stream:
+            count = suppressions.export_csv(session, stream)
+    click.echo(f"wrote {count} entries to {output}")
+
+
+def _messages_at(path: Path) -> Any:
+    from newsletter.mailbox import messages_at
+
+    return messages_at(path)
 
 
 # --- helpers -------------------------------------------------------------------------

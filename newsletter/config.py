@@ -84,6 +84,24 @@ class Settings(BaseSettings):
     # Far above a batch's run time, and above the longest retry countdown.
     broker_visibility_timeout: int = Field(default=3600, ge=10)
 
+    # Soft bounces: this many within the window, with no delivery in between, bounce the
+    # reader (a hard bounce does it at once).
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_window_days: int = Field(default=14, ge=1)
+    bounce_raw_days: int = Field(default=30, ge=1, description="Keep raw bounces this long.")
+    bounce_imap_url: str = Field(
+        default="", description="imaps://user:pass@host/INBOX polled for bounces by the beat."
+    )
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int = 2525
+
+    # ESP webhooks: each provider's secret; an empty one refuses that provider's calls.
+    ses_topic_arns: list[str] = Field(default_factory=list)
+    mailgun_signing_key: str = ""
+    postmark_webhook_user: str = ""
+    postmark_webhook_password: str = ""
+    sendgrid_public_key: str = ""
+
     send_goodbye: bool = Field(
         default=False,
         description="Confirm an unsubscribe made on the web page with one last email. Off by "

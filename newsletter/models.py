@@ -255,7 +255,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The task that claimed the delivery: its own redelivery may take the claim over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
-    message_id: Mapped[str | None] = mapped_column(String(500))
+    # Indexed: a bounce that quotes the original Message-ID finds its delivery by it.
+    message_id: Mapped[str | None] = mapped_column(String(500), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
@@ -312,3 +313,35 @@ class Feed(Base):
     last_status: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BounceKind(enum.StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class BounceEvent(Base):
+    """One bounce or complaint as it came back, from whichever door, with its raw source."""
+
+    __tablename__ = "bounce_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    # smtp (the relay's reply while sending), mail (a DSN or ARF by mail), ses, mailgun, ...
+    source: Mapped[str] = mapped_column(String(32))
+    # The provider's id for the event: the same event delivered twice counts once.
+    event_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    # Kept for NEWSLETTER_BOUNCE_RAW_DAYS, then cleared (it may hold personal data).
+    raw: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

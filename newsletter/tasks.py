@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -9,7 +10,7 @@ from datetime import timedelta
 from celery import Task
 from sqlalchemy.orm import Session
 
-from newsletter import db, delivery, dispatch, feeds, notices, schedules
+from newsletter import bounces, db, delivery, dispatch, feeds, mailbox, notices, schedules
 from newsletter.celeryapp import app
 from newsletter.config import Settings, get_settings
 from newsletter.digests import PreparedVariant
@@ -222,3 +223,42 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
                 per_second=settings.rate_per_second, per_hour=settings.rate_per_hour
             )
     return _limiter
+
+
+# --- bounces -------------------------------------------------------------------------
+
+
+@app.task(name="newsletter.process_inbound")
+def process_inbound(raw_base64: str, recipients: list[str]) -> str:
+    """A message the inbound receiver (or a mailbox poll) took: bounce, complaint, unsubscribe."""
+    from newsletter.bounce_parsing import BounceParseError
+
+    raw = base64.b64decode(raw_base64)
+    try:
+        with db.session_scope() as session:
+            outcome = bounces.process_message(
+                session, raw, settings=get_settings(), envelope_recipients=recipients
+            )
+    except BounceParseError as exc:
+        log.warning("inbound message refused: %s", exc)
+        return "refused"
+    return outcome.action
+
+
+@app.task(name="newsletter.poll_bounce_mailbox")
+def poll_bounce_mailbox() -> int:
+    """The beat's look into NEWSLETTER_BOUNCE_IMAP_URL, when one is set."""
+    settings = get_settings()
+    if not settings.bounce_imap_url:
+        return 0
+    return mailbox.poll_imap(
+        settings.bounce_imap_url,
+        lambda raw: process_inbound.delay(base64.b64encode(raw).decode("ascii"), []),
+    )
+
+
+@app.task(name="newsletter.purge_bounce_sources")
+def purge_bounce_sources() -> int:
+    settings = get_settings()
+    with db.session_scope() as session:
+        return bounces.purge_raw(session, older_than=timedelta(days=settings.bounce_raw_days))

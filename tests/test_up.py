@@ -29,6 +29,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         NEWSLETTER_VAR_DIR=str(var),
         NEWSLETTER_BASE_URL=base,
         NEWSLETTER_SINK_PORT=str(free_port()),
+        NEWSLETTER_BOUNCE_PORT=str(free_port()),
     )
     log = (var / "up.log").open("wb")
     process = subprocess.Popen(

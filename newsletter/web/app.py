@@ -15,7 +15,7 @@ from newsletter.config import get_settings
 from newsletter.subscribers import UnknownSubscriber
 from newsletter.tokens import TokenError
 from newsletter.validation import InvalidInput
-from newsletter.web import articles_api, digests_api, health, reader
+from newsletter.web import articles_api, digests_api, health, reader, webhooks
 from newsletter.web.deps import page, wants_json
 
 log = logging.getLogger("newsletter.web")
@@ -28,11 +28,16 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(articles_api.router)
     app.include_router(digests_api.router)
+    app.include_router(webhooks.router)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         # Editors post whole articles; readers' forms are small.
-        larger={"/api/": settings.max_api_request_bytes},
+        larger={
+            "/api/": settings.max_api_request_bytes,
+            # SendGrid posts batches of events of up to 768 KB.
+            "/webhooks/": settings.max_api_request_bytes,
+        },
     )
     app.add_exception_handler(TokenError, _token_error)
     app.add_exception_handler(UnknownSubscriber, _not_found)

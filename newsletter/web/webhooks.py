@@ -1,0 +1,109 @@
+"""Email providers' webhooks: bounces and complaints from SES, Mailgun, Postmark and SendGrid."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from newsletter import bounces, webhooks
+from newsletter.config import Settings
+from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.webhooks import ProviderEvent, WebhookRefused
+
+log = logging.getLogger("newsletter.webhooks")
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+async def _raw_body(request: Request) -> bytes:
+    # Read here, as sent: signatures cover the exact bytes, and a JSON parse by FastAPI
+    # would answer malformed bodies with its own 422.
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(_raw_body)]
+
+
+@router.post("/ses")
+def ses(body: RawBody, session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    """Amazon SES notifications through SNS (and the topic's subscription confirmation)."""
+    try:
+        events = webhooks.ses_events(body, settings=settings)
+    except WebhookRefused as refused:
+        return _refused("ses", refused)
+    return _record(session, settings, events)
+
+
+@router.post("/mailgun")
+def mailgun(body: RawBody, session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    """Mailgun's failed and complained events."""
+    try:
+        events = webhooks.mailgun_events(body, settings=settings)
+    except WebhookRefused as refused:
+        return _refused("mailgun", refused)
+    return _record(session, settings, events)
+
+
+@router.post("/postmark")
+def postmark(
+    body: RawBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Postmark's bounce and spam complaint webhooks."""
+    try:
+        events = webhooks.postmark_events(body, authorization=authorization, settings=settings)
+    except WebhookRefused as refused:
+        return _refused("postmark", refused)
+    return _record(session, settings, events)
+
+
+@router.post("/sendgrid")
+def sendgrid(
+    body: RawBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    signature: Annotated[str | None, Header(alias="X-Twilio-Email-Event-Webhook-Signature")] = None,
+    timestamp: Annotated[str | None, Header(alias="X-Twilio-Email-Event-Webhook-Timestamp")] = None,
+) -> JSONResponse:
+    """SendGrid's Event Webhook (bounce, dropped, spamreport), signed."""
+    try:
+        events = webhooks.sendgrid_events(
+            body, signature=signature, timestamp=timestamp, settings=settings
+        )
+    except WebhookRefused as refused:
+        return _refused("sendgrid", refused)
+    return _record(session, settings, events)
+
+
+def _record(session: Session, settings: Settings, events: list[ProviderEvent]) -> JSONResponse:
+    recorded = duplicates = 0
+    for event in events:
+        outcome = bounces.record_provider_event(
+            session,
+            provider=event.provider,
+            event_id=event.event_id,
+            kind=event.kind,
+            settings=settings,
+            email=event.email,
+            message_id=event.message_id,
+            status=event.status,
+            diagnostic=event.diagnostic,
+            raw=event.raw,
+        )
+        if outcome.action == "duplicate":
+            duplicates += 1
+        else:
+            recorded += 1
+    session.commit()
+    return JSONResponse({"recorded": recorded, "duplicates": duplicates})
+
+
+def _refused(provider: str, refused: WebhookRefused) -> JSONResponse:
+    log.warning("%s webhook refused (%s): %s", provider, refused.status_code, refused.message)
+    return JSONResponse({"detail": refused.message}, status_code=refused.status_code)

@@ -1,0 +1,941 @@
+"""ESP webhooks over HTTP: a signed event changes the reader once; a forged one changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from newsletter import db, subscribers, webhooks
+from newsletter.config import get_settings
+from newsletter.models import (
+    BounceEvent,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    DigestState,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
+from newsletter.newsletters import get_by_slug
+from newsletter.web import webhooks as webhook_routes
+from newsletter.web.app import create_app
+from newsletter.webhooks import WebhookRefused
+
+READER = "leitora@example.com"
+OTHER = "outro@example.com"
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:newsletter-bounces"
+CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
+SUBSCRIBE_URL = (
+    "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription"
+    f"&TopicArn={TOPIC}&Token=2336412f37fb687f5d51e6e2425f004aed"
+)
+MAILGUN_KEY = "key-" + "7" * 32
+POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "hook-password-" + "9" * 16
+NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+# The real ones, before the tests put local stand-ins for Amazon's servers in their place.
+REAL_FETCH_CERTIFICATE = webhooks.fetch_certificate
+REAL_CONFIRM_SUBSCRIPTION = webhooks.confirm_subscription
+CONFIRMATION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
+
+
+# --- keys: Amazon's, SendGrid's, and impostors' ---------------------------------------
+
+
+@dataclass
+class Signer:
+    """An RSA key with its self-signed certificate, standing in for Amazon's."""
+
+    key: rsa.RSAPrivateKey
+    certificate: bytes
+
+
+def make_signer() -> Signer:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return Signer(key, certificate.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.fixture(scope="module")
+def amazon() -> Signer:
+    return make_signer()
+
+
+@pytest.fixture(scope="module")
+def impostor() -> Signer:
+    return make_signer()
+
+
+@pytest.fixture(scope="module")
+def sendgrid_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@dataclass
+class Amazon:
+    """What the webhook fetched from "Amazon": certificates served, subscriptions confirmed."""
+
+    certificate: bytes
+    fetched: list[str] = field(default_factory=list)
+    confirmed: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def sns(monkeypatch: pytest.MonkeyPatch, amazon: Signer) -> Amazon:
+    """Amazon's servers cannot be reached here: the certificate and the confirmation are local."""
+    fake = Amazon(amazon.certificate)
+
+    def fetch(url: str) -> bytes:
+        fake.fetched.append(url)
+        return fake.certificate
+
+    monkeypatch.setattr(webhooks, "fetch_certificate", fetch)
+    monkeypatch.setattr(webhooks, "confirm_subscription", fake.confirmed.append)
+    return fake
+
+
+@pytest.fixture
+def provider_secrets(
+    monkeypatch: pytest.MonkeyPatch, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    # Set in the settings' own __dict__: this works whether or not the fields are declared.
+    settings = get_settings()
+    public = sendgrid_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for name, value in {
+        "ses_topic_arns": [TOPIC],
+        "mailgun_signing_key": MAILGUN_KEY,
+        "postmark_webhook_user": POSTMARK_USER,
+        "postmark_webhook_password": POSTMARK_PASSWORD,
+        "sendgrid_public_key": base64.b64encode(public).decode(),
+    }.items():
+        monkeypatch.setitem(settings.__dict__, name, value)
+
+
+@pytest.fixture
+def client(clean_db: str, provider_secrets: None, sns: Amazon) -> Iterator[TestClient]:
+    app = create_app()
+    if not any(getattr(route, "path", "").startswith("/webhooks/") for route in app.routes):
+        app.include_router(webhook_routes.router)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+# --- the readers and what happened to them -------------------------------------------
+
+
+def reader(email: str = READER) -> int:
+    with db.session_scope() as session:
+        outcome = subscribers.subscribe(
+            session,
+            subscribers.SignupForm(email=email),
+            source="test",
+            confirmed=True,
+            default_language="en",
+            default_time_zone="Europe/Lisbon",
+            confirmation_interval=timedelta(minutes=10),
+        )
+    assert outcome.subscriber_id is not None
+    return outcome.subscriber_id
+
+
+@dataclass(frozen=True)
+class ReaderState:
+    status: str
+    suppressed: bool
+    subscriptions: frozenset[str]
+    soft_bounces: int
+
+
+def state(email: str = READER) -> ReaderState:
+    with db.session_scope() as session:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email))
+        assert subscriber is not None
+        statuses = session.scalars(
+            select(Subscription.status).where(Subscription.subscriber_id == subscriber.id)
+        )
+        return ReaderState(
+            status=str(subscriber.status),
+            suppressed=subscribers.is_suppressed(session, email),
+            subscriptions=frozenset(str(s) for s in statuses),
+            soft_bounces=subscriber.soft_bounce_count,
+        )
+
+
+ACTIVE = ReaderState("active", False, frozenset({SubscriptionStatus.SUBSCRIBED.value}), 0)
+
+
+def bounced(email: str = READER) -> None:
+    now = state(email)
+    assert now.status == "bounced"
+    assert now.suppressed
+
+
+def complained(email: str = READER) -> None:
+    now = state(email)
+    assert now.status == "complained"
+    assert now.suppressed
+    assert now.subscriptions == {SubscriptionStatus.UNSUBSCRIBED.value}
+
+
+def bounce_events() -> list[tuple[str, str | None, str]]:
+    with db.session_scope() as session:
+        rows = session.execute(
+            select(BounceEvent.source, BounceEvent.event_key, BounceEvent.kind).order_by(
+                BounceEvent.id
+            )
+        )
+        return [(source, key, kind) for source, key, kind in rows]
+
+
+def nothing_changed(*emails: str) -> None:
+    assert bounce_events() == []
+    for email in emails or (READER,):
+        assert state(email) == ACTIVE
+
+
+def sent_delivery(subscriber_id: int, message_id: str) -> int:
+    now = datetime.now(UTC)
+    with db.session_scope() as session:
+        digest = Digest(
+            newsletter_id=get_by_slug(session, "daily").id,
+            state=DigestState.SENT,
+            since=now - timedelta(days=1),
+            until=now,
+        )
+        session.add(digest)
+        session.flush()
+        delivery = Delivery(
+            digest_id=digest.id,
+            subscriber_id=subscriber_id,
+            status=DeliveryStatus.SENT,
+            message_id=message_id,
+            sent_at=now - timedelta(minutes=5),
+        )
+        session.add(delivery)
+        session.flush()
+        return delivery.id
+
+
+def delivery_status(delivery_id: int) -> str:
+    with db.session_scope() as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        return str(delivery.status)
+
+
+def answer(response: Any) -> tuple[int, dict[str, Any]]:
+    return response.status_code, response.json()
+
+
+# --- Amazon SES through SNS ----------------------------------------------------------
+
+
+def sns_time(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def sns_message(
+    signer: Signer,
+    message: str,
+    *,
+    message_type: str = "Notification",
+    version: str = "1",
+    topic: str = TOPIC,
+    cert_url: str = CERT_URL,
+    timestamp: str | None = None,
+    message_id: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """An SNS message signed as Amazon signs it: the canonical fields, in order."""
+    body = {
+        "Type": message_type,
+        "MessageId": message_id or str(uuid.uuid4()),
+        "TopicArn": topic,
+        "Message": message,
+        "Timestamp": timestamp or sns_time(),
+        "SignatureVersion": version,
+        "SigningCertURL": cert_url,
+        **extra,
+    }
+    fields = NOTIFICATION_FIELDS if message_type == "Notification" else CONFIRMATION_FIELDS
+    canonical = "".join(f"{name}\n{body[name]}\n" for name in fields if name in body)
+    algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
+    signature = signer.key.sign(canonical.encode(), padding.PKCS1v15(), algorithm)
+    body["Signature"] = base64.b64encode(signature).decode()
+    return body
+
+
+def ses_bounce(*emails: str, bounce_type: str = "Permanent", message_id: str = "") -> str:
+    return json.dumps(
+        {
+            "notificationType": "Bounce",
+            "bounce": {
+                "bounceType": bounce_type,
+                "bounceSubType": "General",
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": email,
+                        "action": "failed",
+                        "status": "5.1.1",
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                    for email in emails
+                ],
+                "timestamp": sns_time(),
+                "feedbackId": "0102018c-feedback",
+            },
+            "mail": {
+                # SES's own id: never ours, never looked up.
+                "messageId": "0102018c-ses-internal-id",
+                "source": "news@plataforma.test",
+                "destination": list(emails),
+                "commonHeaders": {"messageId": message_id} if message_id else {},
+            },
+        }
+    )
+
+
+def ses_complaint(email: str) -> str:
+    return json.dumps(
+        {
+            "notificationType": "Complaint",
+            "complaint": {
+                "complainedRecipients": [{"emailAddress": email}],
+                "complaintFeedbackType": "abuse",
+                "timestamp": sns_time(),
+                "feedbackId": "0102018c-complaint",
+            },
+            "mail": {
+                "messageId": "0102018c-ses-internal-id",
+                "headers": [{"name": "Message-ID", "value": "<x@plataforma.test>"}],
+            },
+        }
+    )
+
+
+def post_sns(client: TestClient, message: dict[str, str]) -> Any:
+    return client.post(
+        "/webhooks/ses",
+        content=json.dumps(message),
+        headers={
+            "content-type": "text/plain; charset=UTF-8",
+            "x-amz-sns-message-type": message["Type"],
+        },
+    )
+
+
+def test_ses_permanent_bounce_suppresses_the_reader_once(
+    client: TestClient, amazon: Signer, sns: Amazon
+) -> None:
+    reader()
+    message = sns_message(amazon, ses_bounce(READER))
+
+    assert answer(post_sns(client, message)) == (200, {"recorded": 1, "duplicates": 0})
+    bounced()
+    assert sns.fetched == [CERT_URL]
+    assert bounce_events() == [("ses", f"ses:{message['MessageId']}", "hard")]
+
+    # SNS delivers at least once: the same message again counts for nothing.
+    assert answer(post_sns(client, message)) == (200, {"recorded": 0, "duplicates": 1})
+    assert len(bounce_events()) == 1
+
+
+def test_ses_complaint_signed_with_sha256_unsubscribes_the_reader(
+    client: TestClient, amazon: Signer
+) -> None:
+    reader()
+    message = sns_message(amazon, ses_complaint(READER), version="2")
+    assert answer(post_sns(client, message)) == (200, {"recorded": 1, "duplicates": 0})
+    complained()
+
+
+def test_ses_bounce_finds_the_reader_by_our_message_id_and_bounces_the_delivery(
+    client: TestClient, amazon: Signer
+) -> None:
+    # The reader's mail was forwarded: the address that bounced is not the one we know.
+    delivery_id = sent_delivery(reader(), "<d7.0a1b2c@plataforma.test>")
+    message = sns_message(
+        amazon, ses_bounce("forwarded@elsewhere.example", message_id="<d7.0a1b2c@plataforma.test>")
+    )
+    assert post_sns(client, message).status_code == 200
+    bounced()
+    assert delivery_status(delivery_id) == DeliveryStatus.BOUNCED
+
+
+def test_ses_bounce_of_several_recipients_is_one_event_each(
+    client: TestClient, amazon: Signer
+) -> None:
+    reader()
+    reader(OTHER)
+    message = sns_message(amazon, ses_bounce(READER, OTHER))
+    assert answer(post_sns(client, message)) == (200, {"recorded": 2, "duplicates": 0})
+    bounced()
+    bounced(OTHER)
+    keys = [key for _, key, _ in bounce_events()]
+    assert keys == [f"ses:{message['MessageId']}:0", f"ses:{message['MessageId']}:1"]
+
+
+def test_ses_transient_bounce_is_scored_not_suppressed(client: TestClient, amazon: Signer) -> None:
+    reader()
+    message = sns_message(amazon, ses_bounce(READER, bounce_type="Transient"))
+    assert post_sns(client, message).status_code == 200
+    assert state() == ReaderState("active", False, ACTIVE.subscriptions, 1)
+    assert bounce_events()[0][2] == "soft"
+
+
+def test_ses_notifications_that_are_no_bounce_change_nothing(
+    client: TestClient, amazon: Signer
+) -> None:
+    reader()
+    # What SES sends when the topic is set up, and a delivery notification.
+    for text in (
+        "Successfully validated SNS topic for Amazon SES notifications.",
+        json.dumps({"notificationType": "Delivery", "mail": {}, "delivery": {}}),
+    ):
+        response = post_sns(client, sns_message(amazon, text))
+        assert answer(response) == (200, {"recorded": 0, "duplicates": 0})
+    nothing_changed()
+
+
+def test_ses_subscription_confirmation_fetches_the_subscribe_url(
+    client: TestClient, amazon: Signer, sns: Amazon
+) -> None:
+    message = sns_message(
+        amazon,
+        "You have chosen to subscribe to the topic.",
+        message_type="SubscriptionConfirmation",
+        SubscribeURL=SUBSCRIBE_URL,
+        Token="2336412f37fb687f5d51e6e2425f004aed",
+    )
+    assert answer(post_sns(client, message)) == (200, {"recorded": 0, "duplicates": 0})
+    assert sns.confirmed == [SUBSCRIBE_URL]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "tamper", "expected"),
+    [
+        ("unsigned", lambda m: m.pop("Signature"), 401),
+        ("message changed after signing", lambda m: m.update(Message=ses_bounce(OTHER)), 401),
+        ("unknown signature version", lambda m: m.update(SignatureVersion="3"), 401),
+        ("a topic that is not ours", lambda m: m.update(TopicArn=TOPIC + "-other"), 403),
+        (
+            "a certificate from a foreign host",
+            lambda m: m.update(SigningCertURL="https://evil.example/sns.pem"),
+            403,
+        ),
+    ],
+)
+def test_ses_forged_or_foreign_messages_change_nothing(
+    client: TestClient,
+    amazon: Signer,
+    sns: Amazon,
+    scenario: str,
+    tamper: Any,
+    expected: int,
+) -> None:
+    reader()
+    reader(OTHER)
+    message = sns_message(amazon, ses_bounce(READER))
+    tamper(message)
+    response = post_sns(client, message)
+    assert response.status_code == expected, scenario
+    assert response.json()["detail"]
+    nothing_changed(READER, OTHER)
+    if expected == 403:
+        assert sns.fetched == []
+
+
+def test_ses_message_signed_by_another_key_changes_nothing(
+    client: TestClient, impostor: Signer
+) -> None:
+    reader()
+    response = post_sns(client, sns_message(impostor, ses_bounce(READER)))
+    assert response.status_code == 401
+    nothing_changed()
+
+
+def test_ses_stale_message_changes_nothing(client: TestClient, amazon: Signer) -> None:
+    reader()
+    old = sns_time(datetime.now(UTC) - timedelta(hours=2))
+    response = post_sns(client, sns_message(amazon, ses_bounce(READER), timestamp=old))
+    assert response.status_code == 401
+    nothing_changed()
+
+
+def test_ses_confirmation_of_a_foreign_topic_or_url_is_not_fetched(
+    client: TestClient, amazon: Signer, sns: Amazon
+) -> None:
+    foreign_topic = sns_message(
+        amazon,
+        "subscribe",
+        message_type="SubscriptionConfirmation",
+        topic="arn:aws:sns:eu-west-1:999999999999:someone-else",
+        SubscribeURL=SUBSCRIBE_URL,
+        Token="t",
+    )
+    foreign_url = sns_message(
+        amazon,
+        "subscribe",
+        message_type="SubscriptionConfirmation",
+        SubscribeURL="https://evil.example/?Action=ConfirmSubscription",
+        Token="t",
+    )
+    assert post_sns(client, foreign_topic).status_code == 403
+    assert post_sns(client, foreign_url).status_code == 403
+    assert sns.confirmed == []
+
+
+def test_ses_malformed_body_is_a_400(client: TestClient) -> None:
+    reader()
+    for body in ("{not json", "[]", '{"Type": "Notification"}', "[" * 50_000):
+        response = client.post("/webhooks/ses", content=body)
+        assert response.status_code == 400, body[:30]
+        assert response.json()["detail"]
+    nothing_changed()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-1.pem",
+        "https://sns.eu-west-1.amazonaws.com@evil.example/SimpleNotificationService-1.pem",
+        "https://evil.example/sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.eu-west-1.amazonaws.com:8443/SimpleNotificationService-1.pem",
+        "https://SNS.eu-west-1.amazonaws.com.evil.example/x.pem",
+        "https://sns.eu-west-1.amazonaws.com\\@evil.example/x.pem",
+        "https://sns.eu-west-1.amazonaws.com/../../evil/x.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.txt",
+        "https://sns.eu-west-1.amazonaws.com/x.pem?redirect=https://evil.example",
+        # An S3 bucket named "sns" is not Amazon's SNS.
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.eu-west-1.amazonaws.com\n/x.pem",
+    ],
+)
+def test_ses_certificate_urls_other_than_amazons_are_refused_before_fetching(
+    provider_secrets: None, amazon: Signer, sns: Amazon, url: str
+) -> None:
+    message = sns_message(amazon, ses_bounce(READER), cert_url=url)
+    with pytest.raises(WebhookRefused) as refused:
+        webhooks.ses_events(json.dumps(message).encode(), settings=get_settings())
+    assert refused.value.status_code == 403
+    assert sns.fetched == []
+    # The default fetcher refuses them too, without touching the network.
+    with pytest.raises(WebhookRefused) as refused:
+        REAL_FETCH_CERTIFICATE(url)
+    assert refused.value.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+    ],
+)
+def test_ses_certificate_urls_of_amazon_regions_are_fetched(
+    provider_secrets: None, amazon: Signer, sns: Amazon, url: str
+) -> None:
+    message = sns_message(amazon, ses_bounce(READER), cert_url=url)
+    events = webhooks.ses_events(json.dumps(message).encode(), settings=get_settings())
+    assert [event.email for event in events] == [READER]
+    assert sns.fetched == [url]
+
+
+def test_ses_default_confirmation_refuses_foreign_hosts() -> None:
+    with pytest.raises(WebhookRefused) as refused:
+        REAL_CONFIRM_SUBSCRIPTION("https://evil.example/?Action=ConfirmSubscription")
+    assert refused.value.status_code == 403
+
+
+# --- Mailgun -------------------------------------------------------------------------
+
+
+def mailgun_payload(
+    event_data: dict[str, Any],
+    *,
+    key: str = MAILGUN_KEY,
+    timestamp: float | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    token = token or secrets.token_hex(25)
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return {
+        "signature": {"timestamp": stamp, "token": token, "signature": signature},
+        "event-data": event_data,
+    }
+
+
+def mailgun_event(
+    email: str, *, event: str = "failed", severity: str = "permanent", event_id: str = ""
+) -> dict[str, Any]:
+    return {
+        "event": event,
+        "severity": severity,
+        "id": event_id or secrets.token_urlsafe(16),
+        "timestamp": time.time(),
+        "recipient": email,
+        "reason": "bounce",
+        "message": {"headers": {"message-id": "d9.abc@plataforma.test", "to": email}},
+        "delivery-status": {
+            "code": 550,
+            "message": "5.1.1 The email account that you tried to reach does not exist",
+            "description": "",
+        },
+    }
+
+
+def test_mailgun_permanent_failure_suppresses_the_reader_once(client: TestClient) -> None:
+    reader()
+    event = mailgun_event(READER, event_id="mg-event-1")
+    response = client.post("/webhooks/mailgun", json=mailgun_payload(event))
+    assert answer(response) == (200, {"recorded": 1, "duplicates": 0})
+    bounced()
+    assert bounce_events() == [("mailgun", "mailgun:mg-event-1", "hard")]
+
+    # Mailgun retries with a fresh signature: the event id makes it count once.
+    response = client.post("/webhooks/mailgun", json=mailgun_payload(event))
+    assert answer(response) == (200, {"recorded": 0, "duplicates": 1})
+    assert len(bounce_events()) == 1
+
+
+def test_mailgun_complaint_unsubscribes_and_temporary_failure_is_scored(
+    client: TestClient,
+) -> None:
+    reader()
+    reader(OTHER)
+    complaint = mailgun_event(READER, event="complained")
+    temporary = mailgun_event(OTHER, severity="temporary")
+    delivered = mailgun_event(OTHER, event="delivered")
+    for event in (complaint, temporary, delivered):
+        assert client.post("/webhooks/mailgun", json=mailgun_payload(event)).status_code == 200
+    complained()
+    assert state(OTHER) == ReaderState("active", False, ACTIVE.subscriptions, 1)
+    assert [kind for _, _, kind in bounce_events()] == ["complaint", "soft"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "payload"),
+    [
+        ("unsigned", lambda event: {"event-data": event}),
+        ("signed with the wrong key", lambda event: mailgun_payload(event, key="key-wrong")),
+        (
+            "signature altered",
+            lambda event: {
+                **mailgun_payload(event),
+                "signature": {
+                    **mailgun_payload(event)["signature"],
+                    "signature": "0" * 64,
+                },
+            },
+        ),
+        (
+            "timestamp ten minutes old",
+            lambda event: mailgun_payload(event, timestamp=time.time() - 600),
+        ),
+        (
+            "timestamp from the future",
+            lambda event: mailgun_payload(event, timestamp=time.time() + 600),
+        ),
+    ],
+)
+def test_mailgun_unsigned_forged_or_stale_requests_change_nothing(
+    client: TestClient, scenario: str, payload: Any
+) -> None:
+    reader()
+    response = client.post("/webhooks/mailgun", json=payload(mailgun_event(READER)))
+    assert response.status_code == 401, scenario
+    nothing_changed()
+
+
+def test_mailgun_replayed_token_is_refused_even_for_another_event(client: TestClient) -> None:
+    # Mailgun signs only timestamp and token: a captured signature must not carry a new event.
+    reader()
+    reader(OTHER)
+    first = mailgun_payload(mailgun_event(READER))
+    assert client.post("/webhooks/mailgun", json=first).status_code == 200
+    replay = {**first, "event-data": mailgun_event(OTHER)}
+    response = client.post("/webhooks/mailgun", json=replay)
+    assert response.status_code == 401
+    assert "replay" in response.json()["detail"]
+    assert len(bounce_events()) == 1
+    assert state(OTHER) == ACTIVE
+
+
+def test_mailgun_without_a_configured_key_refuses_everything(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader()
+    monkeypatch.setitem(get_settings().__dict__, "mailgun_signing_key", "")
+    payload = mailgun_payload(mailgun_event(READER), key="")
+    assert client.post("/webhooks/mailgun", json=payload).status_code == 401
+    nothing_changed()
+
+
+def test_mailgun_malformed_body_is_a_400(client: TestClient) -> None:
+    reader()
+    assert client.post("/webhooks/mailgun", content=b"{oops").status_code == 400
+    signed_without_event = mailgun_payload({})
+    signed_without_event["event-data"] = "failed"
+    assert client.post("/webhooks/mailgun", json=signed_without_event).status_code == 400
+    nothing_changed()
+
+
+# --- Postmark ------------------------------------------------------------------------
+
+
+def postmark_bounce(email: str, *, bounce_type: str = "HardBounce", record_id: int = 0) -> Any:
+    return {
+        "RecordType": "Bounce",
+        "ID": record_id or secrets.randbelow(10**12),
+        "Type": bounce_type,
+        "TypeCode": 1,
+        "MessageID": str(uuid.uuid4()),
+        "MessageStream": "outbound",
+        "Description": "The server was unable to deliver your message.",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "Email": email,
+        "From": "news@plataforma.test",
+        "BouncedAt": sns_time(),
+        "Inactive": True,
+    }
+
+
+def postmark_complaint(email: str) -> Any:
+    return {
+        **postmark_bounce(email, bounce_type="SpamComplaint"),
+        "RecordType": "SpamComplaint",
+    }
+
+
+POSTMARK_AUTH = (POSTMARK_USER, POSTMARK_PASSWORD)
+
+
+def test_postmark_hard_bounce_suppresses_the_reader_once(client: TestClient) -> None:
+    reader()
+    record = postmark_bounce(READER, record_id=4323372036854775)
+    response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
+    assert answer(response) == (200, {"recorded": 1, "duplicates": 0})
+    bounced()
+    assert bounce_events() == [("postmark", "postmark:4323372036854775", "hard")]
+    response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
+    assert answer(response) == (200, {"recorded": 0, "duplicates": 1})
+    assert len(bounce_events()) == 1
+
+
+def test_postmark_spam_complaint_unsubscribes_and_soft_bounce_is_scored(
+    client: TestClient,
+) -> None:
+    reader()
+    reader(OTHER)
+    for record in (
+        postmark_complaint(READER),
+        postmark_bounce(OTHER, bounce_type="SoftBounce"),
+        postmark_bounce(OTHER, bounce_type="AutoResponder"),
+        {"RecordType": "Delivery", "MessageID": "x", "Recipient": OTHER},
+    ):
+        response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
+        assert response.status_code == 200
+    complained()
+    assert state(OTHER).soft_bounces == 1
+    assert [kind for _, _, kind in bounce_events()] == ["complaint", "soft"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "headers"),
+    [
+        ("no auth", {}),
+        (
+            "wrong password",
+            {"authorization": "Basic " + base64.b64encode(b"postmark:nope").decode()},
+        ),
+        (
+            "wrong user",
+            {
+                "authorization": "Basic "
+                + base64.b64encode(f"someone:{POSTMARK_PASSWORD}".encode()).decode()
+            },
+        ),
+        ("a bearer token", {"authorization": f"Bearer {POSTMARK_PASSWORD}"}),
+        ("garbage", {"authorization": "Basic %%%"}),
+    ],
+)
+def test_postmark_wrong_basic_auth_changes_nothing(
+    client: TestClient, scenario: str, headers: dict[str, str]
+) -> None:
+    reader()
+    response = client.post("/webhooks/postmark", json=postmark_bounce(READER), headers=headers)
+    assert response.status_code == 401, scenario
+    nothing_changed()
+
+
+def test_postmark_without_configured_credentials_refuses_everything(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader()
+    monkeypatch.setitem(get_settings().__dict__, "postmark_webhook_password", "")
+    response = client.post(
+        "/webhooks/postmark", json=postmark_bounce(READER), auth=(POSTMARK_USER, "")
+    )
+    assert response.status_code == 401
+    nothing_changed()
+
+
+def test_postmark_malformed_body_is_a_400(client: TestClient) -> None:
+    reader()
+    for body in (b"{oops", b'{"RecordType": "Bounce", "Type": "HardBounce"}'):
+        response = client.post("/webhooks/postmark", content=body, auth=POSTMARK_AUTH)
+        assert response.status_code == 400
+    nothing_changed()
+
+
+# --- SendGrid ------------------------------------------------------------------------
+
+
+def sendgrid_post(
+    client: TestClient,
+    body: bytes,
+    key: ec.EllipticCurvePrivateKey | None,
+    *,
+    signed_body: bytes | None = None,
+) -> Any:
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        timestamp = str(int(time.time()))
+        signature = key.sign(
+            timestamp.encode() + (body if signed_body is None else signed_body),
+            ec.ECDSA(hashes.SHA256()),
+        )
+        headers["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(signature).decode()
+        headers["X-Twilio-Email-Event-Webhook-Timestamp"] = timestamp
+    return client.post("/webhooks/sendgrid", content=body, headers=headers)
+
+
+def sendgrid_event(email: str, event: str, **extra: str) -> dict[str, Any]:
+    return {
+        "email": email,
+        "timestamp": int(time.time()),
+        "smtp-id": "<d11.abc@plataforma.test>",
+        "event": event,
+        "sg_event_id": secrets.token_urlsafe(16),
+        "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+        **extra,
+    }
+
+
+def test_sendgrid_batch_bounces_and_unsubscribes_once(
+    client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    reader()
+    reader(OTHER)
+    batch = [
+        sendgrid_event(OTHER, "processed"),
+        sendgrid_event(OTHER, "delivered"),
+        sendgrid_event(READER, "bounce", type="bounce", status="5.1.1", reason="550 5.1.1 no"),
+        sendgrid_event(OTHER, "spamreport"),
+        # Still trying: the final outcome comes as a bounce, so this counts for nothing.
+        sendgrid_event(READER, "deferred", response="451 try later"),
+    ]
+    body = json.dumps(batch).encode()
+    assert answer(sendgrid_post(client, body, sendgrid_key)) == (
+        200,
+        {"recorded": 2, "duplicates": 0},
+    )
+    bounced()
+    complained(OTHER)
+    assert sorted(kind for _, _, kind in bounce_events()) == ["complaint", "hard"]
+
+    assert answer(sendgrid_post(client, body, sendgrid_key)) == (
+        200,
+        {"recorded": 0, "duplicates": 2},
+    )
+    assert len(bounce_events()) == 2
+
+
+def test_sendgrid_blocked_is_soft_and_dropped_bounced_address_is_hard(
+    client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    reader()
+    reader(OTHER)
+    batch = [
+        sendgrid_event(OTHER, "bounce", type="blocked", reason="554 blocked"),
+        sendgrid_event(READER, "dropped", reason="Bounced Address"),
+        sendgrid_event(OTHER, "dropped", reason="Unsubscribed Address"),
+    ]
+    response = sendgrid_post(client, json.dumps(batch).encode(), sendgrid_key)
+    assert answer(response) == (200, {"recorded": 2, "duplicates": 0})
+    bounced()
+    assert state(OTHER).soft_bounces == 1
+
+
+def test_sendgrid_unsigned_forged_or_foreign_key_changes_nothing(
+    client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    reader()
+    body = json.dumps([sendgrid_event(READER, "bounce", type="bounce")]).encode()
+    harmless = json.dumps([sendgrid_event(READER, "delivered")]).encode()
+    for scenario, response in (
+        ("unsigned", sendgrid_post(client, body, None)),
+        ("body changed", sendgrid_post(client, body, sendgrid_key, signed_body=harmless)),
+        ("another key", sendgrid_post(client, body, ec.generate_private_key(ec.SECP256R1()))),
+    ):
+        assert response.status_code == 401, scenario
+    garbled = client.post(
+        "/webhooks/sendgrid",
+        content=body,
+        headers={
+            "X-Twilio-Email-Event-Webhook-Signature": "not base64!",
+            "X-Twilio-Email-Event-Webhook-Timestamp": str(int(time.time())),
+        },
+    )
+    assert garbled.status_code == 401
+    nothing_changed()
+
+
+def test_sendgrid_malformed_body_is_a_400(
+    client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    reader()
+    for body in (b"[{oops", b'{"event": "bounce"}'):
+        assert sendgrid_post(client, body, sendgrid_key).status_code == 400
+    nothing_changed()
