@@ -10,8 +10,6 @@ from celery.signals import worker_process_init
 from newsletter import db
 from newsletter.config import Settings, get_settings
 
-QUEUE = "newsletter"
-
 app = Celery("newsletter", include=["newsletter.tasks"])
 
 
@@ -20,7 +18,7 @@ def configure(settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
-        task_default_queue=QUEUE,
+        task_default_queue=settings.queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

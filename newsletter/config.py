@@ -41,6 +41,8 @@ class Settings(BaseSettings):
         description="smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465; "
         "empty means the built-in sink on sink_host:sink_port.",
     )
+    # The Celery queue: one per installation sharing a broker (the tests take their own).
+    queue: str = "newsletter"
     sink_host: str = "127.0.0.1"
     sink_port: int = 8025
     base_url: str = "http://127.0.0.1:8000"

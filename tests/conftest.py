@@ -50,6 +50,8 @@ TEST_ENV = {
     "NEWSLETTER_RETRY_BASE_SECONDS": "0.5",
     "NEWSLETTER_RETRY_MAX_SECONDS": "2",
     "NEWSLETTER_BATCH_SIZE": "50",
+    # A queue of this run's own: two suites on one Redis never take each other's tasks.
+    "NEWSLETTER_QUEUE": f"newsletter-test-{uuid.uuid4().hex[:8]}",
 }
 os.environ.update(TEST_ENV)
 
