@@ -50,7 +50,8 @@ def poll_imap(url: str, hand: Callable[[bytes], object], *, limit: int = 500) ->
         client.select(folder)
         _, data = client.search(None, "UNSEEN")
         for number in [n.decode() for n in (data[0] or b"").split()[:limit]]:
-            _, fetched = client.fetch(number, "(RFC822)")
+            # PEEK: the message stays unseen until it is handed on (see the store below).
+            _, fetched = client.fetch(number, "(BODY.PEEK[])")
             raw = next(
                 (item[1] for item in fetched if isinstance(item, tuple) and len(item) > 1), None
             )
