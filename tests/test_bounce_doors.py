@@ -37,14 +37,12 @@ from newsletter.models import (
     BounceEvent,
     Delivery,
     DeliveryStatus,
-    Digest,
-    DigestState,
     SubscriberStatus,
 )
-from newsletter.newsletters import get_by_slug
 from newsletter.ratelimit import NoLimit
 from newsletter.tokens import make_verp_token
 from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
+from tests.factories import sent_delivery as make_delivery
 
 CORPUS = ROOT / "tests" / "data" / "bounces"
 FIXED_TOKEN = "s7d42-0123456789abcdef0123"  # the VERP token written into the corpus files
@@ -107,27 +105,7 @@ def add_reader(email: str) -> int:
 
 
 def sent_delivery(subscriber_id: int) -> int:
-    """A digest delivery to this reader that went out, so that a bounce can come back."""
-    now = datetime.now(UTC)
-    with db.session_scope() as session:
-        digest = Digest(
-            newsletter_id=get_by_slug(session, "daily").id,
-            state=DigestState.SENT,
-            since=now - timedelta(days=1),
-            until=now,
-        )
-        session.add(digest)
-        session.flush()
-        sent = Delivery(
-            digest_id=digest.id,
-            subscriber_id=subscriber_id,
-            status=DeliveryStatus.SENT,
-            message_id=f"<d{subscriber_id}.{secrets.token_hex(6)}@plataforma.test>",
-            sent_at=now - timedelta(minutes=5),
-        )
-        session.add(sent)
-        session.flush()
-        return sent.id
+    return make_delivery(subscriber_id)
 
 
 def corpus(name: str, *, subscriber_id: int, delivery_id: int | None = None) -> bytes:

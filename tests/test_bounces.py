@@ -8,7 +8,7 @@ import smtplib
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,13 @@ from newsletter.models import (
     BounceEvent,
     Delivery,
     DeliveryStatus,
-    Digest,
-    DigestState,
     SubscriberStatus,
     SubscriptionStatus,
 )
-from newsletter.newsletters import get_by_slug
 from newsletter.tokens import make_verp_token
 from tests.conftest import ROOT, free_port
+from tests.factories import add_reader
+from tests.factories import sent_delivery as make_delivery
 
 CORPUS = ROOT / "tests" / "data" / "bounces"
 FIXED_TOKEN = "s7d42-0123456789abcdef0123"
@@ -36,44 +35,13 @@ READER = "leitora@example.com"
 
 
 def reader() -> int:
-    with db.session_scope() as session:
-        outcome = subscribers.subscribe(
-            session,
-            subscribers.SignupForm(email=READER, name="Leitora"),
-            source="test",
-            confirmed=True,
-            default_language="pt",
-            default_time_zone="Europe/Lisbon",
-            confirmation_interval=timedelta(minutes=10),
-        )
-    assert outcome.subscriber_id is not None
-    return outcome.subscriber_id
+    return add_reader(READER, name="Leitora", language="pt")
 
 
 def sent_delivery(
     subscriber_id: int, *, message_id: str = "<d42.abcdef123456@plataforma.test>"
 ) -> int:
-    """A digest delivery of this reader that went out (so a bounce can come back for it)."""
-    now = datetime.now(UTC)
-    with db.session_scope() as session:
-        digest = Digest(
-            newsletter_id=get_by_slug(session, "daily").id,
-            state=DigestState.SENT,
-            since=now - timedelta(days=1),
-            until=now,
-        )
-        session.add(digest)
-        session.flush()
-        delivery = Delivery(
-            digest_id=digest.id,
-            subscriber_id=subscriber_id,
-            status=DeliveryStatus.SENT,
-            message_id=message_id,
-            sent_at=now - timedelta(minutes=5),
-        )
-        session.add(delivery)
-        session.flush()
-        return delivery.id
+    return make_delivery(subscriber_id, message_id=message_id)
 
 
 def corpus(name: str, *, subscriber_id: int | None = None, delivery_id: int | None = None) -> bytes:

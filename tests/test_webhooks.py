@@ -28,16 +28,14 @@ from newsletter.models import (
     BounceEvent,
     Delivery,
     DeliveryStatus,
-    Digest,
-    DigestState,
     Subscriber,
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.newsletters import get_by_slug
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
 from newsletter.webhooks import WebhookRefused
+from tests.factories import sent_delivery as make_delivery
 
 READER = "leitora@example.com"
 OTHER = "outro@example.com"
@@ -232,26 +230,7 @@ def nothing_changed(*emails: str) -> None:
 
 
 def sent_delivery(subscriber_id: int, message_id: str) -> int:
-    now = datetime.now(UTC)
-    with db.session_scope() as session:
-        digest = Digest(
-            newsletter_id=get_by_slug(session, "daily").id,
-            state=DigestState.SENT,
-            since=now - timedelta(days=1),
-            until=now,
-        )
-        session.add(digest)
-        session.flush()
-        delivery = Delivery(
-            digest_id=digest.id,
-            subscriber_id=subscriber_id,
-            status=DeliveryStatus.SENT,
-            message_id=message_id,
-            sent_at=now - timedelta(minutes=5),
-        )
-        session.add(delivery)
-        session.flush()
-        return delivery.id
+    return make_delivery(subscriber_id, message_id=message_id)
 
 
 def delivery_status(delivery_id: int) -> str:

@@ -1,0 +1,50 @@
+"""Rows the tests need, made through the service functions (as a reader or editor would)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from newsletter import db, subscribers
+from newsletter.models import Delivery, DeliveryStatus, Digest, DigestState
+from newsletter.newsletters import get_by_slug
+
+
+def add_reader(email: str, *, confirmed: bool = True, name: str = "", language: str = "en") -> int:
+    """A reader of the `daily` newsletter, confirmed unless said otherwise; their id."""
+    with db.session_scope() as session:
+        outcome = subscribers.subscribe(
+            session,
+            subscribers.SignupForm(email=email, name=name, language=language),
+            source="test",
+            confirmed=confirmed,
+            default_language="en",
+            default_time_zone="Europe/Lisbon",
+            confirmation_interval=timedelta(minutes=10),
+        )
+    assert outcome.subscriber_id is not None
+    return outcome.subscriber_id
+
+
+def sent_delivery(subscriber_id: int, *, message_id: str | None = None) -> int:
+    """A digest delivery to this reader that went out, so that a bounce can come back."""
+    now = datetime.now(UTC)
+    with db.session_scope() as session:
+        digest = Digest(
+            newsletter_id=get_by_slug(session, "daily").id,
+            state=DigestState.SENT,
+            since=now - timedelta(days=1),
+            until=now,
+        )
+        session.add(digest)
+        session.flush()
+        delivery = Delivery(
+            digest_id=digest.id,
+            subscriber_id=subscriber_id,
+            status=DeliveryStatus.SENT,
+            message_id=message_id or f"<d{subscriber_id}.{secrets.token_hex(6)}@plataforma.test>",
+            sent_at=now - timedelta(minutes=5),
+        )
+        session.add(delivery)
+        session.flush()
+        return delivery.id
