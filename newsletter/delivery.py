@@ -6,6 +6,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -29,6 +30,9 @@ from newsletter.rendering import OutgoingMessage
 from newsletter.transport import DeliveryError, SMTPTransport
 
 log = logging.getLogger("newsletter.delivery")
+
+# A rendered variant, as a worker process keeps it from batch to batch.
+VariantKey = tuple[int, datetime | None, int]
 
 # How often a running batch looks again at its digest's state (paused, cancelled).
 STATE_CHECK_EVERY = 25
@@ -57,7 +61,7 @@ def send_batch(
     limiter: RateLimiter,
     relay: str,
     transport: Callable[[str], SMTPTransport] | None = None,
-    variants: dict[tuple[int, int], PreparedVariant] | None = None,
+    variants: dict[VariantKey, PreparedVariant] | None = None,
 ) -> BatchOutcome:
     """Send what is still to send of these deliveries; record each outcome as it comes.
 
@@ -360,12 +364,14 @@ def _message(
     delivery: Delivery,
     subscriber: Subscriber,
     settings: Settings,
-    variants: dict[tuple[int, int], PreparedVariant],
+    variants: dict[VariantKey, PreparedVariant],
 ) -> OutgoingMessage:
     """The reader's copy, filled into their variant (rendered once per worker process)."""
     if delivery.variant_id is None:
         raise ValueError(f"delivery {delivery.id} has no variant to send")
-    key = (digest.id, delivery.variant_id)
+    # The digest's start time is in the key: a cache that outlives its digest (ids reused
+    # after rows were deleted) must never lend one digest's rendering to another.
+    key = (digest.id, digest.started_at, delivery.variant_id)
     prepared = variants.get(key)
     if prepared is None:
         variant = session.get(DigestVariant, delivery.variant_id)

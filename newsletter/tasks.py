@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from newsletter import bounces, db, delivery, dispatch, feeds, mailbox, notices, schedules
 from newsletter.celeryapp import app
 from newsletter.config import Settings, get_settings
+from newsletter.delivery import VariantKey
 from newsletter.digests import PreparedVariant
 from newsletter.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.rendering import OutgoingMessage
@@ -116,7 +117,7 @@ def fetch_feeds() -> list[dict[str, object]]:
 
 # Rendered variants kept by this worker process, so that the batches of one digest
 # render each variant once here, not once per batch.
-_prepared_variants: dict[tuple[int, int], PreparedVariant] = {}
+_prepared_variants: dict[VariantKey, PreparedVariant] = {}
 _limiter: RateLimiter | None = None
 
 
