@@ -46,6 +46,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
+    # Ids end up in signed tokens, VERP addresses and queued tasks: SQLite must never hand
+    # a deleted row's id to a new one (tables that need it say sqlite_autoincrement).
     # Named constraints so that Alembic can alter them, SQLite batch mode included.
     metadata = MetaData(
         naming_convention={
@@ -111,6 +113,7 @@ class EventKind(enum.StrEnum):
 
 class Newsletter(Base):
     __tablename__ = "newsletters"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -126,6 +129,7 @@ class Newsletter(Base):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # The address as the reader typed it (normalised by email-validator) ...
@@ -192,6 +196,7 @@ class Article(Base):
 
 class Digest(Base):
     __tablename__ = "digests"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id"))
@@ -222,7 +227,7 @@ class DigestVariant(Base):
     """
 
     __tablename__ = "digest_variants"
-    __table_args__ = (UniqueConstraint("digest_id", "key"),)
+    __table_args__ = (UniqueConstraint("digest_id", "key"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
@@ -238,6 +243,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("digest_id", "subscriber_id"),
         Index("ix_deliveries_digest_status", "digest_id", "status"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

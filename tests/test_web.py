@@ -261,3 +261,13 @@ def test_healthz_answers_503_when_the_broker_is_down(
     assert response.status_code == 503
     assert response.json()["checks"]["broker"]["ok"] is False
     assert response.json()["checks"]["database"]["ok"] is True
+
+
+def test_an_erased_readers_old_links_never_reach_the_next_reader(client: TestClient) -> None:
+    first = a_subscriber("first@example.com")
+    token = make_token(get_settings().secret_key, Purpose.PREFERENCES, first)
+    with db.session_scope() as session:
+        subscribers.erase(session, subscriber_id=first)
+    second = a_subscriber("second@example.com")
+    assert second != first  # SQLite too: an id, once given, is never given again
+    assert client.get(f"/preferences/{token}").status_code == 404
