@@ -211,6 +211,9 @@ def list_articles(
 
 
 def get_article_by_slug(session: Session, slug: str) -> Article | None:
+    # No slug holds a control character (PostgreSQL refuses a NUL in text): nothing to ask.
+    if len(slug) > 200 or not slug.isprintable():
+        return None
     return session.scalar(select(Article).where(Article.slug == slug))
 
 

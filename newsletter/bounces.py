@@ -160,6 +160,11 @@ def find_reader(
 
     A forged VERP token is ignored (and logged); an address we never mailed finds nobody.
     """
+    # Values from outside may hold a NUL, which PostgreSQL refuses in text: such a value
+    # names nobody.
+    addresses = [a for a in addresses if a and "\x00" not in a]
+    if message_id and "\x00" in message_id:
+        message_id = None
     for token in verp_tokens:
         try:
             claims = read_verp_token(settings.secret_key, token)

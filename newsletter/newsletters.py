@@ -34,6 +34,10 @@ def list_newsletters(session: Session) -> list[Newsletter]:
 
 
 def get_by_slug(session: Session, slug: str) -> Newsletter:
+    # A slug with control characters (a NUL, which PostgreSQL refuses in text) or longer
+    # than any slug can be names no newsletter: no need to ask the database.
+    if len(slug) > 64 or not slug.isprintable():
+        raise UnknownNewsletter(slug[:64])
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
     if newsletter is None:
         raise UnknownNewsletter(slug)
