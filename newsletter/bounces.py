@@ -20,7 +20,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.config import Settings
+from newsletter.logs import mask_address
 from newsletter.models import (
     BounceEvent,
     BounceKind,
@@ -137,6 +139,7 @@ def record(
         soft_window=soft_window,
         now=now,
     )
+    metrics.count_bounce(kind)
     log.info(
         "%s bounce from %s for subscriber %s (delivery %s): %s",
         kind,
@@ -367,7 +370,11 @@ def process_message(
         message_id=report.original_message_id,
     )
     if subscriber_id is None:
-        log.info("%s bounce about nobody we mail (%s); ignored", report.kind, report.recipients)
+        log.info(
+            "%s bounce about nobody we mail (%s); ignored",
+            report.kind,
+            ", ".join(mask_address(r) for r in report.recipients),
+        )
         return BounceOutcome(report.kind, "ignored", detail="about no reader of ours")
     return record(
         session,

@@ -5,16 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 from newsletter import db
 from newsletter.config import Settings, get_settings
+from newsletter.logs import configure_logging
+from newsletter.metrics import setup_multiprocess
 
 app = Celery("newsletter", include=["newsletter.tasks"])
 
 
 def configure(settings: Settings) -> None:
     """Point the app at the settings' broker (tests call this again after changing them)."""
+    # Before any task counts anything: every process of a worker writes where /metrics reads.
+    setup_multiprocess(settings)
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -44,6 +48,12 @@ def configure(settings: Settings) -> None:
             },
         },
     )
+
+
+@setup_logging.connect
+def _logging(loglevel: str | int | None = None, **_: Any) -> None:
+    # Connected, Celery leaves logging to us: the same one-line (or JSON) format as the web.
+    configure_logging(get_settings(), level=loglevel or "INFO")
 
 
 @worker_process_init.connect

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from newsletter.cli_status import status_command
 from newsletter.config import PROJECT_ROOT, SettingsError, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,7 +51,13 @@ def main() -> NoReturn:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """A self-hosted email newsletter service."""
+    from newsletter.logs import configure_logging
 
+    # Commands run once say only what went wrong; the services raise this to INFO.
+    configure_logging(get_settings(), level="WARNING")
+
+
+cli.add_command(status_command, "status")
 
 # --- running the service -------------------------------------------------------------
 
@@ -69,7 +76,12 @@ def web(host: str, port: int) -> None:
     """Serve the web pages and the API."""
     import uvicorn
 
-    uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port)
+    _log_events()
+
+    # log_config=None: uvicorn keeps our handler (one line per event, JSON if asked).
+    uvicorn.run(
+        "newsletter.web.app:create_app", factory=True, host=host, port=port, log_config=None
+    )
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -97,6 +109,8 @@ def sink(host: str | None, port: int | None) -> None:
     """Run the built-in SMTP sink that keeps every message under var/outbox/."""
     from newsletter.sink import run_sink
 
+    _log_events()
+
     settings = get_settings()
     host, port = host or settings.sink_host, port or settings.sink_port
     click.echo(f"SMTP sink on {host}:{port}, keeping mail in {settings.outbox_dir}")
@@ -108,7 +122,11 @@ def sink(host: str | None, port: int | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(host: str, port: int) -> None:
     """Run everything: web, worker, scheduler and (with no relay set) the SMTP sink."""
+    from newsletter.metrics import setup_multiprocess
+
     settings = _initialise(import_seeds=True)
+    # The children count into one fresh folder: yesterday's counts are not today's.
+    setup_multiprocess(settings, wipe=True)
     me = [sys.executable, "-m", "newsletter"]
     commands = {
         "web": [*me, "web", "--host", host, "--port", str(port)],
@@ -643,6 +661,7 @@ def bounces_serve(host: str | None, port: int | None) -> None:
     from newsletter import tasks
     from newsletter.inbound import run_receiver
 
+    _log_events()
     settings = get_settings()
     host, port = host or settings.bounce_host, port or settings.bounce_port
     click.echo(f"bounce receiver on {host}:{port} for bounces+…@{settings.mail_domain}")
@@ -799,6 +818,13 @@ def _messages_at(path: Path) -> Any:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _log_events() -> None:
+    """A long-running service logs one line per event (INFO), not only its problems."""
+    import logging
+
+    logging.getLogger().setLevel(logging.INFO)
 
 
 def _initialise(*, import_seeds: bool) -> Any:

@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -48,6 +49,14 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str = ""
     admin_token: str = ""
+    # The admin dashboard: how long a sign-in lasts, and the pause after a wrong token
+    # (doubled with each further wrong try from the same address, up to a minute).
+    admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    admin_signin_delay_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Hosts (client addresses) that may read /metrics and /readyz's details without the token.
+    metrics_allow_hosts: list[str] = Field(default_factory=list)
+    # "text" (one line per event) or "json" (one object per line, for a log shipper).
+    log_format: Literal["text", "json"] = "text"
 
     publisher_name: str = "Plataforma"
     from_address: str = "newsletter@localhost"

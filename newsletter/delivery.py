@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from newsletter import bounces, dispatch
+from newsletter import bounces, dispatch, metrics
 from newsletter.composer import Selection, suppressed_keys
 from newsletter.config import Settings
 from newsletter.digests import PreparedVariant, prepare_variant, reader_recipient, view_url
@@ -108,6 +109,7 @@ def send_batch(
             if subscriber.email_key in suppressed or not ledger.claim(delivery.id):
                 ledger.skip_if_still_queued(delivery.id)
                 outcome.skipped += 1
+                metrics.count_delivery("skipped")
                 continue
             message = _message(session, digest, delivery, subscriber, settings, variants)
             try:
@@ -122,6 +124,7 @@ def send_batch(
                 break
             try:
                 limiter.acquire()
+                started = time.monotonic()
                 smtp.send(
                     envelope_from=message.envelope_from,
                     recipient=message.recipient,
@@ -133,22 +136,29 @@ def send_batch(
                 outcome.stopped = "rate limited"
                 break
             except DeliveryError as exc:
+                metrics.count_smtp_reply(exc.code)
                 if exc.permanent:
                     ledger.flush()
                     _mark_bounced(session, delivery, str(exc))
                     outcome.bounced += 1
+                    metrics.count_delivery("bounced")
                     continue
                 if ledger.release(delivery.id, str(exc), max_attempts=settings.max_attempts):
                     outcome.retry.append(delivery.id)
+                    metrics.count_delivery("retried")
                 else:
                     outcome.failed += 1
+                    metrics.count_delivery("failed")
                 if exc.code is None:  # the connection is gone: stop, retry the rest later
                     smtp = None
                     outcome.stopped = str(exc)
                     break
                 continue
+            metrics.observe_send(time.monotonic() - started)
+            metrics.count_smtp_reply(250)
             ledger.sent(delivery.id, message.message_id)
             outcome.sent += 1
+            metrics.count_delivery("sent")
     finally:
         ledger.close()
         if smtp is not None:

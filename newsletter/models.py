@@ -351,3 +351,17 @@ class BounceEvent(Base):
     # Kept for NEWSLETTER_BOUNCE_RAW_DAYS, then cleared (it may hold personal data).
     raw: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AdminSession(Base):
+    """One signed-in admin browser: its cookie names this row; signing out deletes it."""
+
+    __tablename__ = "admin_sessions"
+
+    # A random id; the cookie carries it signed, and only its sha256 is kept here.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    # Which admin token signed in: a new token ends every session of the old one.
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from newsletter import metrics
 from newsletter import newsletters as newsletter_store
 from newsletter.models import (
     EventKind,
@@ -154,6 +155,7 @@ def subscribe(
         for subscription in pending:
             subscription.confirmation_sent_at = now
         outcome.send_confirmation = True
+    metrics.count_signup()
     return outcome
 
 
@@ -195,6 +197,7 @@ def unsubscribe(
                 source=source,
             )
             left.append(subscription.newsletter_id)
+            metrics.count_unsubscribe()
     return left
 
 
@@ -397,6 +400,7 @@ def _activate(
     subscription.status = SubscriptionStatus.SUBSCRIBED
     subscription.confirmed_at = now
     subscription.unsubscribed_at = None
+    metrics.count_confirmation()
     record_event(
         session,
         subscriber,

@@ -15,6 +15,7 @@ from newsletter.celeryapp import app
 from newsletter.config import Settings, get_settings
 from newsletter.delivery import VariantKey
 from newsletter.digests import PreparedVariant
+from newsletter.logs import mask_addresses
 from newsletter.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.rendering import OutgoingMessage
 from newsletter.subscribers import UnknownSubscriber
@@ -85,7 +86,12 @@ def _send_notice(
             )
     except DeliveryError as exc:
         if exc.permanent:
-            log.warning("%s to subscriber %s refused: %s", task.name, subscriber_id, exc)
+            log.warning(
+                "%s to subscriber %s refused: %s",
+                task.name,
+                subscriber_id,
+                mask_addresses(str(exc)),
+            )
             return "refused"
         countdown = RETRY_BACKOFF_SECONDS * 2**task.request.retries
         log.warning(
@@ -93,7 +99,7 @@ def _send_notice(
             task.name,
             subscriber_id,
             countdown,
-            exc,
+            mask_addresses(str(exc)),
         )
         raise task.retry(exc=exc, countdown=countdown) from exc
     log.info("%s sent to subscriber %s as %s", task.name, subscriber_id, message.message_id)

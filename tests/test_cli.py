@@ -32,7 +32,17 @@ def newsletter(
 def test_help_lists_every_command(clean_db: str) -> None:
     result = newsletter("--help", database_url=clean_db)
     assert result.returncode == 0
-    for command in ("up", "web", "worker", "init", "articles", "subscribers", "sink", "beat"):
+    for command in (
+        "up",
+        "web",
+        "worker",
+        "init",
+        "articles",
+        "subscribers",
+        "sink",
+        "beat",
+        "status",
+    ):
         assert f"  {command} " in result.stdout
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,50 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.embedded import running_up
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict[str, str]]]:
-    var = tmp_path_factory.mktemp("var")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_VAR_DIR=str(var),
-        NEWSLETTER_BASE_URL=base,
-        NEWSLETTER_SINK_PORT=str(free_port()),
-        NEWSLETTER_BOUNCE_PORT=str(free_port()),
-    )
-    log = (var / "up.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"newsletter up did not come up:\n{(var / 'up.log').read_text()[-3000:]}")
-        time.sleep(0.3)
-    yield base, var, env
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
-    finally:
-        log.close()
+    with running_up(tmp_path_factory.mktemp("var")) as up:
+        yield up.base_url, up.var, up.env
 
 
 def outbox_messages(var: Path, count: int, timeout: float = 30) -> list[EmailMessage]:

@@ -12,10 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.config import get_settings
+from newsletter.metrics import setup_multiprocess
 from newsletter.subscribers import UnknownSubscriber
 from newsletter.tokens import TokenError
 from newsletter.validation import InvalidInput
-from newsletter.web import articles_api, digests_api, health, reader, webhooks
+from newsletter.web import admin, articles_api, digests_api, health, monitoring, reader, webhooks
 from newsletter.web.deps import page, wants_json
 
 log = logging.getLogger("newsletter.web")
@@ -23,12 +24,15 @@ log = logging.getLogger("newsletter.web")
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    setup_multiprocess(settings)
     app = FastAPI(title=f"{settings.publisher_name} newsletter", version="0.1.0")
     app.include_router(reader.router)
     app.include_router(health.router)
+    app.include_router(monitoring.router)
     app.include_router(articles_api.router)
     app.include_router(digests_api.router)
     app.include_router(webhooks.router)
+    admin.install(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -1,0 +1,92 @@
+"""Logging set-up: one line per event, as text or as JSON objects, and address masking."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from newsletter.config import Settings
+
+# Ids that a call may pass with `extra={...}` and that a log search wants as fields.
+EXTRA_IDS = ("digest_id", "delivery_id", "subscriber_id", "newsletter_id", "task_id")
+
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
+def configure_logging(settings: Settings, *, level: int | str = logging.INFO) -> None:
+    """Send every record to stderr, one line each: JSON when NEWSLETTER_LOG_FORMAT=json.
+
+    Calling it again replaces the handler it installed.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(JSONFormatter() if settings.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # A line per HTTP request made (feeds, SNS certificates) is noise, not an event.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def mask_address(email: str) -> str:
+    """An address as an operator may see it: `le…@example.com`, never the whole local part."""
+    local, at, domain = email.strip().rpartition("@")
+    if not at:
+        return f"{domain[:2]}…" if domain else "…"
+    keep = 2 if len(local) > 3 else 1
+    return f"{local[:keep]}…@{domain}"
+
+
+def mask_addresses(text: str) -> str:
+    """Text (an SMTP reply, an error) with every address in it masked."""
+    return _ADDRESS.sub(lambda match: mask_address(match.group(0)), text)
+
+
+class JSONFormatter(logging.Formatter):
+    """A record as one JSON object: time, level, logger, message, the ids passed as extra."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in EXTRA_IDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message [digest_id=… delivery_id=…]` for a person at a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = [
+            f"{name}={getattr(record, name)}"
+            for name in EXTRA_IDS
+            if getattr(record, name, None) is not None
+        ]
+        if not ids:
+            return line
+        first, newline, rest = line.partition("\n")
+        return f"{first} [{' '.join(ids)}]{newline}{rest}"
+
+
+_HANDLER_NAME = "newsletter"

@@ -1,0 +1,98 @@
+"""The admin dashboard at /admin: server-rendered pages for editors and operators."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from newsletter.config import TEMPLATES_DIR
+from newsletter.web.admin import (
+    articles,
+    auth,
+    dashboard,
+    digests,
+    newsletters,
+    outbox,
+    subscribers,
+    suppressions,
+)
+from newsletter.web.admin.auth import CSRFRefused, SignInRequired, admin_page
+
+router = APIRouter()
+for module in (auth, dashboard, digests, newsletters, articles, subscribers, suppressions, outbox):
+    router.include_router(module.router)
+
+# Inline styles are the layout's; scripts only from our own static folder; frames (the
+# preview of an email) only from here.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-src 'self'; frame-ancestors 'self'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'"
+)
+
+
+def install(app: FastAPI) -> None:
+    """Add the dashboard's routes, its static files, its error pages and its headers."""
+    app.include_router(router)
+    app.mount(
+        "/admin/static",
+        StaticFiles(directory=TEMPLATES_DIR / "pages" / "admin" / "static"),
+        name="admin-static",
+    )
+    app.add_exception_handler(SignInRequired, _sign_in_required)
+    app.add_exception_handler(CSRFRefused, _csrf_refused)
+    app.middleware("http")(_admin_headers)
+
+
+async def _admin_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    if request.url.path.startswith("/admin"):
+        # Pages with readers' data: never cached, never framed elsewhere, no referrer out.
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+async def _sign_in_required(request: Request, exc: Exception) -> Response:
+    if _is_script(request):
+        return JSONResponse(
+            {"detail": "Sign in to the dashboard first: your session has ended."}, status_code=401
+        )
+    target = request.url.path if request.method == "GET" else "/admin"
+    if request.url.query and request.method == "GET":
+        target += f"?{request.url.query}"
+    return auth.redirect(f"/admin/login?next={_quote(target)}")
+
+
+async def _csrf_refused(request: Request, exc: Exception) -> Response:
+    message = (
+        "This form did not come from this dashboard, or it has expired. "
+        "Go back, reload the page and try again."
+    )
+    if _is_script(request):
+        return JSONResponse({"detail": message}, status_code=403)
+    return admin_page(
+        request,
+        "message.html",
+        None,
+        {"title": "Form refused", "message": message},
+        status_code=403,
+    )
+
+
+def _is_script(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _quote(path: str) -> str:
+    return quote(path, safe="/")

@@ -1,0 +1,7 @@
+"""Admin dashboard: articles pages (to be written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/admin", include_in_schema=False)

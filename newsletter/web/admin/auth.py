@@ -1,0 +1,251 @@
+"""Admin dashboard sign-in: a signed session cookie, CSRF tokens, and wrong tokens slowed."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
+from starlette.concurrency import run_in_threadpool
+
+from newsletter import admin_sessions, db
+from newsletter.admin_sessions import SignedIn
+from newsletter.config import Settings, get_settings
+from newsletter.web.deps import SessionDep, templates
+
+SESSION_COOKIE = "newsletter_admin"
+LOGIN_COOKIE = "newsletter_admin_login"
+NOTICE_COOKIE = "newsletter_admin_notice"
+COOKIE_PATH = "/admin"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+# Wrong tries from one address are remembered this long; the pause doubles with each.
+FAILURE_MEMORY_SECONDS = 15 * 60
+MAX_SIGNIN_DELAY_SECONDS = 60.0
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+class SignInRequired(Exception):
+    """No live admin session: browsers go to the sign-in page, scripts get a 401."""
+
+
+class CSRFRefused(Exception):
+    """A form that did not carry this session's CSRF token."""
+
+
+def current_admin(request: Request, session: SessionDep) -> SignedIn:
+    """The signed-in admin of this request, or SignInRequired."""
+    settings = get_settings()
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        raise SignInRequired()
+    try:
+        session_id = str(_cookie_serializer(settings).loads(raw))
+    except BadSignature:
+        raise SignInRequired() from None
+    found = admin_sessions.find(session, session_id, admin_token=settings.admin_token)
+    if found is None:
+        raise SignInRequired()
+    return found
+
+
+Admin = Annotated[SignedIn, Depends(current_admin)]
+
+
+async def require_csrf(request: Request, admin: Admin) -> SignedIn:
+    """Every state-changing admin request echoes its session's CSRF token (form or header)."""
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    if not admin_sessions.csrf_matches(admin.csrf_token, given):
+        raise CSRFRefused()
+    return admin
+
+
+# Routes that change something take this one: signed in, and the form is ours.
+AdminForm = Annotated[SignedIn, Depends(require_csrf)]
+
+
+def admin_page(
+    request: Request,
+    name: str,
+    admin: SignedIn | None,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """An admin page: the layout's navigation, this session's CSRF token and any notice."""
+    settings = get_settings()
+    notice = _read_notice(request, settings)
+    response = templates.TemplateResponse(
+        request,
+        f"admin/{name}",
+        {
+            "publisher": settings.publisher_name,
+            "csrf_token": admin.csrf_token if admin else "",
+            "signed_in": admin is not None,
+            "notice": notice,
+            "path": request.url.path,
+            **(context or {}),
+        },
+        status_code=status_code,
+    )
+    if notice is not None:
+        response.delete_cookie(NOTICE_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def redirect(url: str, notice: str | None = None, *, error: bool = False) -> RedirectResponse:
+    """303 to another admin page, with a one-time message shown there."""
+    response = RedirectResponse(url, status_code=303)
+    if notice:
+        value = _notice_serializer(get_settings()).dumps({"text": notice, "error": error})
+        response.set_cookie(
+            NOTICE_COOKIE, value, max_age=60, path=COOKIE_PATH, httponly=True, samesite="strict"
+        )
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/admin") -> HTMLResponse:
+    return _login_page(request, next=next)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    token: Annotated[str, Form(max_length=500)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/admin",
+) -> Response:
+    settings = get_settings()
+    # Sign-in's own CSRF: the form's token must match the cookie set with the form, so a
+    # page elsewhere cannot sign a browser into a session of its choosing.
+    if not admin_sessions.csrf_matches(request.cookies.get(LOGIN_COOKIE, ""), csrf_token):
+        return _login_page(
+            request,
+            next=next,
+            error="This sign-in form had expired. Please try again.",
+            status_code=403,
+        )
+    client = request.client.host if request.client else "?"
+    try:
+        signed_in = await run_in_threadpool(_sign_in, token, settings)
+    except admin_sessions.WrongToken:
+        # Slowed, without holding a thread: guessing tokens costs time, not our workers.
+        await asyncio.sleep(_failures.delay_for(client, settings.admin_signin_delay_seconds))
+        return _login_page(
+            request, next=next, error="That is not the admin token.", status_code=401
+        )
+    _failures.forget(client)
+    response = redirect(_local(next))
+    response.set_cookie(
+        SESSION_COOKIE,
+        _cookie_serializer(settings).dumps(signed_in.session_id),
+        max_age=int(settings.admin_session_hours * 3600),
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=settings.base_url.startswith("https://"),
+    )
+    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, admin: AdminForm, session: SessionDep) -> Response:
+    admin_sessions.sign_out(session, admin.session_id)
+    response = redirect("/admin/login", "You are signed out.")
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def _sign_in(token: str, settings: Settings) -> SignedIn:
+    with db.session_scope() as session:
+        return admin_sessions.sign_in(
+            session,
+            given_token=token,
+            admin_token=settings.admin_token,
+            lifetime=timedelta(hours=settings.admin_session_hours),
+        )
+
+
+def _login_page(
+    request: Request, *, next: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    form_token = secrets.token_urlsafe(24)
+    response = admin_page(
+        request,
+        "login.html",
+        None,
+        {"login_csrf": form_token, "next": _local(next), "error": error},
+        status_code=status_code,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE, form_token, max_age=3600, path=COOKIE_PATH, httponly=True, samesite="strict"
+    )
+    return response
+
+
+def _local(url: str) -> str:
+    """Only a path of this dashboard: a sign-in never sends anyone to another site."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/admin") or "\\" in url:
+        return "/admin"
+    return url
+
+
+def _read_notice(request: Request, settings: Settings) -> dict[str, Any] | None:
+    raw = request.cookies.get(NOTICE_COOKIE)
+    if not raw:
+        return None
+    try:
+        notice = _notice_serializer(settings).loads(raw, max_age=120)
+    except BadSignature:
+        return None
+    return notice if isinstance(notice, dict) else None
+
+
+def _cookie_serializer(settings: Settings) -> URLSafeSerializer:
+    return URLSafeSerializer(settings.secret_key, salt="admin-session")
+
+
+def _notice_serializer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.secret_key, salt="admin-notice")
+
+
+class _Failures:
+    """Wrong sign-in tries per client address (this process), and the pause each earns."""
+
+    def __init__(self) -> None:
+        self._tries: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def delay_for(self, client: str, base: float) -> float:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._tries.get(client, []) if now - t < FAILURE_MEMORY_SECONDS]
+            recent.append(now)
+            self._tries[client] = recent[-20:]
+            if len(self._tries) > 10_000:  # a flood from many addresses: forget the oldest
+                self._tries.pop(next(iter(self._tries)))
+        return float(min(base * 2.0 ** (len(recent) - 1), MAX_SIGNIN_DELAY_SECONDS))
+
+    def forget(self, client: str) -> None:
+        with self._lock:
+            self._tries.pop(client, None)
+
+
+_failures = _Failures()
