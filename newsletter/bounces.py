@@ -147,6 +147,7 @@ def record(
         subscriber_id,
         delivery_id,
         action,
+        extra={"subscriber_id": subscriber_id, "delivery_id": delivery_id},
     )
     return BounceOutcome(kind, action, subscriber_id, delivery_id)
 

@@ -265,7 +265,8 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(500), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None]
-    sent_at: Mapped[datetime | None]
+    # Indexed: the dashboard counts what was sent per hour and per day.
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

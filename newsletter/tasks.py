@@ -72,10 +72,19 @@ def _send_notice(
         with db.session_scope() as session:
             message = build(session, settings)
     except UnknownSubscriber:
-        log.info("subscriber %s is gone (erased?); nothing sent", subscriber_id)
+        log.info(
+            "subscriber %s is gone (erased?); nothing sent",
+            subscriber_id,
+            extra={"subscriber_id": subscriber_id},
+        )
         return "gone"
     if message is None:
-        log.info("subscriber %s may not receive %s now; nothing sent", subscriber_id, task.name)
+        log.info(
+            "subscriber %s may not receive %s now; nothing sent",
+            subscriber_id,
+            task.name,
+            extra={"subscriber_id": subscriber_id},
+        )
         return "skipped"
     try:
         with SMTPTransport(
@@ -91,6 +100,7 @@ def _send_notice(
                 task.name,
                 subscriber_id,
                 mask_addresses(str(exc)),
+                extra={"subscriber_id": subscriber_id},
             )
             return "refused"
         countdown = RETRY_BACKOFF_SECONDS * 2**task.request.retries
@@ -100,9 +110,16 @@ def _send_notice(
             subscriber_id,
             countdown,
             mask_addresses(str(exc)),
+            extra={"subscriber_id": subscriber_id},
         )
         raise task.retry(exc=exc, countdown=countdown) from exc
-    log.info("%s sent to subscriber %s as %s", task.name, subscriber_id, message.message_id)
+    log.info(
+        "%s sent to subscriber %s as %s",
+        task.name,
+        subscriber_id,
+        message.message_id,
+        extra={"subscriber_id": subscriber_id},
+    )
     return "sent"
 
 
@@ -135,7 +152,7 @@ def tick() -> list[int]:
     with db.session_scope() as session:
         started = dispatch.start_due(session)
     for digest_id in started:
-        log.info("digest %s: starting", digest_id)
+        log.info("digest %s: starting", digest_id, extra={"digest_id": digest_id})
         dispatch_digest.delay(digest_id)
     _sweep(get_settings())
     return started
@@ -148,10 +165,19 @@ def _sweep(settings: Settings) -> None:
         stalled = dispatch.stalled_dispatches(session, stale_after=stale_after)
         batches = dispatch.stale_batches(session, stale_after=stale_after, size=settings.batch_size)
     for digest_id in stalled:
-        log.warning("digest %s: dispatcher stalled; starting it again", digest_id)
+        log.warning(
+            "digest %s: dispatcher stalled; starting it again",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
         dispatch_digest.delay(digest_id)
     for digest_id, delivery_ids in batches:
-        log.warning("digest %s: %d stale deliveries queued again", digest_id, len(delivery_ids))
+        log.warning(
+            "digest %s: %d stale deliveries queued again",
+            digest_id,
+            len(delivery_ids),
+            extra={"digest_id": digest_id},
+        )
         send_batch.delay(digest_id, delivery_ids)
 
 
@@ -168,7 +194,12 @@ def dispatch_digest(digest_id: int) -> int:
             send_batch.delay(digest_id, page.queued)
             batches += 1
         if page.done:
-            log.info("digest %s: dispatched in %d batch(es)", digest_id, batches)
+            log.info(
+                "digest %s: dispatched in %d batch(es)",
+                digest_id,
+                batches,
+                extra={"digest_id": digest_id},
+            )
             return batches
 
 
@@ -203,6 +234,7 @@ def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str,
         outcome.skipped,
         len(outcome.retry),
         f" ({outcome.stopped})" if outcome.stopped else "",
+        extra={"digest_id": digest_id},
     )
     if outcome.retry:
         countdown = outcome.wait or delivery.backoff(
