@@ -1,7 +1,456 @@
-"""Admin dashboard: digests pages (to be written)."""
+"""Admin dashboard: digests — the list, a new one, each one's progress, actions and preview."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from markupsafe import escape
+from sqlalchemy.orm import Session
+
+from newsletter import digests, dispatch, tasks
+from newsletter.admin_sessions import SignedIn
+from newsletter.config import get_settings
+from newsletter.models import DigestState, Newsletter, utcnow
+from newsletter.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
+from newsletter.subscribers import UnknownSubscriber
+from newsletter.validation import InvalidInput
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.deps import RowId, SessionDep
+
+log = logging.getLogger("newsletter.web.admin")
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
+
+PAGE_SIZE = 25
+# States a digest never leaves: its page stops asking for progress.
+FINAL_STATES = frozenset(
+    {DigestState.SENT, DigestState.CANCELLED, DigestState.FAILED, DigestState.EMPTY}
+)
+# A time to send "at" that is this far in the past is a mistake, not "now".
+PAST_GRACE = timedelta(minutes=1)
+# The email preview is shown in a sandboxed frame and may hold hostile article text:
+# nothing in it runs, loads from elsewhere, or submits anywhere, even when opened directly.
+PREVIEW_POLICY = (
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'self'; form-action 'none'; base-uri 'none'"
+)
+
+# Progress bars ask each second while a digest is sent (or about to be), else each 10 s.
+FAST_POLL_MS = 1000
+SLOW_POLL_MS = 10_000
+SOON = timedelta(minutes=1)
+
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
+# Longer than any valid value, so that a too-long one gets our sentence, not a 422 dump.
+FormText = Annotated[str, Form(max_length=2000)]
+EmailQuery = Annotated[str, Query(max_length=320)]
+
+
+@router.get("/digests")
+def digests_page(
+    request: Request, admin: Admin, session: SessionDep, page: PageNumber = 1
+) -> HTMLResponse:
+    rows, total = dispatch.list_digests(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    zones = {n.slug: n.time_zone for n in list_newsletters(session)}
+    for row in rows:
+        _decorate(row, zones.get(row["newsletter"], "UTC"))
+    return admin_page(
+        request,
+        "digests.html",
+        admin,
+        {
+            "digests": rows,
+            "page": page,
+            "has_next": page * PAGE_SIZE < total,
+            "total": total,
+        },
+    )
+
+
+@router.get("/digests/new")
+def new_digest_form(request: Request, admin: Admin, session: SessionDep) -> HTMLResponse:
+    return _form_page(request, admin, session, form=None)
+
+
+@router.post("/digests")
+def create_digest(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    newsletter: FormText = "",
+    window: FormText = "last",
+    since: FormText = "",
+    subject: FormText = "",
+    send: FormText = "now",
+    send_at: FormText = "",
+) -> Response:
+    form = {
+        "newsletter": newsletter,
+        "window": window,
+        "since": since,
+        "subject": subject,
+        "send": send,
+        "send_at": send_at,
+    }
+    now = utcnow()
+    try:
+        chosen = _newsletter(session, newsletter)
+        zone = _zone(chosen.time_zone)
+        since_moment = _local_moment("since", since, zone) if window == "since" else None
+        send_moment = _local_moment("send_at", send_at, zone) if send == "at" else None
+        if send_moment is not None and send_moment < now - PAST_GRACE:
+            raise InvalidInput(
+                "send_at", "That sending time has passed; choose a later one, or send now."
+            )
+        digest = dispatch.create_digest(
+            session,
+            newsletter_slug=chosen.slug,
+            since=since_moment,
+            send_at=send_moment,
+            subject=subject,
+            now=now,
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        return _form_page(request, admin, session, form=form, error=exc.message, status_code=422)
+    digest_id = digest.id
+    session.commit()
+    _tick()
+    if send_moment is None:
+        notice = f"Digest #{digest_id} created: it is being sent now."
+    else:
+        notice = f"Digest #{digest_id} scheduled for {_local(send_moment, zone)}."
+    return redirect(f"/admin/digests/{digest_id}", notice)
+
+
+@router.get("/digests/{digest_id:int}")
+def digest_page(
+    request: Request, admin: Admin, session: SessionDep, digest_id: RowId
+) -> HTMLResponse:
+    return _digest_page(request, admin, session, digest_id)
+
+
+@router.get("/digests/{digest_id:int}/progress")
+def digest_progress(admin: Admin, session: SessionDep, digest_id: RowId) -> Response:
+    """What the progress bars poll (JSON): state, counts, the bar's widths and its words."""
+    try:
+        status = dispatch.digest_status(session, digest_id)
+    except dispatch.UnknownDigest as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    return JSONResponse(
+        {
+            "id": status["id"],
+            "state": status["state"],
+            "final": status["state"] in FINAL_STATES,
+            "poll_ms": poll_interval_ms(status),
+            "counts": status["counts"],
+            "progress": progress(status["counts"]),
+        }
+    )
+
+
+@router.post("/digests/{digest_id:int}/{action}")
+def act_on_digest(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    digest_id: RowId,
+    action: Literal["cancel", "pause", "resume"],
+) -> Response:
+    """Cancel, pause or resume; a state that does not allow it is said plainly (409)."""
+    act, done = ACTIONS[action]
+    try:
+        batches = act(session, digest_id)
+    except dispatch.UnknownDigest as exc:
+        session.rollback()
+        return _not_found(request, admin, str(exc))
+    except dispatch.DigestActionError as exc:
+        session.rollback()
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
+    session.commit()
+    for batch in batches:  # a resumed digest's deliveries still to send go out again
+        tasks.send_batch.delay(digest_id, batch)
+    return redirect(f"/admin/digests/{digest_id}", done.format(id=digest_id))
+
+
+@router.get("/digests/{digest_id:int}/preview")
+def preview_page(
+    request: Request,
+    admin: Admin,
+    session: SessionDep,
+    digest_id: RowId,
+    subscriber: EmailQuery = "",
+) -> HTMLResponse:
+    """The preview as one reader (or a sample reader): subject, and the email in a frame."""
+    try:
+        digest = dispatch.get_digest(session, digest_id)
+    except dispatch.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    subscriber = subscriber.strip()
+    error, status_code, subject = None, 200, None
+    try:
+        subject = _preview(session, digest_id, subscriber).subject
+    except _PreviewRefused as exc:
+        error, status_code = exc.message, exc.status_code
+    frame_src = f"/admin/digests/{digest_id}/preview/email"
+    if subscriber:
+        frame_src += "?" + urlencode({"subscriber": subscriber})
+    return admin_page(
+        request,
+        "digest_preview.html",
+        admin,
+        {
+            "digest": digest,
+            "subscriber": subscriber,
+            "subject": subject,
+            "error": error,
+            "frame_src": frame_src,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/digests/{digest_id:int}/preview/email")
+def preview_email(
+    admin: Admin, session: SessionDep, digest_id: RowId, subscriber: EmailQuery = ""
+) -> HTMLResponse:
+    """The email's HTML part exactly as that reader would get it, for the sandboxed frame."""
+    try:
+        result = _preview(session, digest_id, subscriber.strip())
+    except _PreviewRefused as exc:
+        content, status_code = f"<p>{escape(exc.message)}</p>", exc.status_code
+    else:
+        message = message_from_bytes(result.message.data, policy=policy.default)
+        part = message.get_body(preferencelist=("html",))
+        content, status_code = (str(part.get_content()) if part is not None else ""), 200
+    return HTMLResponse(
+        content, status_code=status_code, headers={"Content-Security-Policy": PREVIEW_POLICY}
+    )
+
+
+def progress(counts: dict[str, int]) -> dict[str, Any]:
+    """A progress bar's widths (percent of all deliveries) and the same in words."""
+    total = counts["total"]
+    done = total - counts["queued"]
+
+    def share(n: int) -> float:
+        return round(100.0 * n / total, 2) if total else 0.0
+
+    words = (
+        f"{counts['sent']:,} of {total:,} sent · {counts['bounced']:,} bounced · "
+        f"{counts['failed']:,} failed"
+    )
+    if counts["skipped"]:
+        words += f" · {counts['skipped']:,} skipped"
+    return {
+        "sent": share(counts["sent"]),
+        "bounced": share(counts["bounced"]),
+        "failed": share(counts["failed"]),
+        "skipped": share(counts["skipped"]),
+        "done": int(100 * done // total) if total else 0,
+        "text": words if total else "no deliveries yet",
+    }
+
+
+def poll_interval_ms(status: dict[str, Any]) -> int:
+    """How soon a progress bar asks again: each second while something moves, else rarely."""
+    due = status["scheduled_for"]
+    starting_soon = (
+        status["state"] == DigestState.SCHEDULED
+        and due is not None
+        and datetime.fromisoformat(due) <= utcnow() + SOON
+    )
+    return FAST_POLL_MS if status["state"] == DigestState.SENDING or starting_soon else SLOW_POLL_MS
+
+
+class _PreviewRefused(Exception):
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+def _preview(session: Session, digest_id: int, subscriber: str) -> digests.Preview:
+    """This digest's email for a reader, or why there is none (as a message and a status)."""
+    try:
+        digest = dispatch.get_digest(session, digest_id)
+        return digests.preview(
+            session,
+            newsletter_slug=digest.newsletter.slug,
+            settings=get_settings(),
+            subscriber_email=subscriber or None,
+            since=digest.since,
+            subject=digest.subject,
+            # A digest already dispatched has its window; one still waiting ends now.
+            now=digest.until,
+        )
+    except dispatch.UnknownDigest as exc:
+        raise _PreviewRefused(str(exc), 404) from None
+    except InvalidInput as exc:
+        raise _PreviewRefused(exc.message, 422) from None
+    except UnknownSubscriber as exc:
+        raise _PreviewRefused(str(exc), 404) from None
+    except digests.NothingToSend as exc:
+        raise _PreviewRefused(str(exc), 409) from None
+
+
+def _cancel(session: Session, digest_id: int) -> list[list[int]]:
+    dispatch.cancel(session, digest_id=digest_id)
+    return []
+
+
+def _pause(session: Session, digest_id: int) -> list[list[int]]:
+    dispatch.pause(session, digest_id=digest_id)
+    return []
+
+
+def _resume(session: Session, digest_id: int) -> list[list[int]]:
+    _, batches = dispatch.resume(session, digest_id=digest_id)
+    return batches
+
+
+# Each action: the service call (returning batches to queue again) and what is said after.
+ACTIONS: dict[str, tuple[Callable[[Session, int], list[list[int]]], str]] = {
+    "cancel": (_cancel, "Digest #{id} cancelled: nothing more of it will be sent."),
+    "pause": (_pause, "Digest #{id} paused."),
+    "resume": (_resume, "Digest #{id} resumed."),
+}
+
+
+def _digest_page(
+    request: Request,
+    admin: SignedIn,
+    session: Session,
+    digest_id: int,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    try:
+        status = dispatch.digest_status(session, digest_id)
+    except dispatch.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    newsletter = dispatch.get_digest(session, digest_id).newsletter
+    _decorate(status, newsletter.time_zone)
+    return admin_page(
+        request,
+        "digest.html",
+        admin,
+        {
+            "digest": status,
+            "newsletter": newsletter,
+            "errors": dispatch.delivery_errors(session, digest_id=digest_id),
+            "error": error,
+        },
+        status_code=status_code,
+    )
+
+
+def _form_page(
+    request: Request,
+    admin: SignedIn,
+    session: Session,
+    *,
+    form: dict[str, str] | None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    newsletters = list_newsletters(session)
+    return admin_page(
+        request,
+        "digest_new.html",
+        admin,
+        {
+            "newsletters": newsletters,
+            "error": error,
+            "form": form
+            or {
+                "newsletter": newsletters[0].slug if newsletters else "",
+                "window": "last",
+                "since": "",
+                "subject": "",
+                "send": "now",
+                "send_at": "",
+            },
+        },
+        status_code=status_code,
+    )
+
+
+def _newsletter(session: Session, slug: str) -> Newsletter:
+    try:
+        return get_by_slug(session, slug.strip())
+    except UnknownNewsletter:
+        raise InvalidInput("newsletter", "Choose one of the newsletters.") from None
+
+
+def _local_moment(field: str, value: str, zone: ZoneInfo) -> datetime:
+    """A datetime-local value read on the newsletter's own clock, in UTC."""
+    words = {"since": "the start of the window", "send_at": "the sending time"}[field]
+    if not value.strip():
+        raise InvalidInput(field, f"Give {words} (date and time).")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInput(field, f"{words.capitalize()} is not a date and time.") from None
+    if moment.tzinfo is not None:
+        return moment
+    aware = moment.replace(tzinfo=zone)
+    # A wall-clock time skipped when the clocks went forward does not exist there.
+    if aware.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != moment:
+        raise InvalidInput(
+            field, f"{moment:%Y-%m-%d %H:%M} does not exist in {zone.key} (clocks change)."
+        )
+    return aware.astimezone(ZoneInfo("UTC"))
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _decorate(status: dict[str, Any], time_zone: str) -> None:
+    """Add what a page shows beside the status: the bar, finality, times on local clocks."""
+    zone = _zone(time_zone)
+    status["progress"] = progress(status["counts"])
+    status["final"] = status["state"] in FINAL_STATES
+    status["poll_ms"] = poll_interval_ms(status)
+    for key in ("scheduled_for", "since", "until", "started_at", "finished_at"):
+        iso = status.get(key)
+        status[f"{key}_local"] = _local(datetime.fromisoformat(iso), zone) if iso else None
+    state = status["state"]
+    status["can_pause"] = state in (DigestState.SENDING, DigestState.SCHEDULED)
+    status["can_resume"] = state == DigestState.PAUSED
+    status["can_cancel"] = state in dispatch.CANCELLABLE
+
+
+def _not_found(request: Request, admin: SignedIn, message: str) -> HTMLResponse:
+    return admin_page(
+        request,
+        "message.html",
+        admin,
+        {"title": "Not found", "message": message},
+        status_code=404,
+    )
+
+
+def _tick() -> None:
+    """Start a digest due now without waiting for the next beat; the beat starts it anyway."""
+    try:
+        tasks.tick.delay()
+    except Exception:  # the broker is down: the digest is saved, and beat will find it
+        log.warning("could not queue the tick; the scheduler will start the digest")
