@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import LANGUAGES
 from newsletter.models import Article
+from newsletter.validation import InvalidInput
 
 SUMMARY_MAX_CHARS = 300
 # Column sizes of the articles table.
@@ -31,6 +32,13 @@ SLUG_MAX_CHARS = 80
 ARTICLE_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 FRONT_MATTER_KEYS = ("title", "url", "published_at", "language", "topics", "summary")
+# The editor's priority: higher comes first in a digest.
+MIN_PRIORITY = -1000
+MAX_PRIORITY = 1000
+
+
+class UnknownArticle(LookupError):
+    pass
 
 
 class ArticleParseError(ValueError):
@@ -71,8 +79,13 @@ def parse_article_file(path: Path) -> ParsedArticle:
         raise _error(source, "is a directory, not an article file") from None
     except OSError as exc:
         raise _error(source, f"cannot be read ({exc.strerror or exc})") from None
+    return parse_article_bytes(raw, source=source)
+
+
+def parse_article_bytes(raw: bytes, *, source: str) -> ParsedArticle:
+    """Read one article from a file's bytes; source names the file (its suffix says Markdown)."""
     text = _decode(raw, source)
-    if path.suffix.lower() in MARKDOWN_SUFFIXES or _starts_with_front_matter(text):
+    if Path(source).suffix.lower() in MARKDOWN_SUFFIXES or _starts_with_front_matter(text):
         return parse_markdown(text, source=source)
     return parse_scraped_text(text, source=source)
 
@@ -199,15 +212,55 @@ def import_paths(
 
 
 def list_articles(
-    session: Session, *, limit: int = 100, include_hidden: bool = False
+    session: Session, *, limit: int = 100, include_hidden: bool = False, offset: int = 0
 ) -> list[Article]:
-    """The newest articles first (by publication time)."""
-    if limit < 0:
-        raise ValueError(f"limit must not be negative, got {limit}")
-    query = select(Article).order_by(Article.published_at.desc(), Article.id.desc()).limit(limit)
+    """The newest articles first (by publication time), skipping the first `offset`."""
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
+    query = (
+        select(Article)
+        .order_by(Article.published_at.desc(), Article.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     if not include_hidden:
         query = query.where(Article.hidden.is_(False))
     return list(session.scalars(query))
+
+
+def count_articles(session: Session, *, include_hidden: bool = False) -> int:
+    query = select(func.count()).select_from(Article)
+    if not include_hidden:
+        query = query.where(Article.hidden.is_(False))
+    return int(session.scalar(query) or 0)
+
+
+def get_article(session: Session, article_id: int) -> Article:
+    article = session.get(Article, article_id)
+    if article is None:
+        raise UnknownArticle(f"No article with id {article_id}.")
+    return article
+
+
+def set_priority(session: Session, *, article_id: int, priority: int) -> Article:
+    """The editor's priority: higher comes first in a digest. UnknownArticle or InvalidInput."""
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidInput(
+            "priority",
+            f"The priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}.",
+        )
+    article = get_article(session, article_id)
+    article.priority = priority
+    session.flush()
+    return article
+
+
+def set_hidden(session: Session, *, article_id: int, hidden: bool) -> Article:
+    """Hide an article from digests and its web page, or show it again."""
+    article = get_article(session, article_id)
+    article.hidden = hidden
+    session.flush()
+    return article
 
 
 def get_article_by_slug(session: Session, slug: str) -> Article | None:

@@ -298,6 +298,30 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
     return described
 
 
+def describe_schedule(cron: str) -> str:
+    """A schedule in words for the common shapes ('07:00 on Monday to Friday'), else the cron."""
+    fields = cron.split()
+    if len(fields) != len(_FIELD_NAMES):
+        return f"cron '{cron}'"
+    minute, hour, day, month, weekday = (field.lower() for field in fields)
+    if not minute.isdigit() or not re.fullmatch(r"\d+(?:,\d+)*", hour):
+        return f"cron '{cron}'"
+    times = " and ".join(f"{int(h):02d}:{int(minute):02d}" for h in hour.split(","))
+    if month != "*":
+        return f"{times}, cron '{cron}'"
+    if day == "*" and weekday == "*":
+        return f"{times} every day"
+    if day == "*":
+        days = _describe_weekdays(weekday)
+        return f"{times} on {days}" if days else f"{times}, cron '{cron}'"
+    if weekday == "*" and re.fullmatch(r"\d+(?:,\d+)*", day):
+        ordinals = " and ".join(_ordinal(int(d)) for d in day.split(","))
+        return f"{times} on the {ordinals} of every month"
+    if weekday == "*" and day == "l":
+        return f"{times} on the last day of every month"
+    return f"{times}, cron '{cron}'"
+
+
 # --- helpers -------------------------------------------------------------------------
 
 
@@ -421,3 +445,31 @@ def _clean_description(description: str | None) -> str:
             f"The description is too long (at most {MAX_DESCRIPTION_LENGTH} characters).",
         )
     return value
+
+
+_WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+
+
+def _describe_weekdays(field: str) -> str | None:
+    """'1-5' as 'Monday to Friday', '1,3' as 'Monday and Wednesday'; None for other shapes."""
+    names = {name[:3].lower(): number for number, name in enumerate(_WEEKDAY_NAMES)}
+
+    def day(value: str) -> str | None:
+        number = names.get(value) if not value.isdigit() else int(value) % 7
+        return _WEEKDAY_NAMES[number] if number is not None and number < 7 else None
+
+    parts = []
+    for part in field.split(","):
+        ends = part.split("-")
+        shown = [day(end) for end in ends]
+        if len(ends) > 2 or None in shown:
+            return None
+        parts.append(" to ".join(str(name) for name in shown))
+    return " and ".join(parts)
+
+
+def _ordinal(number: int) -> str:
+    if 10 <= number % 100 <= 20:
+        return f"{number}th"
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"

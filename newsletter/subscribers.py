@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter import metrics
 from newsletter import newsletters as newsletter_store
 from newsletter.models import (
+    Delivery,
     EventKind,
     Subscriber,
     SubscriberEvent,
@@ -350,6 +351,42 @@ def list_subscribers(session: Session, *, limit: int = 1000, after_id: int = 0) 
     )
 
 
+def delivery_counts(session: Session, *, subscriber_id: int) -> dict[str, int]:
+    """How many digest deliveries this reader has had, by delivery status."""
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.subscriber_id == subscriber_id)
+        .group_by(Delivery.status)
+    )
+    return {str(status): int(number) for status, number in rows}
+
+
+def search_subscribers(
+    session: Session, *, text: str = "", limit: int = 50, offset: int = 0, after_id: int = 0
+) -> list[Subscriber]:
+    """Subscribers whose address or name contains text (any case), in id order.
+
+    The text is a bound parameter with LIKE's wildcards escaped: it matches as typed.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
+    query = (
+        _matching(text)
+        .where(Subscriber.id > after_id)
+        .order_by(Subscriber.id)
+        .limit(limit)
+        .offset(offset)
+        .options(selectinload(Subscriber.subscriptions))
+    )
+    return list(session.scalars(query))
+
+
+def count_subscribers(session: Session, *, text: str = "") -> int:
+    """How many subscribers search_subscribers finds for text, over all pages."""
+    query = select(func.count()).select_from(_matching(text).subquery())
+    return int(session.scalar(query) or 0)
+
+
 def can_receive(session: Session, subscriber: Subscriber, newsletter_id: int | None) -> bool:
     """Invariant 1, checked at send time: confirmed, still subscribed, deliverable, not suppressed.
 
@@ -412,3 +449,16 @@ def _activate(
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def _matching(text: str) -> Select[Subscriber]:
+    query = select(Subscriber)
+    needle = clean_text("search", text, max_length=320).lower()
+    if needle:
+        query = query.where(
+            or_(
+                Subscriber.email_key.contains(needle, autoescape=True),
+                func.lower(Subscriber.name).contains(needle, autoescape=True),
+            )
+        )
+    return query

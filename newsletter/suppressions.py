@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.models import Suppression
@@ -69,6 +69,21 @@ def entries(session: Session, *, batch: int = 1000) -> Iterator[Suppression]:
         after = page[-1].id
 
 
+def page(session: Session, *, limit: int = 50, offset: int = 0) -> list[Suppression]:
+    """One page of the list, newest first."""
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
+    return list(
+        session.scalars(
+            select(Suppression).order_by(Suppression.id.desc()).limit(limit).offset(offset)
+        )
+    )
+
+
+def count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Suppression)) or 0)
+
+
 def import_csv(session: Session, stream: TextIO) -> SuppressionImport:
     """A CSV with an `email` column (and optionally `reason`): each address suppressed."""
     reader = csv.DictReader(stream)
@@ -92,17 +107,21 @@ def import_csv(session: Session, stream: TextIO) -> SuppressionImport:
 def export_csv(session: Session, stream: TextIO) -> int:
     """Write the list as CSV: email (empty for erased readers: only a hash is kept)."""
     writer = csv.writer(stream)
-    writer.writerow(["email", "email_sha256", "reason", "detail", "created_at"])
-    count = 0
+    written = -1  # the header row is not an entry
+    for row in export_rows(session):
+        writer.writerow(row)
+        written += 1
+    return written
+
+
+def export_rows(session: Session) -> Iterator[list[str]]:
+    """The rows export_csv writes, header first, read a page at a time."""
+    yield ["email", "email_sha256", "reason", "detail", "created_at"]
     for entry in entries(session):
-        writer.writerow(
-            [
-                entry.email or "",
-                entry.email_hash,
-                entry.reason,
-                entry.detail,
-                entry.created_at.isoformat(),
-            ]
-        )
-        count += 1
-    return count
+        yield [
+            entry.email or "",
+            entry.email_hash,
+            entry.reason,
+            entry.detail,
+            entry.created_at.isoformat(),
+        ]

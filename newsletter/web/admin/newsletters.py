@@ -1,7 +1,143 @@
-"""Admin dashboard: newsletters pages (to be written)."""
+"""Admin dashboard: the newsletters, adding one, and each one's recurring schedule."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from newsletter import schedules
+from newsletter.admin_sessions import SignedIn
+from newsletter.config import LANGUAGES, get_settings
+from newsletter.newsletters import UnknownNewsletter
+from newsletter.validation import InvalidInput
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
+
+ShortText = Annotated[str, Form(max_length=300)]
+
+
+@router.get("/newsletters")
+def newsletters_page(request: Request, admin: Admin, session: SessionDep) -> HTMLResponse:
+    return _page(request, admin, session)
+
+
+@router.post("/newsletters")
+def add_newsletter(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    slug: ShortText = "",
+    name: ShortText = "",
+    language: ShortText = "",
+    time_zone: ShortText = "",
+    cron: ShortText = "",
+) -> Response:
+    form = {"slug": slug, "name": name, "language": language, "time_zone": time_zone, "cron": cron}
+    try:
+        schedules.add_newsletter(
+            session,
+            slug=slug,
+            name=name,
+            language=language,
+            time_zone=time_zone,
+            cron=cron or None,
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        return _page(request, admin, session, error=exc.message, form=form, status_code=422)
+    session.commit()
+    return redirect("/admin/newsletters", f"Newsletter {slug.strip().lower()} added.")
+
+
+@router.post("/newsletters/{slug}/schedule")
+def set_schedule(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    slug: str,
+    cron: ShortText = "",
+    time_zone: ShortText = "",
+    action: ShortText = "set",
+) -> Response:
+    clearing = action == "clear"
+    if not clearing and not cron.strip():
+        return _page(
+            request,
+            admin,
+            session,
+            error=f"{slug}: give a schedule in cron form, or press “Clear schedule”.",
+            status_code=422,
+        )
+    try:
+        newsletter = schedules.set_schedule(
+            session,
+            slug=slug,
+            cron=None if clearing else cron,
+            time_zone=None if clearing or not time_zone.strip() else time_zone,
+        )
+    except UnknownNewsletter as exc:
+        session.rollback()
+        return _page(request, admin, session, error=str(exc), status_code=404)
+    except InvalidInput as exc:
+        session.rollback()
+        return _page(request, admin, session, error=f"{slug}: {exc.message}", status_code=422)
+    session.commit()
+    if newsletter.schedule_cron is None:
+        return redirect("/admin/newsletters", f"{newsletter.slug}: no schedule any more.")
+    words = schedules.describe_schedule(newsletter.schedule_cron)
+    return redirect("/admin/newsletters", f"{newsletter.slug}: {words} ({newsletter.time_zone}).")
+
+
+def _page(
+    request: Request,
+    admin: SignedIn,
+    session: Session,
+    *,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    settings = get_settings()
+    rows: list[dict[str, Any]] = schedules.describe_newsletters(session)
+    for row in rows:
+        row["schedule_words"] = (
+            schedules.describe_schedule(row["schedule"]) if row["schedule"] else None
+        )
+        row["next_local"] = _local_time(row["next_due"], row["time_zone"])
+    return admin_page(
+        request,
+        "newsletters.html",
+        admin,
+        {
+            "newsletters": rows,
+            "languages": LANGUAGES,
+            "error": error,
+            "form": form
+            or {
+                "slug": "",
+                "name": "",
+                "language": settings.default_language,
+                "time_zone": settings.default_time_zone,
+                "cron": "",
+            },
+        },
+        status_code=status_code,
+    )
+
+
+def _local_time(iso: str | None, time_zone: str) -> str | None:
+    """A due time on the newsletter's own wall clock, as its readers will see it."""
+    if iso is None:
+        return None
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return datetime.fromisoformat(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -1,7 +1,334 @@
-"""Admin dashboard: subscribers pages (to be written)."""
+"""Admin dashboard: finding subscribers, one subscriber's page, bounces reset, CSV out and in."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
+
+from newsletter import bounces, db, tasks
+from newsletter import subscribers as store
+from newsletter.admin_sessions import SignedIn
+from newsletter.config import get_settings
+from newsletter.newsletters import list_newsletters
+from newsletter.subscriber_import import COLUMNS, ImportReport, import_subscribers_csv
+from newsletter.subscribers import UnknownSubscriber
+from newsletter.validation import InvalidInput
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.deps import RowId, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 1000
+MAX_CSV_BYTES = 20 * 1024 * 1024
+# An upload waits this long between its dry run and its confirmation, then is deleted.
+UPLOAD_KEPT_SECONDS = 24 * 3600
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
+# Spreadsheets run a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+SearchText = Annotated[str, Query(max_length=320)]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
+
+
+@router.get("/subscribers")
+def subscribers_page(
+    request: Request, admin: Admin, session: SessionDep, q: SearchText = "", page: PageNumber = 1
+) -> HTMLResponse:
+    try:
+        total = store.count_subscribers(session, text=q)
+    except InvalidInput as exc:
+        return admin_page(
+            request,
+            "subscribers.html",
+            admin,
+            {"q": "", "rows": [], "total": 0, "page": 1, "pages": 1, "error": exc.message},
+            status_code=422,
+        )
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(page, pages)
+    found = store.search_subscribers(
+        session, text=q, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
+    slugs = _newsletter_slugs(session)
+    rows = [
+        {
+            "subscriber": s,
+            "subscriptions": [(slugs.get(x.newsletter_id, "?"), x.status) for x in s.subscriptions],
+        }
+        for s in found
+    ]
+    return admin_page(
+        request,
+        "subscribers.html",
+        admin,
+        {"q": q, "rows": rows, "total": total, "page": page, "pages": pages},
+    )
+
+
+@router.get("/subscribers/export.csv")
+def export_subscribers(admin: Admin, session: SessionDep, q: SearchText = "") -> Response:
+    try:
+        store.count_subscribers(session, text=q)  # checks the search text before streaming
+    except InvalidInput as exc:
+        return Response(exc.message, status_code=422, media_type="text/plain")
+    name = "subscribers-search.csv" if q.strip() else "subscribers.csv"
+    return StreamingResponse(
+        _export_rows(q),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/subscribers/import")
+def import_form(request: Request, admin: Admin) -> HTMLResponse:
+    return _import_page(request, admin)
+
+
+@router.post("/subscribers/import")
+async def import_dry_run(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    file: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """First step: keep the upload under a random id and report what it would change."""
+    if file is None or not file.filename:
+        return _import_page(request, admin, error="Choose a CSV file.", status_code=422)
+    raw = await file.read(MAX_CSV_BYTES + 1)
+    if len(raw) > MAX_CSV_BYTES:
+        return _import_page(
+            request,
+            admin,
+            error=f"The file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB; split it.",
+            status_code=422,
+        )
+    try:
+        report = _run_import(session, raw, dry_run=True)
+    except InvalidInput as exc:
+        session.rollback()
+        return _import_page(request, admin, error=exc.message, status_code=422)
+    upload_id = _keep_upload(raw)
+    return _import_page(request, admin, report=report, upload_id=upload_id, file_name=file.filename)
+
+
+@router.post("/subscribers/import/confirm")
+def import_confirm(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    upload_id: Annotated[str, Form(max_length=100)] = "",
+    send_confirmations: Annotated[bool, Form()] = False,
+) -> Response:
+    """Second step: the same upload, imported for real; then it is deleted."""
+    path = _upload_path(upload_id)
+    if path is None or not path.is_file():
+        return _import_page(
+            request,
+            admin,
+            error="That upload is no longer here (uploads are kept for a day). "
+            "Please upload the file again.",
+            status_code=404,
+        )
+    try:
+        report = _run_import(session, path.read_bytes(), dry_run=False)
+    except InvalidInput as exc:
+        session.rollback()
+        return _import_page(request, admin, error=exc.message, status_code=422)
+    # Queued only once the import is committed, so that the worker finds the readers.
+    session.commit()
+    path.unlink(missing_ok=True)
+    if send_confirmations:
+        for subscriber_id in report.pending_subscriber_ids:
+            tasks.send_confirmation.delay(subscriber_id)
+    return _import_page(request, admin, report=report, done=True)
+
+
+@router.get("/subscribers/{subscriber_id}")
+def subscriber_page(
+    request: Request, admin: Admin, session: SessionDep, subscriber_id: RowId
+) -> HTMLResponse:
+    try:
+        data = store.export_data(session, subscriber_id=subscriber_id)
+    except UnknownSubscriber as exc:
+        return admin_page(
+            request,
+            "message.html",
+            admin,
+            {"title": "No such subscriber", "message": str(exc)},
+            status_code=404,
+        )
+    subscriber = store.get_subscriber(session, subscriber_id)
+    return admin_page(
+        request,
+        "subscriber.html",
+        admin,
+        {
+            "id": subscriber_id,
+            "s": data,
+            "suppressed": store.is_suppressed(session, subscriber.email_key),
+            "deliveries": store.delivery_counts(session, subscriber_id=subscriber_id),
+        },
+    )
+
+
+@router.post("/subscribers/{subscriber_id}/reset-bounces")
+def reset_bounces(
+    request: Request, admin: AdminForm, session: SessionDep, subscriber_id: RowId
+) -> Response:
+    try:
+        bounces.reset_bounces(session, subscriber_id=subscriber_id)
+    except UnknownSubscriber as exc:
+        session.rollback()
+        return admin_page(
+            request,
+            "message.html",
+            admin,
+            {"title": "No such subscriber", "message": str(exc)},
+            status_code=404,
+        )
+    session.commit()
+    return redirect(
+        f"/admin/subscribers/{subscriber_id}", "Bounces reset: the address is deliverable again."
+    )
+
+
+def _run_import(session: Session, raw: bytes, *, dry_run: bool) -> ImportReport:
+    settings = get_settings()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            "file", f"The file is not UTF-8 text (invalid byte at offset {exc.start})."
+        ) from None
+    # newline="": quoted cells may hold line breaks.
+    return import_subscribers_csv(
+        session,
+        io.StringIO(text, newline=""),
+        default_language=settings.default_language,
+        default_time_zone=settings.default_time_zone,
+        dry_run=dry_run,
+    )
+
+
+def _uploads_dir() -> Path:
+    folder = get_settings().var_dir / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _keep_upload(raw: bytes) -> str:
+    """Store the upload under a random id (the only name it has) and forget stale ones."""
+    folder = _uploads_dir()
+    stale = time.time() - UPLOAD_KEPT_SECONDS
+    for old in folder.glob("*.csv"):
+        if old.stat().st_mtime < stale:
+            old.unlink(missing_ok=True)
+    upload_id = secrets.token_urlsafe(24)
+    (folder / f"{upload_id}.csv").write_bytes(raw)
+    return upload_id
+
+
+def _upload_path(upload_id: str) -> Path | None:
+    # Only an id we could have made names a file: nothing else reaches the file system.
+    if not _UPLOAD_ID.match(upload_id):
+        return None
+    path = _uploads_dir() / f"{upload_id}.csv"
+    if path.is_file() and path.stat().st_mtime < time.time() - UPLOAD_KEPT_SECONDS:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _import_page(
+    request: Request,
+    admin: SignedIn,
+    *,
+    report: ImportReport | None = None,
+    upload_id: str | None = None,
+    file_name: str | None = None,
+    done: bool = False,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return admin_page(
+        request,
+        "subscribers_import.html",
+        admin,
+        {
+            "report": report,
+            "upload_id": upload_id,
+            "file_name": file_name,
+            "done": done,
+            "error": error,
+            "columns": ", ".join(COLUMNS),
+        },
+        status_code=status_code,
+    )
+
+
+def _export_rows(text: str) -> Iterator[str]:
+    """The CSV, a batch of subscribers at a time, from a session of its own (it outlives the
+    request's)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        [
+            "email",
+            "name",
+            "language",
+            "time_zone",
+            "topics",
+            "status",
+            "soft_bounce_count",
+            "subscriptions",
+            "created_at",
+        ]
+    )
+    with db.session_scope() as session:
+        slugs = _newsletter_slugs(session)
+        after = 0
+        while batch := store.search_subscribers(
+            session, text=text, limit=EXPORT_BATCH, after_id=after
+        ):
+            for s in batch:
+                writer.writerow(
+                    [
+                        s.email,
+                        _spreadsheet_safe(s.name),
+                        s.language,
+                        s.time_zone,
+                        ";".join(s.topics),
+                        s.status,
+                        s.soft_bounce_count,
+                        ";".join(
+                            f"{slugs.get(x.newsletter_id, '?')}:{x.status}" for x in s.subscriptions
+                        ),
+                        s.created_at.isoformat(),
+                    ]
+                )
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            after = batch[-1].id
+            session.expunge_all()
+    if buffer.getvalue():
+        yield buffer.getvalue()
+
+
+def _spreadsheet_safe(value: str) -> str:
+    return f"'{value}" if value.startswith(_FORMULA_START) else value
+
+
+def _newsletter_slugs(session: Session) -> dict[int, str]:
+    return {n.id: n.slug for n in list_newsletters(session)}

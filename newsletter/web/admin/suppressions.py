@@ -1,7 +1,172 @@
-"""Admin dashboard: suppressions pages (to be written)."""
+"""Admin dashboard: the suppression list, by hand and by CSV."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
+
+from newsletter import db, suppressions
+from newsletter.admin_sessions import SignedIn
+from newsletter.suppressions import SuppressionImport
+from newsletter.validation import InvalidInput
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
+
+PAGE_SIZE = 50
+MAX_CSV_BYTES = 20 * 1024 * 1024
+EXPORT_FLUSH_ROWS = 1000
+
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
+Address = Annotated[str, Form(max_length=400)]
+
+
+@router.get("/suppressions")
+def suppressions_page(
+    request: Request, admin: Admin, session: SessionDep, page: PageNumber = 1
+) -> HTMLResponse:
+    return _page(request, admin, session, page=page)
+
+
+@router.post("/suppressions")
+def add(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    email: Address = "",
+    reason: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    try:
+        added = suppressions.add(session, email=email, reason=reason.strip() or "manual")
+    except InvalidInput as exc:
+        session.rollback()
+        return _page(request, admin, session, error=exc.message, email=email, status_code=422)
+    session.commit()
+    shown = email.strip()
+    if not added:
+        return redirect("/admin/suppressions", f"{shown} was on the list already.")
+    return redirect("/admin/suppressions", f"{shown} is suppressed: it will never be mailed.")
+
+
+@router.post("/suppressions/remove")
+def remove(
+    request: Request, admin: AdminForm, session: SessionDep, email: Address = ""
+) -> Response:
+    try:
+        removed = suppressions.remove(session, email=email)
+    except InvalidInput as exc:
+        session.rollback()
+        return _page(request, admin, session, error=exc.message, status_code=422)
+    if not removed:
+        session.rollback()
+        return _page(
+            request,
+            admin,
+            session,
+            error=f"{email.strip()} is not on the suppression list.",
+            status_code=404,
+        )
+    session.commit()
+    return redirect(
+        "/admin/suppressions",
+        f"{email.strip()} is off the list (it is not subscribed again by this).",
+    )
+
+
+@router.post("/suppressions/import")
+async def import_csv(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    file: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    if file is None or not file.filename:
+        return _page(request, admin, session, error="Choose a CSV file.", status_code=422)
+    raw = await file.read(MAX_CSV_BYTES + 1)
+    try:
+        if len(raw) > MAX_CSV_BYTES:
+            raise InvalidInput(
+                "file", f"The file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB; split it."
+            )
+        report = suppressions.import_csv(session, _text_stream(raw))
+    except (InvalidInput, csv.Error) as exc:
+        session.rollback()
+        message = exc.message if isinstance(exc, InvalidInput) else f"The file is not CSV: {exc}."
+        return _page(request, admin, session, error=message, status_code=422)
+    session.commit()
+    return _page(request, admin, session, report=report)
+
+
+@router.get("/suppressions/export.csv")
+def export_csv(admin: Admin) -> StreamingResponse:
+    return StreamingResponse(
+        _export_chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+    )
+
+
+def _text_stream(raw: bytes) -> io.StringIO:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            "file", f"The file is not UTF-8 text (invalid byte at offset {exc.start})."
+        ) from None
+    # newline="": quoted cells may hold line breaks.
+    return io.StringIO(text, newline="")
+
+
+def _export_chunks() -> Iterator[str]:
+    """The CSV a thousand rows at a time, from a session of its own (it outlives the
+    request's)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    with db.session_scope() as session:
+        for number, row in enumerate(suppressions.export_rows(session), start=1):
+            writer.writerow(row)
+            if number % EXPORT_FLUSH_ROWS == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    if buffer.getvalue():
+        yield buffer.getvalue()
+
+
+def _page(
+    request: Request,
+    admin: SignedIn,
+    session: Session,
+    *,
+    page: int = 1,
+    error: str | None = None,
+    email: str = "",
+    report: SuppressionImport | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    total = suppressions.count(session)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(page, pages)
+    entries = suppressions.page(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return admin_page(
+        request,
+        "suppressions.html",
+        admin,
+        {
+            "entries": entries,
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "error": error,
+            "email": email,
+            "report": report,
+        },
+        status_code=status_code,
+    )
