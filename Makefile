@@ -10,13 +10,13 @@ run: $(STAMP)
 	$(BIN)/newsletter up
 
 test: $(STAMP)
-	$(BIN)/ruff check newsletter tests bench worker.py
+	$(BIN)/ruff check newsletter tests bench drills worker.py
 	$(BIN)/mypy newsletter
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check newsletter tests bench worker.py
-	$(BIN)/ruff format --check newsletter tests bench worker.py
+	$(BIN)/ruff check newsletter tests bench drills worker.py
+	$(BIN)/ruff format --check newsletter tests bench drills worker.py
 	$(BIN)/mypy newsletter
 
 # make bench BENCH="import --rows 200000"; with no BENCH, the list of benchmarks.

@@ -9,6 +9,11 @@ BENCHMARKS = {
     "import": ("bench.import_subscribers", "CSV subscriber import on PostgreSQL"),
     "render": ("bench.render", "digest composition and rendering, µs per message"),
     "send": ("bench.send", "a digest end to end through real workers, against the raw SMTP limit"),
+    "scale": ("bench.scale", "one digest to a million subscribers: times, memory, database size"),
+    "signup": (
+        "bench.signup",
+        "POST /subscribe under load (wrk), against a minimal one-row endpoint",
+    ),
 }
 
 

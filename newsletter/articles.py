@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -33,6 +33,8 @@ ARTICLE_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 FRONT_MATTER_KEYS = ("title", "url", "published_at", "language", "topics", "summary")
 # The editor's priority: higher comes first in a digest.
+# Front matter is six flat keys; a list in a list is already unusual.
+MAX_FRONT_MATTER_DEPTH = 50
 MIN_PRIORITY = -1000
 MAX_PRIORITY = 1000
 
@@ -482,7 +484,10 @@ def _is_blurb(paragraph: str) -> bool:
 
 # --- Summary and language --------------------------------------------------------------
 
-_WESTERN_END = re.compile(r"[.!?…]+['\"”’»)\]]*(?=\s+\S)")
+# Only from the start of a run of marks, and without giving any back: otherwise every mark
+# of a long run ("!!!!…") would rescan the rest of it, quadratic in the run's length.
+_WESTERN_END = re.compile(r"(?<![.!?…])[.!?…]++['\"”’»)\]]*+(?=\s+\S)")
+_NEXT_CHARACTER = re.compile(r"\s*(\S?)")
 _CJK_END = re.compile(r"[。！？]+[”’」』）)]*")
 _ABBREVIATIONS = frozenset(
     re.findall(r"\S+", "mr mrs ms dr prof sr sra srs dra st jr vs no nº gen gov sen rep lt col av")
@@ -510,9 +515,10 @@ def _split_sentences(text: str) -> list[str]:
     text = _collapse(text)
     ends: list[int] = [m.end() for m in _CJK_END.finditer(text)]
     for match in _WESTERN_END.finditer(text):
-        word = text[: match.end()].rsplit(" ", 1)[-1]
+        # Looked up in place: slicing the text at each mark is quadratic in a long paragraph.
+        word = text[text.rfind(" ", 0, match.end()) + 1 : match.end()]
         bare = word.strip("'\"“”‘’«»()[]").rstrip(".!?…").casefold()
-        next_char = text[match.end() :].lstrip()[:1]
+        next_char = _NEXT_CHARACTER.match(text, match.end()).group(1)  # type: ignore[union-attr]
         if bare in _ABBREVIATIONS or re.fullmatch(r"(?:\w\.)+\w?", word.rstrip("'\"”’»)]")):
             continue  # "Mr. Putin", "U.S. troops"
         if next_char.islower():
@@ -589,19 +595,37 @@ def _split_front_matter(text: str, source: str) -> tuple[dict[str, Any], str]:
     end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
     if end is None:
         raise _error(source, "front matter starts with '---' but has no closing '---' line")
+    front = "\n".join(lines[1:end])
+    # PyYAML recurses per nesting level, and reaching Python's limit takes it a second.
+    if _flow_depth(front) > MAX_FRONT_MATTER_DEPTH:
+        raise _error(source, "invalid YAML front matter: nested too deeply")
     try:
-        meta = yaml.safe_load("\n".join(lines[1:end]))
+        meta = yaml.safe_load(front)
     except yaml.MarkedYAMLError as exc:
         where = f" (line {exc.problem_mark.line + 2})" if exc.problem_mark else ""
         raise _error(source, f"invalid YAML front matter: {exc.problem}{where}") from None
     except (yaml.YAMLError, ValueError) as exc:
         # PyYAML builds dates itself and raises ValueError for 2026-13-45.
         raise _error(source, f"invalid YAML front matter: {exc}") from None
+    except RecursionError:  # deep block nesting, which _flow_depth does not count
+        raise _error(source, "invalid YAML front matter: nested too deeply") from None
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
         raise _error(source, "front matter must be 'key: value' lines")
     return {str(k): v for k, v in meta.items()}, "\n".join(lines[end + 1 :])
+
+
+def _flow_depth(text: str) -> int:
+    """How deep "[" and "{" nest (quotes not considered: a generous over-estimate)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _text_field(meta: dict[str, Any], key: str, source: str) -> str:
@@ -765,12 +789,16 @@ def _text_block(lines: list[str]) -> Iterator[_Block]:
         yield _Block(text)
 
 
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+# A code span opens with a run of backticks and closes at the next run of the same length;
+# matched run by run (see _park_code_spans), as a pattern it is cubic in a run of backticks.
+_BACKTICKS = re.compile(r"`+")
 _ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!>~|])")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\((?:[^()\s]|\([^()]*\))*(?:\s+[\"'][^\"']*[\"'])?\s*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()\s]|\([^()]*\))*(?:\s+[\"'][^\"']*[\"'])?\s*\)")
-_REFERENCE_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
-_AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^>\s]+)>", re.IGNORECASE)
+# Link texts and targets stop at the next bracket: a pattern that may run past it rescans
+# the rest of the line from every "[" or "<", quadratic in a line of thousands of them.
+_IMAGE = re.compile(r"!\[([^\[\]]*)\]\((?:[^()\s\[\]]|\([^()]*\))*(?:\s+[\"'][^\"']*[\"'])?\s*\)")
+_LINK = re.compile(r"\[([^\[\]]+)\]\((?:[^()\s\[\]]|\([^()]*\))*(?:\s+[\"'][^\"']*[\"'])?\s*\)")
+_REFERENCE_LINK = re.compile(r"\[([^\[\]]+)\]\[[^\[\]]*\]")
+_AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^<>\s]+)>", re.IGNORECASE)
 _EMPHASIS = (
     re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*"),
     re.compile(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)"),
@@ -794,7 +822,7 @@ def _inline_markdown(text: str) -> str:
         kept.append(value)
         return f"\x00{len(kept) - 1}\x00"
 
-    text = _CODE_SPAN.sub(lambda m: park(m.group(2).strip()), text)
+    text = _park_code_spans(text, park)
     text = _ESCAPE.sub(lambda m: park(m.group(1)), text)
     text = _IMAGE.sub(r"\1", text)
     text = _LINK.sub(r"\1", text)
@@ -803,6 +831,33 @@ def _inline_markdown(text: str) -> str:
     for pattern in _EMPHASIS:
         text = pattern.sub(r"\1", text)
     return _PLACEHOLDER.sub(lambda m: kept[int(m.group(1))], text)
+
+
+def _park_code_spans(text: str, park: Callable[[str], str]) -> str:
+    """Each code span's content parked; a run of backticks with no partner stays as text."""
+    runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
+    # For each run, the next run of the same length: one pass from the end.
+    partner: list[int | None] = [None] * len(runs)
+    last_of_length: dict[int, int] = {}
+    for index in range(len(runs) - 1, -1, -1):
+        length = runs[index][1] - runs[index][0]
+        partner[index] = last_of_length.get(length)
+        last_of_length[length] = index
+    pieces: list[str] = []
+    position = index = 0
+    while index < len(runs):
+        closing = partner[index]
+        if closing is None:
+            index += 1
+            continue
+        pieces += [
+            text[position : runs[index][0]],
+            park(text[runs[index][1] : runs[closing][0]].strip()),
+        ]
+        position = runs[closing][1]
+        index = closing + 1
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 # --- Storage ---------------------------------------------------------------------------

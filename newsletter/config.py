@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = 64 * 1024
     max_api_request_bytes: int = 1024 * 1024
 
+    # Signups an hour from one client address and for one email address (0: no limit);
+    # over it, POST /subscribe answers 429 (newsletter.signup_limits).
+    signup_limit_per_ip_per_hour: int = Field(default=20, ge=0)
+    signup_limit_per_address_per_hour: int = Field(default=5, ge=0)
+
     feeds: list[str] = Field(
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
     )

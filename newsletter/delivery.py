@@ -91,6 +91,7 @@ def send_batch(
         lambda url: SMTPTransport(url, timeout=settings.smtp_timeout_seconds)
     )
     smtp: SMTPTransport | None = None
+    lost_sessions = 0  # sessions lost in a row, with no message accepted in between
     engine = session.get_bind()
     assert isinstance(engine, Engine), "a batch needs a session bound to an engine"
     ledger = _Ledger(
@@ -106,8 +107,12 @@ def send_batch(
                 if state != DigestState.SENDING:
                     outcome.stopped = state
                     break
-            if subscriber.email_key in suppressed or not ledger.claim(delivery.id):
-                ledger.skip_if_still_queued(delivery.id)
+            suppressed_now = subscriber.email_key in suppressed
+            if suppressed_now or not ledger.claim(delivery.id):
+                # A claim also fails when another task holds the delivery (a batch queued
+                # twice by the sweeper) and that task may give it back: skipped only when
+                # the reader may really not be mailed, or it would be lost.
+                ledger.skip_if_still_queued(delivery.id, even_if_eligible=suppressed_now)
                 outcome.skipped += 1
                 metrics.count_delivery("skipped")
                 continue
@@ -149,11 +154,18 @@ def send_batch(
                 else:
                     outcome.failed += 1
                     metrics.count_delivery("failed")
-                if exc.code is None:  # the connection is gone: stop, retry the rest later
+                if exc.code is None or exc.code == 421:
+                    # The session is gone (dropped, or 421 "closing channel"): the next message
+                    # opens a new one. Twice in a row, the relay is in trouble: stop, retry later.
+                    if smtp is not None:
+                        smtp.close()
                     smtp = None
-                    outcome.stopped = str(exc)
-                    break
+                    lost_sessions += 1
+                    if lost_sessions >= 2:
+                        outcome.stopped = str(exc)
+                        break
                 continue
+            lost_sessions = 0
             metrics.observe_send(time.monotonic() - started)
             metrics.count_smtp_reply(250)
             ledger.sent(delivery.id, message.message_id)
@@ -228,12 +240,20 @@ class _Ledger:
                 {"previous_id": previous_id, "previous_message": previous_message, "now": utcnow()},
             )
 
-    def skip_if_still_queued(self, delivery_id: int) -> None:
+    def skip_if_still_queued(self, delivery_id: int, *, even_if_eligible: bool) -> None:
         self.flush()
+        if even_if_eligible:
+            self.connection.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+                .values(
+                    status=DeliveryStatus.SKIPPED, last_error="no longer subscribed at send time"
+                )
+            )
+            return
         self.connection.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
-            .values(status=DeliveryStatus.SKIPPED, last_error="no longer subscribed at send time")
+            _SKIP_INELIGIBLE,
+            {"id": delivery_id, "newsletter_id": self.newsletter_id, "now": utcnow()},
         )
 
     def release(
@@ -298,6 +318,14 @@ _CLAIM = text(
 _MARK_SENT = text(f"UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id").bindparams(
     bindparam("now", type_=UTCDateTime())
 )
+_SKIP_INELIGIBLE = text(
+    "UPDATE deliveries SET status = 'skipped', last_error = 'no longer subscribed at send time', "
+    "updated_at = :now WHERE id = :id AND status = 'queued' AND NOT ("
+    "EXISTS (SELECT 1 FROM subscriptions s WHERE s.subscriber_id = deliveries.subscriber_id "
+    "AND s.newsletter_id = :newsletter_id AND s.status = 'subscribed') "
+    "AND EXISTS (SELECT 1 FROM subscribers r WHERE r.id = deliveries.subscriber_id "
+    "AND r.status = 'active'))"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 _MARK_AND_CLAIM = text(
     f"WITH marked AS (UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id) "
     f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_ELIGIBLE} RETURNING id"

@@ -394,7 +394,9 @@ def stale_batches(
             Delivery.status == DeliveryStatus.SENDING,
             Delivery.updated_at < cutoff,
         )
-        .values(status=DeliveryStatus.QUEUED, claimed_by=None, updated_at=now)
+        # updated_at kept (not bumped, not left to onupdate): the query below must see these
+        # as stale and queue them in this very sweep, not one stale period later.
+        .values(status=DeliveryStatus.QUEUED, claimed_by=None, updated_at=Delivery.updated_at)
         .execution_options(synchronize_session=False)
     )
     rows = session.execute(
@@ -421,6 +423,21 @@ def stale_batches(
             chunks.append([])
         chunks[-1].append(delivery_id)
     return [(digest_id, chunk) for digest_id, chunks in batches.items() for chunk in chunks]
+
+
+def finish_settled(session: Session, *, now: datetime | None = None) -> list[int]:
+    """Mark sent the dispatched digests whose deliveries are all final; their ids.
+
+    A batch's last step is to finish its digest; a worker killed (or a database restart)
+    between its last mark and that step would leave the digest `sending` for ever, with
+    nothing stale left for the sweeper to queue again.
+    """
+    dispatched = session.scalars(
+        select(Digest.id).where(
+            Digest.state == DigestState.SENDING, Digest.dispatched_at.is_not(None)
+        )
+    ).all()
+    return [d for d in dispatched if finish_if_done(session, digest_id=d, now=now)]
 
 
 def stalled_dispatches(

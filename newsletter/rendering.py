@@ -264,6 +264,7 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
 
 def _fold(name: str, value: str) -> str:
     """One header, folded and encoded as RFC 5322 and RFC 2047 want, ending in CRLF."""
+    value = _without_line_breaks(value)
     line = f"{name}: {value}"
     if value.isascii() and len(line) <= 78:
         return line + "\r\n"
@@ -289,6 +290,7 @@ def _fold_ascii(name: str, value: str) -> str:
 
 def _address_value(name: str, address: str) -> str:
     """`Name <address>`, quoting or encoding the name as it needs."""
+    name = _LINE_BREAKS.sub(" ", name).strip()
     if not name:
         return address
     if not name.isascii():
@@ -298,6 +300,16 @@ def _address_value(name: str, address: str) -> str:
         return f"{name} <{address}>"
     quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{quoted}" <{address}>'
+
+
+# A line break in a header value that is not a fold (CRLF then a space or tab) would end
+# the header there: a reader's name "Ana\r\nBcc: …" must not add a recipient.
+_LINE_BREAKS = re.compile(r"[\r\n\x00\x0b\x0c\x85\u2028\u2029]+")
+_NOT_A_FOLD = re.compile(r"\r\n(?=[ \t])|[\r\n\x00]+")
+
+
+def _without_line_breaks(value: str) -> str:
+    return _NOT_A_FOLD.sub(lambda m: m.group(0) if m.group(0) == "\r\n" else " ", value)
 
 
 def _tidy_text(text: str) -> str:

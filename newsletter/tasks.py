@@ -164,6 +164,13 @@ def _sweep(settings: Settings) -> None:
     with db.session_scope() as session:
         stalled = dispatch.stalled_dispatches(session, stale_after=stale_after)
         batches = dispatch.stale_batches(session, stale_after=stale_after, size=settings.batch_size)
+        finished = dispatch.finish_settled(session)
+    for digest_id in finished:
+        log.warning(
+            "digest %s: every delivery was final but the digest was still sending; marked sent",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
     for digest_id in stalled:
         log.warning(
             "digest %s: dispatcher stalled; starting it again",

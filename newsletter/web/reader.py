@@ -13,11 +13,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from starlette.datastructures import FormData
 
-from newsletter import digests, subscribers, tasks
+from newsletter import digests, signup_limits, subscribers, tasks
 from newsletter import newsletters as newsletter_store
 from newsletter.articles import get_article_by_slug
 from newsletter.config import LANGUAGES, Settings
 from newsletter.models import Article, Subscriber, SubscriptionStatus
+from newsletter.signup_limits import SignupLimited
 from newsletter.tokens import Purpose, TokenClaims, read_token
 from newsletter.validation import InvalidInput
 from newsletter.web.deps import (
@@ -38,6 +39,11 @@ SIGNUP_ANSWER = (
     "Thank you. If this address can receive our newsletters, a message is on its way: "
     "follow the link in it to confirm your subscription."
 )
+# What every signup over the hourly limits hears, whichever limit and whatever the address.
+SIGNUP_LIMITED = (
+    "There have been too many signups from here or for this address in the last hour. "
+    "Please try again later."
+)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -45,17 +51,25 @@ def signup_page(request: Request, session: SessionDep) -> HTMLResponse:
     return page(request, "signup.html", _signup_context(session))
 
 
-@router.post("/subscribe", status_code=202)
+@router.post(
+    "/subscribe",
+    status_code=202,
+    responses={429: {"description": "Over the hourly signup limits (the same for any address)."}},
+)
 async def subscribe(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     as_json = wants_json(request)
     form: subscribers.SignupForm | None = None
+    ip = request.client.host if request.client else None
     try:
         form = await _signup_form(request, as_json=as_json)
+        limited = signup_limits.check_signup(settings, ip=ip, email=form.email)
+        if limited is not None:
+            return _signup_limited(request, limited, as_json=as_json)
         outcome = subscribers.subscribe(
             session,
             form,
             source="web",
-            ip=request.client.host if request.client else None,
+            ip=ip,
             default_language=settings.default_language,
             default_time_zone=settings.default_time_zone,
             confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
@@ -230,6 +244,22 @@ def digest_web_copy(
     except LookupError:
         raise HTTPException(status_code=404, detail="There is no such digest.") from None
     return HTMLResponse(html)
+
+
+def _signup_limited(request: Request, limited: SignupLimited, *, as_json: bool) -> Response:
+    """429, the same words for every address: known, new or suppressed alike."""
+    log.info("signup refused: over the hourly limit per %s", limited.by)
+    headers = {"Retry-After": str(limited.retry_after)}
+    if as_json:
+        return JSONResponse({"detail": SIGNUP_LIMITED}, status_code=429, headers=headers)
+    response = page(
+        request,
+        "message.html",
+        {"title": "Please try again later", "message": SIGNUP_LIMITED},
+        status_code=429,
+    )
+    response.headers.update(headers)
+    return response
 
 
 async def _signup_form(request: Request, *, as_json: bool) -> subscribers.SignupForm:
