@@ -100,3 +100,11 @@ def test_the_seed_article_is_imported_and_has_a_page(
     assert page.status_code == 200
     assert "Russian President Vladimir Putin today called" in page.text
     assert "Subscribe Plataforma Newsletter" not in page.text
+
+
+def test_ready_on_the_embedded_defaults(service: tuple[str, Path, dict[str, str]]) -> None:
+    # The embedded broker cannot carry a ping to the workers: that alone is no 503.
+    base, _, _ = service
+    response = httpx.get(f"{base}/readyz", timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ready"

@@ -21,6 +21,8 @@ from newsletter.web import admin, articles_api, digests_api, health, monitoring,
 from newsletter.web.deps import page, wants_json
 
 log = logging.getLogger("newsletter.web")
+# The dashboard's own caps (20 MB a CSV, 2 MB an article file) apply below this.
+ADMIN_UPLOAD_BYTES = 25 * 1024 * 1024
 
 
 def create_app() -> FastAPI:
@@ -42,6 +44,8 @@ def create_app() -> FastAPI:
             "/api/": settings.max_api_request_bytes,
             # SendGrid posts batches of events of up to 768 KB.
             "/webhooks/": settings.max_api_request_bytes,
+            # Editors upload subscriber CSVs and article files from the dashboard.
+            "/admin/": ADMIN_UPLOAD_BYTES,
         },
     )
     app.add_exception_handler(TokenError, _token_error)
