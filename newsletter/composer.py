@@ -112,14 +112,20 @@ def select_for_readers(
     newsletter_id: int,
     fallback_language: str,
     cap: int,
+    digest_id: int | None = None,
 ) -> list[tuple[int, Selection]]:
-    """Each reader's selection, their history of this newsletter's digests taken into account."""
+    """Each reader's selection, their history of this newsletter's digests taken into account.
+
+    `digest_id` is the digest being composed: its own deliveries are not history.
+    """
     return [
         (
             reader.subscriber_id,
             select_articles(reader, candidates, fallback_language=fallback_language, cap=cap),
         )
-        for reader in with_history(session, readers, newsletter_id=newsletter_id)
+        for reader in with_history(
+            session, readers, newsletter_id=newsletter_id, exclude_digest_id=digest_id
+        )
     ]
 
 
@@ -164,17 +170,25 @@ def suppressed_keys(session: Session, email_keys: Sequence[str]) -> set[str]:
 
 
 def with_history(
-    session: Session, readers: Sequence[Reader], *, newsletter_id: int
+    session: Session,
+    readers: Sequence[Reader],
+    *,
+    newsletter_id: int,
+    exclude_digest_id: int | None = None,
 ) -> list[Reader]:
     """The readers, each with the articles already sent to them by this newsletter."""
     sent: dict[int, set[int]] = {r.subscriber_id: set() for r in readers}
-    if sent:
+    earlier = _started_digest_ids(session, newsletter_id, exclude_digest_id) if sent else []
+    # The first digest of a list (a fresh import of a million readers) has no history to
+    # read: asking anyway cost a scan per page of the very table the send is filling.
+    if earlier:
+        # By (digest, subscriber), the unique index of deliveries, whatever the planner's
+        # statistics say about a table that grows by thousands of rows a second mid-send.
         rows = session.execute(
             select(Delivery.subscriber_id, DigestVariant.article_ids)
             .join(DigestVariant, DigestVariant.id == Delivery.variant_id)
-            .join(Digest, Digest.id == Delivery.digest_id)
             .where(
-                Digest.newsletter_id == newsletter_id,
+                Delivery.digest_id.in_(earlier),
                 Delivery.subscriber_id.in_(list(sent)),
                 Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.BOUNCED]),
             )
@@ -186,6 +200,19 @@ def with_history(
         Reader(r.subscriber_id, r.language, r.topics, frozenset(sent[r.subscriber_id]))
         for r in readers
     ]
+
+
+def _started_digest_ids(
+    session: Session, newsletter_id: int, exclude_digest_id: int | None
+) -> list[int]:
+    """This newsletter's digests that may have sent something (started, at least)."""
+    query = select(Digest.id).where(
+        Digest.newsletter_id == newsletter_id,
+        Digest.state.not_in([DigestState.DRAFT, DigestState.SCHEDULED, DigestState.EMPTY]),
+    )
+    if exclude_digest_id is not None:
+        query = query.where(Digest.id != exclude_digest_id)
+    return list(session.scalars(query))
 
 
 def assign_variants(

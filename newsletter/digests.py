@@ -142,6 +142,7 @@ def render_for_readers(
         newsletter_id=newsletter.id,
         fallback_language=newsletter.language,
         cap=settings.digest_max_articles,
+        digest_id=digest.id,
     )
     variants = composer.assign_variants(session, digest, selections)
     batch = RenderedBatch(messages={}, skipped=[], variants_rendered=0)

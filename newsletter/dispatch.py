@@ -261,6 +261,7 @@ def dispatch_page(
         newsletter_id=newsletter.id,
         fallback_language=newsletter.language,
         cap=settings.digest_max_articles,
+        digest_id=digest.id,
     )
     variants = composer.assign_variants(session, digest, selections)
     rows = [

@@ -189,6 +189,46 @@ def test_articles_already_sent_to_a_reader_are_not_repeated(session: Session) ->
     assert sorted(select(session, rui)) == ["New today", "Sent yesterday"]
 
 
+def test_history_counts_every_started_digest_but_the_one_being_composed(
+    session: Session,
+) -> None:
+    sent_before = article(session, "Sent by a cancelled digest")
+    article(session, "New today")
+    ana = reader(session, "ana@example.com")
+    newsletter_id = get_by_slug(session, "daily").id
+    cancelled = digest_for(session)
+    cancelled.state = DigestState.CANCELLED  # cancelled after it had mailed Ana
+    current = digest_for(session)
+    for digest in (cancelled, current):
+        variant = DigestVariant(
+            digest_id=digest.id, key="k", language="en", article_ids=[sent_before.id]
+        )
+        session.add(variant)
+        session.flush()
+        session.add(
+            Delivery(
+                digest_id=digest.id,
+                subscriber_id=ana.id,
+                variant_id=variant.id,
+                status=DeliveryStatus.SENT,
+            )
+        )
+    session.flush()
+    me = composer.Reader(ana.id, "en", frozenset())
+
+    def history(exclude: int | None) -> frozenset[int]:
+        (found,) = composer.with_history(
+            session, [me], newsletter_id=newsletter_id, exclude_digest_id=exclude
+        )
+        return found.already_sent
+
+    assert history(current.id) == {sent_before.id}  # the cancelled digest counts
+    cancelled.state = DigestState.DRAFT  # as if it had never started
+    session.flush()
+    assert history(current.id) == frozenset()  # the current digest's own rows are no history
+    assert history(None) == {sent_before.id}
+
+
 def test_the_default_window_starts_where_the_last_sent_digest_ended(session: Session) -> None:
     newsletter_id = get_by_slug(session, "daily").id
     first_window = timedelta(hours=24)
