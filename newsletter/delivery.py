@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Result,
+    and_,
+    bindparam,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from newsletter import bounces, dispatch, metrics
@@ -37,6 +51,10 @@ VariantKey = tuple[int, datetime | None, int]
 
 # How often a running batch looks again at its digest's state (paused, cancelled).
 STATE_CHECK_EVERY = 25
+
+# How long the ledger keeps trying to reach a database that went away (a restart, a
+# failover) before it gives up: a message already accepted must still be marked sent.
+RECONNECT_SECONDS = 60.0
 
 
 @dataclass
@@ -194,22 +212,64 @@ class _Ledger:
     """
 
     def __init__(
-        self, engine: Engine, *, newsletter_id: int, claimant: str, async_commit: bool = False
+        self,
+        engine: Engine,
+        *,
+        newsletter_id: int,
+        claimant: str,
+        async_commit: bool = False,
+        reconnect_seconds: float = RECONNECT_SECONDS,
     ) -> None:
-        self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = engine
         self.combined = engine.dialect.name == "postgresql"
         self.async_commit = self.combined and async_commit
-        if self.async_commit:
-            self.connection.exec_driver_sql("SET synchronous_commit = off")
+        self.reconnect_seconds = reconnect_seconds
+        self.connection = self._connect()
         self.newsletter_id = newsletter_id
         self.claimant = claimant
         self._unmarked: tuple[int, str] | None = None
+
+    def _connect(self) -> Connection:
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if self.async_commit:
+            connection.exec_driver_sql("SET synchronous_commit = off")
+        return connection
+
+    def _execute(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
+        """Run one statement; when the database went away, reconnect and run it again.
+
+        Every statement here may run twice safely: a mark is the same mark, a claim also
+        matches a delivery this claimant holds, a release or a skip sets the same values.
+        Giving up at once would lose the mark of a message the relay has accepted, and the
+        delivery would be sent again once its claim went stale.
+        """
+        give_up = time.monotonic() + self.reconnect_seconds
+        delay = 0.1
+        while True:
+            try:
+                if self.connection.invalidated or self.connection.closed:
+                    self.connection.close()
+                    self.connection = self._connect()
+                return self.connection.execute(statement, params)
+            except DBAPIError as exc:
+                lost = exc.connection_invalidated or isinstance(exc, OperationalError)
+                if not lost or time.monotonic() + delay > give_up:
+                    raise
+                log.warning(
+                    "database connection lost (%s); trying again in %.1f s",
+                    type(exc.orig).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                if not self.connection.closed:  # a new one is opened on the next try
+                    with contextlib.suppress(DBAPIError):
+                        self.connection.invalidate()
 
     def claim(self, delivery_id: int) -> bool:
         """Take the delivery if its reader may still be mailed (invariant 1, at send time)."""
         now = utcnow()
         previous_id, previous_message = self._unmarked or (None, None)
-        self._unmarked = None
         params = {
             "id": delivery_id,
             "claimant": self.claimant,
@@ -219,11 +279,13 @@ class _Ledger:
             "previous_message": previous_message,
         }
         if self.combined:
-            result = self.connection.execute(_MARK_AND_CLAIM, params)
+            result = self._execute(_MARK_AND_CLAIM, params)
         else:
             if previous_id is not None:
-                self.connection.execute(_MARK_SENT, params)
-            result = self.connection.execute(_CLAIM, params)
+                self._execute(_MARK_SENT, params)
+            result = self._execute(_CLAIM, params)
+        # Forgotten only once written: a mark lost with the connection is written again.
+        self._unmarked = None
         return result.first() is not None
 
     def sent(self, delivery_id: int, message_id: str) -> None:
@@ -234,16 +296,16 @@ class _Ledger:
     def flush(self) -> None:
         if self._unmarked is not None:
             previous_id, previous_message = self._unmarked
-            self._unmarked = None
-            self.connection.execute(
+            self._execute(
                 _MARK_SENT,
                 {"previous_id": previous_id, "previous_message": previous_message, "now": utcnow()},
             )
+            self._unmarked = None
 
     def skip_if_still_queued(self, delivery_id: int, *, even_if_eligible: bool) -> None:
         self.flush()
         if even_if_eligible:
-            self.connection.execute(
+            self._execute(
                 update(Delivery)
                 .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
                 .values(
@@ -251,7 +313,7 @@ class _Ledger:
                 )
             )
             return
-        self.connection.execute(
+        self._execute(
             _SKIP_INELIGIBLE,
             {"id": delivery_id, "newsletter_id": self.newsletter_id, "now": utcnow()},
         )
@@ -267,12 +329,12 @@ class _Ledger:
         """Give a claimed delivery back to the queue; False when its attempts are spent."""
         self.flush()
         attempts = (
-            self.connection.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 0
+            self._execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar() or 0
         )
         if not count_attempt:
             attempts -= 1
         spent = max_attempts is not None and attempts >= max_attempts
-        self.connection.execute(
+        self._execute(
             update(Delivery)
             .where(Delivery.id == delivery_id)
             .values(
@@ -286,24 +348,37 @@ class _Ledger:
 
     def digest_state(self, digest_id: int) -> str | None:
         self.flush()
-        return self.connection.scalar(select(Digest.state).where(Digest.id == digest_id))
+        return self._execute(select(Digest.state).where(Digest.id == digest_id)).scalar()
 
     def close(self) -> None:
         try:
             self.flush()
-            if self.async_commit:  # the connection goes back to a pool others share
+            if self.async_commit and not self.connection.invalidated:
+                # The connection goes back to a pool others share.
                 self.connection.exec_driver_sql("RESET synchronous_commit")
         finally:
             self.connection.close()
 
 
-_ELIGIBLE = """
+def _eligible(*, lock: bool) -> str:
+    """Whether a delivery may be claimed: still queued (or ours) and its reader still mailable.
+
+    With `lock` (PostgreSQL) the claim holds a share lock on the reader's subscription until
+    it commits: an unsubscribe committing at that very moment either makes the claim fail
+    or waits for it, and then sees the delivery in flight (see
+    subscribers.wait_for_sends_in_flight). Without it, the unsubscribe's 200 could come
+    between the claim and the message.
+    """
+    return f"""
     (status = 'queued' OR (status = 'sending' AND claimed_by = :claimant))
     AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.subscriber_id = deliveries.subscriber_id
-                AND s.newsletter_id = :newsletter_id AND s.status = 'subscribed')
+                AND s.newsletter_id = :newsletter_id AND s.status = 'subscribed'
+                {"FOR SHARE" if lock else ""})
     AND EXISTS (SELECT 1 FROM subscribers r WHERE r.id = deliveries.subscriber_id
                 AND r.status = 'active')
 """
+
+
 _CLAIM_SET = """
     status = 'sending', claimed_by = :claimant, claimed_at = :now, attempts = attempts + 1,
     updated_at = :now
@@ -312,8 +387,9 @@ _SENT_SET = """
     status = 'sent', message_id = :previous_message, sent_at = :now, last_error = NULL,
     updated_at = :now
 """
+# SQLite runs one writer at a time: an unsubscribe and a claim cannot interleave there.
 _CLAIM = text(
-    f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_ELIGIBLE} RETURNING id"
+    f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_eligible(lock=False)} RETURNING id"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _MARK_SENT = text(f"UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id").bindparams(
     bindparam("now", type_=UTCDateTime())
@@ -328,7 +404,7 @@ _SKIP_INELIGIBLE = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _MARK_AND_CLAIM = text(
     f"WITH marked AS (UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id) "
-    f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_ELIGIBLE} RETURNING id"
+    f"UPDATE deliveries SET {_CLAIM_SET} WHERE id = :id AND {_eligible(lock=True)} RETURNING id"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
