@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from newsletter import digests, signup_limits, subscribers, tasks
@@ -27,6 +29,7 @@ from newsletter.web.deps import (
     SessionDep,
     SettingsDep,
     page,
+    refusals,
     wants_json,
 )
 
@@ -54,14 +57,37 @@ def signup_page(request: Request, session: SessionDep) -> HTMLResponse:
 @router.post(
     "/subscribe",
     status_code=202,
-    responses={429: {"description": "Over the hourly signup limits (the same for any address)."}},
+    responses=refusals(413, 422, 429),
 )
 async def subscribe(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     as_json = wants_json(request)
     form: subscribers.SignupForm | None = None
-    ip = request.client.host if request.client else None
+    refused: InvalidInput | None = None
     try:
         form = await _signup_form(request, as_json=as_json)
+    except InvalidInput as exc:
+        refused = exc
+    # Reading the body is the only awaiting; the rest talks to the database and Redis, and
+    # must not hold the event loop that every other request is waiting on.
+    return await run_in_threadpool(
+        _subscribe, request, session, settings, form, refused, as_json=as_json
+    )
+
+
+def _subscribe(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    form: subscribers.SignupForm | None,
+    refused: InvalidInput | None,
+    *,
+    as_json: bool,
+) -> Response:
+    ip = request.client.host if request.client else None
+    try:
+        if refused is not None:
+            raise refused
+        assert form is not None
         limited = signup_limits.check_signup(settings, ip=ip, email=form.email)
         if limited is not None:
             return _signup_limited(request, limited, as_json=as_json)
@@ -94,7 +120,7 @@ async def subscribe(request: Request, session: SessionDep, settings: SettingsDep
     )
 
 
-@router.get("/confirm/{token}", response_class=HTMLResponse)
+@router.get("/confirm/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
 def confirm(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     claims = _claims(settings, Purpose.CONFIRM, token)
     activated = subscribers.confirm(session, subscriber_id=claims.subscriber_id)
@@ -111,13 +137,13 @@ def confirm(token: str, request: Request, session: SessionDep, settings: Setting
     return page(request, "message.html", {"title": "Subscription confirmed", "message": message})
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=refusals(400))
 def unsubscribe_page(token: str, request: Request, settings: SettingsDep) -> Response:
     _claims(settings, Purpose.UNSUBSCRIBE, token)
     return page(request, "unsubscribe.html", {"token": token})
 
 
-@router.post("/unsubscribe/{token}")
+@router.post("/unsubscribe/{token}", responses=refusals(400, 413))
 def unsubscribe(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
@@ -135,6 +161,10 @@ def unsubscribe(
             source="web" if from_page else "one-click",
         )
     session.commit()
+    if left:
+        subscribers.wait_for_sends_in_flight(
+            session, subscriber_id=claims.subscriber_id, timeout=_in_flight_timeout(settings)
+        )
     if left and from_page and settings.send_goodbye:
         tasks.send_goodbye.delay(claims.subscriber_id, left)
     return page(
@@ -148,7 +178,7 @@ def unsubscribe(
     )
 
 
-@router.get("/preferences/{token}", response_class=HTMLResponse)
+@router.get("/preferences/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
 def preferences_page(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
@@ -156,12 +186,23 @@ def preferences_page(
     return page(request, "preferences.html", _preferences_context(session, loaded, token))
 
 
-@router.post("/preferences/{token}", response_class=HTMLResponse)
+@router.post(
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    responses=refusals(400, 404, 413, 422),
+)
 async def preferences_update(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    loaded = _reader(session, settings, token)
     form = await request.form()
+    return await run_in_threadpool(_update_preferences, request, session, settings, token, form)
+
+
+def _update_preferences(
+    request: Request, session: Session, settings: Settings, token: str, form: FormData
+) -> Response:
+    loaded = _reader(session, settings, token)
+    was_subscribed = _subscribed_ids(loaded)
     try:
         subscribers.update_preferences(
             session,
@@ -179,11 +220,15 @@ async def preferences_update(
         context = {**_preferences_context(session, loaded, token), "error": exc.message}
         return page(request, "preferences.html", context, status_code=422)
     session.commit()
+    if was_subscribed - _subscribed_ids(loaded):  # left one: as an unsubscribe, see there
+        subscribers.wait_for_sends_in_flight(
+            session, subscriber_id=loaded.id, timeout=_in_flight_timeout(settings)
+        )
     context = {**_preferences_context(session, loaded, token), "saved": True}
     return page(request, "preferences.html", context)
 
 
-@router.get("/preferences/{token}/data")
+@router.get("/preferences/{token}/data", responses=refusals(400, 404))
 def download_data(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
@@ -196,12 +241,22 @@ def download_data(
     )
 
 
-@router.post("/preferences/{token}/erase", response_class=HTMLResponse)
+@router.post(
+    "/preferences/{token}/erase",
+    response_class=HTMLResponse,
+    responses=refusals(400, 404, 413, 422),
+)
 async def erase(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    loaded = _reader(session, settings, token)
     form = await request.form()
+    return await run_in_threadpool(_erase, request, session, settings, token, form)
+
+
+def _erase(
+    request: Request, session: Session, settings: Settings, token: str, form: FormData
+) -> Response:
+    loaded = _reader(session, settings, token)
     if form.get("confirm") != "yes":
         context = {
             **_preferences_context(session, loaded, token),
@@ -221,7 +276,7 @@ async def erase(
     )
 
 
-@router.get("/articles/{slug}", response_class=HTMLResponse)
+@router.get("/articles/{slug}", response_class=HTMLResponse, responses=refusals(404))
 def article_page(slug: str, request: Request, session: SessionDep) -> Response:
     article = get_article_by_slug(session, slug)
     if article is None or article.hidden:
@@ -231,7 +286,7 @@ def article_page(slug: str, request: Request, session: SessionDep) -> Response:
     )
 
 
-@router.get("/digests/{digest_id}", response_class=HTMLResponse)
+@router.get("/digests/{digest_id}", response_class=HTMLResponse, responses=refusals(404, 422))
 def digest_web_copy(
     digest_id: RowId,
     session: SessionDep,
@@ -312,6 +367,19 @@ def _claims(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
 def _reader(session: SessionDep, settings: Settings, token: str) -> Subscriber:
     claims = _claims(settings, Purpose.PREFERENCES, token)
     return subscribers.get_subscriber(session, claims.subscriber_id)
+
+
+def _in_flight_timeout(settings: Settings) -> float:
+    """How long an unsubscribe waits for a message already on the wire to this reader."""
+    return settings.smtp_timeout_seconds + 5
+
+
+def _subscribed_ids(subscriber: Subscriber) -> set[int]:
+    return {
+        s.newsletter_id
+        for s in subscriber.subscriptions
+        if s.status == SubscriptionStatus.SUBSCRIBED
+    }
 
 
 def _signup_context(session: SessionDep) -> dict[str, Any]:
