@@ -32,14 +32,16 @@ from newsletter.articles import (
 from newsletter.config import LANGUAGES
 from newsletter.models import Article
 from newsletter.validation import clean_text, clean_topics
-from newsletter.web.deps import AdminDep, SessionDep
+from newsletter.web.deps import AdminDep, SessionDep, refusals
 
 BODY_MAX_BYTES = 200 * 1024
 SUMMARY_MAX_CHARS = 1000
 PRIORITY_RANGE = (-1000, 1000)
 API_SOURCE = "api"
 
-router = APIRouter(prefix="/api", dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/api", dependencies=[AdminDep], responses=refusals(400, 401, 409, 413, 422)
+)
 
 
 class ArticleSubmission(BaseModel):
@@ -171,7 +173,11 @@ class SlugTaken(ValueError):
     """The slug asked for already names another article."""
 
 
-@router.post("/articles", status_code=201)
+@router.post(
+    "/articles",
+    status_code=201,
+    responses={200: {"description": "The article was there already: the stored one."}},
+)
 def post_article(submission: ArticleSubmission, session: SessionDep) -> JSONResponse:
     """Add an article: 201 when new, 200 with the stored one when it is already there."""
     try:

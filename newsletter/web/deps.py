@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from newsletter import db
@@ -68,3 +69,31 @@ def require_admin(
 
 
 AdminDep = Depends(require_admin)
+
+
+class Problem(BaseModel):
+    """Every refusal: a sentence a person understands, and the field at fault if there is one."""
+
+    detail: str
+    field: str | None = None
+
+
+_REFUSALS = {
+    400: "The request or the link in it is broken, or has expired.",
+    401: "The credentials (admin token or provider signature) are missing or wrong.",
+    403: "The credentials are understood but do not allow this.",
+    404: "There is no such thing here.",
+    409: "The request conflicts with the current state of what it names.",
+    413: "The body is larger than this route takes.",
+    422: "The input was understood but is not valid; `field` names what to fix.",
+    429: "Too many attempts: try again after `Retry-After` seconds.",
+    503: "The service cannot answer this now (a part of it is down or not set up).",
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals a route may give, for the spec: JSON for API callers, a page for browsers."""
+    return {
+        code: {"model": Problem, "description": _REFUSALS[code], "content": {"text/html": {}}}
+        for code in codes
+    }

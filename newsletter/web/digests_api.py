@@ -14,9 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from newsletter import digests, dispatch, tasks
 from newsletter.newsletters import UnknownNewsletter
 from newsletter.validation import clean_text
-from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep
+from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, refusals
 
-router = APIRouter(prefix="/api/digests", dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/api/digests",
+    dependencies=[AdminDep],
+    responses=refusals(400, 401, 404, 409, 413, 422),
+)
 T = TypeVar("T")
 
 

@@ -13,7 +13,10 @@ from newsletter.config import get_settings
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={503: {"description": "The database or the broker does not answer (same body)."}},
+)
 def healthz() -> JSONResponse:
     checks = {"database": _database_answers(), "broker": _broker_answers()}
     healthy = all(check["ok"] for check in checks.values())

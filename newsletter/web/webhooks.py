@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 
 from newsletter import bounces, webhooks
 from newsletter.config import Settings
-from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.deps import SessionDep, SettingsDep, refusals
 from newsletter.webhooks import ProviderEvent, WebhookRefused
 
 log = logging.getLogger("newsletter.webhooks")
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(
+    prefix="/webhooks", tags=["webhooks"], responses=refusals(400, 401, 403, 413, 503)
+)
 
 
 async def _raw_body(request: Request) -> bytes:
