@@ -270,6 +270,9 @@ def test_a_digest_at_a_local_time_on_the_newsletters_clock(client: TestClient, c
         ({"send": "at", "send_at": "2099-03-29T01:30"}, "does not exist in Europe/Lisbon"),
         ({"window": "since", "since": ""}, "Give the start of the window"),
         ({"window": "since", "since": "2099-01-01T00:00"}, "cannot start in the future"),
+        # The ends of the calendar overflow when moved to UTC (was a 500).
+        ({"window": "since", "since": "0001-01-01T00:30"}, "between 1970 and 9000"),
+        ({"send": "at", "send_at": "9999-12-31T23:30"}, "between 1970 and 9000"),
         ({"subject": "x" * 301}, "too long"),
         ({"subject": "bad\x00subject"}, "subject"),
     ],

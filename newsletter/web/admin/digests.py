@@ -401,6 +401,9 @@ def _local_moment(field: str, value: str, zone: ZoneInfo) -> datetime:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise InvalidInput(field, f"{words.capitalize()} is not a date and time.") from None
+    if not 1970 <= moment.year <= 9000:
+        # The far ends of the calendar overflow when moved between zones.
+        raise InvalidInput(field, f"{words.capitalize()} must be between 1970 and 9000.")
     if moment.tzinfo is not None:
         return moment
     aware = moment.replace(tzinfo=zone)
