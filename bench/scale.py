@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.send import PARAGRAPH, _free_port, _wait_for_port, raw_limit
+from bench.send import PARAGRAPH, _free_port, _wait_for_port, delete_queue, raw_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -192,7 +192,7 @@ def one_size(args: argparse.Namespace, port: int, count: int) -> Run:
         for worker in workers:
             worker.wait(timeout=60)
         engine.dispose()
-        _delete_queue(queue)
+        delete_queue(REDIS_URL, queue)
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -359,21 +359,6 @@ def _database_size(engine: object) -> int:
     assert isinstance(engine, Engine)
     with engine.connect() as connection:
         return int(connection.scalar(text("SELECT pg_database_size(current_database())")) or 0)
-
-
-def _delete_queue(queue: str) -> None:
-    """This run's queue and its bindings, and nothing else of the shared Redis db."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = [
-        queue,
-        f"_kombu.binding.{queue}",
-        f"_kombu.binding_permanent.{queue}",
-        *client.scan_iter(match=f"{queue}\x06*"),
-    ]
-    client.delete(*keys)
-    client.close()
 
 
 class _Analyzer:

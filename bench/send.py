@@ -106,11 +106,14 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     var = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    queue = f"nl-bench-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "NEWSLETTER_VAR_DIR": str(var),
         "NEWSLETTER_DATABASE_URL": url,
         "NEWSLETTER_BROKER_URL": REDIS_URL,
+        # A queue of this run's own: nothing else of the Redis db is read or deleted.
+        "NEWSLETTER_QUEUE": queue,
         "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{port}",
         "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
         "NEWSLETTER_BASE_URL": "https://news.plataforma.test",
@@ -119,9 +122,6 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
     os.environ.update(env)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()
         from newsletter import db, dispatch, tasks
         from newsletter.config import get_settings
         from newsletter.schema import upgrade
@@ -196,6 +196,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
             worker.terminate()
         for worker in workers:
             worker.wait(timeout=30)
+        delete_queue(REDIS_URL, queue)
         from newsletter import db as database
 
         database.reset()
@@ -289,3 +290,18 @@ def _wait_for_port(port: int) -> None:
         except OSError:
             time.sleep(0.1)
     sys.exit("bench send: smtp-sink did not start")
+
+
+def delete_queue(redis_url: str, queue: str) -> None:
+    """A run's queue and its bindings, and nothing else of the shared Redis db."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = [
+        queue,
+        f"_kombu.binding.{queue}",
+        f"_kombu.binding_permanent.{queue}",
+        *client.scan_iter(match=f"{queue}\x06*"),
+    ]
+    client.delete(*keys)
+    client.close()

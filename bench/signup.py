@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from bench.send import _free_port
+from bench.send import _free_port, delete_queue
 from newsletter import db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
         for server in servers:
             server.wait(timeout=30)
-        _delete_queue(queue)
+        delete_queue(REDIS_URL, queue)
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -333,18 +333,3 @@ def _queue_length(queue: str) -> int:
         return int(client.llen(queue))
     finally:
         client.close()
-
-
-def _delete_queue(queue: str) -> None:
-    """The run's queue and its bindings, and nothing else of the shared Redis db."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = [
-        queue,
-        f"_kombu.binding.{queue}",
-        f"_kombu.binding_permanent.{queue}",
-        *client.scan_iter(match=f"{queue}\x06*"),
-    ]
-    client.delete(*keys)
-    client.close()
