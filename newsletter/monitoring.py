@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import smtplib
 import ssl
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -168,6 +170,28 @@ def last_errors(session: Session, *, limit: int = LAST_ERRORS) -> list[dict[str,
         }
         for delivery, email in rows
     ]
+
+
+# /readyz asks again at most this often per process: a load balancer polling every second,
+# or anyone on the internet, costs one relay connection every few seconds, not one a call.
+READINESS_MAX_AGE = 5.0
+_readiness_lock = threading.Lock()
+_readiness_cache: dict[tuple[str, ...], tuple[float, dict[str, dict[str, Any]]]] = {}
+
+
+def recent_readiness(
+    settings: Settings, app: Any, *, max_age: float = READINESS_MAX_AGE
+) -> dict[str, dict[str, Any]]:
+    """readiness(), reused for `max_age` seconds; callers arriving meanwhile wait for one."""
+    key = (settings.database_url, settings.broker_url, settings.smtp_relays[0])
+    with _readiness_lock:
+        cached = _readiness_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        checks = readiness(settings, app)
+        _readiness_cache.clear()  # one deployment per process: keep only the newest
+        _readiness_cache[key] = (time.monotonic(), checks)
+        return checks
 
 
 def readiness(settings: Settings, app: Any) -> dict[str, dict[str, Any]]:

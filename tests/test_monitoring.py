@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -349,3 +350,26 @@ def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
+
+
+def test_readiness_is_asked_once_per_few_seconds_and_again_for_another_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Anyone may poll /readyz: each call must not open a relay connection of its own."""
+    asked: list[str] = []
+
+    def counted(settings: Any, app: Any) -> dict[str, dict[str, Any]]:
+        asked.append(settings.smtp_relays[0])
+        return {"smtp": {"ok": True}}
+
+    monkeypatch.setattr(monitoring, "readiness", counted)
+    monkeypatch.setattr(monitoring, "_readiness_cache", {})
+    settings = get_settings()
+    for _ in range(5):
+        assert monitoring.recent_readiness(settings, None) == {"smtp": {"ok": True}}
+    assert len(asked) == 1
+    monkeypatch.setattr(settings, "smtp_url", "smtp://127.0.0.1:1")  # another relay: asked anew
+    monitoring.recent_readiness(settings, None)
+    assert asked[-1] == "smtp://127.0.0.1:1" and len(asked) == 2
+    monitoring.recent_readiness(settings, None, max_age=0)  # stale at once
+    assert len(asked) == 3

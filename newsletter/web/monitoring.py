@@ -44,7 +44,7 @@ def readyz(request: Request, authorization: Annotated[str | None, Header()] = No
     address, worker names, error messages — that say more about the deployment.
     """
     settings = get_settings()
-    checks = monitoring.readiness(settings, app)
+    checks = monitoring.recent_readiness(settings, app)
     ready = all(check["ok"] for check in checks.values())
     if not _may_scrape(request, authorization, settings):
         checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
