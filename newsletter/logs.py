@@ -33,6 +33,36 @@ def configure_logging(settings: Settings, *, level: int | str = logging.INFO) ->
     root.setLevel(level)
     # A line per HTTP request made (feeds, SNS certificates) is noise, not an event.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogRedaction) for f in access.filters):
+        access.addFilter(AccessLogRedaction())
+
+
+# Path segments after these are readers' signed tokens: whoever reads the log could use them.
+_TOKEN_ROUTES = ("/confirm/", "/unsubscribe/", "/preferences/", "/bounces/")
+
+
+def redact_path(path: str) -> str:
+    """A request path fit for a log: no query string (it may hold an address a dashboard
+    user searched for), and no reader's token."""
+    bare, question, _ = path.partition("?")
+    for prefix in _TOKEN_ROUTES:
+        if bare.startswith(prefix):
+            _, _, rest = bare[len(prefix) :].partition("/")
+            bare = prefix + "…" + (f"/{rest}" if rest else "")
+            break
+    masked = "/".join(mask_addresses(segment) for segment in bare.split("/"))
+    return masked + ("?…" if question else "")
+
+
+class AccessLogRedaction(logging.Filter):
+    """uvicorn's access line ("client - 'METHOD path HTTP/v' status") with its path redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_path(args[2]), *args[3:])
+        return True
 
 
 def mask_address(email: str) -> str:

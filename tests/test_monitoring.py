@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -373,3 +374,37 @@ def test_readiness_is_asked_once_per_few_seconds_and_again_for_another_relay(
     assert asked[-1] == "smtp://127.0.0.1:1" and len(asked) == 2
     monitoring.recent_readiness(settings, None, max_age=0)  # stale at once
     assert len(asked) == 3
+
+
+def test_the_access_log_keeps_no_searched_address_and_no_reader_token(tmp_path: Path) -> None:
+    """uvicorn logs each request's path: a dashboard search (?q=ana@…) or a reader's link
+    (/unsubscribe/<token>) would put an address or a usable token in the log."""
+    port = free_port()
+    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(tmp_path)}
+    web = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "web", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    token = "eyJzIjoxMiwicCI6InVuc3Vic2NyaWJlIn0.c2lnbmF0dXJl"
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the web process did not start"
+                time.sleep(0.2)
+        httpx.get(f"{base}/admin/subscribers?q=ana.maria%40correio.pt", timeout=10)
+        httpx.get(f"{base}/unsubscribe/{token}", timeout=10)
+    finally:
+        web.terminate()
+        _, err = web.communicate(timeout=30)
+    log = err.decode()
+    assert '"GET /admin/subscribers?… HTTP/1.1"' in log
+    assert '"GET /unsubscribe/… HTTP/1.1" 400' in log
+    assert "ana.maria" not in log and token not in log
