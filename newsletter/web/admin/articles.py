@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from newsletter import articles as article_store
 from newsletter.admin_sessions import SignedIn
@@ -66,10 +67,18 @@ async def import_articles(
             error=f"At most {MAX_FILES} files at once, please; {len(uploads)} were sent.",
             status_code=422,
         )
-    reports = []
-    for upload in uploads:
-        raw = await upload.read(MAX_FILE_BYTES + 1)
-        reports.append(_import_one(session, _file_name(upload.filename or ""), raw))
+    files_read = [
+        (_file_name(upload.filename or ""), await upload.read(MAX_FILE_BYTES + 1))
+        for upload in uploads
+    ]
+    # Parsing and storing run in the threadpool: the event loop serves everyone else.
+    return await run_in_threadpool(_import_files, request, admin, session, files_read)
+
+
+def _import_files(
+    request: Request, admin: SignedIn, session: Session, files_read: list[tuple[str, bytes]]
+) -> Response:
+    reports = [_import_one(session, name, raw) for name, raw in files_read]
     session.commit()
     imported = any(r.outcome != "refused" for r in reports)
     return _page(request, admin, session, reports=reports, status_code=200 if imported else 422)
