@@ -149,7 +149,6 @@ def subscribe(
             outcome.newly_confirmed.append(newsletter.id)
         else:
             subscription.status = SubscriptionStatus.PENDING
-    session.flush()
 
     pending = [s for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING]
     recently = [
@@ -161,6 +160,7 @@ def subscribe(
         for subscription in pending:
             subscription.confirmation_sent_at = now
         outcome.send_confirmation = True
+    session.flush()  # once, with the confirmation time: no UPDATE right after the INSERT
     metrics.count_signup()
     return outcome
 
@@ -461,10 +461,16 @@ def record_event(
     delivery_id: int | None = None,
     **detail: Any,
 ) -> SubscriberEvent:
+    # Set from the event's side: appending to subscriber.events would first load every
+    # event the reader ever had (a SELECT on each signup, more for an old reader).
     event = SubscriberEvent(
-        kind=kind, newsletter_id=newsletter_id, delivery_id=delivery_id, detail=detail
+        subscriber=subscriber,
+        kind=kind,
+        newsletter_id=newsletter_id,
+        delivery_id=delivery_id,
+        detail=detail,
     )
-    subscriber.events.append(event)
+    session.add(event)
     return event
 
 
