@@ -126,6 +126,26 @@ def send_batch(
                     outcome.stopped = state
                     break
             suppressed_now = subscriber.email_key in suppressed
+            if not suppressed_now:
+                # The session open and the rate limiter passed before the claim: once a
+                # delivery is claimed its message goes at once, and an unsubscribe waiting
+                # for it (subscribers.sends_in_flight) waits for one SMTP transaction only.
+                try:
+                    if smtp is None:
+                        smtp = make_transport(relay)
+                        smtp.open()
+                except DeliveryError as exc:
+                    # The relay itself refused us (down, bad credentials): no reader's fault.
+                    smtp = None
+                    ledger.note_error(delivery.id, str(exc))
+                    outcome.stopped = f"relay unavailable: {exc}"
+                    break
+                try:
+                    limiter.acquire()
+                except RateLimited as exc:
+                    outcome.wait = exc.wait
+                    outcome.stopped = "rate limited"
+                    break
             if suppressed_now or not ledger.claim(delivery.id):
                 # A claim also fails when another task holds the delivery (a batch queued
                 # twice by the sweeper) and that task may give it back: skipped only when
@@ -135,29 +155,14 @@ def send_batch(
                 metrics.count_delivery("skipped")
                 continue
             message = _message(session, digest, delivery, subscriber, settings, variants)
+            assert smtp is not None
             try:
-                if smtp is None:
-                    smtp = make_transport(relay)
-                    smtp.open()
-            except DeliveryError as exc:
-                # The relay itself refused us (down, bad credentials): no reader's fault.
-                smtp = None
-                ledger.release(delivery.id, str(exc), count_attempt=False)
-                outcome.stopped = f"relay unavailable: {exc}"
-                break
-            try:
-                limiter.acquire()
                 started = time.monotonic()
                 smtp.send(
                     envelope_from=message.envelope_from,
                     recipient=message.recipient,
                     data=message.data,
                 )
-            except RateLimited as exc:
-                ledger.release(delivery.id, str(exc), count_attempt=False)
-                outcome.wait = exc.wait
-                outcome.stopped = "rate limited"
-                break
             except DeliveryError as exc:
                 metrics.count_smtp_reply(exc.code)
                 if exc.permanent:
@@ -246,13 +251,18 @@ class _Ledger:
         give_up = time.monotonic() + self.reconnect_seconds
         delay = 0.1
         while True:
+            connecting = self.connection.invalidated or self.connection.closed
             try:
-                if self.connection.invalidated or self.connection.closed:
+                if connecting:
                     self.connection.close()
                     self.connection = self._connect()
                 return self.connection.execute(statement, params)
             except DBAPIError as exc:
-                lost = exc.connection_invalidated or isinstance(exc, OperationalError)
+                # Only a connection that is gone, or a server not back yet: any other error
+                # (a deadlock, a timeout, a bug) is the task's to fail and retry.
+                lost = exc.connection_invalidated or (
+                    connecting and isinstance(exc, OperationalError)
+                )
                 if not lost or time.monotonic() + delay > give_up:
                     raise
                 log.warning(
@@ -304,19 +314,13 @@ class _Ledger:
 
     def skip_if_still_queued(self, delivery_id: int, *, even_if_eligible: bool) -> None:
         self.flush()
-        if even_if_eligible:
-            self._execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
-                .values(
-                    status=DeliveryStatus.SKIPPED, last_error="no longer subscribed at send time"
-                )
-            )
-            return
-        self._execute(
-            _SKIP_INELIGIBLE,
-            {"id": delivery_id, "newsletter_id": self.newsletter_id, "now": utcnow()},
-        )
+        params = {
+            "id": delivery_id,
+            "newsletter_id": self.newsletter_id,
+            "claimant": self.claimant,
+            "now": utcnow(),
+        }
+        self._execute(_SKIP if even_if_eligible else _SKIP_INELIGIBLE, params)
 
     def release(
         self,
@@ -324,19 +328,22 @@ class _Ledger:
         error: str,
         *,
         max_attempts: int | None = None,
-        count_attempt: bool = True,
     ) -> bool:
         """Give a claimed delivery back to the queue; False when its attempts are spent."""
         self.flush()
         attempts = (
             self._execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar() or 0
         )
-        if not count_attempt:
-            attempts -= 1
         spent = max_attempts is not None and attempts >= max_attempts
         self._execute(
             update(Delivery)
-            .where(Delivery.id == delivery_id)
+            # Only while it is ours: run again after a lost connection, this must not
+            # hand back a delivery that another task has claimed since.
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_by == self.claimant,
+            )
             .values(
                 status=DeliveryStatus.FAILED if spent else DeliveryStatus.QUEUED,
                 attempts=attempts,
@@ -345,6 +352,15 @@ class _Ledger:
             )
         )
         return not spent
+
+    def note_error(self, delivery_id: int, error: str) -> None:
+        """Keep why a queued delivery could not be tried (the relay refused the session)."""
+        self.flush()
+        self._execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+            .values(last_error=error[:2000])
+        )
 
     def digest_state(self, digest_id: int) -> str | None:
         self.flush()
@@ -366,7 +382,7 @@ def _eligible(*, lock: bool) -> str:
     With `lock` (PostgreSQL) the claim holds a share lock on the reader's subscription until
     it commits: an unsubscribe committing at that very moment either makes the claim fail
     or waits for it, and then sees the delivery in flight (see
-    subscribers.wait_for_sends_in_flight). Without it, the unsubscribe's 200 could come
+    subscribers.sends_in_flight). Without it, the unsubscribe's 200 could come
     between the claim and the message.
     """
     return f"""
@@ -394,9 +410,16 @@ _CLAIM = text(
 _MARK_SENT = text(f"UPDATE deliveries SET {_SENT_SET} WHERE id = :previous_id").bindparams(
     bindparam("now", type_=UTCDateTime())
 )
+# Queued, or claimed by this very task (a claim that went through before the connection
+# was lost, then found the reader gone when it ran again): either way not to be sent.
+_SKIPPABLE = "(status = 'queued' OR (status = 'sending' AND claimed_by = :claimant))"
+_SKIP = text(
+    "UPDATE deliveries SET status = 'skipped', last_error = 'no longer subscribed at send time', "
+    f"updated_at = :now WHERE id = :id AND {_SKIPPABLE}"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 _SKIP_INELIGIBLE = text(
     "UPDATE deliveries SET status = 'skipped', last_error = 'no longer subscribed at send time', "
-    "updated_at = :now WHERE id = :id AND status = 'queued' AND NOT ("
+    f"updated_at = :now WHERE id = :id AND {_SKIPPABLE} AND NOT ("
     "EXISTS (SELECT 1 FROM subscriptions s WHERE s.subscriber_id = deliveries.subscriber_id "
     "AND s.newsletter_id = :newsletter_id AND s.status = 'subscribed') "
     "AND EXISTS (SELECT 1 FROM subscribers r WHERE r.id = deliveries.subscriber_id "

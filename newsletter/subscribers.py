@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,8 +34,6 @@ from newsletter.validation import (
     clean_time_zone,
     clean_topics,
 )
-
-log = logging.getLogger("newsletter.subscribers")
 
 
 class UnknownSubscriber(LookupError):
@@ -207,41 +203,28 @@ def unsubscribe(
     return left
 
 
-def wait_for_sends_in_flight(
-    session: Session, *, subscriber_id: int, timeout: float, poll: float = 0.02
-) -> bool:
-    """After an unsubscribe is committed, wait for any message to this reader on the wire.
+def sends_in_flight(session: Session, *, subscriber_id: int, within: timedelta) -> int:
+    """How many messages to this reader are claimed by a worker and not yet answered.
 
     A worker checks that a reader may be mailed when it claims the delivery, just before
-    the message goes out. A claim made a moment before the unsubscribe may still be
-    sending: waiting for its outcome means that once the reader hears "unsubscribed",
-    nothing more reaches them (every later claim sees the unsubscribe). Claims older than
-    `timeout` belong to a worker that died; the sweeper gives them back and their new
-    claim sees the unsubscribe too. False when a claim was still open at the deadline.
+    the message goes out. After an unsubscribe commits, a claim made a moment earlier may
+    still be on the wire; the reader's pages wait until this is 0 before they answer, so
+    that nothing reaches them after they were told they are out (every later claim sees
+    the unsubscribe). Claims older than `within` belong to a worker that died; the sweeper
+    gives them back and their new claim sees the unsubscribe too.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        in_flight = session.scalar(
+    return (
+        session.scalar(
             select(func.count())
             .select_from(Delivery)
             .where(
                 Delivery.subscriber_id == subscriber_id,
                 Delivery.status == DeliveryStatus.SENDING,
-                Delivery.claimed_at >= utcnow() - timedelta(seconds=timeout),
+                Delivery.claimed_at >= utcnow() - within,
             )
         )
-        session.commit()  # each look in a transaction of its own, so it sees the worker's
-        if not in_flight:
-            return True
-        if time.monotonic() >= deadline:
-            log.warning(
-                "a message to subscriber %s was still being sent %.0f s after they left",
-                subscriber_id,
-                timeout,
-                extra={"subscriber_id": subscriber_id},
-            )
-            return False
-        time.sleep(poll)
+        or 0
+    )
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from newsletter import digests, signup_limits, subscribers, tasks
+from newsletter import db, digests, signup_limits, subscribers, tasks
 from newsletter import newsletters as newsletter_store
 from newsletter.articles import get_article_by_slug
 from newsletter.config import LANGUAGES, Settings
@@ -144,27 +147,18 @@ def unsubscribe_page(token: str, request: Request, settings: SettingsDep) -> Res
 
 
 @router.post("/unsubscribe/{token}", responses=refusals(400, 413))
-def unsubscribe(
+async def unsubscribe(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """RFC 8058 one-click unsubscribe: no cookie, no login, whatever the body says."""
     claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
     # A mail client's RFC 8058 POST asks for no page; a person pressing the button does.
     from_page = "text/html" in request.headers.get("accept", "")
-    left: list[int] = []
-    # An erased reader is unsubscribed already: nothing will be sent, as they asked.
-    with contextlib.suppress(subscribers.UnknownSubscriber):
-        left = subscribers.unsubscribe(
-            session,
-            subscriber_id=claims.subscriber_id,
-            newsletter_id=claims.newsletter_id,
-            source="web" if from_page else "one-click",
-        )
-    session.commit()
+    left = await run_in_threadpool(
+        _unsubscribe, session, claims, source="web" if from_page else "one-click"
+    )
     if left:
-        subscribers.wait_for_sends_in_flight(
-            session, subscriber_id=claims.subscriber_id, timeout=_in_flight_timeout(settings)
-        )
+        await _after_messages_in_flight(claims.subscriber_id, settings)
     if left and from_page and settings.send_goodbye:
         tasks.send_goodbye.delay(claims.subscriber_id, left)
     return page(
@@ -176,6 +170,20 @@ def unsubscribe(
             "preferences_token": None,
         },
     )
+
+
+def _unsubscribe(session: Session, claims: TokenClaims, *, source: str) -> list[int]:
+    left: list[int] = []
+    # An erased reader is unsubscribed already: nothing will be sent, as they asked.
+    with contextlib.suppress(subscribers.UnknownSubscriber):
+        left = subscribers.unsubscribe(
+            session,
+            subscriber_id=claims.subscriber_id,
+            newsletter_id=claims.newsletter_id,
+            source=source,
+        )
+    session.commit()
+    return left
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
@@ -195,12 +203,18 @@ async def preferences_update(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     form = await request.form()
-    return await run_in_threadpool(_update_preferences, request, session, settings, token, form)
+    response, left = await run_in_threadpool(
+        _update_preferences, request, session, settings, token, form
+    )
+    if left is not None:  # newsletters left: as for an unsubscribe, see there
+        await _after_messages_in_flight(left, settings)
+    return response
 
 
 def _update_preferences(
     request: Request, session: Session, settings: Settings, token: str, form: FormData
-) -> Response:
+) -> tuple[Response, int | None]:
+    """The page to answer with, and the reader's id when they left a newsletter."""
     loaded = _reader(session, settings, token)
     was_subscribed = _subscribed_ids(loaded)
     try:
@@ -218,14 +232,11 @@ def _update_preferences(
     except InvalidInput as exc:
         session.rollback()
         context = {**_preferences_context(session, loaded, token), "error": exc.message}
-        return page(request, "preferences.html", context, status_code=422)
+        return page(request, "preferences.html", context, status_code=422), None
     session.commit()
-    if was_subscribed - _subscribed_ids(loaded):  # left one: as an unsubscribe, see there
-        subscribers.wait_for_sends_in_flight(
-            session, subscriber_id=loaded.id, timeout=_in_flight_timeout(settings)
-        )
+    left = loaded.id if was_subscribed - _subscribed_ids(loaded) else None
     context = {**_preferences_context(session, loaded, token), "saved": True}
-    return page(request, "preferences.html", context)
+    return page(request, "preferences.html", context), left
 
 
 @router.get("/preferences/{token}/data", responses=refusals(400, 404))
@@ -250,21 +261,15 @@ async def erase(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     form = await request.form()
-    return await run_in_threadpool(_erase, request, session, settings, token, form)
-
-
-def _erase(
-    request: Request, session: Session, settings: Settings, token: str, form: FormData
-) -> Response:
-    loaded = _reader(session, settings, token)
-    if form.get("confirm") != "yes":
-        context = {
-            **_preferences_context(session, loaded, token),
-            "error": "Tick the box to confirm that you want everything about you erased.",
-        }
-        return page(request, "preferences.html", context, status_code=422)
-    subscribers.erase(session, subscriber_id=loaded.id)
-    session.commit()
+    refused, subscriber_id = await run_in_threadpool(
+        _leave_before_erasure, request, session, settings, token, form
+    )
+    if refused is not None:
+        return refused
+    # Unsubscribed and committed first: a message already on its way goes before the
+    # erasure is confirmed, as for an unsubscribe.
+    await _after_messages_in_flight(subscriber_id, settings)
+    await run_in_threadpool(_erase, session, subscriber_id)
     return page(
         request,
         "message.html",
@@ -274,6 +279,27 @@ def _erase(
             "of your address, so that we never write to it again.",
         },
     )
+
+
+def _leave_before_erasure(
+    request: Request, session: Session, settings: Settings, token: str, form: FormData
+) -> tuple[Response | None, int]:
+    loaded = _reader(session, settings, token)
+    if form.get("confirm") != "yes":
+        context = {
+            **_preferences_context(session, loaded, token),
+            "error": "Tick the box to confirm that you want everything about you erased.",
+        }
+        return page(request, "preferences.html", context, status_code=422), loaded.id
+    subscribers.unsubscribe(session, subscriber_id=loaded.id, source="erasure")
+    session.commit()
+    return None, loaded.id
+
+
+def _erase(session: Session, subscriber_id: int) -> None:
+    with contextlib.suppress(subscribers.UnknownSubscriber):  # erased twice at once
+        subscribers.erase(session, subscriber_id=subscriber_id)
+    session.commit()
 
 
 @router.get("/articles/{slug}", response_class=HTMLResponse, responses=refusals(404))
@@ -370,8 +396,50 @@ def _reader(session: SessionDep, settings: Settings, token: str) -> Subscriber:
 
 
 def _in_flight_timeout(settings: Settings) -> float:
-    """How long an unsubscribe waits for a message already on the wire to this reader."""
-    return settings.smtp_timeout_seconds + 5
+    """The longest a claimed message can take: MAIL, RCPT and DATA each within the SMTP
+    timeout (the session is open and the rate limiter passed before the claim), and the
+    rendering of its variant."""
+    return 3 * settings.smtp_timeout_seconds + 10
+
+
+async def _after_messages_in_flight(subscriber_id: int, settings: Settings) -> None:
+    """Return once no message to this reader is on the wire (see sends_in_flight).
+
+    The looking is done in the threadpool, the waiting here: a burst of unsubscribes
+    during a slow send holds no thread while it waits.
+    """
+    timeout = _in_flight_timeout(settings)
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        try:
+            in_flight = await run_in_threadpool(_count_in_flight, subscriber_id, timeout)
+        except SQLAlchemyError as exc:
+            # The unsubscribe is committed: answer it, rather than a 500 that says it failed.
+            log.warning(
+                "could not look for messages in flight (%s)",
+                type(exc).__name__,
+                extra={"subscriber_id": subscriber_id},
+            )
+            return
+        if not in_flight:
+            return
+        if time.monotonic() >= deadline:
+            log.warning(
+                "a message was still being sent %.0f s after the reader left",
+                timeout,
+                extra={"subscriber_id": subscriber_id},
+            )
+            return
+        await anyio.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
+def _count_in_flight(subscriber_id: int, timeout: float) -> int:
+    with db.session_scope() as session:
+        return subscribers.sends_in_flight(
+            session, subscriber_id=subscriber_id, within=timedelta(seconds=timeout)
+        )
 
 
 def _subscribed_ids(subscriber: Subscriber) -> set[int]:
