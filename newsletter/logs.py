@@ -8,6 +8,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from newsletter.config import Settings
 
@@ -38,19 +39,21 @@ def configure_logging(settings: Settings, *, level: int | str = logging.INFO) ->
         access.addFilter(AccessLogRedaction())
 
 
-# Path segments after these are readers' signed tokens: whoever reads the log could use them.
-_TOKEN_ROUTES = ("/confirm/", "/unsubscribe/", "/preferences/", "/bounces/")
+# The path segment after one of these is a reader's signed token: whoever reads the log
+# could use it. Found anywhere in the path, so that a root path (/news/unsubscribe/…) or
+# a proxy's prefix does not hide it.
+_TOKEN_SEGMENT = re.compile(r"(/(?:confirm|unsubscribe|preferences|bounces)/)[^/]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def redact_path(path: str) -> str:
     """A request path fit for a log: no query string (it may hold an address a dashboard
-    user searched for), and no reader's token."""
+    user searched for), no reader's token, and any address in it masked."""
     bare, question, _ = path.partition("?")
-    for prefix in _TOKEN_ROUTES:
-        if bare.startswith(prefix):
-            _, _, rest = bare[len(prefix) :].partition("/")
-            bare = prefix + "…" + (f"/{rest}" if rest else "")
-            break
+    # Unquoted to find what is in it (an address in a path arrives as ana%40…), with
+    # control characters quoted again so that a crafted path cannot forge a log line.
+    bare = _CONTROL.sub(lambda c: f"%{ord(c.group()):02X}", unquote(bare))
+    bare = _TOKEN_SEGMENT.sub(r"\1…", bare)
     masked = "/".join(mask_addresses(segment) for segment in bare.split("/"))
     return masked + ("?…" if question else "")
 

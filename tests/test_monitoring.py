@@ -401,6 +401,8 @@ def test_the_access_log_keeps_no_searched_address_and_no_reader_token(tmp_path: 
                 time.sleep(0.2)
         httpx.get(f"{base}/admin/subscribers?q=ana.maria%40correio.pt", timeout=10)
         httpx.get(f"{base}/unsubscribe/{token}", timeout=10)
+        httpx.get(f"{base}/behind/a/proxy/unsubscribe/{token}", timeout=10)  # a prefix
+        httpx.get(f"{base}/admin/x%0A2026-01-01 00:00:00 INFO forged line", timeout=10)
     finally:
         web.terminate()
         _, err = web.communicate(timeout=30)
@@ -408,3 +410,6 @@ def test_the_access_log_keeps_no_searched_address_and_no_reader_token(tmp_path: 
     assert '"GET /admin/subscribers?… HTTP/1.1"' in log
     assert '"GET /unsubscribe/… HTTP/1.1" 400' in log
     assert "ana.maria" not in log and token not in log
+    assert '"GET /behind/a/proxy/unsubscribe/… HTTP/1.1" 404' in log
+    assert "\n2026-01-01 00:00:00 INFO forged line" not in log
+    assert "/admin/x%0A2026-01-01 00:00:00 INFO forged line" in log
