@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from newsletter.models import (
@@ -21,6 +21,8 @@ from newsletter.models import (
 )
 
 RATE_DAYS = 30
+# The source of a bounce recorded from the relay's own 5xx reply while sending.
+SMTP_SOURCE = "smtp"
 # Hours and days as the database groups them: UTC, as text.
 HOUR_KEY = "%Y-%m-%d %H"
 DAY_KEY = "%Y-%m-%d"
@@ -40,13 +42,16 @@ class Summary:
     queued_deliveries: int
     sending_deliveries: int
 
+    # Refused with a 5xx while sending: offered to the relay, never "sent", but a hard bounce.
+    refused_last_30d: int = 0
+
     @property
     def bounce_rate(self) -> float | None:
-        return _rate(self.hard_bounces_last_30d, self.sent_last_30d)
+        return _rate(self.hard_bounces_last_30d, self.sent_last_30d + self.refused_last_30d)
 
     @property
     def complaint_rate(self) -> float | None:
-        return _rate(self.complaints_last_30d, self.sent_last_30d)
+        return _rate(self.complaints_last_30d, self.sent_last_30d + self.refused_last_30d)
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,20 @@ class DayRates:
     sent: int
     hard_bounces: int
     complaints: int
+    refused: int = 0  # 5xx while sending
+
+    @property
+    def offered(self) -> int:
+        """Digest messages handed to the relay that day: accepted or refused at once."""
+        return self.sent + self.refused
 
     @property
     def bounce_rate(self) -> float | None:
-        return _rate(self.hard_bounces, self.sent)
+        return _rate(self.hard_bounces, self.offered)
 
     @property
     def complaint_rate(self) -> float | None:
-        return _rate(self.complaints, self.sent)
+        return _rate(self.complaints, self.offered)
 
 
 def summary(session: Session, *, now: datetime | None = None) -> Summary:
@@ -90,6 +101,9 @@ def summary(session: Session, *, now: datetime | None = None) -> Summary:
         sent_last_30d=_sent_between(session, month_ago, now),
         hard_bounces_last_30d=_events_between(session, BounceKind.HARD, month_ago, now),
         complaints_last_30d=_events_between(session, BounceKind.COMPLAINT, month_ago, now),
+        refused_last_30d=_events_between(
+            session, BounceKind.HARD, month_ago, now, source=SMTP_SOURCE
+        ),
         queued_deliveries=_deliveries_in(session, DeliveryStatus.QUEUED),
         sending_deliveries=_deliveries_in(session, DeliveryStatus.SENDING),
     )
@@ -118,7 +132,12 @@ def sent_per_hour(
 def rates_per_day(
     session: Session, *, days: int = RATE_DAYS, now: datetime | None = None
 ) -> list[DayRates]:
-    """For each of the last `days` UTC days: messages sent, hard bounces and complaints."""
+    """For each of the last `days` UTC days: messages sent, hard bounces and complaints.
+
+    The rates are of digest messages: bounces and complaints about a confirmation or a
+    welcome email (no delivery) are counted in neither part, and a 5xx while sending is
+    counted in both (offered to the relay, refused). Events count on the day they arrive.
+    """
     now = now or utcnow()
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=days - 1)
@@ -133,18 +152,21 @@ def rates_per_day(
         ).all()
     }
     event_bucket = _truncated(session, BounceEvent.created_at, "day")
-    events: dict[tuple[str, str], int] = {
-        (str(key), str(kind)): int(n)
-        for key, kind, n in session.execute(
-            select(event_bucket, BounceEvent.kind, func.count())
-            .where(
-                BounceEvent.kind.in_([BounceKind.HARD, BounceKind.COMPLAINT]),
-                BounceEvent.created_at >= start,
-                BounceEvent.created_at <= now,
-            )
-            .group_by(event_bucket, BounceEvent.kind)
-        ).all()
-    }
+    refused_at_send = case((BounceEvent.source == SMTP_SOURCE, "refused"), else_=BounceEvent.kind)
+    events: dict[tuple[str, str], int] = {}
+    for key, kind, from_smtp, n in session.execute(
+        select(event_bucket, BounceEvent.kind, refused_at_send, func.count())
+        .where(
+            BounceEvent.kind.in_([BounceKind.HARD, BounceKind.COMPLAINT]),
+            BounceEvent.delivery_id.is_not(None),
+            BounceEvent.created_at >= start,
+            BounceEvent.created_at <= now,
+        )
+        .group_by(event_bucket, BounceEvent.kind, refused_at_send)
+    ).all():
+        events[(str(key), str(kind))] = events.get((str(key), str(kind)), 0) + int(n)
+        if from_smtp == "refused":
+            events[(str(key), "refused")] = int(n)
     found = []
     for day in (first + timedelta(days=i) for i in range(days)):
         key = day.strftime(DAY_KEY)
@@ -154,6 +176,7 @@ def rates_per_day(
                 sent=sent.get(key, 0),
                 hard_bounces=events.get((key, BounceKind.HARD), 0),
                 complaints=events.get((key, BounceKind.COMPLAINT), 0),
+                refused=events.get((key, "refused"), 0),
             )
         )
     return found
@@ -181,17 +204,19 @@ def _sent_between(session: Session, start: datetime, end: datetime) -> int:
     )
 
 
-def _events_between(session: Session, kind: str, start: datetime, end: datetime) -> int:
-    return (
-        session.scalar(
-            select(func.count()).where(
-                BounceEvent.kind == kind,
-                BounceEvent.created_at >= start,
-                BounceEvent.created_at <= end,
-            )
-        )
-        or 0
+def _events_between(
+    session: Session, kind: str, start: datetime, end: datetime, *, source: str | None = None
+) -> int:
+    """Bounces or complaints about digest messages (with a delivery) in the time given."""
+    query = select(func.count()).where(
+        BounceEvent.kind == kind,
+        BounceEvent.delivery_id.is_not(None),
+        BounceEvent.created_at >= start,
+        BounceEvent.created_at <= end,
     )
+    if source is not None:
+        query = query.where(BounceEvent.source == source)
+    return session.scalar(query) or 0
 
 
 def _deliveries_in(session: Session, status: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from newsletter import charts, db, stats
 from newsletter.charts import Bar, Point, Threshold
@@ -102,11 +102,36 @@ def deliveries(digest_id: int, count: int, *, sent_at: datetime | None, status: 
         )
 
 
-def bounce_events(kind: str, count: int, *, at: datetime) -> None:
+def bounce_events(
+    kind: str,
+    count: int,
+    *,
+    at: datetime,
+    digest_id: int | None = None,
+    source: str = "test",
+) -> None:
+    """Bounces or complaints about `count` of the digest's deliveries (none: about mail
+    that was no digest, such as a confirmation email)."""
     with db.session_scope() as session:
-        for i in range(count):
+        about: list[int | None] = [None] * count
+        if digest_id is not None:
+            about = list(
+                session.scalars(
+                    select(Delivery.id)
+                    .where(Delivery.digest_id == digest_id)
+                    .order_by(Delivery.id)
+                    .limit(count)
+                )
+            )
+        for i, delivery_id in enumerate(about):
             session.add(
-                BounceEvent(kind=kind, source="test", event_key=f"{kind}-{at}-{i}", created_at=at)
+                BounceEvent(
+                    kind=kind,
+                    source=source,
+                    delivery_id=delivery_id,
+                    event_key=f"{kind}-{source}-{at}-{i}",
+                    created_at=at,
+                )
             )
 
 
@@ -125,11 +150,13 @@ def known_data() -> dict[str, object]:
     deliveries(digest_id, 2, sent_at=now - timedelta(hours=3), status=DeliveryStatus.SENT)
     deliveries(digest_id, 4, sent_at=now - timedelta(hours=30), status=DeliveryStatus.SENT)
     deliveries(digest_id, 7, sent_at=None, status=DeliveryStatus.QUEUED)
-    bounce_events(BounceKind.HARD, 10, at=ten_days_ago + timedelta(hours=1))
-    bounce_events(BounceKind.SOFT, 5, at=ten_days_ago + timedelta(hours=1))
-    bounce_events(BounceKind.COMPLAINT, 2, at=ten_days_ago + timedelta(hours=2))
+    bounce_events(BounceKind.HARD, 10, at=ten_days_ago + timedelta(hours=1), digest_id=digest_id)
+    bounce_events(BounceKind.SOFT, 5, at=ten_days_ago + timedelta(hours=1), digest_id=digest_id)
+    bounce_events(
+        BounceKind.COMPLAINT, 2, at=ten_days_ago + timedelta(hours=2), digest_id=digest_id
+    )
     # Older than the 30 days the rates look at: counted nowhere.
-    bounce_events(BounceKind.COMPLAINT, 50, at=now - timedelta(days=40))
+    bounce_events(BounceKind.COMPLAINT, 50, at=now - timedelta(days=40), digest_id=digest_id)
     return {"ten_days_ago": ten_days_ago}
 
 
@@ -157,6 +184,28 @@ def test_stats_count_known_rows(clean_db: str, known_data: dict[str, object]) ->
     assert busy.complaint_rate == pytest.approx(0.002)
     assert busy.bounce_rate == pytest.approx(0.01)
     assert sum(d.complaints for d in days) == 2
+
+
+def test_rates_are_of_digest_messages_offered_to_the_relay(
+    clean_db: str, known_data: dict[str, object]
+) -> None:
+    """A 5xx while sending is a hard bounce of a message offered, never "sent": counted in
+    both parts of the rate. A bounce of a confirmation email (no delivery) in neither."""
+    day = known_data["ten_days_ago"]
+    assert isinstance(day, datetime)
+    refused = a_digest()
+    deliveries(refused, 10, sent_at=None, status=DeliveryStatus.BOUNCED)
+    bounce_events(BounceKind.HARD, 10, at=day, digest_id=refused, source=stats.SMTP_SOURCE)
+    bounce_events(BounceKind.HARD, 7, at=day)  # confirmation emails that bounced
+    with db.session_scope() as session:
+        summary = stats.summary(session)
+        (busy,) = [d for d in stats.rates_per_day(session) if d.day == day.date()]
+    assert (busy.sent, busy.refused, busy.offered, busy.hard_bounces) == (1000, 10, 1010, 20)
+    assert busy.bounce_rate == pytest.approx(20 / 1010)
+    assert busy.complaint_rate == pytest.approx(2 / 1010)
+    assert (summary.sent_last_30d, summary.refused_last_30d) == (1009, 10)
+    assert summary.hard_bounces_last_30d == 20
+    assert summary.bounce_rate == pytest.approx(20 / 1019)
 
 
 def test_the_dashboard_shows_the_known_numbers_and_charts(

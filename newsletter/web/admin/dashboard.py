@@ -158,7 +158,7 @@ def bounce_chart(days: list[stats.DayRates]) -> Markup:
     return charts.rate_chart(
         title=f"Hard bounce rate per day, last {len(days)} days",
         points=[
-            _day_point(d, d.bounce_rate, f"{d.hard_bounces} of {d.sent} sent", i)
+            _day_point(d, d.bounce_rate, f"{d.hard_bounces} of {d.offered} messages", i)
             for i, d in enumerate(days)
         ],
         thresholds=[Threshold(BOUNCE_RATE_WARNING, "2% usual warning level", "warn")],
@@ -171,7 +171,7 @@ def complaint_chart(days: list[stats.DayRates]) -> Markup:
     return charts.rate_chart(
         title=f"Complaint rate per day, last {len(days)} days",
         points=[
-            _day_point(d, d.complaint_rate, f"{d.complaints} of {d.sent} sent", i)
+            _day_point(d, d.complaint_rate, f"{d.complaints} of {d.offered} messages", i)
             for i, d in enumerate(days)
         ],
         thresholds=[
