@@ -160,7 +160,8 @@ async def unsubscribe(
     if left:
         await _after_messages_in_flight(claims.subscriber_id, settings)
     if left and from_page and settings.send_goodbye:
-        tasks.send_goodbye.delay(claims.subscriber_id, left)
+        # Queued from the threadpool: a publish to the broker blocks.
+        await run_in_threadpool(tasks.send_goodbye.delay, claims.subscriber_id, left)
     return page(
         request,
         "message.html",
