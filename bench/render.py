@@ -17,10 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-PARAGRAPH = (
-    "Macau's government announced today a new plan for the cross-border bridge, which "
-    "links the city to Hong Kong and Zhuhai; Portuguese and Chinese officials welcomed it. "
-)
+from bench.seed import seed_newsletter
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,8 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         NEWSLETTER_FROM_ADDRESS="news@plataforma.test",
         NEWSLETTER_BASE_URL="https://news.plataforma.test",
     )
-    from newsletter import db, digests, newsletters, rendering
-    from newsletter.articles import ParsedArticle, store_article
+    from newsletter import db, digests, rendering
     from newsletter.config import get_settings
     from newsletter.models import Digest, DigestState, Subscriber
     from newsletter.schema import upgrade
@@ -45,23 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     upgrade(db.get_engine())
     now = datetime.now(UTC)
     with db.session_scope() as session:
-        newsletter = newsletters.ensure_default_newsletter(
-            session, language="en", time_zone="Europe/Lisbon"
-        )
-        for n in range(args.articles):
-            store_article(
-                session,
-                ParsedArticle(
-                    title=f"Story {n}: the bridge, the casinos and the Lusophone summit",
-                    body=PARAGRAPH * 12,
-                    summary=PARAGRAPH * 2,
-                    url=f"https://news.plataforma.test/{n}",
-                    language="en",
-                    topics=["macau"],
-                    published_at=now - timedelta(minutes=n + 1),
-                    source="bench",
-                ),
-            )
+        newsletter = seed_newsletter(session, articles=args.articles)
         session.add_all(
             Subscriber(
                 email=f"reader{n}@example.com",

@@ -29,10 +29,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.send import PARAGRAPH, _free_port, _wait_for_port, delete_queue, raw_limit
+from bench.seed import seed_newsletter
+from bench.send import _free_port, _wait_for_port, delete_queue, raw_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -215,37 +216,17 @@ def dispatcher(digest_id: int) -> None:
 
 def _prepare(engine: object) -> int:
     """The newest schema, the `daily` newsletter and ten fresh articles; its id."""
-    from sqlalchemy import Engine, select
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from newsletter import newsletters
-    from newsletter.articles import ParsedArticle, store_article
-    from newsletter.models import Newsletter
     from newsletter.schema import upgrade
 
     assert isinstance(engine, Engine)
     upgrade(engine)
-    now = datetime.now(UTC)
     with Session(engine) as session:
-        newsletters.ensure_default_newsletter(session, language="en", time_zone="Europe/Lisbon")
-        for n in range(10):
-            store_article(
-                session,
-                ParsedArticle(
-                    title=f"Story {n}: the bridge, the casinos and the Lusophone summit",
-                    body=PARAGRAPH * 12,
-                    summary=PARAGRAPH * 2,
-                    url=f"https://news.plataforma.test/{n}",
-                    language="en",
-                    topics=["macau"],
-                    published_at=now - timedelta(minutes=n + 1),
-                    source="bench",
-                ),
-            )
-        newsletter_id = session.scalar(select(Newsletter.id))
+        newsletter_id = seed_newsletter(session).id
         session.commit()
-    assert newsletter_id is not None
-    return int(newsletter_id)
+    return newsletter_id
 
 
 def _copy_subscribers(url: str, count: int, newsletter_id: int) -> None:

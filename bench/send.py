@@ -24,18 +24,16 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+
+from bench.seed import seed_newsletter
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
-PARAGRAPH = (
-    "Macau's government announced today a new plan for the cross-border bridge, which "
-    "links the city to Hong Kong and Zhuhai; Portuguese and Chinese officials welcomed it. "
-)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,28 +208,11 @@ def _load(db: object, count: int) -> None:
     from sqlalchemy import insert, select
 
     from newsletter import db as database
-    from newsletter import newsletters
-    from newsletter.articles import ParsedArticle, store_article
-    from newsletter.models import Newsletter, Subscriber, Subscription
+    from newsletter.models import Subscriber, Subscription
 
     now = datetime.now(UTC)
     with database.session_scope() as session:
-        newsletters.ensure_default_newsletter(session, language="en", time_zone="Europe/Lisbon")
-        for n in range(10):
-            store_article(
-                session,
-                ParsedArticle(
-                    title=f"Story {n}: the bridge, the casinos and the Lusophone summit",
-                    body=PARAGRAPH * 12,
-                    summary=PARAGRAPH * 2,
-                    url=f"https://news.plataforma.test/{n}",
-                    language="en",
-                    topics=["macau"],
-                    published_at=now - timedelta(minutes=n + 1),
-                    source="bench",
-                ),
-            )
-        newsletter_id = session.scalar(select(Newsletter.id))
+        newsletter_id = seed_newsletter(session).id
         for start in range(0, count, 10_000):
             rows = [
                 {

@@ -20,16 +20,13 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from bench.seed import seed_newsletter
 from drills.stack import Stack
 
 VERP = re.compile(r"bounces\+s(\d+)d(\d+)-")
-PARAGRAPH = (
-    "Macau's government announced today a new plan for the cross-border bridge, which "
-    "links the city to Hong Kong and Zhuhai; Portuguese and Chinese officials welcomed it. "
-)
 INELIGIBLE_KINDS = ("pending", "unsubscribed", "bounced", "suppressed")
 
 
@@ -307,31 +304,15 @@ def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float)
 
 def _load(count: int) -> dict[int, str]:
     """N confirmed readers and ten fresh articles; the ineligible readers' ids and kinds."""
-    from sqlalchemy import insert, select
+    from sqlalchemy import insert
 
-    from newsletter import db, newsletters, suppressions
-    from newsletter.articles import ParsedArticle, store_article
-    from newsletter.models import Newsletter, Subscriber, Subscription
+    from newsletter import db, suppressions
+    from newsletter.models import Subscriber, Subscription
 
     now = datetime.now(UTC)
     extra = max(5, count // 100)
     with db.session_scope() as session:
-        newsletters.ensure_default_newsletter(session, language="en", time_zone="Europe/Lisbon")
-        for n in range(10):
-            store_article(
-                session,
-                ParsedArticle(
-                    title=f"Story {n}: the bridge, the casinos and the Lusophone summit",
-                    body=PARAGRAPH * 12,
-                    summary=PARAGRAPH * 2,
-                    url=f"https://news.plataforma.test/{n}",
-                    language="en",
-                    topics=["macau"],
-                    published_at=now - timedelta(minutes=n + 1),
-                    source="drill",
-                ),
-            )
-        newsletter_id = session.scalar(select(Newsletter.id))
+        newsletter_id = seed_newsletter(session, source="drill").id
         people = [(f"reader{n}@example.com", "eligible") for n in range(count)]
         people += [
             (f"{kind}{n}@example.com", kind) for kind in INELIGIBLE_KINDS for n in range(extra)
