@@ -36,6 +36,11 @@ READINESS_TIMEOUT = 2.0
 UNPINGABLE_BROKERS = ("sqla+", "filesystem")
 
 
+def can_ping_workers(broker_url: str) -> bool:
+    """Whether workers can be asked over this broker (the embedded SQL one has no broadcast)."""
+    return not urlsplit(broker_url).scheme.startswith(UNPINGABLE_BROKERS)
+
+
 def status(session: Session, app: Any, broker_url: str, *, timeout: float = 1.0) -> dict[str, Any]:
     """Everything `newsletter status` shows, as one JSON-ready object."""
     return {
@@ -378,7 +383,7 @@ def _relay_answers(relay_url: str) -> dict[str, Any]:
 
 def _worker_answers(app: Any) -> dict[str, Any]:
     broker_url = str(app.conf.broker_url or "")
-    if urlsplit(broker_url).scheme.startswith(UNPINGABLE_BROKERS):
+    if not can_ping_workers(broker_url):
         # The embedded SQL broker has no broadcast: a ping is never answered, whatever runs.
         return {"ok": True, "note": "workers cannot be pinged over this broker"}
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -31,9 +30,6 @@ BOUNCE_RATE_WARNING = 0.02
 BROKER_DEADLINE_SECONDS = 2.0
 WORKER_PING_SECONDS = 0.5
 PERIODS = {"48h": 48, "7d": 7 * 24}
-
-# Brokers without broadcast, where Celery's ping goes unanswered whatever runs.
-UNPINGABLE_BROKERS = ("sqla+", "filesystem")
 
 # A few threads only: a broker that hangs holds them, and further pages then wait the
 # deadline and say so, rather than piling up threads.
@@ -103,7 +99,7 @@ def broker_health(broker_url: str, *, deadline: float | None = None) -> BrokerHe
     deadline = deadline or BROKER_DEADLINE_SECONDS
     queues: Future[list[dict[str, Any]]] = _broker_pool.submit(monitoring.queue_depths, broker_url)
     health = BrokerHealth()
-    pingable = not urlsplit(broker_url).scheme.startswith(UNPINGABLE_BROKERS)
+    pingable = monitoring.can_ping_workers(broker_url)
     workers: Future[list[dict[str, Any]]] | None = None
     if pingable:
         workers = _broker_pool.submit(monitoring.workers, celery_app, WORKER_PING_SECONDS)
