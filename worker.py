@@ -1,5 +1,5 @@
 """Celery entry point: `celery -A worker worker` runs the newsletter's worker."""
 
-from newsletter.celeryapp import app
+from newsletter.tasks.celeryapp import app
 
 __all__ = ["app"]

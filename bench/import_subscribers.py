@@ -22,10 +22,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from newsletter import newsletters
-from newsletter.models import Newsletter
-from newsletter.schema import upgrade
-from newsletter.subscriber_import import ImportReport, import_subscribers_csv
+from newsletter.core.models import Newsletter
+from newsletter.core.schema import upgrade
+from newsletter.digests import newsletters
+from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> None:
         NEWSLETTER_FROM_ADDRESS="news@plataforma.test",
         NEWSLETTER_BASE_URL="https://news.plataforma.test",
     )
-    from newsletter import db, digests, rendering
-    from newsletter.config import get_settings
-    from newsletter.models import Digest, DigestState, Subscriber
-    from newsletter.schema import upgrade
+    from newsletter.core import db
+    from newsletter.core.config import get_settings
+    from newsletter.core.models import Digest, DigestState, Subscriber
+    from newsletter.core.schema import upgrade
+    from newsletter.digests import render as digests
+    from newsletter.email import render as rendering
 
     settings = get_settings()
     upgrade(db.get_engine())

@@ -202,7 +202,7 @@ def one_size(args: argparse.Namespace, port: int, count: int) -> Run:
 
 def dispatcher(digest_id: int) -> None:
     """The dispatcher's process: the dispatch_digest task run here, its memory reported."""
-    from newsletter import tasks
+    from newsletter.tasks import jobs as tasks
 
     start_kb = _proc_status_kb(os.getpid(), "VmRSS")
     batches = tasks.dispatch_digest(digest_id)
@@ -219,7 +219,7 @@ def _prepare(engine: object) -> int:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from newsletter.schema import upgrade
+    from newsletter.core.schema import upgrade
 
     assert isinstance(engine, Engine)
     upgrade(engine)
@@ -307,7 +307,7 @@ def _start_digest(engine: object) -> int:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from newsletter import dispatch
+    from newsletter.digests import dispatcher as dispatch
 
     assert isinstance(engine, Engine)
     with Session(engine) as session:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from newsletter.models import Newsletter
+    from newsletter.core.models import Newsletter
 
 PARAGRAPH = (
     "Macau's government announced today a new plan for the cross-border bridge, which "
@@ -19,8 +19,8 @@ PARAGRAPH = (
 def seed_newsletter(session: Session, *, articles: int = 10, source: str = "bench") -> Newsletter:
     """The default newsletter and `articles` fresh stories of about 2 KB, newest first."""
     # Imported here: callers set the service's environment before the first import.
-    from newsletter import newsletters
-    from newsletter.articles import ParsedArticle, store_article
+    from newsletter.articles.store import ParsedArticle, store_article
+    from newsletter.digests import newsletters
 
     now = datetime.now(UTC)
     newsletter = newsletters.ensure_default_newsletter(

@@ -120,9 +120,11 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
     os.environ.update(env)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        from newsletter import db, dispatch, tasks
-        from newsletter.config import get_settings
-        from newsletter.schema import upgrade
+        from newsletter.core import db
+        from newsletter.core.config import get_settings
+        from newsletter.core.schema import upgrade
+        from newsletter.digests import dispatcher as dispatch
+        from newsletter.tasks import jobs as tasks
 
         get_settings.cache_clear()
         settings = get_settings()
@@ -195,7 +197,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         for worker in workers:
             worker.wait(timeout=30)
         delete_queue(REDIS_URL, queue)
-        from newsletter import db as database
+        from newsletter.core import db as database
 
         database.reset()
         with admin.connect() as connection:
@@ -207,8 +209,8 @@ def _load(db: object, count: int) -> None:
     """N confirmed subscribers and ten fresh articles, written in bulk."""
     from sqlalchemy import insert, select
 
-    from newsletter import db as database
-    from newsletter.models import Subscriber, Subscription
+    from newsletter.core import db as database
+    from newsletter.core.models import Subscriber, Subscription
 
     now = datetime.now(UTC)
     with database.session_scope() as session:

@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from bench.send import _free_port, delete_queue
-from newsletter import db
+from newsletter.core import db
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -186,8 +186,8 @@ def serve(port: int) -> None:
 
     import uvicorn
 
-    from newsletter.config import get_settings
-    from newsletter.logs import configure_logging
+    from newsletter.core.config import get_settings
+    from newsletter.core.logs import configure_logging
 
     configure_logging(get_settings(), level="WARNING")
     logging.getLogger().setLevel(logging.INFO)

@@ -98,8 +98,8 @@ class Run:
         """Deliveries recorded sent so far (0 while the database is down)."""
         from sqlalchemy import func, select
 
-        from newsletter import db
-        from newsletter.models import Delivery
+        from newsletter.core import db
+        from newsletter.core.models import Delivery
 
         try:
             with db.session_scope() as session:
@@ -130,9 +130,11 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
     timeout = timeout or max(300.0, subscribers / 20)
     try:
         stack.up()
-        from newsletter import db, dispatch, tasks
-        from newsletter.config import get_settings
-        from newsletter.schema import upgrade
+        from newsletter.core import db
+        from newsletter.core.config import get_settings
+        from newsletter.core.schema import upgrade
+        from newsletter.digests import dispatcher as dispatch
+        from newsletter.tasks import jobs as tasks
 
         get_settings.cache_clear()
         db.reset()
@@ -172,7 +174,8 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
 
 
 def _wait_until_final(current: Run, deadline: float) -> str:
-    from newsletter import db, dispatch
+    from newsletter.core import db
+    from newsletter.digests import dispatcher as dispatch
 
     state = "sending"
     while time.monotonic() < deadline:
@@ -190,8 +193,8 @@ def _wait_until_final(current: Run, deadline: float) -> str:
 def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float) -> Result:
     from sqlalchemy import func, select
 
-    from newsletter import db
-    from newsletter.models import Delivery, Subscriber, Subscription
+    from newsletter.core import db
+    from newsletter.core.models import Delivery, Subscriber, Subscription
 
     stack = current.stack
     accepted: Counter[int] = Counter()  # delivery id: accepted messages
@@ -306,8 +309,9 @@ def _load(count: int) -> dict[int, str]:
     """N confirmed readers and ten fresh articles; the ineligible readers' ids and kinds."""
     from sqlalchemy import insert
 
-    from newsletter import db, suppressions
-    from newsletter.models import Subscriber, Subscription
+    from newsletter.core import db
+    from newsletter.core.models import Subscriber, Subscription
+    from newsletter.subscribers import suppressions
 
     now = datetime.now(UTC)
     extra = max(5, count // 100)
@@ -407,10 +411,10 @@ def one_click_unsubscribes(current: Run) -> None:
     import httpx
     from sqlalchemy import select
 
-    from newsletter import db
-    from newsletter.config import get_settings
-    from newsletter.models import Newsletter, Subscriber
-    from newsletter.tokens import Purpose, make_token
+    from newsletter.core import db
+    from newsletter.core.config import get_settings
+    from newsletter.core.models import Newsletter, Subscriber
+    from newsletter.core.tokens import Purpose, make_token
 
     settings = get_settings()
     wanted = min(1000, current.n // 5)

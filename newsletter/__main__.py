@@ -1,5 +1,5 @@
 """`python -m newsletter` runs the command line."""
 
-from newsletter.cli import main
+from newsletter.cli.main import main
 
 main()

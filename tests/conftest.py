@@ -59,10 +59,11 @@ TEST_ENV = {
 }
 os.environ.update(TEST_ENV)
 
-from newsletter import db, newsletters  # noqa: E402
-from newsletter.config import get_settings  # noqa: E402
-from newsletter.models import Base  # noqa: E402
-from newsletter.schema import upgrade  # noqa: E402
+from newsletter.core import db  # noqa: E402
+from newsletter.core.config import get_settings  # noqa: E402
+from newsletter.core.models import Base  # noqa: E402
+from newsletter.core.schema import upgrade  # noqa: E402
+from newsletter.digests import newsletters  # noqa: E402
 
 
 def service_missing(what: str) -> None:

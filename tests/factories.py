@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from newsletter import db, subscribers
-from newsletter.models import Delivery, DeliveryStatus, Digest, DigestState
-from newsletter.newsletters import get_by_slug
+from newsletter.core import db
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
+from newsletter.digests.newsletters import get_by_slug
+from newsletter.subscribers import store as subscribers
 
 
 def add_reader(email: str, *, confirmed: bool = True, name: str = "", language: str = "en") -> int:

@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from newsletter import admin_sessions, db
-from newsletter.config import get_settings
-from newsletter.models import AdminSession, utcnow
+from newsletter.app import admin_sessions
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import AdminSession, utcnow
 from newsletter.web.admin import auth
 from newsletter.web.app import create_app
 

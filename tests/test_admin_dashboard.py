@@ -16,10 +16,9 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
-from newsletter import charts, db, stats
-from newsletter.charts import Bar, Point, Threshold
-from newsletter.config import get_settings
-from newsletter.models import (
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import (
     BounceEvent,
     BounceKind,
     Delivery,
@@ -28,7 +27,9 @@ from newsletter.models import (
     DigestState,
     utcnow,
 )
-from newsletter.newsletters import get_by_slug
+from newsletter.digests.newsletters import get_by_slug
+from newsletter.ops import charts, stats
+from newsletter.ops.charts import Bar, Point, Threshold
 from newsletter.web.admin import dashboard, outbox
 from newsletter.web.app import create_app
 from tests.factories import add_reader

@@ -11,10 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from newsletter import db, dispatch, schedules, tasks
-from newsletter.articles import ParsedArticle, store_article
-from newsletter.config import get_settings
-from newsletter.models import Delivery, DeliveryStatus, Digest, DigestState, utcnow
+from newsletter.articles.store import ParsedArticle, store_article
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, utcnow
+from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import schedules
+from newsletter.tasks import jobs as tasks
 from newsletter.web.admin import auth
 from newsletter.web.admin import digests as digest_pages
 from newsletter.web.app import create_app

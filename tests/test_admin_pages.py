@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from newsletter import bounces, db, subscribers
-from newsletter.config import get_settings
-from newsletter.models import (
+from newsletter.bounces import policy as bounces
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import (
     Article,
     EventKind,
     Newsletter,
@@ -29,6 +30,7 @@ from newsletter.models import (
     SubscriberStatus,
     Suppression,
 )
+from newsletter.subscribers import store as subscribers
 from newsletter.web.admin import articles as articles_pages
 from newsletter.web.admin import auth
 from newsletter.web.admin import subscribers as subscriber_pages

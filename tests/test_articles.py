@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from newsletter.articles import (
+from newsletter.articles.store import (
     ArticleParseError,
     ParsedArticle,
     article_as_dict,
@@ -28,7 +28,7 @@ from newsletter.articles import (
     parse_scraped_text,
     store_article,
 )
-from newsletter.models import Article
+from newsletter.core.models import Article
 
 SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_6fc2d16fc29a7e31.txt"
 POSTGRES_ADMIN_URL = os.environ.get(

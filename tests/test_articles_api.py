@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from newsletter import db
-from newsletter.config import get_settings
-from newsletter.models import Article
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import Article
 from newsletter.web import articles_api
 from newsletter.web.app import create_app
 

@@ -28,19 +28,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from newsletter import bounces, db, delivery, dispatch, subscribers, tasks
-from newsletter.articles import ParsedArticle, store_article
-from newsletter.config import get_settings
-from newsletter.inbound import start_receiver
-from newsletter.mailbox import poll_imap
-from newsletter.models import (
+from newsletter.articles.store import ParsedArticle, store_article
+from newsletter.bounces import policy as bounces
+from newsletter.bounces.doors.mailbox import poll_imap
+from newsletter.bounces.doors.smtp import start_receiver
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import (
     BounceEvent,
     Delivery,
     DeliveryStatus,
     SubscriberStatus,
 )
-from newsletter.ratelimit import NoLimit
-from newsletter.tokens import make_verp_token
+from newsletter.core.tokens import make_verp_token
+from newsletter.digests import dispatcher as dispatch
+from newsletter.sending import batch as delivery
+from newsletter.sending.ratelimit import NoLimit
+from newsletter.subscribers import store as subscribers
+from newsletter.tasks import jobs as tasks
 from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
 from tests.factories import sent_delivery as make_delivery
 

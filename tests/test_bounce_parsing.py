@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.bounce_parsing import (
+from newsletter.bounces.parsing import (
     MAX_MESSAGE_BYTES,
     BounceParseError,
     BounceReport,

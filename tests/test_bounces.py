@@ -14,17 +14,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from newsletter import bounces, db, subscribers, tasks
-from newsletter.config import get_settings
-from newsletter.inbound import start_receiver
-from newsletter.models import (
+from newsletter.bounces import policy as bounces
+from newsletter.bounces.doors.smtp import start_receiver
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import (
     BounceEvent,
     Delivery,
     DeliveryStatus,
     SubscriberStatus,
     SubscriptionStatus,
 )
-from newsletter.tokens import make_verp_token
+from newsletter.core.tokens import make_verp_token
+from newsletter.subscribers import store as subscribers
+from newsletter.tasks import jobs as tasks
 from tests.conftest import ROOT, free_port
 from tests.factories import add_reader
 from tests.factories import sent_delivery as make_delivery
@@ -367,7 +370,7 @@ def test_suppression_and_bounce_reset_commands(clean_db: str, tmp_path: Path) ->
 def test_each_kind_of_message_is_read_for_what_it_is(
     name: str, kind: str, status: str | None
 ) -> None:
-    from newsletter.bounce_parsing import parse_bounce
+    from newsletter.bounces.parsing import parse_bounce
 
     report = parse_bounce(corpus(name))
     assert (report.kind, report.status) == (kind, status)
@@ -380,7 +383,7 @@ def test_each_kind_of_message_is_read_for_what_it_is(
 def test_unreadable_input_is_refused_or_ignored_without_a_crash() -> None:
     import time
 
-    from newsletter.bounce_parsing import MAX_MESSAGE_BYTES, BounceParseError, parse_bounce
+    from newsletter.bounces.parsing import MAX_MESSAGE_BYTES, BounceParseError, parse_bounce
 
     with pytest.raises(BounceParseError):
         parse_bounce(b"")

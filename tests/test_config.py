@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import Settings, SettingsError
+from newsletter.core.config import Settings, SettingsError
 
 
 @pytest.fixture

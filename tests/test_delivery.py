@@ -15,10 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from newsletter import db, dispatch, subscribers, tasks
-from newsletter.articles import ParsedArticle, store_article
-from newsletter.config import get_settings
-from newsletter.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
+from newsletter.articles.store import ParsedArticle, store_article
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
+from newsletter.digests import dispatcher as dispatch
+from newsletter.subscribers import store as subscribers
+from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox
 
 FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState.FAILED}
@@ -311,8 +314,8 @@ def test_the_api_creates_follows_and_refuses_in_words(client: TestClient, world:
 
 
 def test_two_beats_at_once_make_one_recurring_digest(world: Mailbox) -> None:
-    from newsletter import schedules
-    from newsletter.models import Digest, Newsletter
+    from newsletter.core.models import Digest, Newsletter
+    from newsletter.digests import schedules
 
     add_reader("recurring@example.com")
     with db.session_scope() as session:

@@ -19,12 +19,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from newsletter import db, digests, subscribers
-from newsletter.articles import import_paths
-from newsletter.config import get_settings
-from newsletter.models import Digest, DigestState
-from newsletter.newsletters import get_by_slug
-from newsletter.signing import DkimSigner
+from newsletter.articles.store import import_paths
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import Digest, DigestState
+from newsletter.digests import render as digests
+from newsletter.digests.newsletters import get_by_slug
+from newsletter.email.dkim import DkimSigner
+from newsletter.subscribers import store as subscribers
 from newsletter.web.app import create_app
 from tests.conftest import ROOT
 

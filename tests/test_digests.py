@@ -10,10 +10,10 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy.orm import Session
 
-from newsletter import composer, db, digests, rendering, subscribers
-from newsletter.articles import ParsedArticle, store_article
-from newsletter.config import Settings, get_settings
-from newsletter.models import (
+from newsletter.articles.store import ParsedArticle, store_article
+from newsletter.core import db
+from newsletter.core.config import Settings, get_settings
+from newsletter.core.models import (
     Article,
     Delivery,
     DeliveryStatus,
@@ -22,7 +22,11 @@ from newsletter.models import (
     DigestVariant,
     Subscriber,
 )
-from newsletter.newsletters import get_by_slug
+from newsletter.digests import composer
+from newsletter.digests import render as digests
+from newsletter.digests.newsletters import get_by_slug
+from newsletter.email import render as rendering
+from newsletter.subscribers import store as subscribers
 
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 

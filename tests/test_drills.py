@@ -21,9 +21,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from newsletter import db, dispatch, tasks
-from newsletter.config import get_settings
-from newsletter.models import Delivery, DeliveryStatus, Digest, DigestState
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
+from newsletter.digests import dispatcher as dispatch
+from newsletter.tasks import jobs as tasks
 from tests.conftest import ROOT
 from tests.factories import add_reader
 
@@ -152,8 +154,8 @@ def test_a_failed_claim_skips_only_a_reader_who_may_not_be_mailed(clean_db: str)
     """smtp-flaky drill: a batch queued twice lost a reader. Its claim failed while the
     other task held the delivery; that task gave it back (451), and the failed claim's
     'skip if still queued' then skipped an eligible reader for good."""
-    from newsletter import subscribers
-    from newsletter.delivery import _Ledger
+    from newsletter.sending.batch import _Ledger
+    from newsletter.subscribers import store as subscribers
 
     staying = add_reader("staying@example.com")
     leaving = add_reader("leaving@example.com")
@@ -198,7 +200,7 @@ def test_a_mark_lost_with_the_database_connection_is_written_again(clean_db: str
     """restart-postgres drill: two readers were mailed twice. The mark of a message the
     relay had accepted travels with the next claim; PostgreSQL went away with it, the
     delivery kept its claim, and was sent again. The ledger now reconnects and writes it."""
-    from newsletter.delivery import _Ledger
+    from newsletter.sending.batch import _Ledger
 
     if not clean_db.startswith("postgresql"):
         pytest.skip("ends a PostgreSQL server connection")
@@ -231,8 +233,8 @@ def test_a_claim_racing_an_unsubscribe_waits_and_then_sees_it(clean_db: str) -> 
     """unsubscribe drill: a claim checked the subscription just before an unsubscribe
     committed, and the message went out after the reader's 200. The claim now waits for an
     unsubscribe in progress (a share lock on PostgreSQL, the single writer on SQLite)."""
-    from newsletter import subscribers
-    from newsletter.delivery import _Ledger
+    from newsletter.sending.batch import _Ledger
+    from newsletter.subscribers import store as subscribers
 
     reader = add_reader("leaving@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])
@@ -258,8 +260,8 @@ def test_leaving_is_answered_only_after_the_message_in_flight(clean_db: str, doo
     waits for that message's outcome: nothing reaches them after they were told."""
     from fastapi.testclient import TestClient
 
-    from newsletter.delivery import _Ledger
-    from newsletter.tokens import Purpose, make_token
+    from newsletter.core.tokens import Purpose, make_token
+    from newsletter.sending.batch import _Ledger
     from newsletter.web.app import create_app
 
     reader = add_reader("leaving@example.com")
@@ -300,7 +302,7 @@ def test_leaving_is_answered_only_after_the_message_in_flight(clean_db: str, doo
 
 
 def test_an_unsubscribe_does_not_wait_for_a_claim_of_a_dead_worker(clean_db: str) -> None:
-    from newsletter import subscribers
+    from newsletter.subscribers import store as subscribers
 
     reader = add_reader("leaving@example.com")
     (delivery_id,), _ = queued_deliveries(sending_digest(), [reader])
@@ -323,8 +325,8 @@ def test_a_reclaim_that_finds_the_reader_gone_skips_what_it_held(clean_db: str) 
     """Review finding: a claim that went through before the connection was lost, run
     again after the reader left, fails; the delivery it held must not stay claimed until
     the sweeper (the digest could not finish, the unsubscribe would wait for it)."""
-    from newsletter import subscribers
-    from newsletter.delivery import _Ledger
+    from newsletter.sending.batch import _Ledger
+    from newsletter.subscribers import store as subscribers
 
     reader = add_reader("leaving@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])
@@ -342,7 +344,7 @@ def test_a_reclaim_that_finds_the_reader_gone_skips_what_it_held(clean_db: str) 
 
 
 def test_a_release_run_late_never_takes_back_another_tasks_claim(clean_db: str) -> None:
-    from newsletter.delivery import _Ledger
+    from newsletter.sending.batch import _Ledger
 
     reader = add_reader("staying@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])

@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from newsletter import db, subscribers
-from newsletter.models import SubscriptionStatus
+from newsletter.core import db
+from newsletter.core.models import SubscriptionStatus
+from newsletter.subscribers import store as subscribers
 from tests.conftest import Mailbox
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -102,7 +103,7 @@ def test_a_second_signup_within_ten_minutes_sends_no_second_confirmation(
 def test_a_reader_who_leaves_before_the_welcome_is_sent_gets_none(
     client: TestClient, mailbox: Mailbox
 ) -> None:
-    from newsletter import tasks
+    from newsletter.tasks import jobs as tasks
 
     with db.session_scope() as session:
         outcome = subscribers.subscribe(
@@ -141,8 +142,8 @@ def confirmed_reader(email: str) -> int:
 def test_a_goodbye_follows_a_page_unsubscribe_only_when_the_publisher_wants_it(
     client: TestClient, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch, send_goodbye: bool
 ) -> None:
-    from newsletter.config import get_settings
-    from newsletter.tokens import Purpose, make_token
+    from newsletter.core.config import get_settings
+    from newsletter.core.tokens import Purpose, make_token
 
     monkeypatch.setattr(get_settings(), "send_goodbye", send_goodbye)
     key = get_settings().secret_key

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from newsletter import db
-from newsletter.feeds import (
+from newsletter.articles.feeds import (
     MAX_FEED_BYTES,
     FeedReport,
     fetch_configured_feeds,
     fetch_feed,
     html_to_text,
 )
-from newsletter.models import Article, Feed
+from newsletter.core import db
+from newsletter.core.models import Article, Feed
 from tests.conftest import free_port
 
 FEEDS_DIR = Path(__file__).resolve().parent / "data" / "feeds"

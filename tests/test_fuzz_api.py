@@ -12,7 +12,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from newsletter.config import get_settings
+from newsletter.core.config import get_settings
 from newsletter.web.app import create_app
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())

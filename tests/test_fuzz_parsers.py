@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter.articles import (
+from newsletter.articles.store import (
     ArticleParseError,
     ParsedArticle,
     parse_article_bytes,
     parse_markdown,
     parse_scraped_text,
 )
-from newsletter.bounce_parsing import BounceParseError, BounceReport, parse_bounce
+from newsletter.bounces.parsing import BounceParseError, BounceReport, parse_bounce
 
 CORPUS = Path(__file__).resolve().parent / "data" / "bounces"
 SAMPLES = sorted(path.read_bytes() for path in CORPUS.glob("*.eml"))

@@ -24,9 +24,9 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.pofile import read_po
 
-from newsletter.digests import compose_subject, greeting
-from newsletter.i18n import BABEL_LOCALES, LOCALES_DIR, long_date
-from newsletter.rendering import render_email
+from newsletter.core.i18n import BABEL_LOCALES, LOCALES_DIR, long_date
+from newsletter.digests.render import compose_subject, greeting
+from newsletter.email.render import render_email
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = ("pt", "zh")

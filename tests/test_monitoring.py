@@ -21,13 +21,17 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from newsletter import db, dispatch, monitoring, subscribers, tasks
-from newsletter.articles import ParsedArticle, store_article
-from newsletter.celeryapp import app as celery_app
-from newsletter.cli_status import progress_bar, render
-from newsletter.config import get_settings
-from newsletter.logs import configure_logging, mask_address, mask_addresses
-from newsletter.models import DigestState
+from newsletter.articles.store import ParsedArticle, store_article
+from newsletter.cli.status import progress_bar, render
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.logs import configure_logging, mask_address, mask_addresses
+from newsletter.core.models import DigestState
+from newsletter.digests import dispatcher as dispatch
+from newsletter.ops import monitoring
+from newsletter.subscribers import store as subscribers
+from newsletter.tasks import jobs as tasks
+from newsletter.tasks.celeryapp import app as celery_app
 from newsletter.web import monitoring as web_monitoring
 from tests.conftest import ROOT, Mailbox, free_port
 
@@ -200,10 +204,10 @@ def test_metrics_need_the_token_and_show_the_gauges(
 
 def test_counters_from_every_process_add_up(clean_db: str) -> None:
     """What one process counts, the scrape served by another sees (multiprocess mode)."""
-    from newsletter import metrics
+    from newsletter.ops import metrics
 
     code = (
-        "from newsletter import metrics\n"
+        "from newsletter.ops import metrics\n"
         "metrics.count_delivery('sent'); metrics.count_delivery('sent')\n"
         "metrics.count_smtp_reply(451); metrics.count_smtp_reply(None)\n"
         "metrics.observe_send(0.2); metrics.count_signup()\n"

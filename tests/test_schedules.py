@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from newsletter import db, schedules
-from newsletter.models import (
+from newsletter.core import db
+from newsletter.core.models import (
     Digest,
     DigestState,
     Newsletter,
@@ -17,8 +17,9 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.newsletters import UnknownNewsletter, get_by_slug
-from newsletter.validation import InvalidInput
+from newsletter.core.validation import InvalidInput
+from newsletter.digests import schedules
+from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug
 
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
 # 07:10 in Lisbon, which keeps UTC in winter: ten minutes after a 07:00 digest was due.

@@ -24,10 +24,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from newsletter import admin_sessions, db, digests, notices, signup_limits, subscribers
-from newsletter.articles import parse_markdown, store_article
-from newsletter.config import Settings, get_settings
-from newsletter.models import (
+from newsletter.app import admin_sessions
+from newsletter.articles.store import parse_markdown, store_article
+from newsletter.core import db
+from newsletter.core.config import Settings, get_settings
+from newsletter.core.models import (
     Article,
     Digest,
     DigestState,
@@ -38,8 +39,11 @@ from newsletter.models import (
     Suppression,
     utcnow,
 )
-from newsletter.newsletters import get_by_slug
-from newsletter.tokens import Purpose, make_token
+from newsletter.core.tokens import Purpose, make_token
+from newsletter.digests import render as digests
+from newsletter.digests.newsletters import get_by_slug
+from newsletter.subscribers import notices, signup_limits
+from newsletter.subscribers import store as subscribers
 from newsletter.web.admin import auth
 from newsletter.web.app import create_app
 from tests.factories import add_reader

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from newsletter.config import Settings
-from newsletter.delivery import backoff, choose_relay
-from newsletter.ratelimit import LocalRateLimiter, RateLimited, RedisRateLimiter
+from newsletter.core.config import Settings
+from newsletter.sending.batch import backoff, choose_relay
+from newsletter.sending.ratelimit import LocalRateLimiter, RateLimited, RedisRateLimiter
 
 
 def _acquire_many(url: str, prefix: str, count: int, stamps: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import newsletters, subscribers
-from newsletter.models import (
+from newsletter.core.models import (
     EventKind,
     Newsletter,
     Subscriber,
@@ -22,8 +21,10 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.subscriber_import import ImportReport, import_subscribers_csv
-from newsletter.validation import InvalidInput
+from newsletter.core.validation import InvalidInput
+from newsletter.digests import newsletters
+from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

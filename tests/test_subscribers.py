@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from newsletter import db, subscribers
-from newsletter.models import (
+from newsletter.core import db
+from newsletter.core.models import (
     EventKind,
     Subscriber,
     SubscriberEvent,
@@ -17,8 +17,9 @@ from newsletter.models import (
     Suppression,
     utcnow,
 )
-from newsletter.subscribers import Preferences, SignupForm
-from newsletter.validation import InvalidInput
+from newsletter.core.validation import InvalidInput
+from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.store import Preferences, SignupForm
 
 INTERVAL = timedelta(minutes=10)
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from newsletter.tokens import (
+from newsletter.core.tokens import (
     Purpose,
     TokenError,
     make_token,

@@ -9,10 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from newsletter import db, subscribers
-from newsletter.config import get_settings
-from newsletter.models import Subscriber, Subscription, SubscriptionStatus
-from newsletter.tokens import Purpose, make_token
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import Subscriber, Subscription, SubscriptionStatus
+from newsletter.core.tokens import Purpose, make_token
+from newsletter.subscribers import store as subscribers
 from newsletter.web.app import create_app
 from tests.conftest import free_port
 
@@ -223,7 +224,7 @@ def test_preferences_save_download_and_erase(client: TestClient) -> None:
 
 
 def test_article_pages_escape_their_text(client: TestClient) -> None:
-    from newsletter.articles import ParsedArticle, store_article
+    from newsletter.articles.store import ParsedArticle, store_article
 
     with db.session_scope() as session:
         article, _ = store_article(

@@ -22,9 +22,11 @@ from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from newsletter import db, subscribers, webhooks
-from newsletter.config import get_settings
-from newsletter.models import (
+from newsletter.bounces.doors import webhooks
+from newsletter.bounces.doors.webhooks import WebhookRefused
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.models import (
     BounceEvent,
     Delivery,
     DeliveryStatus,
@@ -32,9 +34,9 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
+from newsletter.subscribers import store as subscribers
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
-from newsletter.webhooks import WebhookRefused
 from tests.factories import sent_delivery as make_delivery
 
 READER = "leitora@example.com"

@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter.config import get_settings
-from newsletter.metrics import setup_multiprocess
-from newsletter.subscribers import UnknownSubscriber
-from newsletter.tokens import TokenError
-from newsletter.validation import InvalidInput
+from newsletter.core.config import get_settings
+from newsletter.core.tokens import TokenError
+from newsletter.core.validation import InvalidInput
+from newsletter.ops.metrics import setup_multiprocess
+from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web import admin, articles_api, digests_api, health, monitoring, reader, webhooks
 from newsletter.web.deps import page, wants_json
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.articles import (
+from newsletter.articles.store import (
     CONTROL_CHARS,
     SLUG_MAX_CHARS,
     TITLE_MAX_CHARS,
@@ -29,9 +29,9 @@ from newsletter.articles import (
     list_articles,
     store_article,
 )
-from newsletter.config import LANGUAGES
-from newsletter.models import Article
-from newsletter.validation import clean_text, clean_topics
+from newsletter.core.config import LANGUAGES
+from newsletter.core.models import Article
+from newsletter.core.validation import clean_text, clean_topics
 from newsletter.web.deps import AdminDep, SessionDep, refusals
 
 BODY_MAX_BYTES = 200 * 1024

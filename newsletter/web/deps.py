@@ -12,8 +12,8 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from newsletter import db
-from newsletter.config import TEMPLATES_DIR, Settings, get_settings
+from newsletter.core import db
+from newsletter.core.config import TEMPLATES_DIR, Settings, get_settings
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR / "pages"))
 

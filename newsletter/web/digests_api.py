@@ -11,9 +11,11 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from newsletter import digests, dispatch, tasks
-from newsletter.newsletters import UnknownNewsletter
-from newsletter.validation import clean_text
+from newsletter.core.validation import clean_text
+from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import render as digests
+from newsletter.digests.newsletters import UnknownNewsletter
+from newsletter.tasks import jobs as tasks
 from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, refusals
 
 router = APIRouter(

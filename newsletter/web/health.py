@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from kombu.connection import Connection
 from sqlalchemy import text
 
-from newsletter import db
-from newsletter.config import get_settings
+from newsletter.core import db
+from newsletter.core.config import get_settings
 
 router = APIRouter()
 

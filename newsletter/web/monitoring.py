@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from newsletter import metrics, monitoring
-from newsletter.celeryapp import app
-from newsletter.config import Settings, get_settings
+from newsletter.core.config import Settings, get_settings
+from newsletter.ops import metrics, monitoring
+from newsletter.tasks.celeryapp import app
 from newsletter.web.deps import SessionDep
 
 router = APIRouter()

@@ -18,14 +18,18 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from newsletter import db, digests, signup_limits, subscribers, tasks
-from newsletter import newsletters as newsletter_store
-from newsletter.articles import get_article_by_slug
-from newsletter.config import LANGUAGES, Settings
-from newsletter.models import Article, Subscriber, SubscriptionStatus
-from newsletter.signup_limits import SignupLimited
-from newsletter.tokens import Purpose, TokenClaims, read_token
-from newsletter.validation import InvalidInput
+from newsletter.articles.store import get_article_by_slug
+from newsletter.core import db
+from newsletter.core.config import LANGUAGES, Settings
+from newsletter.core.models import Article, Subscriber, SubscriptionStatus
+from newsletter.core.tokens import Purpose, TokenClaims, read_token
+from newsletter.core.validation import InvalidInput
+from newsletter.digests import newsletters as newsletter_store
+from newsletter.digests import render as digests
+from newsletter.subscribers import signup_limits
+from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.signup_limits import SignupLimited
+from newsletter.tasks import jobs as tasks
 from newsletter.web.deps import (
     OptionalRowIdQuery,
     RowId,

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from newsletter import bounces, webhooks
-from newsletter.config import Settings
+from newsletter.bounces import policy as bounces
+from newsletter.bounces.doors import webhooks
+from newsletter.bounces.doors.webhooks import ProviderEvent, WebhookRefused
+from newsletter.core.config import Settings
 from newsletter.web.deps import SessionDep, SettingsDep, refusals
-from newsletter.webhooks import ProviderEvent, WebhookRefused
 
 log = logging.getLogger("newsletter.webhooks")
 

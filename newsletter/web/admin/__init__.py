@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from newsletter.config import TEMPLATES_DIR
+from newsletter.core.config import TEMPLATES_DIR
 from newsletter.web.admin import (
     articles,
     auth,

@@ -13,10 +13,10 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from newsletter import articles as article_store
-from newsletter.admin_sessions import SignedIn
-from newsletter.articles import ARTICLE_SUFFIXES, ArticleParseError, UnknownArticle
-from newsletter.validation import InvalidInput
+from newsletter.app.admin_sessions import SignedIn
+from newsletter.articles import store as article_store
+from newsletter.articles.store import ARTICLE_SUFFIXES, ArticleParseError, UnknownArticle
+from newsletter.core.validation import InvalidInput
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import RowId, SessionDep
 

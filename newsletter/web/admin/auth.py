@@ -15,9 +15,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 
-from newsletter import admin_sessions, db
-from newsletter.admin_sessions import SignedIn
-from newsletter.config import Settings, get_settings
+from newsletter.app import admin_sessions
+from newsletter.app.admin_sessions import SignedIn
+from newsletter.core import db
+from newsletter.core.config import Settings, get_settings
 from newsletter.web.deps import SessionDep, templates
 
 SESSION_COOKIE = "newsletter_admin"

@@ -15,13 +15,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
-from newsletter import digests, dispatch, tasks
-from newsletter.admin_sessions import SignedIn
-from newsletter.config import get_settings
-from newsletter.models import DigestState, Newsletter, utcnow
-from newsletter.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
-from newsletter.subscribers import UnknownSubscriber
-from newsletter.validation import InvalidInput
+from newsletter.app.admin_sessions import SignedIn
+from newsletter.core.config import get_settings
+from newsletter.core.models import DigestState, Newsletter, utcnow
+from newsletter.core.validation import InvalidInput
+from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import render as digests
+from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
+from newsletter.subscribers.store import UnknownSubscriber
+from newsletter.tasks import jobs as tasks
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import RowId, SessionDep
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from newsletter import schedules
-from newsletter.admin_sessions import SignedIn
-from newsletter.config import LANGUAGES, get_settings
-from newsletter.newsletters import UnknownNewsletter
-from newsletter.validation import InvalidInput
+from newsletter.app.admin_sessions import SignedIn
+from newsletter.core.config import LANGUAGES, get_settings
+from newsletter.core.validation import InvalidInput
+from newsletter.digests import schedules
+from newsletter.digests.newsletters import UnknownNewsletter
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import SessionDep
 

@@ -21,7 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from newsletter.config import get_settings
+from newsletter.core.config import get_settings
 from newsletter.web.admin.auth import Admin, admin_page
 
 router = APIRouter(prefix="/admin", include_in_schema=False)

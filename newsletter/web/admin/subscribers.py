@@ -16,14 +16,16 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from newsletter import bounces, db, tasks
-from newsletter import subscribers as store
-from newsletter.admin_sessions import SignedIn
-from newsletter.config import get_settings
-from newsletter.newsletters import list_newsletters
-from newsletter.subscriber_import import COLUMNS, ImportReport, import_subscribers_csv
-from newsletter.subscribers import UnknownSubscriber
-from newsletter.validation import InvalidInput
+from newsletter.app.admin_sessions import SignedIn
+from newsletter.bounces import policy as bounces
+from newsletter.core import db
+from newsletter.core.config import get_settings
+from newsletter.core.validation import InvalidInput
+from newsletter.digests.newsletters import list_newsletters
+from newsletter.subscribers import store
+from newsletter.subscribers.importing import COLUMNS, ImportReport, import_subscribers_csv
+from newsletter.subscribers.store import UnknownSubscriber
+from newsletter.tasks import jobs as tasks
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import RowId, SessionDep
 

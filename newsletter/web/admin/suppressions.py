@@ -12,10 +12,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from newsletter import db, suppressions
-from newsletter.admin_sessions import SignedIn
-from newsletter.suppressions import SuppressionImport
-from newsletter.validation import InvalidInput
+from newsletter.app.admin_sessions import SignedIn
+from newsletter.core import db
+from newsletter.core.validation import InvalidInput
+from newsletter.subscribers import suppressions
+from newsletter.subscribers.suppressions import SuppressionImport
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import SessionDep
 

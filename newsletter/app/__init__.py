@@ -1,0 +1,1 @@
+"""What a reader or an editor does: service functions over a unit of work."""

@@ -1,0 +1,1 @@
+"""Articles: parsed from scraped pages, Markdown and feeds, stored and queried."""

@@ -1,0 +1,1 @@
+"""The doors bounces come in by: inbound SMTP, mailboxes, and providers' webhooks."""

@@ -1,0 +1,479 @@
+"""Bounces and complaints: find whom they are about, record them, and act on the reader.
+
+Staged as Mailman does it: find the reader (VERP token first, then the addresses and the
+returned Message-ID), register the event once (a provider's event id or the message's
+hash makes a second copy count for nothing), then act: a hard bounce suppresses at once,
+soft bounces are scored over a window, a complaint unsubscribes from everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsletter.core.config import Settings
+from newsletter.core.logs import mask_address
+from newsletter.core.models import (
+    BounceEvent,
+    BounceKind,
+    Delivery,
+    DeliveryStatus,
+    EventKind,
+    Subscriber,
+    SubscriberEvent,
+    SubscriberStatus,
+    Suppression,
+    utcnow,
+)
+from newsletter.core.tokens import TokenError, read_verp_token
+from newsletter.ops import metrics
+from newsletter.subscribers.store import (
+    email_hash,
+    get_subscriber,
+    record_event,
+    suppress,
+    unsubscribe,
+)
+
+log = logging.getLogger("newsletter.bounces")
+
+
+@dataclass(frozen=True)
+class BounceOutcome:
+    """What one bounce, complaint or mailed unsubscribe did (or why it did nothing)."""
+
+    kind: str
+    action: str  # suppressed, scored, unsubscribed, ignored, duplicate
+    subscriber_id: int | None = None
+    delivery_id: int | None = None
+    detail: str = ""
+
+
+def record_hard_bounce(
+    session: Session,
+    *,
+    subscriber_id: int,
+    delivery_id: int | None,
+    reply: str,
+    source: str,
+    now: datetime | None = None,
+) -> BounceOutcome:
+    """A permanent failure from the relay while sending: the reader is suppressed at once."""
+    return record(
+        session,
+        kind=BounceKind.HARD,
+        source=source,
+        subscriber_id=subscriber_id,
+        delivery_id=delivery_id,
+        recipient=None,
+        status=_status_in(reply),
+        diagnostic=reply[:1000],
+        raw=None,
+        event_key=None,
+        soft_limit=1,
+        soft_window=timedelta(days=14),
+        now=now,
+    )
+
+
+def record(
+    session: Session,
+    *,
+    kind: str,
+    source: str,
+    subscriber_id: int | None,
+    delivery_id: int | None,
+    recipient: str | None,
+    status: str | None,
+    diagnostic: str | None,
+    raw: str | None,
+    event_key: str | None,
+    soft_limit: int,
+    soft_window: timedelta,
+    now: datetime | None = None,
+) -> BounceOutcome:
+    """Register one event (once per event_key) and act on its reader."""
+    now = now or utcnow()
+    if event_key and session.scalar(
+        select(BounceEvent.id).where(BounceEvent.event_key == event_key)
+    ):
+        return BounceOutcome(kind, "duplicate", subscriber_id, delivery_id)
+    event = BounceEvent(
+        subscriber_id=subscriber_id,
+        delivery_id=delivery_id,
+        kind=kind,
+        source=source,
+        event_key=event_key,
+        recipient=recipient,
+        status=status,
+        diagnostic=(diagnostic or "")[:2000] or None,
+        raw=raw,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:  # the same event, recorded a moment ago by another process
+        return BounceOutcome(kind, "duplicate", subscriber_id, delivery_id)
+    if subscriber_id is None:
+        return BounceOutcome(kind, "ignored", None, delivery_id, "no reader to act on")
+    subscriber = get_subscriber(session, subscriber_id)
+    action = _act(
+        session,
+        subscriber,
+        kind=kind,
+        delivery_id=delivery_id,
+        status=status,
+        diagnostic=diagnostic,
+        source=source,
+        soft_limit=soft_limit,
+        soft_window=soft_window,
+        now=now,
+    )
+    metrics.count_bounce(kind)
+    log.info(
+        "%s bounce from %s for subscriber %s (delivery %s): %s",
+        kind,
+        source,
+        subscriber_id,
+        delivery_id,
+        action,
+        extra={"subscriber_id": subscriber_id, "delivery_id": delivery_id},
+    )
+    return BounceOutcome(kind, action, subscriber_id, delivery_id)
+
+
+def find_reader(
+    session: Session,
+    *,
+    settings: Settings,
+    verp_tokens: list[str],
+    addresses: list[str],
+    message_id: str | None,
+) -> tuple[int | None, int | None]:
+    """(subscriber, delivery) a bounce is about: VERP first, then Message-ID, then address.
+
+    A forged VERP token is ignored (and logged); an address we never mailed finds nobody.
+    """
+    # Values from outside may hold a NUL, which PostgreSQL refuses in text: such a value
+    # names nobody.
+    addresses = [a for a in addresses if a and "\x00" not in a]
+    if message_id and "\x00" in message_id:
+        message_id = None
+    for token in verp_tokens:
+        try:
+            claims = read_verp_token(settings.secret_key, token)
+        except TokenError:
+            log.warning("bounce with a VERP token we did not make: %s", token[:60])
+            continue
+        if session.get(Subscriber, claims.subscriber_id) is not None:
+            return claims.subscriber_id, _delivery_of(session, claims.delivery_id)
+    if message_id:
+        row = session.execute(
+            select(Delivery.id, Delivery.subscriber_id).where(Delivery.message_id == message_id)
+        ).first()
+        if row is not None and row.subscriber_id is not None:
+            return row.subscriber_id, row.id
+    for address in addresses:
+        subscriber_id = session.scalar(
+            select(Subscriber.id).where(Subscriber.email_key == address.strip().lower())
+        )
+        if subscriber_id is not None:
+            return subscriber_id, None
+    return None, None
+
+
+def reset_bounces(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
+    """An operator's fresh start: deliverable again, soft score from zero, off the list."""
+
+    subscriber = get_subscriber(session, subscriber_id)
+    if subscriber.status == SubscriberStatus.BOUNCED:
+        subscriber.status = SubscriberStatus.ACTIVE
+        session.execute(
+            delete(Suppression).where(
+                Suppression.email_hash == email_hash(subscriber.email_key),
+                Suppression.reason == "bounced",
+            )
+        )
+    subscriber.soft_bounce_count = 0
+    record_event(session, subscriber, EventKind.BOUNCES_RESET)
+    session.flush()
+
+
+def purge_raw(session: Session, *, older_than: timedelta, now: datetime | None = None) -> int:
+    """Clear the raw source of events older than the retention; their facts stay."""
+    cutoff = (now or utcnow()) - older_than
+    result = session.execute(
+        update(BounceEvent)
+        .where(BounceEvent.created_at < cutoff, BounceEvent.raw.is_not(None))
+        .values(raw=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def event_key_of(raw: bytes) -> str:
+    """A mailed bounce's identity: the same message fetched twice counts once."""
+    return "mail:" + hashlib.sha256(raw).hexdigest()
+
+
+def _act(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    kind: str,
+    delivery_id: int | None,
+    status: str | None,
+    diagnostic: str | None,
+    source: str,
+    soft_limit: int,
+    soft_window: timedelta,
+    now: datetime,
+) -> str:
+    detail: dict[str, Any] = {
+        "source": source,
+        "status": status,
+        "diagnostic": (diagnostic or "")[:300],
+    }
+    if kind == BounceKind.COMPLAINT:
+        unsubscribe(session, subscriber_id=subscriber.id, source=f"complaint ({source})", now=now)
+        subscriber.status = SubscriberStatus.COMPLAINED
+        suppress(
+            session, email_key=subscriber.email_key, email=subscriber.email, reason="complaint"
+        )
+        record_event(session, subscriber, EventKind.COMPLAINED, delivery_id=delivery_id, **detail)
+        return "unsubscribed and suppressed"
+    if kind == BounceKind.UNSUBSCRIBE:
+        left = unsubscribe(session, subscriber_id=subscriber.id, source=source, now=now)
+        return "unsubscribed" if left else "already unsubscribed"
+    record_event(
+        session, subscriber, EventKind.BOUNCED, delivery_id=delivery_id, bounce=kind, **detail
+    )
+    if kind == BounceKind.HARD:
+        _bounce_delivery(session, delivery_id)
+        _suppress_bounced(session, subscriber, diagnostic)
+        return "suppressed"
+    score = _soft_score(session, subscriber, window=soft_window, now=now)
+    subscriber.soft_bounce_count = score
+    if score >= soft_limit:
+        _bounce_delivery(session, delivery_id)
+        _suppress_bounced(session, subscriber, f"{score} soft bounces: {diagnostic or ''}")
+        return f"suppressed after {score} soft bounces"
+    return f"scored {score} of {soft_limit}"
+
+
+def _soft_score(
+    session: Session, subscriber: Subscriber, *, window: timedelta, now: datetime
+) -> int:
+    """Soft bounces in the window since the reader's last successful delivery or reset."""
+    since = now - window
+    last_sent = session.scalar(
+        select(func.max(Delivery.sent_at)).where(
+            Delivery.subscriber_id == subscriber.id, Delivery.status == DeliveryStatus.SENT
+        )
+    )
+    last_reset = session.scalar(
+        select(func.max(SubscriberEvent.created_at)).where(
+            SubscriberEvent.subscriber_id == subscriber.id,
+            SubscriberEvent.kind == EventKind.BOUNCES_RESET,
+        )
+    )
+    # A delivery that went out *after* a bounce resets the score; the bounce of the very
+    # delivery that was "sent" comes later than its sent_at, so it still counts.
+    for moment in (last_sent, last_reset):
+        if moment is not None and moment > since:
+            since = moment
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(BounceEvent)
+            .where(
+                BounceEvent.subscriber_id == subscriber.id,
+                BounceEvent.kind == BounceKind.SOFT,
+                BounceEvent.created_at >= since,
+            )
+        )
+        or 0
+    )
+
+
+def _suppress_bounced(session: Session, subscriber: Subscriber, why: str | None) -> None:
+    subscriber.status = SubscriberStatus.BOUNCED
+    suppress(
+        session,
+        email_key=subscriber.email_key,
+        email=subscriber.email,
+        reason="bounced",
+        detail=(why or "")[:1000],
+    )
+
+
+def _bounce_delivery(session: Session, delivery_id: int | None) -> None:
+    """The digest's counts move the delivery from sent (or sending) to bounced."""
+    if delivery_id is None:
+        return
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
+        )
+        .values(status=DeliveryStatus.BOUNCED)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _delivery_of(session: Session, delivery_id: int | None) -> int | None:
+    if delivery_id is None:
+        return None
+    return delivery_id if session.get(Delivery, delivery_id) is not None else None
+
+
+def _status_in(reply: str) -> str | None:
+    match = re.search(r"\b([245]\.\d{1,3}\.\d{1,3})\b", reply)
+    return match.group(1) if match else None
+
+
+def process_message(
+    session: Session,
+    raw: bytes,
+    *,
+    settings: Settings,
+    envelope_recipients: Sequence[str] = (),
+    source: str = "mail",
+    now: datetime | None = None,
+) -> BounceOutcome:
+    """A message that came back (DSN, ARF complaint, auto-reply, mailed unsubscribe)."""
+    unsubscribe_token = _unsubscribe_token(envelope_recipients, settings)
+    if unsubscribe_token is not None:
+        return process_mailed_unsubscribe(
+            session, token=unsubscribe_token, settings=settings, now=now
+        )
+    from newsletter.bounces.parsing import parse_bounce  # the parser is only needed here
+
+    report = parse_bounce(raw, envelope_recipients=envelope_recipients)
+    if report.kind == "none":
+        return BounceOutcome("none", "ignored", detail="not a bounce (an auto-reply?)")
+    subscriber_id, delivery_id = find_reader(
+        session,
+        settings=settings,
+        verp_tokens=report.verp_tokens,
+        addresses=report.recipients,
+        message_id=report.original_message_id,
+    )
+    if subscriber_id is None:
+        log.info(
+            "%s bounce about nobody we mail (%s); ignored",
+            report.kind,
+            ", ".join(mask_address(r) for r in report.recipients),
+        )
+        return BounceOutcome(report.kind, "ignored", detail="about no reader of ours")
+    return record(
+        session,
+        kind=report.kind,
+        source=source,
+        subscriber_id=subscriber_id,
+        delivery_id=delivery_id,
+        recipient=report.recipients[0] if report.recipients else None,
+        status=report.status,
+        diagnostic=report.diagnostic,
+        raw=raw.decode("utf-8", "replace"),
+        event_key=event_key_of(raw),
+        soft_limit=settings.soft_bounce_limit,
+        soft_window=timedelta(days=settings.soft_bounce_window_days),
+        now=now,
+    )
+
+
+def process_mailed_unsubscribe(
+    session: Session, *, token: str, settings: Settings, now: datetime | None = None
+) -> BounceOutcome:
+    """The mailto: of List-Unsubscribe: `unsubscribe+<token>@<domain>` leaves everything."""
+    try:
+        claims = read_verp_token(settings.secret_key, token)
+    except TokenError:
+        log.warning("mailed unsubscribe with a token we did not make: %s", token[:60])
+        return BounceOutcome(BounceKind.UNSUBSCRIBE, "ignored", detail="forged token")
+    if session.get(Subscriber, claims.subscriber_id) is None:
+        return BounceOutcome(BounceKind.UNSUBSCRIBE, "ignored", detail="reader erased")
+    left = unsubscribe(
+        session, subscriber_id=claims.subscriber_id, source="mailto unsubscribe", now=now
+    )
+    return BounceOutcome(
+        BounceKind.UNSUBSCRIBE,
+        "unsubscribed" if left else "already unsubscribed",
+        claims.subscriber_id,
+    )
+
+
+def record_provider_event(
+    session: Session,
+    *,
+    provider: str,
+    event_id: str,
+    kind: str,
+    settings: Settings,
+    email: str | None = None,
+    message_id: str | None = None,
+    status: str | None = None,
+    diagnostic: str | None = None,
+    raw: str = "",
+    now: datetime | None = None,
+) -> BounceOutcome:
+    """An ESP's bounce or complaint (webhook); the same event id twice counts once."""
+    subscriber_id, delivery_id = find_reader(
+        session,
+        settings=settings,
+        verp_tokens=[],
+        addresses=[email] if email else [],
+        message_id=_bracketed(message_id),
+    )
+    return record(
+        session,
+        kind=kind,
+        source=provider,
+        subscriber_id=subscriber_id,
+        delivery_id=delivery_id,
+        recipient=email,
+        status=status,
+        diagnostic=diagnostic,
+        raw=raw[:200_000],
+        event_key=f"{provider}:{event_id}"[:300],
+        soft_limit=settings.soft_bounce_limit,
+        soft_window=timedelta(days=settings.soft_bounce_window_days),
+        now=now,
+    )
+
+
+def accepts_recipient(address: str, settings: Settings) -> bool:
+    """Whether the inbound receiver takes mail for this address (it is no open relay)."""
+    local, _, domain = address.strip().strip("<>").rpartition("@")
+    if domain.lower() != settings.mail_domain.lower():
+        return False
+    prefix, _, token = local.lower().partition("+")
+    return prefix in {"bounces", "unsubscribe"} and bool(token)
+
+
+def _unsubscribe_token(recipients: Sequence[str], settings: Settings) -> str | None:
+    for address in recipients:
+        local, _, domain = address.strip().strip("<>").rpartition("@")
+        prefix, _, token = local.lower().partition("+")
+        if prefix == "unsubscribe" and token and domain.lower() == settings.mail_domain.lower():
+            return token
+    return None
+
+
+def _bracketed(message_id: str | None) -> str | None:
+    if not message_id:
+        return None
+    message_id = message_id.strip()
+    return message_id if message_id.startswith("<") else f"<{message_id}>"

@@ -1,0 +1,940 @@
+"""The `newsletter` command: run the service, and manage articles and subscribers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
+
+import click
+
+from newsletter.cli.status import status_command
+from newsletter.core.config import PROJECT_ROOT, SettingsError, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SEEDS_DIR = PROJECT_ROOT / "seeds"
+
+
+class CommandError(click.ClickException):
+    """An error the person at the terminal can act on: one line on stderr, exit status 1."""
+
+
+def main() -> NoReturn:
+    """Entry point: click's errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("newsletter: interrupted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"newsletter: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"newsletter: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except SettingsError as exc:
+        click.echo(f"newsletter: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """A self-hosted email newsletter service."""
+    from newsletter.core.logs import configure_logging
+
+    # Commands run once say only what went wrong; the services raise this to INFO.
+    configure_logging(get_settings(), level="WARNING")
+
+
+cli.add_command(status_command, "status")
+
+# --- running the service -------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--no-seeds", is_flag=True, help="Do not import the articles under seeds/.")
+def init(no_seeds: bool) -> None:
+    """Create or upgrade the database and the `daily` newsletter (safe to run again)."""
+    _initialise(import_seeds=not no_seeds)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def web(host: str, port: int) -> None:
+    """Serve the web pages and the API."""
+    import uvicorn
+
+    _log_events()
+
+    # log_config=None: uvicorn keeps our handler (one line per event, JSON if asked).
+    uvicorn.run(
+        "newsletter.web.app:create_app", factory=True, host=host, port=port, log_config=None
+    )
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a Celery worker (the same as `celery -A worker worker`); extra options go to Celery."""
+    from newsletter.tasks.celeryapp import app
+
+    app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run the Celery beat scheduler; extra options go to Celery."""
+    from newsletter.tasks.celeryapp import app
+
+    app.start(["beat", "--loglevel=INFO", *ctx.args])
+
+
+@cli.command()
+@click.option("--host", default=None, help="Default: NEWSLETTER_SINK_HOST (127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Default: NEWSLETTER_SINK_PORT (8025).")
+def sink(host: str | None, port: int | None) -> None:
+    """Run the built-in SMTP sink that keeps every message under var/outbox/."""
+    from newsletter.sending.sink import run_sink
+
+    _log_events()
+
+    settings = get_settings()
+    host, port = host or settings.sink_host, port or settings.sink_port
+    click.echo(f"SMTP sink on {host}:{port}, keeping mail in {settings.outbox_dir}")
+    run_sink(settings.outbox_dir, host=host, port=port)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def up(host: str, port: int) -> None:
+    """Run everything: web, worker, scheduler and (with no relay set) the SMTP sink."""
+    from newsletter.ops.metrics import setup_multiprocess
+
+    settings = _initialise(import_seeds=True)
+    # The children count into one fresh folder: yesterday's counts are not today's.
+    setup_multiprocess(settings, wipe=True)
+    me = [sys.executable, "-m", "newsletter"]
+    commands = {
+        "web": [*me, "web", "--host", host, "--port", str(port)],
+        "worker": [*me, "worker", "--concurrency", "2"],
+        "beat": [*me, "beat"],
+        # Bounces, complaints and mailed unsubscribes, for the VERP addresses only.
+        "bounces": [*me, "bounces", "serve"],
+    }
+    if settings.uses_sink:
+        commands["sink"] = [*me, "sink"]
+    click.echo(f"Admin token: {settings.admin_token}")
+    click.echo(f"Signup page: {settings.base_url}/")
+    if settings.uses_sink:
+        click.echo(f"Outgoing mail is kept in {settings.outbox_dir}")
+    _supervise(commands)
+
+
+# --- articles ------------------------------------------------------------------------
+
+
+@cli.group()
+def articles() -> None:
+    """Import and list articles."""
+
+
+@articles.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def articles_import(paths: tuple[Path, ...]) -> None:
+    """Import articles from files and folders (scraped pages, Markdown with front matter)."""
+    from newsletter.articles import store as article_store
+    from newsletter.core.db import session_scope
+
+    with session_scope() as session:
+        report = article_store.import_paths(session, list(paths))
+    click.echo(
+        f"imported {len(report.imported)}, unchanged {len(report.unchanged)}, "
+        f"errors {len(report.errors)}"
+    )
+    for error in report.errors:
+        click.echo(f"newsletter: {error}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@articles.command("fetch")
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def articles_fetch(urls: tuple[str, ...], as_json: bool) -> None:
+    """Import the entries of RSS or Atom feeds (asking only for what changed)."""
+    from newsletter.articles import feeds
+    from newsletter.core.db import session_scope
+
+    with session_scope() as session:
+        reports = feeds.fetch_configured_feeds(session, list(urls))
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in reports], ensure_ascii=False, indent=2))
+    else:
+        for report in reports:
+            click.echo(
+                f"{report.url}: {report.status}, {report.imported} new, "
+                f"{report.unchanged} unchanged"
+            )
+    failed = [e for r in reports for e in r.errors if r.status == "failed"]
+    for error in failed:
+        click.echo(f"newsletter: {error}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@articles.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def articles_list(as_json: bool, limit: int) -> None:
+    """List articles, newest first."""
+    from newsletter.articles import store as article_store
+    from newsletter.core.db import session_scope
+
+    with session_scope() as session:
+        rows = [
+            article_store.article_as_dict(a)
+            for a in article_store.list_articles(session, limit=limit)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['published_at'][:16]}  {row['language']}  {row['slug']}  {row['title']}")
+
+
+# --- newsletters ---------------------------------------------------------------------
+
+
+@cli.group()
+def newsletters() -> None:
+    """Add and list newsletters, and set their recurring schedules."""
+
+
+@newsletters.command("add")
+@click.argument("slug")
+@click.option("--name", required=True)
+@click.option("--language", default="en", show_default=True, help="pt, en or zh.")
+@click.option("--time-zone", default="Europe/Lisbon", show_default=True)
+@click.option("--schedule", "cron", default=None, help="Cron, e.g. '0 7 * * *' (local time).")
+def newsletters_add(slug: str, name: str, language: str, time_zone: str, cron: str | None) -> None:
+    """Add a newsletter readers can subscribe to."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import schedules
+
+    with _user_errors(), session_scope() as session:
+        schedules.add_newsletter(
+            session, slug=slug, name=name, language=language, time_zone=time_zone, cron=cron
+        )
+    click.echo(f"added newsletter {slug}")
+
+
+@newsletters.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def newsletters_list(as_json: bool) -> None:
+    """List newsletters with their schedules and subscribers."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import schedules
+
+    with session_scope() as session:
+        rows = schedules.describe_newsletters(session)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        schedule = f"'{row['schedule']}' {row['time_zone']}" if row["schedule"] else "no schedule"
+        next_due = f", next {row['next_due'][:16]} UTC" if row["next_due"] else ""
+        click.echo(
+            f"{row['slug']}\t{row['name']}\t{row['language']}\t{schedule}{next_due}\t"
+            f"{row['subscribers']} subscriber(s)"
+        )
+
+
+@newsletters.command("set-schedule")
+@click.argument("slug")
+@click.argument("cron", required=False, default="")
+@click.option("--time-zone", default=None, help="IANA name, e.g. Asia/Macau.")
+def newsletters_set_schedule(slug: str, cron: str, time_zone: str | None) -> None:
+    """Send SLUG's digest on a cron schedule in its time zone; no CRON clears it."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import schedules
+
+    with _user_errors(), session_scope() as session:
+        newsletter = schedules.set_schedule(session, slug=slug, cron=cron, time_zone=time_zone)
+        described = (
+            f"'{newsletter.schedule_cron}' in {newsletter.time_zone}"
+            if newsletter.schedule_cron
+            else "no schedule"
+        )
+    click.echo(f"{slug}: {described}")
+
+
+# --- digests -------------------------------------------------------------------------
+
+
+@cli.group()
+def digest() -> None:
+    """Send, schedule, follow, pause, resume, cancel and preview digests."""
+
+
+@digest.command("send")
+@click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
+@click.option("--since", default=None, help="Start of the window (ISO 8601); default: last digest.")
+@click.option(
+    "--at", "send_at", default=None, help="Send then (ISO 8601; no zone: the newsletter's)."
+)
+@click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": …, "state": …}.')
+def digest_send(
+    newsletter_slug: str,
+    since: str | None,
+    send_at: str | None,
+    subject: str | None,
+    as_json: bool,
+) -> None:
+    """Create a digest and send it now, or at --at."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import dispatcher as dispatch
+    from newsletter.digests import newsletters as newsletter_store
+    from newsletter.tasks import jobs as tasks
+
+    with _user_errors(), session_scope() as session:
+        newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+        digest = dispatch.create_digest(
+            session,
+            newsletter_slug=newsletter_slug,
+            since=_parse_when(since, "--since"),
+            send_at=_parse_when(send_at, "--at", time_zone=newsletter.time_zone),
+            subject=subject,
+        )
+        digest_id, state, when = digest.id, digest.state, digest.scheduled_for
+    tasks.tick.delay()
+    if as_json:
+        click.echo(json.dumps({"id": digest_id, "state": state}))
+    else:
+        click.echo(f"digest {digest_id}: {state} for {when:%Y-%m-%d %H:%M} UTC" if when else "")
+
+
+@digest.command("status")
+@click.argument("digest_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def digest_status(digest_id: int, as_json: bool) -> None:
+    """Where a digest stands: state and counts."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import dispatcher as dispatch
+
+    with _user_errors(), session_scope() as session:
+        status = dispatch.digest_status(session, digest_id)
+    if as_json:
+        click.echo(json.dumps(status, ensure_ascii=False))
+        return
+    counts = status["counts"]
+    click.echo(f"digest {status['id']} ({status['newsletter']}): {status['state']}")
+    click.echo(
+        f"  {counts['sent']} sent, {counts['queued']} queued, {counts['bounced']} bounced, "
+        f"{counts['failed']} failed, {counts['skipped']} skipped, of {counts['total']}"
+    )
+    if status["note"]:
+        click.echo(f"  {status['note']}")
+
+
+@digest.command("cancel")
+@click.argument("digest_id", type=int)
+def digest_cancel(digest_id: int) -> None:
+    """Stop a digest for good; what was not sent is skipped."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import dispatcher as dispatch
+
+    with _user_errors(), session_scope() as session:
+        dispatch.cancel(session, digest_id=digest_id)
+    click.echo(f"digest {digest_id}: cancelled")
+
+
+@digest.command("pause")
+@click.argument("digest_id", type=int)
+def digest_pause(digest_id: int) -> None:
+    """Hold a digest; `resume` goes on where it stopped."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import dispatcher as dispatch
+
+    with _user_errors(), session_scope() as session:
+        dispatch.pause(session, digest_id=digest_id)
+    click.echo(f"digest {digest_id}: paused")
+
+
+@digest.command("resume")
+@click.argument("digest_id", type=int)
+def digest_resume(digest_id: int) -> None:
+    """Take a paused digest up again."""
+    from newsletter.core.db import session_scope
+    from newsletter.digests import dispatcher as dispatch
+    from newsletter.tasks import jobs as tasks
+
+    with _user_errors(), session_scope() as session:
+        digest, batches = dispatch.resume(session, digest_id=digest_id)
+        state = digest.state
+    for batch in batches:
+        tasks.send_batch.delay(digest_id, batch)
+    tasks.tick.delay()
+    click.echo(f"digest {digest_id}: {state}")
+
+
+@digest.command("preview")
+@click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
+@click.option("--subscriber", "subscriber_email", default=None, help="As this reader gets it.")
+@click.option("--since", default=None, help="Start of the window (ISO 8601).")
+@click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "html", "eml"]),
+    default="text",
+    show_default=True,
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def digest_preview(
+    newsletter_slug: str,
+    subscriber_email: str | None,
+    since: str | None,
+    subject: str | None,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """Show exactly what a reader would get if the digest were sent now."""
+    from email import message_from_bytes, policy
+
+    from newsletter.core.db import session_scope
+    from newsletter.digests import render as digests
+
+    with _user_errors(), session_scope() as session:
+        result = digests.preview(
+            session,
+            newsletter_slug=newsletter_slug,
+            settings=get_settings(),
+            subscriber_email=subscriber_email,
+            since=_parse_when(since, "--since"),
+            subject=_clean_subject(subject),
+        )
+    if output_format == "eml":
+        data = result.message.data
+    else:
+        message = message_from_bytes(result.message.data, policy=policy.default)
+        part = message.get_body(preferencelist=("plain" if output_format == "text" else "html",))
+        data = str(part.get_content() if part else "").encode()
+    if output:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(data)
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror}") from None
+        click.echo(f"wrote {output} ({len(result.selection.article_ids)} article(s))")
+    else:
+        click.echo(data.decode(errors="replace"), nl=False)
+
+
+# --- subscribers ---------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """Add, import, list, show, export and erase subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default=None)
+@click.option("--language", default=None, help="pt, en or zh.")
+@click.option("--topics", default=None, help="Comma-separated topics.")
+@click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
+@click.option("--confirmed", is_flag=True, help="Subscribed at once, without a confirmation email.")
+def subscribers_add(
+    email: str,
+    name: str | None,
+    language: str | None,
+    topics: str | None,
+    newsletter_slug: str,
+    confirmed: bool,
+) -> None:
+    """Add a subscriber; without --confirmed they are sent the confirmation email."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import store
+
+    settings = get_settings()
+    form = store.SignupForm(
+        email=email, name=name, newsletters=[newsletter_slug], topics=topics, language=language
+    )
+    with _user_errors(), session_scope() as session:
+        outcome = store.subscribe(
+            session,
+            form,
+            source="cli",
+            confirmed=confirmed,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
+        )
+    if outcome.suppressed:
+        raise CommandError(f"{email} is on the suppression list and cannot be added")
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        from newsletter.tasks import jobs as tasks
+
+        tasks.send_confirmation.delay(outcome.subscriber_id)
+        click.echo(f"added {email} (pending: confirmation email queued)")
+    elif outcome.newly_confirmed and outcome.subscriber_id is not None:
+        from newsletter.tasks import jobs as tasks
+
+        tasks.send_welcome.delay(outcome.subscriber_id, outcome.newly_confirmed)
+        click.echo(f"added {email} (subscribed)")
+    else:
+        click.echo(f"{email} is already known; nothing to send")
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Report what would change, change nothing.")
+@click.option("--send-confirmations", is_flag=True, help="Email the rows left pending.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def subscribers_import(
+    csv_file: Path, dry_run: bool, send_confirmations: bool, as_json: bool
+) -> None:
+    """Import subscribers from CSV: email,name,language,topics,newsletter,confirmed."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers.importing import import_subscribers_csv
+
+    settings = get_settings()
+    # newline="": quoted cells may hold line breaks; utf-8-sig: spreadsheets write a BOM.
+    with (
+        _user_errors(),
+        csv_file.open(encoding="utf-8-sig", newline="") as stream,
+        session_scope() as session,
+    ):
+        report = import_subscribers_csv(
+            session,
+            stream,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            dry_run=dry_run,
+        )
+    if send_confirmations and not dry_run:
+        from newsletter.tasks import jobs as tasks
+
+        for subscriber_id in report.pending_subscriber_ids:
+            tasks.send_confirmation.delay(subscriber_id)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        prefix = "would add" if dry_run else "added"
+        click.echo(
+            f"{prefix} {report.added}, updated {report.updated}, unchanged "
+            f"{report.unchanged}, refused {len(report.refused)}"
+        )
+        for line, reason in report.refused:
+            click.echo(f"  line {line}: {reason}")
+
+
+@subscribers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one subscriber a line.")
+def subscribers_list(as_json: bool) -> None:
+    """List every subscriber (streamed, a thousand at a time)."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import store
+
+    after = 0
+    with session_scope() as session:
+        slugs = {n.id: n.slug for n in _newsletters(session)}
+        while batch := store.list_subscribers(session, after_id=after):
+            for s in batch:
+                states = {slugs[x.newsletter_id]: x.status for x in s.subscriptions}
+                if as_json:
+                    row = {
+                        "email": s.email,
+                        "name": s.name,
+                        "language": s.language,
+                        "status": s.status,
+                        "subscriptions": states,
+                    }
+                    click.echo(json.dumps(row, ensure_ascii=False))
+                else:
+                    subs = ", ".join(f"{k}:{v}" for k, v in states.items())
+                    click.echo(f"{s.email}\t{s.status}\t{s.language}\t{subs}")
+            after = batch[-1].id
+            session.expunge_all()
+
+
+@subscribers.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def subscribers_show(email: str, as_json: bool) -> None:
+    """Show one subscriber: status, subscriptions and events."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import store
+
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        data = store.export_data(session, subscriber_id=subscriber.id)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{data['email']}  ({data['name'] or 'no name'})  status: {data['status']}")
+    click.echo(
+        f"language {data['language']}, time zone {data['time_zone']}, "
+        f"topics {', '.join(data['topics']) or 'all'}, soft bounces {data['soft_bounce_count']}"
+    )
+    click.echo("subscriptions:")
+    for sub in data["subscriptions"]:
+        click.echo(
+            f"  {sub['newsletter']}: {sub['status']} (since {sub['created_at'][:19]}, "
+            f"consent: {sub['consent_source'] or '-'})"
+        )
+    click.echo("events:")
+    for event in data["events"]:
+        click.echo(f"  {event['created_at'][:19]}  {event['kind']}  {event['newsletter'] or ''}")
+
+
+@subscribers.command("export-data")
+@click.argument("email")
+def subscribers_export_data(email: str) -> None:
+    """Print everything stored about one subscriber as JSON (GDPR access request)."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import store
+
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        data = store.export_data(session, subscriber_id=subscriber.id)
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@subscribers.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def subscribers_erase(email: str, yes: bool) -> None:
+    """Erase a subscriber's personal data; a hash stays on the suppression list."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import store
+
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Erase everything about {email}?", abort=True)
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        store.erase(session, subscriber_id=subscriber.id)
+    click.echo(f"erased {email}; its hash stays on the suppression list")
+
+
+@subscribers.command("reset-bounces")
+@click.argument("email")
+def subscribers_reset_bounces(email: str) -> None:
+    """Make a bounced reader deliverable again, with a fresh soft-bounce score."""
+    from newsletter.bounces import policy as bounces
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import store
+
+    with _user_errors(), session_scope() as session:
+        subscriber = store.find_by_email(session, email)
+        bounces.reset_bounces(session, subscriber_id=subscriber.id)
+    click.echo(f"{email}: bounces reset")
+
+
+# --- bounces and suppressions --------------------------------------------------------
+
+
+@cli.group(name="bounces")
+def bounces_group() -> None:
+    """Receive, process and inspect bounces and complaints."""
+
+
+@bounces_group.command("serve")
+@click.option("--host", default=None, help="Default: NEWSLETTER_BOUNCE_HOST (127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Default: NEWSLETTER_BOUNCE_PORT (2525).")
+def bounces_serve(host: str | None, port: int | None) -> None:
+    """Receive bounces, complaints and mailed unsubscribes over SMTP (our VERP addresses only)."""
+    from newsletter.bounces.doors.smtp import run_receiver
+    from newsletter.tasks import jobs as tasks
+
+    _log_events()
+    settings = get_settings()
+    host, port = host or settings.bounce_host, port or settings.bounce_port
+    click.echo(f"bounce receiver on {host}:{port} for bounces+…@{settings.mail_domain}")
+    run_receiver(
+        settings, lambda raw, rcpts: tasks.process_inbound.delay(raw, rcpts), host=host, port=port
+    )
+
+
+@bounces_group.command("process")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def bounces_process(paths: tuple[Path, ...]) -> None:
+    """Process bounce messages from files, folders or Maildirs."""
+    from newsletter.bounces import policy as bounces
+    from newsletter.bounces.parsing import BounceParseError
+    from newsletter.core.db import session_scope
+
+    settings = get_settings()
+    failures = 0
+    for path in paths:
+        try:
+            found = list(_messages_at(path))
+        except OSError as exc:
+            click.echo(f"newsletter: {path}: {exc.strerror or exc}", err=True)
+            failures += 1
+            continue
+        for name, raw in found:
+            try:
+                with session_scope() as session:
+                    outcome = bounces.process_message(session, raw, settings=settings)
+            except BounceParseError as exc:
+                click.echo(f"newsletter: {name}: {exc}", err=True)
+                failures += 1
+                continue
+            click.echo(f"{name}: {outcome.kind}, {outcome.action}")
+    if failures:
+        sys.exit(1)
+
+
+@bounces_group.command("parse")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def bounces_parse(path: Path, as_json: bool) -> None:
+    """Say what a message is (hard, soft, complaint, none) without changing anything."""
+    from newsletter.bounces import policy as bounces
+    from newsletter.bounces.parsing import BounceParseError, parse_bounce
+    from newsletter.core.db import session_scope
+
+    try:
+        report = parse_bounce(path.read_bytes())
+    except BounceParseError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    delivery_id = None
+    with session_scope() as session:
+        _, delivery_id = bounces.find_reader(
+            session,
+            settings=get_settings(),
+            verp_tokens=report.verp_tokens,
+            addresses=[],
+            message_id=report.original_message_id,
+        )
+        session.rollback()
+    result = {
+        "kind": report.kind,
+        "recipients": report.recipients,
+        "status": report.status,
+        "delivery": delivery_id,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(
+            f"{report.kind}: {', '.join(report.recipients) or 'no recipient'}"
+            f" ({report.status or 'no status'}), delivery {delivery_id or 'unknown'}"
+        )
+
+
+@cli.group(name="suppressions")
+def suppressions_group() -> None:
+    """The addresses never mailed: list, add, remove, import and export."""
+
+
+@suppressions_group.command("list")
+def suppressions_list() -> None:
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with session_scope() as session:
+        for entry in suppressions.entries(session):
+            shown = entry.email or f"(erased, sha256 {entry.email_hash[:12]}…)"
+            click.echo(f"{shown}\t{entry.reason}\t{entry.created_at:%Y-%m-%d}")
+
+
+@suppressions_group.command("add")
+@click.argument("email")
+@click.option("--reason", default="manual", show_default=True)
+def suppressions_add(email: str, reason: str) -> None:
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with _user_errors(), session_scope() as session:
+        added = suppressions.add(session, email=email, reason=reason)
+    click.echo(f"{email}: {'suppressed' if added else 'already suppressed'}")
+
+
+@suppressions_group.command("remove")
+@click.argument("email")
+def suppressions_remove(email: str) -> None:
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with _user_errors(), session_scope() as session:
+        removed = suppressions.remove(session, email=email)
+    if not removed:
+        raise CommandError(f"{email} is not on the suppression list")
+    click.echo(f"{email}: no longer suppressed")
+
+
+@suppressions_group.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def suppressions_import(csv_file: Path) -> None:
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with (
+        _user_errors(),
+        csv_file.open(encoding="utf-8-sig", newline="") as stream,
+        session_scope() as session,
+    ):
+        report = suppressions.import_csv(session, stream)
+    click.echo(f"added {report.added}, already there {report.known}, refused {len(report.refused)}")
+    for line, reason in report.refused:
+        click.echo(f"  line {line}: {reason}")
+
+
+@suppressions_group.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def suppressions_export(output: Path | None) -> None:
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with session_scope() as session:
+        if output is None:
+            suppressions.export_csv(session, sys.stdout)
+            return
+        with output.open("w", newline="", encoding="utf-8") as stream:
+            count = suppressions.export_csv(session, stream)
+    click.echo(f"wrote {count} entries to {output}")
+
+
+def _messages_at(path: Path) -> Any:
+    from newsletter.bounces.doors.mailbox import messages_at
+
+    return messages_at(path)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _log_events() -> None:
+    """A long-running service logs one line per event (INFO), not only its problems."""
+    import logging
+
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def _initialise(*, import_seeds: bool) -> Any:
+    from newsletter.core.db import get_engine, session_scope
+    from newsletter.core.schema import upgrade
+    from newsletter.digests import newsletters
+
+    settings = get_settings()
+    upgrade(get_engine())
+    with session_scope() as session:
+        newsletters.ensure_default_newsletter(
+            session, language=settings.default_language, time_zone=settings.default_time_zone
+        )
+    if import_seeds and SEEDS_DIR.is_dir():
+        from newsletter.articles import store as article_store
+
+        with session_scope() as session:
+            report = article_store.import_paths(session, [SEEDS_DIR])
+        for error in report.errors:
+            click.echo(f"newsletter: {error}", err=True)
+        if report.imported:
+            click.echo(f"imported {len(report.imported)} seed article(s)")
+    click.echo(f"database ready: {_safe_url(settings.database_url)}")
+    return settings
+
+
+def _supervise(commands: dict[str, list[str]]) -> None:
+    """Start each command; stop them all when one dies or on Ctrl-C / SIGTERM."""
+    children = {name: subprocess.Popen(argv) for name, argv in commands.items()}
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    click.echo(
+                        f"newsletter: {name} stopped (exit {child.returncode}); stopping all",
+                        err=True,
+                    )
+                    raise KeyboardInterrupt
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the services' refusals into one-line CLI errors."""
+    from newsletter.core.validation import InvalidInput
+    from newsletter.digests.dispatcher import DigestActionError, UnknownDigest
+    from newsletter.digests.newsletters import UnknownNewsletter
+    from newsletter.digests.render import NothingToSend
+    from newsletter.subscribers.store import UnknownSubscriber
+
+    try:
+        yield
+    except (
+        InvalidInput,
+        UnknownSubscriber,
+        UnknownNewsletter,
+        NothingToSend,
+        UnknownDigest,
+        DigestActionError,
+    ) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _parse_when(value: str | None, option: str, *, time_zone: str = "UTC") -> datetime | None:
+    """An ISO 8601 moment; without a zone it is read in `time_zone`. Returned in UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{option} wants an ISO 8601 date and time, not {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(time_zone))
+    return moment.astimezone(UTC)
+
+
+def _clean_subject(value: str | None) -> str | None:
+    from newsletter.core.validation import clean_text
+
+    if value is None:
+        return None
+    return clean_text("subject", value, max_length=300) or None
+
+
+def _newsletters(session: Any) -> list[Any]:
+    from newsletter.digests.newsletters import list_newsletters
+
+    return list_newsletters(session)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

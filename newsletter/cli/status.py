@@ -1,0 +1,104 @@
+"""`newsletter status`: queues, workers, digests in flight and recent errors at a glance."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+BAR_WIDTH = 12
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--timeout",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 30),
+    help="Seconds to wait for the workers to answer.",
+)
+def status_command(as_json: bool, timeout: float) -> None:
+    """What the service is doing now: queues, workers, digests being sent, last errors."""
+    from newsletter.core.config import get_settings
+    from newsletter.core.db import session_scope
+    from newsletter.ops import monitoring
+    from newsletter.tasks.celeryapp import app
+
+    settings = get_settings()
+    with session_scope() as session:
+        report = monitoring.status(session, app, settings.broker_url, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+        return
+    for line in render(report):
+        click.echo(line)
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    """The report as lines for a terminal, one section after another."""
+    lines = ["Queues"]
+    for queue in report["queues"]:
+        lines.append(
+            f"  {queue['queue']:<14} ready {_number(queue['ready']):>7}   "
+            f"unacked {_number(queue['unacked']):>7}"
+            + (f"   ({queue.get('error') or queue['note']})" if _remark(queue) else "")
+        )
+    online = [w for w in report["workers"] if w.get("online")]
+    lines.append(f"Workers ({len(online)} online)")
+    if not online:
+        errors = [w["error"] for w in report["workers"] if w.get("error")]
+        lines.append(f"  none answered{': ' + errors[0] if errors else ''}")
+    for worker in online:
+        lines.append(
+            f"  {worker['name']:<30} processed {worker['processed']:>7,}   "
+            f"active {len(worker['active'])}"
+        )
+        for task in worker["active"]:
+            lines.append(f"    {task['name']}({task['args']})")
+    lines.append(f"Sending ({len(report['sending'])})")
+    for digest in report["sending"]:
+        lines.extend(_digest_lines(digest))
+    lines.append(f"Scheduled ({len(report['scheduled'])})")
+    for digest in report["scheduled"]:
+        when = (digest["scheduled_for"] or "")[:16].replace("T", " ")
+        subject = f"  “{digest['subject']}”" if digest["subject"] else ""
+        lines.append(f"  #{digest['id']} {digest['newsletter']} at {when} UTC{subject}")
+    lines.append(f"Last errors ({len(report['errors'])})")
+    for error in report["errors"]:
+        at = error["at"][:19].replace("T", " ")
+        lines.append(
+            f"  {at}  #{error['digest_id']} delivery {error['delivery_id']} {error['status']} "
+            f"{error['address'] or '(erased)'}: {error['error']}"
+        )
+    return lines
+
+
+def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """`[#######.....] 58%`: how much of a digest has been dealt with."""
+    filled = min(width, round(done * width / total)) if total else 0
+    percent = done * 100 // total if total else 0
+    return f"[{'#' * filled}{'.' * (width - filled)}] {percent}%"
+
+
+def _digest_lines(digest: dict[str, Any]) -> list[str]:
+    counts = digest["counts"]
+    done = counts["total"] - counts["queued"]
+    subject = f"  “{digest['subject']}”" if digest.get("subject") else ""
+    rest = ", ".join(
+        f"{counts[name]:,} {name}" for name in ("bounced", "failed", "skipped") if counts[name]
+    )
+    return [
+        f"  #{digest['id']} {digest['newsletter']} {digest['state']}{subject}",
+        f"    {progress_bar(done, counts['total'])} {done:,}/{counts['total']:,} "
+        f"· {digest['per_minute']:,}/min" + (f"  ({rest})" if rest else ""),
+    ]
+
+
+def _number(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _remark(queue: dict[str, Any]) -> bool:
+    return bool(queue.get("error") or queue.get("note"))

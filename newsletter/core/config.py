@@ -1,0 +1,214 @@
+"""Settings read from NEWSLETTER_* environment variables, with defaults that run anywhere."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+# Values that mean "somebody copied the example and never changed it".
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "please-change", "xxx"})
+
+LANGUAGES = ("pt", "en", "zh")
+
+
+class SettingsError(RuntimeError):
+    """The configuration cannot be used as it is."""
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to know about where it runs."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSLETTER_", extra="ignore")
+
+    environment: str = Field(
+        default="development",
+        description="development or production; production refuses placeholder secrets.",
+    )
+    var_dir: Path = Field(default=PROJECT_ROOT / "var")
+    database_url: str = ""
+    broker_url: str = ""
+    smtp_url: str = Field(
+        default="",
+        description="smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465; "
+        "empty means the built-in sink on sink_host:sink_port.",
+    )
+    # The Celery queue: one per installation sharing a broker (the tests take their own).
+    queue: str = "newsletter"
+    sink_host: str = "127.0.0.1"
+    sink_port: int = 8025
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = ""
+    admin_token: str = ""
+    # The admin dashboard: how long a sign-in lasts, and the pause after a wrong token
+    # (doubled with each further wrong try from the same address, up to a minute).
+    admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    admin_signin_delay_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Hosts (client addresses) that may read /metrics and /readyz's details without the token.
+    metrics_allow_hosts: list[str] = Field(default_factory=list)
+    # "text" (one line per event) or "json" (one object per line, for a log shipper).
+    log_format: Literal["text", "json"] = "text"
+
+    publisher_name: str = "Plataforma"
+    from_address: str = "newsletter@localhost"
+    mail_domain: str = Field(
+        default="",
+        description="Domain of Message-IDs, List-Id and the VERP bounce address; "
+        "defaults to the domain of from_address.",
+    )
+    default_language: str = "en"
+    default_time_zone: str = "Europe/Lisbon"
+
+    digest_max_articles: int = Field(default=10, ge=1, le=100)
+    # The first digest of a newsletter covers this many hours back.
+    digest_first_window_hours: int = Field(default=24, ge=1)
+
+    dkim_key: str = Field(
+        default="", description="PEM private key, or the path of a file holding one."
+    )
+    dkim_selector: str = ""
+    dkim_domain: str = Field(default="", description="d= of the signature; mail_domain if empty.")
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Temporary failures are tried again after base, twice base, four times ... (capped, jittered).
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    rate_per_second: int = Field(default=0, ge=0, description="0: no limit.")
+    rate_per_hour: int = Field(default=0, ge=0, description="0: no limit.")
+    # Deliveries untouched this long lost their task and are queued again; above the
+    # longest retry countdown, so that a retry waiting its turn is left alone.
+    stale_after_seconds: int = Field(default=2400, ge=10)
+    # On PostgreSQL, write delivery outcomes without waiting for the disk flush: about a
+    # quarter faster; a database *crash* (not a restart) may then resend the last
+    # fraction of a second's messages.
+    delivery_async_commit: bool = False
+    # Far above a batch's run time, and above the longest retry countdown.
+    broker_visibility_timeout: int = Field(default=3600, ge=10)
+
+    # Soft bounces: this many within the window, with no delivery in between, bounce the
+    # reader (a hard bounce does it at once).
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_window_days: int = Field(default=14, ge=1)
+    bounce_raw_days: int = Field(default=30, ge=1, description="Keep raw bounces this long.")
+    bounce_imap_url: str = Field(
+        default="", description="imaps://user:pass@host/INBOX polled for bounces by the beat."
+    )
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int = 2525
+
+    # ESP webhooks: each provider's secret; an empty one refuses that provider's calls.
+    ses_topic_arns: list[str] = Field(default_factory=list)
+    mailgun_signing_key: str = ""
+    postmark_webhook_user: str = ""
+    postmark_webhook_password: str = ""
+    sendgrid_public_key: str = ""
+
+    send_goodbye: bool = Field(
+        default=False,
+        description="Confirm an unsubscribe made on the web page with one last email. Off by "
+        "default: a reader who leaves gets no more mail, not even this.",
+    )
+
+    confirmation_interval_seconds: int = Field(
+        default=600, description="A pending address gets at most one confirmation per interval."
+    )
+    confirm_token_max_age_seconds: int = 7 * 24 * 3600
+    smtp_timeout_seconds: float = 30.0
+    max_request_bytes: int = 64 * 1024
+    max_api_request_bytes: int = 1024 * 1024
+
+    # Signups an hour from one client address and for one email address (0: no limit);
+    # over it, POST /subscribe answers 429 (newsletter.signup_limits).
+    signup_limit_per_ip_per_hour: int = Field(default=20, ge=0)
+    signup_limit_per_address_per_hour: int = Field(default=5, ge=0)
+
+    feeds: list[str] = Field(
+        default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
+    )
+    feed_poll_minutes: int = Field(default=15, ge=1)
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        self.var_dir = self.var_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'newsletter.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.var_dir / 'broker.db'}"
+        if not self.mail_domain:
+            self.mail_domain = self.from_address.rpartition("@")[2] or "localhost"
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.lower() == "production"
+
+    @property
+    def uses_sink(self) -> bool:
+        """True when no relay is configured and mail goes to the built-in sink."""
+        return not self.smtp_url
+
+    @property
+    def effective_smtp_url(self) -> str:
+        return self.smtp_url or f"smtp://{self.sink_host}:{self.sink_port}"
+
+    @property
+    def smtp_relays(self) -> list[str]:
+        """The relays to use in turn: NEWSLETTER_SMTP_URL may list several, comma-separated."""
+        return [url.strip() for url in self.effective_smtp_url.split(",") if url.strip()]
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    @property
+    def uses_redis(self) -> bool:
+        return urlsplit(self.broker_url).scheme in {"redis", "rediss"}
+
+    def ensure_secrets(self) -> None:
+        """Fill secret_key and admin_token from var/ (generated once), or refuse placeholders."""
+        for name in ("secret_key", "admin_token"):
+            value: str = getattr(self, name)
+            if value.strip().lower() in PLACEHOLDER_SECRETS:
+                if self.is_production:
+                    raise SettingsError(
+                        f"NEWSLETTER_{name.upper()} must be set to a real secret in production"
+                    )
+                setattr(self, name, _generated_secret(self.var_dir / name))
+
+
+def _generated_secret(path: Path) -> str:
+    """Read a secret kept in var/, creating it the first time (readable by its owner only)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    # O_EXCL: when web and worker start together, the first writer wins and the other reads it.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests call get_settings.cache_clear()."""
+    settings = Settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_secrets()
+    return settings

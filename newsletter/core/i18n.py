@@ -1,0 +1,42 @@
+"""Translations of the email and page chrome: Babel catalogs read from newsletter/locales/."""
+
+from __future__ import annotations
+
+import gettext
+import io
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_date
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+DOMAIN = "messages"
+# The newsletter's three languages and the Babel locale each one is written in.
+BABEL_LOCALES = {"en": "en", "pt": "pt_PT", "zh": "zh_Hans_CN"}
+
+
+@lru_cache(maxsize=8)
+def translations(language: str) -> gettext.NullTranslations:
+    """The catalog for a language, compiled in memory from its .po file (no build step)."""
+    po_file = LOCALES_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if not po_file.is_file():
+        return gettext.NullTranslations()
+    with po_file.open("rb") as handle:
+        catalog = read_po(handle, locale=BABEL_LOCALES.get(language, language))
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog, use_fuzzy=False)
+    compiled.seek(0)
+    return gettext.GNUTranslations(compiled)
+
+
+def long_date(moment: datetime, language: str) -> str:
+    """A date as a reader of that language writes it: 26 de novembro de 2026, 2026年11月26日."""
+    return format_date(moment.date(), format="long", locale=babel_locale(language))
+
+
+def babel_locale(language: str) -> Locale:
+    return Locale.parse(BABEL_LOCALES.get(language, "en"))

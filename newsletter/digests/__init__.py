@@ -1,0 +1,1 @@
+"""Digests: newsletters, schedules, the digest's lifecycle, composition, dispatch, rendering."""

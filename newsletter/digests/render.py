@@ -1,0 +1,296 @@
+"""Digests: compose, render once per variant, and fill in each reader's copy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.core.config import Settings
+from newsletter.core.i18n import translations
+from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber, utcnow
+from newsletter.digests import composer
+from newsletter.digests import newsletters as newsletter_store
+from newsletter.email.dkim import signer_from_settings
+from newsletter.email.render import (
+    MessageTemplate,
+    OutgoingMessage,
+    Recipient,
+    RenderedEmail,
+    make_message_id,
+    render_email,
+    slot,
+)
+from newsletter.subscribers.notices import bounce_address, list_headers, reader_links
+from newsletter.subscribers.store import find_by_email
+
+# The parts of a digest that differ from reader to reader.
+READER_SLOTS = ("greeting", "unsubscribe_url", "unsubscribe_mailto", "preferences_url")
+
+
+class NothingToSend(ValueError):
+    """The digest would be empty; the message says why, for the editor."""
+
+
+@dataclass(frozen=True)
+class PreparedVariant:
+    """One variant rendered and laid out as MIME, ready to be filled in per reader."""
+
+    selection: composer.Selection
+    rendered: RenderedEmail
+    template: MessageTemplate
+    headers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Preview:
+    selection: composer.Selection
+    message: OutgoingMessage
+    subject: str
+
+
+def prepare_variant(
+    session: Session,
+    *,
+    newsletter: Newsletter,
+    selection: composer.Selection,
+    settings: Settings,
+    subject: str | None = None,
+    view_url: str | None = None,
+    web_copy: bool = False,
+    now: datetime | None = None,
+) -> PreparedVariant:
+    """Render one variant: Jinja, CSS inlining and MIME layout happen here, once."""
+    articles = _articles_in_order(session, selection.article_ids)
+    if not articles:
+        raise NothingToSend("This selection holds no article.")
+    language = selection.language
+    subject = subject or compose_subject(articles, language)
+    context = {
+        "publisher": settings.publisher_name,
+        "newsletter_name": newsletter.name,
+        "subject": subject,
+        "date": now or utcnow(),
+        "preheader": articles[0].summary or articles[0].title,
+        "articles": [
+            {
+                "title": a.title,
+                "summary": a.summary,
+                "url": a.url or f"{settings.base_url}/articles/{a.slug}",
+            }
+            for a in articles
+        ],
+        "view_url": view_url,
+        "greeting": "" if web_copy else slot("greeting"),
+        "unsubscribe_url": "" if web_copy else slot("unsubscribe_url"),
+        "preferences_url": "" if web_copy else slot("preferences_url"),
+    }
+    rendered = render_email("digest", context, language=language)
+    headers = list_headers(
+        settings,
+        list_id=newsletter.slug,
+        unsubscribe={
+            "unsubscribe_url": slot("unsubscribe_url"),
+            "unsubscribe_mailto": slot("unsubscribe_mailto"),
+        },
+    )
+    template = MessageTemplate(
+        rendered,
+        from_name=settings.publisher_name,
+        from_address=settings.from_address,
+        headers=headers,
+        signer=signer_from_settings(settings),
+    )
+    return PreparedVariant(selection, rendered, template, headers)
+
+
+@dataclass
+class RenderedBatch:
+    """A batch of readers' messages, and how many variants it took to make them."""
+
+    messages: dict[int, OutgoingMessage]  # by subscriber id
+    skipped: list[int]  # readers with nothing new this time
+    variants_rendered: int
+
+
+def render_for_readers(
+    session: Session,
+    *,
+    digest: Digest,
+    subscribers: Sequence[Subscriber],
+    settings: Settings,
+    prepared: dict[int, PreparedVariant] | None = None,
+    delivery_ids: dict[int, int] | None = None,
+) -> RenderedBatch:
+    """Each reader's copy of a digest; a variant is rendered once however many share it.
+
+    `prepared` carries rendered variants from one batch to the next (by variant id).
+    """
+    prepared = {} if prepared is None else prepared
+    newsletter = digest.newsletter
+    since, until = digest.since, digest.until
+    if since is None or until is None:
+        raise ValueError("a digest is rendered once its window is set")
+    candidates = composer.candidate_articles(session, since=since, until=until)
+    selections = composer.select_for_readers(
+        session,
+        [composer.Reader(s.id, s.language, frozenset(s.topics)) for s in subscribers],
+        candidates,
+        newsletter_id=newsletter.id,
+        fallback_language=newsletter.language,
+        cap=settings.digest_max_articles,
+        digest_id=digest.id,
+    )
+    variants = composer.assign_variants(session, digest, selections)
+    batch = RenderedBatch(messages={}, skipped=[], variants_rendered=0)
+    for subscriber in subscribers:
+        variant = variants[subscriber.id]
+        if variant is None:
+            batch.skipped.append(subscriber.id)
+            continue
+        if variant.id not in prepared:
+            prepared[variant.id] = prepare_variant(
+                session,
+                newsletter=newsletter,
+                selection=composer.Selection(variant.language, tuple(variant.article_ids)),
+                settings=settings,
+                subject=digest.subject,
+                view_url=view_url(settings, digest.id, variant.id),
+                now=digest.started_at or until,
+            )
+            batch.variants_rendered += 1
+        delivery_id = (delivery_ids or {}).get(subscriber.id)
+        batch.messages[subscriber.id] = prepared[variant.id].template.fill(
+            reader_recipient(subscriber, newsletter, settings, delivery_id=delivery_id)
+        )
+    return batch
+
+
+def reader_recipient(
+    subscriber: Subscriber,
+    newsletter: Newsletter,
+    settings: Settings,
+    *,
+    delivery_id: int | None = None,
+) -> Recipient:
+    """A reader's own parts of a digest: greeting, links, tokens, envelope sender."""
+    links = reader_links(subscriber, newsletter, settings)
+    return Recipient(
+        address=subscriber.email,
+        name=subscriber.name,
+        envelope_from=bounce_address(settings, subscriber.id, delivery_id),
+        message_id=make_message_id(
+            settings.mail_domain, f"d{delivery_id}" if delivery_id else None
+        ),
+        values={"greeting": greeting(subscriber.name, subscriber.language), **links},
+    )
+
+
+def greeting(name: str, language: str) -> str:
+    gettext = translations(language).gettext
+    return gettext("Hello %(name)s,") % {"name": name} if name else gettext("Hello,")
+
+
+def compose_subject(articles: Sequence[Article], language: str) -> str:
+    """The lead story's title, and how many more follow it."""
+    lead = articles[0].title
+    more = len(articles) - 1
+    if not more:
+        return lead
+    ngettext = translations(language).ngettext
+    return ngettext("%(title)s — and %(num)d more", "%(title)s — and %(num)d more", more) % {
+        "title": lead,
+        "num": more,
+    }
+
+
+def preview(
+    session: Session,
+    *,
+    newsletter_slug: str,
+    settings: Settings,
+    subscriber_email: str | None = None,
+    since: datetime | None = None,
+    subject: str | None = None,
+    now: datetime | None = None,
+) -> Preview:
+    """Exactly what one reader (or a reader with no preferences) would get if sent now."""
+    now = now or utcnow()
+    newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+    if subscriber_email:
+        subscriber = find_by_email(session, subscriber_email)
+        (reader,) = composer.with_history(
+            session,
+            [composer.Reader(subscriber.id, subscriber.language, frozenset(subscriber.topics))],
+            newsletter_id=newsletter.id,
+        )
+    else:
+        subscriber = Subscriber(
+            id=0, email="reader@example.com", name="", language=newsletter.language
+        )
+        reader = composer.Reader(0, newsletter.language, frozenset())
+    since, until = composer.digest_window(
+        session,
+        newsletter_id=newsletter.id,
+        since=since,
+        now=now,
+        first_window=timedelta(hours=settings.digest_first_window_hours),
+    )
+    candidates = composer.candidate_articles(session, since=since, until=until)
+    if not candidates:
+        raise NothingToSend(
+            f"No article was published between {since:%Y-%m-%d %H:%M} and "
+            f"{until:%Y-%m-%d %H:%M} UTC: there is nothing to send."
+        )
+    selection = composer.select_articles(
+        reader, candidates, fallback_language=newsletter.language, cap=settings.digest_max_articles
+    )
+    if not selection.article_ids:
+        raise NothingToSend(
+            f"None of the {len(candidates)} recent article(s) matches this reader's topics and "
+            "language, or they have all been sent to them already."
+        )
+    prepared = prepare_variant(
+        session, newsletter=newsletter, selection=selection, settings=settings, subject=subject
+    )
+    message = prepared.template.fill(reader_recipient(subscriber, newsletter, settings))
+    return Preview(selection, message, prepared.rendered.subject)
+
+
+def web_copy(
+    session: Session, *, digest_id: int, variant_id: int | None, settings: Settings
+) -> str:
+    """The HTML of a sent digest as the browser shows it: no reader's links in it."""
+    digest = session.get(Digest, digest_id)
+    if digest is None:
+        raise LookupError(digest_id)
+    query = select(DigestVariant).where(DigestVariant.digest_id == digest_id)
+    if variant_id is not None:
+        query = query.where(DigestVariant.id == variant_id)
+    variants = list(session.scalars(query.order_by(DigestVariant.id)))
+    if not variants:
+        raise LookupError(digest_id)
+    # Without a variant named, the one in the newsletter's own language, if there is one.
+    variant = next((v for v in variants if v.language == digest.newsletter.language), variants[0])
+    prepared = prepare_variant(
+        session,
+        newsletter=digest.newsletter,
+        selection=composer.Selection(variant.language, tuple(variant.article_ids)),
+        settings=settings,
+        subject=digest.subject,
+        web_copy=True,
+        now=digest.started_at or digest.created_at,
+    )
+    return prepared.rendered.html
+
+
+def view_url(settings: Settings, digest_id: int, variant_id: int) -> str:
+    return f"{settings.base_url}/digests/{digest_id}?variant={variant_id}"
+
+
+def _articles_in_order(session: Session, article_ids: Sequence[int]) -> list[Article]:
+    by_id = {a.id: a for a in session.scalars(select(Article).where(Article.id.in_(article_ids)))}
+    return [by_id[i] for i in article_ids if i in by_id]

@@ -1,0 +1,1 @@
+"""The one builder of every email: templates, MIME, headers, VERP addresses, DKIM."""

@@ -1,0 +1,1 @@
+"""What operators watch: metrics, monitoring, the dashboard's numbers and charts."""

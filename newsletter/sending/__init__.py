@@ -1,0 +1,1 @@
+"""Sending: batches over one SMTP session, the delivery ledger, relays, the sweeper."""

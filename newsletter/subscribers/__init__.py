@@ -1,0 +1,1 @@
+"""Readers: signup, confirmation, preferences, erasure, import, suppression, eligibility."""

@@ -1,0 +1,495 @@
+"""Subscribers: signup with double opt-in, confirmation, preferences, unsubscribe, erasure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from newsletter.core.models import (
+    Delivery,
+    DeliveryStatus,
+    EventKind,
+    Subscriber,
+    SubscriberEvent,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
+from newsletter.core.validation import (
+    InvalidInput,
+    clean_email,
+    clean_language,
+    clean_slugs,
+    clean_text,
+    clean_time_zone,
+    clean_topics,
+)
+from newsletter.digests import newsletters as newsletter_store
+from newsletter.ops import metrics
+
+
+class UnknownSubscriber(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    """What a reader (or an editor on their behalf) gives when subscribing."""
+
+    email: str
+    name: str | None = None
+    newsletters: Sequence[str] = ()
+    topics: Sequence[str] | str | None = None
+    language: str | None = None
+    time_zone: str | None = None
+
+
+@dataclass
+class SignupOutcome:
+    """What happened, for the caller only: the reader always sees the same answer."""
+
+    subscriber_id: int | None
+    send_confirmation: bool = False
+    suppressed: bool = False
+    newly_confirmed: list[int] = field(default_factory=list)
+
+
+def email_hash(email_key: str) -> str:
+    return hashlib.sha256(email_key.encode()).hexdigest()
+
+
+def is_suppressed(session: Session, email_key: str) -> bool:
+    return (
+        session.scalar(
+            select(Suppression.id).where(Suppression.email_hash == email_hash(email_key))
+        )
+        is not None
+    )
+
+
+def subscribe(
+    session: Session,
+    form: SignupForm,
+    *,
+    source: str,
+    ip: str | None = None,
+    confirmed: bool = False,
+    default_language: str,
+    default_time_zone: str,
+    confirmation_interval: timedelta,
+    now: datetime | None = None,
+) -> SignupOutcome:
+    """Record a signup; say whether a confirmation email should go out now.
+
+    Invalid input raises InvalidInput and changes nothing. An address that is already
+    known keeps its name and settings (only the reader, through their preferences link,
+    changes those), so that a stranger cannot rewrite somebody's profile by signing up.
+    """
+    now = now or utcnow()
+    email, key = clean_email(form.email)
+    name = clean_text("name", form.name)
+    language = clean_language(form.language, default=default_language)
+    topics = clean_topics(form.topics)
+    time_zone = clean_time_zone(form.time_zone, default=default_time_zone)
+    try:
+        wanted = newsletter_store.get_by_slugs(session, clean_slugs(form.newsletters))
+    except newsletter_store.UnknownNewsletter as exc:
+        raise InvalidInput("newsletters", str(exc)) from None
+
+    if is_suppressed(session, key):
+        return SignupOutcome(subscriber_id=None, suppressed=True)
+
+    subscriber = session.scalar(
+        select(Subscriber)
+        .where(Subscriber.email_key == key)
+        .options(selectinload(Subscriber.subscriptions))
+    )
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=email,
+            email_key=key,
+            name=name,
+            language=language,
+            topics=topics,
+            time_zone=time_zone,
+            status=SubscriberStatus.ACTIVE,
+            subscriptions=[],
+        )
+        session.add(subscriber)
+        session.flush()
+        record_event(session, subscriber, EventKind.SIGNED_UP, source=source)
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return SignupOutcome(subscriber_id=subscriber.id, suppressed=True)
+
+    by_newsletter = {sub.newsletter_id: sub for sub in subscriber.subscriptions}
+    outcome = SignupOutcome(subscriber_id=subscriber.id)
+    for newsletter in wanted:
+        subscription = by_newsletter.get(newsletter.id)
+        if subscription is None:
+            subscription = Subscription(newsletter_id=newsletter.id)
+            subscriber.subscriptions.append(subscription)
+        if subscription.status == SubscriptionStatus.SUBSCRIBED:
+            continue
+        subscription.consent_source = source
+        subscription.consent_ip = ip
+        if confirmed:
+            _activate(session, subscriber, subscription, now=now, source=source)
+            outcome.newly_confirmed.append(newsletter.id)
+        else:
+            subscription.status = SubscriptionStatus.PENDING
+
+    pending = [s for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING]
+    recently = [
+        s.confirmation_sent_at
+        for s in pending
+        if s.confirmation_sent_at and now - s.confirmation_sent_at < confirmation_interval
+    ]
+    if pending and not recently:
+        for subscription in pending:
+            subscription.confirmation_sent_at = now
+        outcome.send_confirmation = True
+    session.flush()  # once, with the confirmation time: no UPDATE right after the INSERT
+    metrics.count_signup()
+    return outcome
+
+
+def confirm(session: Session, *, subscriber_id: int, now: datetime | None = None) -> list[int]:
+    """Activate a subscriber's pending subscriptions; the ids of those newly activated."""
+    now = now or utcnow()
+    subscriber = get_subscriber(session, subscriber_id)
+    activated = []
+    for subscription in subscriber.subscriptions:
+        if subscription.status == SubscriptionStatus.PENDING:
+            _activate(session, subscriber, subscription, now=now, source="confirmation link")
+            activated.append(subscription.newsletter_id)
+    return activated
+
+
+def unsubscribe(
+    session: Session,
+    *,
+    subscriber_id: int,
+    newsletter_id: int | None = None,
+    source: str,
+    now: datetime | None = None,
+) -> list[int]:
+    """Unsubscribe from one newsletter (or all); the ids of newsletters actually left."""
+    now = now or utcnow()
+    subscriber = get_subscriber(session, subscriber_id)
+    left = []
+    for subscription in subscriber.subscriptions:
+        if newsletter_id is not None and subscription.newsletter_id != newsletter_id:
+            continue
+        if subscription.status != SubscriptionStatus.UNSUBSCRIBED:
+            subscription.status = SubscriptionStatus.UNSUBSCRIBED
+            subscription.unsubscribed_at = now
+            record_event(
+                session,
+                subscriber,
+                EventKind.UNSUBSCRIBED,
+                newsletter_id=subscription.newsletter_id,
+                source=source,
+            )
+            left.append(subscription.newsletter_id)
+            metrics.count_unsubscribe()
+    return left
+
+
+def sends_in_flight(session: Session, *, subscriber_id: int, within: timedelta) -> int:
+    """How many messages to this reader are claimed by a worker and not yet answered.
+
+    A worker checks that a reader may be mailed when it claims the delivery, just before
+    the message goes out. After an unsubscribe commits, a claim made a moment earlier may
+    still be on the wire; the reader's pages wait until this is 0 before they answer, so
+    that nothing reaches them after they were told they are out (every later claim sees
+    the unsubscribe). Claims older than `within` belong to a worker that died; the sweeper
+    gives them back and their new claim sees the unsubscribe too.
+    """
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_at >= utcnow() - within,
+            )
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class Preferences:
+    name: str | None
+    language: str | None
+    topics: Sequence[str] | str | None
+    newsletters: Sequence[str]
+    time_zone: str | None = None
+
+
+def update_preferences(
+    session: Session, *, subscriber_id: int, preferences: Preferences, now: datetime | None = None
+) -> None:
+    """Apply what the reader chose on their preferences page.
+
+    Newsletters ticked there are subscribed at once: the link is only ever mailed to the
+    address itself, so following it is the confirmation.
+    """
+    now = now or utcnow()
+    subscriber = get_subscriber(session, subscriber_id)
+    name = clean_text("name", preferences.name)
+    language = clean_language(preferences.language, default=subscriber.language)
+    topics = clean_topics(preferences.topics)
+    time_zone = clean_time_zone(preferences.time_zone, default=subscriber.time_zone)
+    slugs = clean_slugs(preferences.newsletters)
+    try:
+        # No newsletter ticked means none (not the default one): the reader is leaving all.
+        wanted = {n.id for n in newsletter_store.get_by_slugs(session, slugs)} if slugs else set()
+    except newsletter_store.UnknownNewsletter as exc:
+        raise InvalidInput("newsletters", str(exc)) from None
+
+    subscriber.name, subscriber.language = name, language
+    subscriber.topics, subscriber.time_zone = topics, time_zone
+    existing = {s.newsletter_id: s for s in subscriber.subscriptions}
+    for newsletter_id in wanted:
+        subscription = existing.get(newsletter_id)
+        if subscription is None:
+            subscription = Subscription(newsletter_id=newsletter_id, consent_source="preferences")
+            subscriber.subscriptions.append(subscription)
+        if subscription.status != SubscriptionStatus.SUBSCRIBED:
+            _activate(session, subscriber, subscription, now=now, source="preferences")
+    left = [nid for nid, s in existing.items() if nid not in wanted]
+    for newsletter_id in left:
+        unsubscribe(
+            session,
+            subscriber_id=subscriber.id,
+            newsletter_id=newsletter_id,
+            source="preferences",
+            now=now,
+        )
+    record_event(session, subscriber, EventKind.PREFERENCES_CHANGED)
+
+
+def erase(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
+    """Delete everything personal about a reader; keep only a hash so they are never mailed."""
+    subscriber = get_subscriber(session, subscriber_id)
+    suppress(session, email_key=subscriber.email_key, email=None, reason="erased", now=now)
+    session.delete(subscriber)
+    session.flush()
+
+
+def suppress(
+    session: Session,
+    *,
+    email_key: str,
+    email: str | None,
+    reason: str,
+    detail: str = "",
+    now: datetime | None = None,
+) -> Suppression:
+    """Put an address on the suppression list (idempotent); email=None keeps only the hash."""
+    digest = email_hash(email_key)
+    suppression = session.scalar(select(Suppression).where(Suppression.email_hash == digest))
+    if suppression is None:
+        suppression = Suppression(
+            email_hash=digest, email=email, reason=reason, detail=detail, created_at=now or utcnow()
+        )
+        session.add(suppression)
+    else:
+        suppression.email = email if email is not None else None
+    session.flush()
+    return suppression
+
+
+def export_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
+    """Everything stored about one reader, as JSON-able data (GDPR article 15)."""
+    subscriber = get_subscriber(session, subscriber_id)
+    slugs = {n.id: n.slug for n in newsletter_store.list_newsletters(session)}
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "language": subscriber.language,
+        "time_zone": subscriber.time_zone,
+        "topics": list(subscriber.topics),
+        "status": subscriber.status,
+        "soft_bounce_count": subscriber.soft_bounce_count,
+        "created_at": _iso(subscriber.created_at),
+        "updated_at": _iso(subscriber.updated_at),
+        "subscriptions": [
+            {
+                "newsletter": slugs.get(s.newsletter_id),
+                "status": s.status,
+                "created_at": _iso(s.created_at),
+                "confirmed_at": _iso(s.confirmed_at),
+                "unsubscribed_at": _iso(s.unsubscribed_at),
+                "consent_source": s.consent_source,
+                "consent_ip": s.consent_ip,
+            }
+            for s in subscriber.subscriptions
+        ],
+        "events": [
+            {
+                "kind": e.kind,
+                "newsletter": slugs.get(e.newsletter_id) if e.newsletter_id else None,
+                "detail": e.detail,
+                "created_at": _iso(e.created_at),
+            }
+            for e in subscriber.events
+        ],
+    }
+
+
+def get_subscriber(session: Session, subscriber_id: int) -> Subscriber:
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise UnknownSubscriber(f"No subscriber with id {subscriber_id}.")
+    return subscriber
+
+
+def find_by_email(session: Session, email: str) -> Subscriber:
+    """The subscriber with this address (any capitalisation), or UnknownSubscriber."""
+    _, key = clean_email(email)
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+    if subscriber is None:
+        raise UnknownSubscriber(f"No subscriber with the address {email}.")
+    return subscriber
+
+
+def list_subscribers(session: Session, *, limit: int = 1000, after_id: int = 0) -> list[Subscriber]:
+    return list(
+        session.scalars(
+            select(Subscriber)
+            .where(Subscriber.id > after_id)
+            .order_by(Subscriber.id)
+            .limit(limit)
+            .options(selectinload(Subscriber.subscriptions))
+        )
+    )
+
+
+def delivery_counts(session: Session, *, subscriber_id: int) -> dict[str, int]:
+    """How many digest deliveries this reader has had, by delivery status."""
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.subscriber_id == subscriber_id)
+        .group_by(Delivery.status)
+    )
+    return {str(status): int(number) for status, number in rows}
+
+
+def search_subscribers(
+    session: Session, *, text: str = "", limit: int = 50, offset: int = 0, after_id: int = 0
+) -> list[Subscriber]:
+    """Subscribers whose address or name contains text (any case), in id order.
+
+    The text is a bound parameter with LIKE's wildcards escaped: it matches as typed.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
+    query = (
+        _matching(text)
+        .where(Subscriber.id > after_id)
+        .order_by(Subscriber.id)
+        .limit(limit)
+        .offset(offset)
+        .options(selectinload(Subscriber.subscriptions))
+    )
+    return list(session.scalars(query))
+
+
+def count_subscribers(session: Session, *, text: str = "") -> int:
+    """How many subscribers search_subscribers finds for text, over all pages."""
+    query = select(func.count()).select_from(_matching(text).subquery())
+    return int(session.scalar(query) or 0)
+
+
+def can_receive(session: Session, subscriber: Subscriber, newsletter_id: int | None) -> bool:
+    """Invariant 1, checked at send time: confirmed, still subscribed, deliverable, not suppressed.
+
+    newsletter_id=None asks about mail that is not a newsletter issue (the welcome email):
+    any confirmed subscription will do.
+    """
+    if subscriber.status != SubscriberStatus.ACTIVE or is_suppressed(session, subscriber.email_key):
+        return False
+    return any(
+        s.status == SubscriptionStatus.SUBSCRIBED
+        and (newsletter_id is None or s.newsletter_id == newsletter_id)
+        for s in subscriber.subscriptions
+    )
+
+
+def can_be_asked_to_confirm(session: Session, subscriber: Subscriber) -> bool:
+    return (
+        subscriber.status == SubscriberStatus.ACTIVE
+        and not is_suppressed(session, subscriber.email_key)
+        and any(s.status == SubscriptionStatus.PENDING for s in subscriber.subscriptions)
+    )
+
+
+def record_event(
+    session: Session,
+    subscriber: Subscriber,
+    kind: EventKind,
+    *,
+    newsletter_id: int | None = None,
+    delivery_id: int | None = None,
+    **detail: Any,
+) -> SubscriberEvent:
+    # Set from the event's side: appending to subscriber.events would first load every
+    # event the reader ever had (a SELECT on each signup, more for an old reader).
+    event = SubscriberEvent(
+        subscriber=subscriber,
+        kind=kind,
+        newsletter_id=newsletter_id,
+        delivery_id=delivery_id,
+        detail=detail,
+    )
+    session.add(event)
+    return event
+
+
+def _activate(
+    session: Session,
+    subscriber: Subscriber,
+    subscription: Subscription,
+    *,
+    now: datetime,
+    source: str,
+) -> None:
+    subscription.status = SubscriptionStatus.SUBSCRIBED
+    subscription.confirmed_at = now
+    subscription.unsubscribed_at = None
+    metrics.count_confirmation()
+    record_event(
+        session,
+        subscriber,
+        EventKind.CONFIRMED,
+        newsletter_id=subscription.newsletter_id,
+        source=source,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _matching(text: str) -> Select[Subscriber]:
+    query = select(Subscriber)
+    needle = clean_text("search", text, max_length=320).lower()
+    if needle:
+        query = query.where(
+            or_(
+                Subscriber.email_key.contains(needle, autoescape=True),
+                func.lower(Subscriber.name).contains(needle, autoescape=True),
+            )
+        )
+    return query

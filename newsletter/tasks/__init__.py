@@ -1,0 +1,1 @@
+"""Celery tasks: thin adapters over the services, run by the worker."""

@@ -1,0 +1,65 @@
+"""The Celery application: broker from the settings, tasks from newsletter.tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging, worker_process_init
+
+from newsletter.core import db
+from newsletter.core.config import Settings, get_settings
+from newsletter.core.logs import configure_logging
+from newsletter.ops.metrics import setup_multiprocess
+
+app = Celery("newsletter", include=["newsletter.tasks.jobs"])
+
+
+def configure(settings: Settings) -> None:
+    """Point the app at the settings' broker (tests call this again after changing them)."""
+    # Before any task counts anything: every process of a worker writes where /metrics reads.
+    setup_multiprocess(settings)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only once it has run, and given back to the broker if its
+        # worker dies: no task is lost when a worker is killed.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+        # A task a dead worker held comes back after this long (Redis): above any batch's
+        # run time and any retry countdown, or a live task would be run twice.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout}
+        if settings.uses_redis
+        else {},
+        beat_schedule={
+            "tick": {"task": "newsletter.tick", "schedule": 10.0},
+            "poll-bounce-mailbox": {"task": "newsletter.poll_bounce_mailbox", "schedule": 60.0},
+            "purge-bounce-sources": {"task": "newsletter.purge_bounce_sources", "schedule": 3600.0},
+            "fetch-feeds": {
+                "task": "newsletter.fetch_feeds",
+                "schedule": settings.feed_poll_minutes * 60.0,
+            },
+        },
+    )
+
+
+@setup_logging.connect
+def _logging(loglevel: str | int | None = None, **_: Any) -> None:
+    # Connected, Celery leaves logging to us: the same one-line (or JSON) format as the web.
+    configure_logging(get_settings(), level=loglevel or "INFO")
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked pool process must not reuse its parent's database sockets.
+    db.reset()
+
+
+configure(get_settings())

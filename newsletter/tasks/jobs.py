@@ -1,0 +1,317 @@
+"""Celery tasks: thin adapters that load settings and a session and call the services."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from celery import Task
+from sqlalchemy.orm import Session
+
+from newsletter.articles import feeds
+from newsletter.bounces import policy as bounces
+from newsletter.bounces.doors import mailbox
+from newsletter.core import db
+from newsletter.core.config import Settings, get_settings
+from newsletter.core.logs import mask_addresses
+from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import schedules
+from newsletter.digests.render import PreparedVariant
+from newsletter.email.render import OutgoingMessage
+from newsletter.sending import batch as delivery
+from newsletter.sending.batch import VariantKey
+from newsletter.sending.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
+from newsletter.sending.transport import DeliveryError, SMTPTransport
+from newsletter.subscribers import notices
+from newsletter.subscribers.store import UnknownSubscriber
+from newsletter.tasks.celeryapp import app
+
+log = logging.getLogger("newsletter.tasks")
+
+# Temporary SMTP failures: tried again after 30 s, 60 s, 120 s ... about an hour in all.
+RETRY_BACKOFF_SECONDS = 30
+MAX_RETRIES = 7
+
+
+@app.task(name="newsletter.send_confirmation", bind=True, max_retries=MAX_RETRIES)
+def send_confirmation(self: Task, subscriber_id: int) -> str:
+    """Send the double opt-in email (checked again here: the reader may have left)."""
+    return _send_notice(
+        self,
+        lambda session, settings: notices.confirmation_message(
+            session, subscriber_id=subscriber_id, settings=settings
+        ),
+        subscriber_id,
+    )
+
+
+@app.task(name="newsletter.send_welcome", bind=True, max_retries=MAX_RETRIES)
+def send_welcome(self: Task, subscriber_id: int, newsletter_ids: list[int]) -> str:
+    return _send_notice(
+        self,
+        lambda session, settings: notices.welcome_message(
+            session, subscriber_id=subscriber_id, newsletter_ids=newsletter_ids, settings=settings
+        ),
+        subscriber_id,
+    )
+
+
+@app.task(name="newsletter.send_goodbye", bind=True, max_retries=MAX_RETRIES)
+def send_goodbye(self: Task, subscriber_id: int, newsletter_ids: list[int]) -> str:
+    return _send_notice(
+        self,
+        lambda session, settings: notices.goodbye_message(
+            session, subscriber_id=subscriber_id, newsletter_ids=newsletter_ids, settings=settings
+        ),
+        subscriber_id,
+    )
+
+
+def _send_notice(
+    task: Task,
+    build: Callable[[Session, Settings], OutgoingMessage | None],
+    subscriber_id: int,
+) -> str:
+    settings = get_settings()
+    try:
+        with db.session_scope() as session:
+            message = build(session, settings)
+    except UnknownSubscriber:
+        log.info(
+            "subscriber %s is gone (erased?); nothing sent",
+            subscriber_id,
+            extra={"subscriber_id": subscriber_id},
+        )
+        return "gone"
+    if message is None:
+        log.info(
+            "subscriber %s may not receive %s now; nothing sent",
+            subscriber_id,
+            task.name,
+            extra={"subscriber_id": subscriber_id},
+        )
+        return "skipped"
+    try:
+        with SMTPTransport(
+            settings.effective_smtp_url, timeout=settings.smtp_timeout_seconds
+        ) as smtp:
+            smtp.send(
+                envelope_from=message.envelope_from, recipient=message.recipient, data=message.data
+            )
+    except DeliveryError as exc:
+        if exc.permanent:
+            log.warning(
+                "%s to subscriber %s refused: %s",
+                task.name,
+                subscriber_id,
+                mask_addresses(str(exc)),
+                extra={"subscriber_id": subscriber_id},
+            )
+            return "refused"
+        countdown = RETRY_BACKOFF_SECONDS * 2**task.request.retries
+        log.warning(
+            "%s to subscriber %s failed, retrying in %ss: %s",
+            task.name,
+            subscriber_id,
+            countdown,
+            mask_addresses(str(exc)),
+            extra={"subscriber_id": subscriber_id},
+        )
+        raise task.retry(exc=exc, countdown=countdown) from exc
+    log.info(
+        "%s sent to subscriber %s as %s",
+        task.name,
+        subscriber_id,
+        message.message_id,
+        extra={"subscriber_id": subscriber_id},
+    )
+    return "sent"
+
+
+@app.task(name="newsletter.fetch_feeds")
+def fetch_feeds() -> list[dict[str, object]]:
+    """The beat tick's feed poll: every configured feed, with conditional requests."""
+    settings = get_settings()
+    if not settings.feeds:
+        return []
+    with db.session_scope() as session:
+        reports = feeds.fetch_configured_feeds(session, settings.feeds)
+    for report in reports:
+        log.info("feed %s: %s (%d new)", report.url, report.status, report.imported)
+    return [report.as_dict() for report in reports]
+
+
+# --- digests -------------------------------------------------------------------------
+
+# Rendered variants kept by this worker process, so that the batches of one digest
+# render each variant once here, not once per batch.
+_prepared_variants: dict[VariantKey, PreparedVariant] = {}
+_limiter: RateLimiter | None = None
+
+
+@app.task(name="newsletter.tick")
+def tick() -> list[int]:
+    """The beat's heartbeat: make recurring digests that are due, start what is due."""
+    with db.session_scope() as session:
+        schedules.plan_recurring(session)
+    with db.session_scope() as session:
+        started = dispatch.start_due(session)
+    for digest_id in started:
+        log.info("digest %s: starting", digest_id, extra={"digest_id": digest_id})
+        dispatch_digest.delay(digest_id)
+    _sweep(get_settings())
+    return started
+
+
+def _sweep(settings: Settings) -> None:
+    """Queue again what lost its task (a broker restarted empty, a machine gone)."""
+    stale_after = timedelta(seconds=settings.stale_after_seconds)
+    with db.session_scope() as session:
+        stalled = dispatch.stalled_dispatches(session, stale_after=stale_after)
+        batches = dispatch.stale_batches(session, stale_after=stale_after, size=settings.batch_size)
+        finished = dispatch.finish_settled(session)
+    for digest_id in finished:
+        log.warning(
+            "digest %s: every delivery was final but the digest was still sending; marked sent",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
+    for digest_id in stalled:
+        log.warning(
+            "digest %s: dispatcher stalled; starting it again",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
+        dispatch_digest.delay(digest_id)
+    for digest_id, delivery_ids in batches:
+        log.warning(
+            "digest %s: %d stale deliveries queued again",
+            digest_id,
+            len(delivery_ids),
+            extra={"digest_id": digest_id},
+        )
+        send_batch.delay(digest_id, delivery_ids)
+
+
+@app.task(name="newsletter.dispatch_digest")
+def dispatch_digest(digest_id: int) -> int:
+    """Walk the eligible readers page by page; one send_batch task per page."""
+    settings = get_settings()
+    batches = 0
+    while True:
+        with db.session_scope() as session:
+            page = dispatch.dispatch_page(session, digest_id=digest_id, settings=settings)
+        # Enqueued only once the page's deliveries are committed, so the batch finds them.
+        if page.queued:
+            send_batch.delay(digest_id, page.queued)
+            batches += 1
+        if page.done:
+            log.info(
+                "digest %s: dispatched in %d batch(es)",
+                digest_id,
+                batches,
+                extra={"digest_id": digest_id},
+            )
+            return batches
+
+
+@app.task(name="newsletter.send_batch", bind=True, max_retries=None)
+def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str, object]:
+    """Send one batch over one SMTP session; try the temporary failures again later."""
+    settings = get_settings()
+    relay = delivery.choose_relay(settings.smtp_relays, delivery_ids, settings.batch_size)
+    session = db.new_session()
+    try:
+        outcome = delivery.send_batch(
+            session,
+            digest_id=digest_id,
+            delivery_ids=delivery_ids,
+            settings=settings,
+            claimant=str(self.request.id),
+            limiter=_rate_limiter(settings),
+            relay=relay,
+            variants=_prepared_variants,
+        )
+    finally:
+        session.close()
+    if len(_prepared_variants) > 256:
+        _prepared_variants.clear()
+    log.info(
+        "digest %s: batch of %d: %d sent, %d bounced, %d failed, %d skipped, %d to retry%s",
+        digest_id,
+        len(delivery_ids),
+        outcome.sent,
+        outcome.bounced,
+        outcome.failed,
+        outcome.skipped,
+        len(outcome.retry),
+        f" ({outcome.stopped})" if outcome.stopped else "",
+        extra={"digest_id": digest_id},
+    )
+    if outcome.retry:
+        countdown = outcome.wait or delivery.backoff(
+            self.request.retries,
+            base=settings.retry_base_seconds,
+            cap=settings.retry_max_seconds,
+        )
+        raise self.retry(args=(digest_id, outcome.retry), countdown=countdown)
+    return {"sent": outcome.sent, "bounced": outcome.bounced, "failed": outcome.failed}
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    global _limiter
+    if _limiter is None:
+        if not (settings.rate_per_second or settings.rate_per_hour):
+            _limiter = NoLimit()
+        elif settings.uses_redis:
+            _limiter = RedisRateLimiter(
+                settings.broker_url,
+                per_second=settings.rate_per_second,
+                per_hour=settings.rate_per_hour,
+            )
+        else:
+            _limiter = LocalRateLimiter(
+                per_second=settings.rate_per_second, per_hour=settings.rate_per_hour
+            )
+    return _limiter
+
+
+# --- bounces -------------------------------------------------------------------------
+
+
+@app.task(name="newsletter.process_inbound")
+def process_inbound(raw_base64: str, recipients: list[str]) -> str:
+    """A message the inbound receiver (or a mailbox poll) took: bounce, complaint, unsubscribe."""
+    from newsletter.bounces.parsing import BounceParseError
+
+    raw = base64.b64decode(raw_base64)
+    try:
+        with db.session_scope() as session:
+            outcome = bounces.process_message(
+                session, raw, settings=get_settings(), envelope_recipients=recipients
+            )
+    except BounceParseError as exc:
+        log.warning("inbound message refused: %s", exc)
+        return "refused"
+    return outcome.action
+
+
+@app.task(name="newsletter.poll_bounce_mailbox")
+def poll_bounce_mailbox() -> int:
+    """The beat's look into NEWSLETTER_BOUNCE_IMAP_URL, when one is set."""
+    settings = get_settings()
+    if not settings.bounce_imap_url:
+        return 0
+    return mailbox.poll_imap(
+        settings.bounce_imap_url,
+        lambda raw: process_inbound.delay(base64.b64encode(raw).decode("ascii"), []),
+    )
+
+
+@app.task(name="newsletter.purge_bounce_sources")
+def purge_bounce_sources() -> int:
+    settings = get_settings()
+    with db.session_scope() as session:
+        return bounces.purge_raw(session, older_than=timedelta(days=settings.bounce_raw_days))
