@@ -233,18 +233,21 @@ def _copy_subscribers(url: str, count: int, newsletter_id: int) -> None:
     """N active subscribers, each subscribed to the newsletter, written with COPY."""
     import psycopg
 
+    from newsletter.core.validation import email_hash
+
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     now = datetime.now(UTC).isoformat()
     with psycopg.connect(dsn) as connection, connection.cursor() as cursor:
         with cursor.copy(
-            "COPY subscribers (id, email, email_key, name, language, topics, status, "
-            "soft_bounce_count, time_zone, created_at, updated_at) FROM STDIN"
+            "COPY subscribers (id, email, email_key, email_hash, name, language, topics, "
+            "status, soft_bounce_count, time_zone, created_at, updated_at) FROM STDIN"
         ) as copy:
             for start in range(1, count + 1, COPY_ROWS):
                 buffer = io.StringIO()
                 for n in range(start, min(count + 1, start + COPY_ROWS)):
+                    address = f"reader{n}@example.com"
                     buffer.write(
-                        f"{n}\treader{n}@example.com\treader{n}@example.com\tLeitor {n}\ten\t"
+                        f"{n}\t{address}\t{address}\t{email_hash(address)}\tLeitor {n}\ten\t"
                         f"[]\tactive\t0\tEurope/Lisbon\t{now}\t{now}\n"
                     )
                 copy.write(buffer.getvalue())

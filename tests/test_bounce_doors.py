@@ -45,6 +45,7 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.sending import batch as delivery
 from newsletter.sending.ratelimit import NoLimit
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
 from tests.factories import sent_delivery as make_delivery
@@ -130,9 +131,7 @@ class ReaderState:
 def reader_state(subscriber_id: int) -> ReaderState:
     with db.session_scope() as session:
         subscriber = subscribers.get_subscriber(session, subscriber_id)
-        return ReaderState(
-            subscriber.status, subscribers.is_suppressed(session, subscriber.email_key)
-        )
+        return ReaderState(subscriber.status, suppressions.is_listed(session, subscriber.email_key))
 
 
 def bounce_events() -> list[BounceEvent]:

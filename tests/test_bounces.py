@@ -27,6 +27,7 @@ from newsletter.core.models import (
 )
 from newsletter.core.tokens import make_verp_token
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import ROOT, free_port
 from tests.factories import add_reader
@@ -67,7 +68,7 @@ def state(subscriber_id: int) -> tuple[str, list[str], bool, list[str]]:
         return (
             subscriber.status,
             [s.status for s in subscriber.subscriptions],
-            subscribers.is_suppressed(session, subscriber.email_key),
+            suppressions.is_listed(session, subscriber.email_key),
             [e.kind for e in subscriber.events],
         )
 

@@ -21,6 +21,7 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
 from newsletter.digests import dispatcher as dispatch
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox
 
@@ -103,7 +104,7 @@ def test_every_eligible_reader_gets_exactly_one_and_nobody_else(world: Mailbox) 
     with db.session_scope() as session:
         subscribers.unsubscribe(session, subscriber_id=gone, source="test")
         subscribers.get_subscriber(session, bounced).status = SubscriberStatus.BOUNCED
-        subscribers.suppress(
+        suppressions.suppress(
             session, email_key="suppressed@example.com", email=None, reason="manual"
         )
     digest_id = start()
@@ -145,6 +146,30 @@ def test_an_unsubscribe_between_queue_and_send_is_honoured(world: Mailbox) -> No
     assert stays != leaves
 
 
+def test_a_suppression_added_mid_batch_stops_the_next_message(world: Mailbox) -> None:
+    """An operator suppresses an address while its batch is being sent: the claim of that
+    reader's delivery, later in the same batch, sees it (it used to be read once per batch)."""
+    readers = [f"reader{n}@example.com" for n in range(4)]
+    for email in readers:
+        add_reader(email)
+    add_reader("late@example.com")  # the highest id: the batch's last message
+    world.delay = 0.4
+    digest_id = start()
+    world.wait_until(lambda: len(world.messages) >= 1)
+    with db.session_scope() as session:
+        suppressions.add(session, email="late@example.com", reason="manual")
+    final = wait_for_state(digest_id, FINAL)
+    assert recipients(world) == Counter({email: 1 for email in readers})
+    assert final["counts"]["sent"] == 4 and final["counts"]["skipped"] == 1
+    with db.session_scope() as session:
+        skipped = session.scalars(
+            select(Delivery).where(Delivery.status == DeliveryStatus.SKIPPED)
+        ).one()
+        assert subscribers.get_subscriber(session, skipped.subscriber_id or 0).email == (
+            "late@example.com"
+        )
+
+
 def test_temporary_failures_are_retried_and_delivered(world: Mailbox) -> None:
     add_reader("greylisted@example.com")
     add_reader("fine@example.com")
@@ -172,7 +197,7 @@ def test_a_permanent_failure_bounces_without_retry(world: Mailbox) -> None:
     with db.session_scope() as session:
         reader = subscribers.get_subscriber(session, dead)
         assert reader.status == SubscriberStatus.BOUNCED
-        assert subscribers.is_suppressed(session, "dead@example.com")
+        assert suppressions.is_listed(session, "dead@example.com")
         assert [e.kind for e in reader.events][-1] == "bounced"
         delivery = session.scalars(select(Delivery).where(Delivery.subscriber_id == dead)).one()
         assert delivery.status == DeliveryStatus.BOUNCED and "5.1.1" in (delivery.last_error or "")

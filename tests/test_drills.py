@@ -154,7 +154,7 @@ def test_a_failed_claim_skips_only_a_reader_who_may_not_be_mailed(clean_db: str)
     """smtp-flaky drill: a batch queued twice lost a reader. Its claim failed while the
     other task held the delivery; that task gave it back (451), and the failed claim's
     'skip if still queued' then skipped an eligible reader for good."""
-    from newsletter.sending.batch import _Ledger
+    from newsletter.sending.ledger import Ledger
     from newsletter.subscribers import store as subscribers
 
     staying = add_reader("staying@example.com")
@@ -170,10 +170,10 @@ def test_a_failed_claim_skips_only_a_reader_who_may_not_be_mailed(clean_db: str)
         ids = {reader: row.id for reader, row in zip((staying, leaving), rows, strict=True)}
         newsletter_id = session.get_one(Digest, digest_id).newsletter_id
         subscribers.unsubscribe(session, subscriber_id=leaving, source="test")
-    ledger = _Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="a-second-task")
+    ledger = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="a-second-task")
     try:
         for delivery_id in ids.values():
-            ledger.skip_if_still_queued(delivery_id, even_if_eligible=False)
+            ledger.skip_if_ineligible(delivery_id)
     finally:
         ledger.close()
     with db.session_scope() as session:
@@ -200,14 +200,14 @@ def test_a_mark_lost_with_the_database_connection_is_written_again(clean_db: str
     """restart-postgres drill: two readers were mailed twice. The mark of a message the
     relay had accepted travels with the next claim; PostgreSQL went away with it, the
     delivery kept its claim, and was sent again. The ledger now reconnects and writes it."""
-    from newsletter.sending.batch import _Ledger
+    from newsletter.sending.ledger import Ledger
 
     if not clean_db.startswith("postgresql"):
         pytest.skip("ends a PostgreSQL server connection")
     readers = [add_reader("first@example.com"), add_reader("second@example.com")]
     (first, second), newsletter_id = queued_deliveries(sending_digest(), readers)
     engine = db.get_engine()
-    ledger = _Ledger(engine, newsletter_id=newsletter_id, claimant="the-task")
+    ledger = Ledger(engine, newsletter_id=newsletter_id, claimant="the-task")
     try:
         assert ledger.claim(first)
         ledger.sent(first, "<first@plataforma.test>")
@@ -233,12 +233,12 @@ def test_a_claim_racing_an_unsubscribe_waits_and_then_sees_it(clean_db: str) -> 
     """unsubscribe drill: a claim checked the subscription just before an unsubscribe
     committed, and the message went out after the reader's 200. The claim now waits for an
     unsubscribe in progress (a share lock on PostgreSQL, the single writer on SQLite)."""
-    from newsletter.sending.batch import _Ledger
+    from newsletter.sending.ledger import Ledger
     from newsletter.subscribers import store as subscribers
 
     reader = add_reader("leaving@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])
-    ledger = _Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="the-task")
+    ledger = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="the-task")
     claimed: list[bool] = []
     try:
         with db.session_scope() as session:
@@ -261,12 +261,12 @@ def test_leaving_is_answered_only_after_the_message_in_flight(clean_db: str, doo
     from fastapi.testclient import TestClient
 
     from newsletter.core.tokens import Purpose, make_token
-    from newsletter.sending.batch import _Ledger
+    from newsletter.sending.ledger import Ledger
     from newsletter.web.app import create_app
 
     reader = add_reader("leaving@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])
-    ledger = _Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="the-task")
+    ledger = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="the-task")
     assert ledger.claim(delivery_id)
     marked_at: list[float] = []
 
@@ -325,18 +325,18 @@ def test_a_reclaim_that_finds_the_reader_gone_skips_what_it_held(clean_db: str) 
     """Review finding: a claim that went through before the connection was lost, run
     again after the reader left, fails; the delivery it held must not stay claimed until
     the sweeper (the digest could not finish, the unsubscribe would wait for it)."""
-    from newsletter.sending.batch import _Ledger
+    from newsletter.sending.ledger import Ledger
     from newsletter.subscribers import store as subscribers
 
     reader = add_reader("leaving@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])
-    ledger = _Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="the-task")
+    ledger = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="the-task")
     try:
         assert ledger.claim(delivery_id)
         with db.session_scope() as session:
             subscribers.unsubscribe(session, subscriber_id=reader, source="test")
         assert not ledger.claim(delivery_id)  # the same claim, run again
-        ledger.skip_if_still_queued(delivery_id, even_if_eligible=False)
+        ledger.skip_if_ineligible(delivery_id)
     finally:
         ledger.close()
     with db.session_scope() as session:
@@ -344,12 +344,12 @@ def test_a_reclaim_that_finds_the_reader_gone_skips_what_it_held(clean_db: str) 
 
 
 def test_a_release_run_late_never_takes_back_another_tasks_claim(clean_db: str) -> None:
-    from newsletter.sending.batch import _Ledger
+    from newsletter.sending.ledger import Ledger
 
     reader = add_reader("staying@example.com")
     (delivery_id,), newsletter_id = queued_deliveries(sending_digest(), [reader])
-    first = _Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="first")
-    second = _Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="second")
+    first = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="first")
+    second = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="second")
     try:
         assert first.claim(delivery_id)
         assert first.release(delivery_id, "451 try later")

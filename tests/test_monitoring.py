@@ -100,7 +100,7 @@ def in_flight(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) 
     yield digest_id
     mailbox.delay = 0.0
     with db.session_scope() as session:
-        if dispatch.get_digest(session, digest_id).state in dispatch.CANCELLABLE:
+        if "cancel" in dispatch.allowed_actions(dispatch.get_digest(session, digest_id).state):
             dispatch.cancel(session, digest_id=digest_id)
     wait_until_idle(worker)
 

@@ -42,8 +42,7 @@ from newsletter.core.models import (
 from newsletter.core.tokens import Purpose, make_token
 from newsletter.digests import render as digests
 from newsletter.digests.newsletters import get_by_slug
-from newsletter.subscribers import notices, signup_limits
-from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import notices, signup_limits, suppressions
 from newsletter.web.admin import auth
 from newsletter.web.app import create_app
 from tests.factories import add_reader
@@ -535,7 +534,7 @@ def text_query_parameters(route: APIRoute) -> list[str]:
 def test_sql_in_any_search_field_is_only_text(app: Any, client: TestClient) -> None:
     add_reader("ana@example.com", name="Ana")
     with db.session_scope() as session:
-        subscribers.suppress(
+        suppressions.suppress(
             session, email_key="spam@example.com", email="spam@example.com", reason="manual"
         )
     searchable = [

@@ -24,6 +24,7 @@ from newsletter.core.models import (
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import newsletters
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import suppressions
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -270,7 +271,7 @@ def test_each_refused_row_is_reported_with_its_line_and_the_rest_are_imported(
     _signed_up(session, "left@example.com")
     left = _subscriber(session, "left@example.com").id
     subscribers.unsubscribe(session, subscriber_id=left, source="link", now=UNSUBSCRIBED_AT)
-    subscribers.suppress(session, email_key="gone@example.com", email=None, reason="erased")
+    suppressions.suppress(session, email_key="gone@example.com", email=None, reason="erased")
     bounced = _signed_up(session, "bounced@example.com")
     _subscriber(session, "bounced@example.com").status = SubscriberStatus.BOUNCED
     session.commit()

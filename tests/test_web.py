@@ -13,6 +13,7 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Subscriber, Subscription, SubscriptionStatus
 from newsletter.core.tokens import Purpose, make_token
+from newsletter.subscribers import eligibility, suppressions
 from newsletter.subscribers import store as subscribers
 from newsletter.web.app import create_app
 from tests.conftest import free_port
@@ -68,7 +69,7 @@ def test_json_and_form_signups_answer_202_the_same_for_known_and_new(client: Tes
 
 def test_a_suppressed_address_hears_the_same_answer(client: TestClient) -> None:
     with db.session_scope() as session:
-        subscribers.suppress(session, email_key="x@example.com", email=None, reason="erased")
+        suppressions.suppress(session, email_key="x@example.com", email=None, reason="erased")
     fresh = client.post("/subscribe", json={"email": "fresh@example.com"})
     suppressed = client.post("/subscribe", json={"email": "x@example.com"})
     assert (fresh.status_code, fresh.json()) == (suppressed.status_code, suppressed.json())
@@ -182,7 +183,7 @@ def test_one_click_unsubscribe_needs_no_cookie_and_answers_200(
     with db.session_scope() as session:
         subscriber = subscribers.get_subscriber(session, subscriber_id)
         assert [s.status for s in subscriber.subscriptions] == [SubscriptionStatus.UNSUBSCRIBED]
-        assert not subscribers.can_receive(session, subscriber, None)
+        assert not eligibility.can_receive(session, subscriber_id=subscriber.id, newsletter_id=None)
 
 
 def test_the_unsubscribe_page_has_a_button_and_changes_nothing_by_itself(

@@ -35,6 +35,7 @@ from newsletter.core.models import (
     SubscriptionStatus,
 )
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import suppressions
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
 from tests.factories import sent_delivery as make_delivery
@@ -193,7 +194,7 @@ def state(email: str = READER) -> ReaderState:
         )
         return ReaderState(
             status=str(subscriber.status),
-            suppressed=subscribers.is_suppressed(session, email),
+            suppressed=suppressions.is_listed(session, email),
             subscriptions=frozenset(str(s) for s in statuses),
             soft_bounces=subscriber.soft_bounce_count,
         )

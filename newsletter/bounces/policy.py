@@ -35,14 +35,11 @@ from newsletter.core.models import (
     utcnow,
 )
 from newsletter.core.tokens import TokenError, read_verp_token
+from newsletter.core.validation import email_hash
 from newsletter.ops import metrics
-from newsletter.subscribers.store import (
-    email_hash,
-    get_subscriber,
-    record_event,
-    suppress,
-    unsubscribe,
-)
+from newsletter.sending import ledger
+from newsletter.subscribers.store import get_subscriber, record_event, unsubscribe
+from newsletter.subscribers.suppressions import suppress
 
 log = logging.getLogger("newsletter.bounces")
 
@@ -321,15 +318,7 @@ def _bounce_delivery(session: Session, delivery_id: int | None) -> None:
     """The digest's counts move the delivery from sent (or sending) to bounced."""
     if delivery_id is None:
         return
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
-        )
-        .values(status=DeliveryStatus.BOUNCED)
-        .execution_options(synchronize_session=False)
-    )
+    ledger.mark_bounced_later(session, delivery_id=delivery_id)
 
 
 def _delivery_of(session: Session, delivery_id: int | None) -> int | None:

@@ -19,7 +19,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from newsletter.core.validation import email_hash
 
 
 def utcnow() -> datetime:
@@ -127,6 +130,12 @@ class Newsletter(Base):
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="newsletter")
 
 
+def _hash_of_email_key(context: DefaultExecutionContext) -> str:
+    # SQLAlchemy leaves this method unannotated.
+    parameters = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return email_hash(parameters["email_key"])
+
+
 class Subscriber(Base):
     __tablename__ = "subscribers"
     __table_args__ = {"sqlite_autoincrement": True}
@@ -136,6 +145,10 @@ class Subscriber(Base):
     email: Mapped[str] = mapped_column(String(320))
     # ... and lower-cased, so that one reader is one row however they capitalise it.
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    # ... and its hash, as the suppression list keeps it: whether a reader is suppressed is
+    # then a join on an index, in the very statement that claims their delivery. Filled
+    # from email_key on every insert, ORM or Core, one row or many.
+    email_hash: Mapped[str] = mapped_column(String(64), index=True, default=_hash_of_email_key)
     name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(8), default="en")
     time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Lisbon")
@@ -206,6 +219,8 @@ class Digest(Base):
     until: Mapped[datetime | None]
     scheduled_for: Mapped[datetime | None]
     note: Mapped[str] = mapped_column(Text, default="")
+    # The state a paused digest goes back to when resumed (scheduled or sending).
+    paused_from: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -41,6 +42,11 @@ def clean_email(value: str) -> tuple[str, str]:
     if len(checked.local_part.encode()) > 64:
         raise InvalidInput("email", "That email address is too long before the @-sign.")
     return checked.normalized, checked.normalized.lower()
+
+
+def email_hash(email_key: str) -> str:
+    """The address's hash, as the suppression list keeps it (and all an erasure leaves)."""
+    return hashlib.sha256(email_key.encode()).hexdigest()
 
 
 def clean_text(field: str, value: str | None, *, max_length: int = MAX_NAME_LENGTH) -> str:

@@ -18,12 +18,8 @@ from newsletter.core.models import (
     DigestState,
     DigestVariant,
     Subscriber,
-    SubscriberStatus,
-    Subscription,
-    SubscriptionStatus,
-    Suppression,
 )
-from newsletter.subscribers.store import email_hash
+from newsletter.subscribers.eligibility import may_be_mailed
 
 
 @dataclass(frozen=True)
@@ -138,35 +134,13 @@ def eligible_readers(
     readers never holds more than one page. The last id is None when nothing was left.
     """
     rows = session.execute(
-        select(Subscriber.id, Subscriber.email_key, Subscriber.language, Subscriber.topics)
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(
-            Subscription.newsletter_id == newsletter_id,
-            Subscription.status == SubscriptionStatus.SUBSCRIBED,
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            Subscriber.id > after_id,
-        )
+        select(Subscriber.id, Subscriber.language, Subscriber.topics)
+        .where(Subscriber.id > after_id, may_be_mailed(Subscriber.id, newsletter_id))
         .order_by(Subscriber.id)
         .limit(limit)
     ).all()
-    suppressed = suppressed_keys(session, [row.email_key for row in rows])
-    readers = [
-        Reader(row.id, row.language, frozenset(row.topics or ()))
-        for row in rows
-        if row.email_key not in suppressed
-    ]
+    readers = [Reader(row.id, row.language, frozenset(row.topics or ())) for row in rows]
     return readers, (rows[-1].id if rows else None)
-
-
-def suppressed_keys(session: Session, email_keys: Sequence[str]) -> set[str]:
-    """Which of these (lower-cased) addresses are on the suppression list."""
-    by_hash = {email_hash(key): key for key in email_keys}
-    if not by_hash:
-        return set()
-    found = session.scalars(
-        select(Suppression.email_hash).where(Suppression.email_hash.in_(list(by_hash)))
-    )
-    return {by_hash[h] for h in found}
 
 
 def with_history(

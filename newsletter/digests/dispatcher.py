@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.core.config import Settings
@@ -26,17 +24,30 @@ from newsletter.core.models import (
 from newsletter.core.validation import InvalidInput, clean_text
 from newsletter.digests import composer
 from newsletter.digests import newsletters as newsletter_store
+from newsletter.sending import ledger
 
 log = logging.getLogger("newsletter.dispatch")
 
-FINAL_STATUSES = (
-    DeliveryStatus.SENT,
-    DeliveryStatus.FAILED,
-    DeliveryStatus.SKIPPED,
-    DeliveryStatus.BOUNCED,
-)
-# The states from which an editor's action makes sense.
-CANCELLABLE = (DigestState.SCHEDULED, DigestState.SENDING, DigestState.PAUSED)
+# The digest's state machine: what an editor may do in each state. The dashboard shows
+# exactly these buttons; the API and the CLI refuse the rest with a sentence.
+ACTIONS: dict[str, frozenset[str]] = {
+    DigestState.DRAFT: frozenset({"cancel"}),
+    DigestState.SCHEDULED: frozenset({"pause", "cancel"}),
+    DigestState.SENDING: frozenset({"pause", "cancel"}),
+    DigestState.PAUSED: frozenset({"resume", "cancel"}),
+    DigestState.SENT: frozenset(),
+    DigestState.CANCELLED: frozenset(),
+    DigestState.FAILED: frozenset(),
+    DigestState.EMPTY: frozenset(),
+}
+# States a digest never leaves.
+FINAL_STATES = frozenset(state for state, actions in ACTIONS.items() if not actions)
+
+
+def allowed_actions(state: str) -> frozenset[str]:
+    """What an editor may do to a digest in this state: pause, resume, cancel."""
+    return ACTIONS.get(state, frozenset())
+
 
 Enqueue = Callable[[int, list[int]], None]
 
@@ -242,7 +253,7 @@ def dispatch_page(
     )
     if last_id is None:
         digest.dispatched_at = now
-        if not _has_deliveries(session, digest.id, queued_only=False):
+        if not _has_deliveries(session, digest.id):
             _finish_empty(digest, now, "Nobody is subscribed to this newsletter yet.")
         elif _count(session, digest.id, DeliveryStatus.SKIPPED) == _count(session, digest.id):
             _finish_empty(
@@ -277,8 +288,7 @@ def dispatch_page(
         }
         for subscriber_id, variant in variants.items()
     ]
-    if rows:
-        session.execute(_insert_ignoring_duplicates(session), rows)
+    ledger.write_deliveries(session, rows)
     previous_cursor, digest.dispatch_cursor = digest.dispatch_cursor, last_id
     # The page's queued deliveries, found by the range of subscriber ids it covered: the
     # unique (digest, subscriber) index answers this at once, and rows left by a dispatch
@@ -308,12 +318,20 @@ def finish_if_done(session: Session, *, digest_id: int, now: datetime | None = N
     ).one_or_none()
     if row is None or row.state != DigestState.SENDING or row.dispatched_at is None:
         return False
-    if _has_deliveries(session, digest_id, queued_only=True):
+    if _has_deliveries(session, digest_id, statuses=ledger.OPEN_STATUSES):
         return False
+    # Nothing reached anyone and something failed for good: the send failed, not "sent".
+    reached = _has_deliveries(
+        session, digest_id, statuses=(DeliveryStatus.SENT, DeliveryStatus.BOUNCED)
+    )
+    failed = _has_deliveries(session, digest_id, statuses=(DeliveryStatus.FAILED,))
     result = session.execute(
         update(Digest)
         .where(Digest.id == digest_id, Digest.state == DigestState.SENDING)
-        .values(state=DigestState.SENT, finished_at=now or utcnow())
+        .values(
+            state=DigestState.FAILED if failed and not reached else DigestState.SENT,
+            finished_at=now or utcnow(),
+        )
     )
     session.flush()
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -321,12 +339,12 @@ def finish_if_done(session: Session, *, digest_id: int, now: datetime | None = N
 
 def pause(session: Session, *, digest_id: int) -> Digest:
     digest = get_digest(session, digest_id)
-    if digest.state not in (DigestState.SENDING, DigestState.SCHEDULED):
+    if "pause" not in allowed_actions(digest.state):
         raise DigestActionError(
             f"Digest {digest_id} is {digest.state}; only a sending or "
             "scheduled digest can be paused."
         )
-    digest.note = f"paused from {digest.state}"
+    digest.paused_from = digest.state
     digest.state = DigestState.PAUSED
     session.flush()
     return digest
@@ -335,11 +353,11 @@ def pause(session: Session, *, digest_id: int) -> Digest:
 def resume(session: Session, *, digest_id: int) -> tuple[Digest, list[list[int]]]:
     """Take a paused digest up again; the batches of deliveries still to send."""
     digest = get_digest(session, digest_id)
-    if digest.state != DigestState.PAUSED:
+    if "resume" not in allowed_actions(digest.state):
         raise DigestActionError(f"Digest {digest_id} is {digest.state}, not paused.")
-    was_scheduled = digest.note == f"paused from {DigestState.SCHEDULED}"
+    was_scheduled = digest.paused_from == DigestState.SCHEDULED
     digest.state = DigestState.SCHEDULED if was_scheduled else DigestState.SENDING
-    digest.note = ""
+    digest.paused_from = None
     session.flush()
     if was_scheduled:
         return digest, []
@@ -349,17 +367,14 @@ def resume(session: Session, *, digest_id: int) -> tuple[Digest, list[list[int]]
 def cancel(session: Session, *, digest_id: int, now: datetime | None = None) -> Digest:
     """Stop a digest for good: what was not sent yet is skipped."""
     digest = get_digest(session, digest_id)
-    if digest.state not in CANCELLABLE:
+    if "cancel" not in allowed_actions(digest.state):
         raise DigestActionError(
             f"Digest {digest_id} is {digest.state}; it can no longer be cancelled."
         )
     digest.state = DigestState.CANCELLED
+    digest.paused_from = None
     digest.finished_at = now or utcnow()
-    session.execute(
-        update(Delivery)
-        .where(Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.QUEUED)
-        .values(status=DeliveryStatus.SKIPPED, last_error="digest cancelled")
-    )
+    ledger.skip_queued(session, digest_id=digest_id, reason="digest cancelled")
     session.flush()
     return digest
 
@@ -386,37 +401,9 @@ def stale_batches(
     it. Claims that old are given back first.
     """
     now = now or utcnow()
-    cutoff = now - stale_after
-    sending = select(Digest.id).where(Digest.state == DigestState.SENDING)
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.digest_id.in_(sending),
-            Delivery.status == DeliveryStatus.SENDING,
-            Delivery.updated_at < cutoff,
-        )
-        # updated_at kept (not bumped, not left to onupdate): the query below must see these
-        # as stale and queue them in this very sweep, not one stale period later.
-        .values(status=DeliveryStatus.QUEUED, claimed_by=None, updated_at=Delivery.updated_at)
-        .execution_options(synchronize_session=False)
+    rows = ledger.requeue_stale(
+        session, stale_after_cutoff=now - stale_after, now=now, limit=size * 20
     )
-    rows = session.execute(
-        select(Delivery.digest_id, Delivery.id)
-        .where(
-            Delivery.digest_id.in_(sending),
-            Delivery.status == DeliveryStatus.QUEUED,
-            Delivery.updated_at < cutoff,
-        )
-        .order_by(Delivery.digest_id, Delivery.id)
-        .limit(size * 20)
-    ).all()
-    if rows:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_([row.id for row in rows]))
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
     batches: dict[int, list[list[int]]] = {}
     for digest_id, delivery_id in rows:
         chunks = batches.setdefault(digest_id, [[]])
@@ -467,10 +454,12 @@ def _finish_empty(digest: Digest, now: datetime, why: str) -> None:
     digest.dispatched_at = digest.dispatched_at or now
 
 
-def _has_deliveries(session: Session, digest_id: int, *, queued_only: bool) -> bool:
+def _has_deliveries(
+    session: Session, digest_id: int, *, statuses: Sequence[str] | None = None
+) -> bool:
     query = select(Delivery.id).where(Delivery.digest_id == digest_id)
-    if queued_only:
-        query = query.where(Delivery.status.not_in(FINAL_STATUSES))
+    if statuses is not None:
+        query = query.where(Delivery.status.in_(statuses))
     return session.scalar(query.limit(1)) is not None
 
 
@@ -479,13 +468,3 @@ def _count(session: Session, digest_id: int, status: str | None = None) -> int:
     if status is not None:
         query = query.where(Delivery.status == status)
     return int(session.scalar(query) or 0)
-
-
-def _insert_ignoring_duplicates(session: Session) -> Any:
-    # Unique (digest, subscriber): a page written twice (a dispatcher that died after its
-    # commit) adds nobody twice.
-    # The table, not the mapped class: Core's executemany, without the ORM's bulk machinery.
-    table = cast(Table, Delivery.__table__)
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
-    return sqlite_insert(table).on_conflict_do_nothing()

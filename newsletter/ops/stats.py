@@ -14,11 +14,9 @@ from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
     Subscriber,
-    SubscriberStatus,
-    Subscription,
-    SubscriptionStatus,
     utcnow,
 )
+from newsletter.subscribers.eligibility import may_be_mailed
 
 RATE_DAYS = 30
 # The source of a bounce recorded from the relay's own 5xx reply while sending.
@@ -88,12 +86,7 @@ def summary(session: Session, *, now: datetime | None = None) -> Summary:
     month_ago = now - timedelta(days=RATE_DAYS)
     # Active: mail can reach them and they receive at least one newsletter.
     active = session.scalar(
-        select(func.count(func.distinct(Subscriber.id)))
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            Subscription.status == SubscriptionStatus.SUBSCRIBED,
-        )
+        select(func.count(Subscriber.id)).where(may_be_mailed(Subscriber.id, None))
     )
     return Summary(
         active_subscribers=active or 0,

@@ -19,7 +19,6 @@ from newsletter.core.models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    Suppression,
     utcnow,
 )
 from newsletter.core.validation import (
@@ -31,7 +30,7 @@ from newsletter.core.validation import (
     clean_topics,
 )
 from newsletter.digests.newsletters import DEFAULT_SLUG, UnknownNewsletter
-from newsletter.subscribers.store import email_hash
+from newsletter.subscribers.suppressions import listed_keys
 
 if TYPE_CHECKING:
     from _csv import Reader as CSVReader
@@ -294,17 +293,12 @@ def _store_chunk(
     now: datetime,
 ) -> None:
     """Apply one chunk of valid rows with a handful of statements, whatever its size."""
-    hashes = {row.key: email_hash(row.key) for row in rows}
-    suppressed = set(
-        session.scalars(
-            select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes.values()))
-        )
-    )
+    suppressed = listed_keys(session, [row.key for row in rows])
     known = _known_readers(session, [row.key for row in rows])
     subscriptions = _known_subscriptions(session, [reader.id for reader in known.values()])
     new_ids = _insert_new_subscribers(
         session,
-        [row for row in rows if row.key not in known and hashes[row.key] not in suppressed],
+        [row for row in rows if row.key not in known and row.key not in suppressed],
         default_language=default_language,
         default_time_zone=default_time_zone,
         now=now,
@@ -312,7 +306,7 @@ def _store_chunk(
 
     writes = _Writes(now, report)
     for row in rows:
-        if hashes[row.key] in suppressed:
+        if row.key in suppressed:
             report.refused.append((row.line, "on the suppression list"))
         elif row.key in new_ids:
             writes.event(new_ids[row.key], EventKind.SIGNED_UP)

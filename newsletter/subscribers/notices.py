@@ -16,12 +16,8 @@ from newsletter.email.render import (
     make_message_id,
     render_email,
 )
-from newsletter.subscribers.store import (
-    can_be_asked_to_confirm,
-    can_receive,
-    get_subscriber,
-    is_suppressed,
-)
+from newsletter.subscribers import eligibility
+from newsletter.subscribers.store import get_subscriber
 
 
 def confirmation_message(
@@ -29,7 +25,7 @@ def confirmation_message(
 ) -> OutgoingMessage | None:
     """The double opt-in email, or None when the reader may not be asked (any more)."""
     subscriber = get_subscriber(session, subscriber_id)
-    if not can_be_asked_to_confirm(session, subscriber):
+    if not eligibility.can_be_asked_to_confirm(session, subscriber_id=subscriber.id):
         return None
     pending = [s.newsletter for s in subscriber.subscriptions if s.status == "pending"]
     token = make_token(settings.secret_key, Purpose.CONFIRM, subscriber.id)
@@ -45,7 +41,7 @@ def welcome_message(
 ) -> OutgoingMessage | None:
     """The welcome email after confirmation, or None if the reader has left already."""
     subscriber = get_subscriber(session, subscriber_id)
-    if not can_receive(session, subscriber, None):
+    if not eligibility.can_receive(session, subscriber_id=subscriber.id, newsletter_id=None):
         return None
     joined = [
         s.newsletter
@@ -78,7 +74,7 @@ def goodbye_message(
         for s in subscriber.subscriptions
         if s.newsletter_id in newsletter_ids and s.status == "unsubscribed"
     ]
-    if not left or subscriber.status != "active" or is_suppressed(session, subscriber.email_key):
+    if not left or not eligibility.can_be_told_goodbye(session, subscriber_id=subscriber.id):
         return None
     rendered = render_email(
         "goodbye",

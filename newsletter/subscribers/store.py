@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +19,6 @@ from newsletter.core.models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    Suppression,
     utcnow,
 )
 from newsletter.core.validation import (
@@ -34,6 +32,7 @@ from newsletter.core.validation import (
 )
 from newsletter.digests import newsletters as newsletter_store
 from newsletter.ops import metrics
+from newsletter.subscribers import suppressions
 
 
 class UnknownSubscriber(LookupError):
@@ -60,19 +59,6 @@ class SignupOutcome:
     send_confirmation: bool = False
     suppressed: bool = False
     newly_confirmed: list[int] = field(default_factory=list)
-
-
-def email_hash(email_key: str) -> str:
-    return hashlib.sha256(email_key.encode()).hexdigest()
-
-
-def is_suppressed(session: Session, email_key: str) -> bool:
-    return (
-        session.scalar(
-            select(Suppression.id).where(Suppression.email_hash == email_hash(email_key))
-        )
-        is not None
-    )
 
 
 def subscribe(
@@ -104,7 +90,7 @@ def subscribe(
     except newsletter_store.UnknownNewsletter as exc:
         raise InvalidInput("newsletters", str(exc)) from None
 
-    if is_suppressed(session, key):
+    if suppressions.is_listed(session, key):
         return SignupOutcome(subscriber_id=None, suppressed=True)
 
     subscriber = session.scalar(
@@ -282,32 +268,11 @@ def update_preferences(
 def erase(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
     """Delete everything personal about a reader; keep only a hash so they are never mailed."""
     subscriber = get_subscriber(session, subscriber_id)
-    suppress(session, email_key=subscriber.email_key, email=None, reason="erased", now=now)
+    suppressions.suppress(
+        session, email_key=subscriber.email_key, email=None, reason="erased", now=now
+    )
     session.delete(subscriber)
     session.flush()
-
-
-def suppress(
-    session: Session,
-    *,
-    email_key: str,
-    email: str | None,
-    reason: str,
-    detail: str = "",
-    now: datetime | None = None,
-) -> Suppression:
-    """Put an address on the suppression list (idempotent); email=None keeps only the hash."""
-    digest = email_hash(email_key)
-    suppression = session.scalar(select(Suppression).where(Suppression.email_hash == digest))
-    if suppression is None:
-        suppression = Suppression(
-            email_hash=digest, email=email, reason=reason, detail=detail, created_at=now or utcnow()
-        )
-        session.add(suppression)
-    else:
-        suppression.email = email if email is not None else None
-    session.flush()
-    return suppression
 
 
 def export_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
@@ -410,29 +375,6 @@ def count_subscribers(session: Session, *, text: str = "") -> int:
     """How many subscribers search_subscribers finds for text, over all pages."""
     query = select(func.count()).select_from(_matching(text).subquery())
     return int(session.scalar(query) or 0)
-
-
-def can_receive(session: Session, subscriber: Subscriber, newsletter_id: int | None) -> bool:
-    """Invariant 1, checked at send time: confirmed, still subscribed, deliverable, not suppressed.
-
-    newsletter_id=None asks about mail that is not a newsletter issue (the welcome email):
-    any confirmed subscription will do.
-    """
-    if subscriber.status != SubscriberStatus.ACTIVE or is_suppressed(session, subscriber.email_key):
-        return False
-    return any(
-        s.status == SubscriptionStatus.SUBSCRIBED
-        and (newsletter_id is None or s.newsletter_id == newsletter_id)
-        for s in subscriber.subscriptions
-    )
-
-
-def can_be_asked_to_confirm(session: Session, subscriber: Subscriber) -> bool:
-    return (
-        subscriber.status == SubscriberStatus.ACTIVE
-        and not is_suppressed(session, subscriber.email_key)
-        and any(s.status == SubscriptionStatus.PENDING for s in subscriber.subscriptions)
-    )
 
 
 def record_event(

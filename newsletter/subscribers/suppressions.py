@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TextIO
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from newsletter.core.models import Suppression
-from newsletter.core.validation import InvalidInput, clean_email, clean_text
-from newsletter.subscribers.store import email_hash, suppress
+from newsletter.core.models import Suppression, utcnow
+from newsletter.core.validation import InvalidInput, clean_email, clean_text, email_hash
 
 
 @dataclass
@@ -45,10 +45,45 @@ def remove(session: Session, *, email: str) -> bool:
 
 
 def is_listed(session: Session, email_key: str) -> bool:
+    """Whether this (lower-cased) address is on the list."""
     digest = email_hash(email_key)
     return (
         session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None
     )
+
+
+def listed_keys(session: Session, email_keys: Iterable[str]) -> set[str]:
+    """Which of these (lower-cased) addresses are on the list, in one query."""
+    by_hash = {email_hash(key): key for key in email_keys}
+    if not by_hash:
+        return set()
+    found = session.scalars(
+        select(Suppression.email_hash).where(Suppression.email_hash.in_(list(by_hash)))
+    )
+    return {by_hash[digest] for digest in found}
+
+
+def suppress(
+    session: Session,
+    *,
+    email_key: str,
+    email: str | None,
+    reason: str,
+    detail: str = "",
+    now: datetime | None = None,
+) -> Suppression:
+    """Put an address on the suppression list (idempotent); email=None keeps only the hash."""
+    digest = email_hash(email_key)
+    suppression = session.scalar(select(Suppression).where(Suppression.email_hash == digest))
+    if suppression is None:
+        suppression = Suppression(
+            email_hash=digest, email=email, reason=reason, detail=detail, created_at=now or utcnow()
+        )
+        session.add(suppression)
+    else:
+        suppression.email = email if email is not None else None
+    session.flush()
+    return suppression
 
 
 def entries(session: Session, *, batch: int = 1000) -> Iterator[Suppression]:

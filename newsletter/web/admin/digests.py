@@ -32,10 +32,6 @@ log = logging.getLogger("newsletter.web.admin")
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 PAGE_SIZE = 25
-# States a digest never leaves: its page stops asking for progress.
-FINAL_STATES = frozenset(
-    {DigestState.SENT, DigestState.CANCELLED, DigestState.FAILED, DigestState.EMPTY}
-)
 # A time to send "at" that is this far in the past is a mistake, not "now".
 PAST_GRACE = timedelta(minutes=1)
 # The email preview is shown in a sandboxed frame and may hold hostile article text:
@@ -151,7 +147,7 @@ def digest_progress(admin: Admin, session: SessionDep, digest_id: RowId) -> Resp
         {
             "id": status["id"],
             "state": status["state"],
-            "final": status["state"] in FINAL_STATES,
+            "final": status["state"] in dispatch.FINAL_STATES,
             "poll_ms": poll_interval_ms(status),
             "counts": status["counts"],
             "progress": progress(status["counts"]),
@@ -432,15 +428,16 @@ def _decorate(status: dict[str, Any], time_zone: str) -> None:
     """Add what a page shows beside the status: the bar, finality, times on local clocks."""
     zone = _zone(time_zone)
     status["progress"] = progress(status["counts"])
-    status["final"] = status["state"] in FINAL_STATES
+    status["final"] = status["state"] in dispatch.FINAL_STATES
     status["poll_ms"] = poll_interval_ms(status)
     for key in ("scheduled_for", "since", "until", "started_at", "finished_at"):
         iso = status.get(key)
         status[f"{key}_local"] = _local(datetime.fromisoformat(iso), zone) if iso else None
     state = status["state"]
-    status["can_pause"] = state in (DigestState.SENDING, DigestState.SCHEDULED)
-    status["can_resume"] = state == DigestState.PAUSED
-    status["can_cancel"] = state in dispatch.CANCELLABLE
+    actions = dispatch.allowed_actions(state)
+    status["can_pause"] = "pause" in actions
+    status["can_resume"] = "resume" in actions
+    status["can_cancel"] = "cancel" in actions
 
 
 def _not_found(request: Request, admin: SignedIn, message: str) -> HTMLResponse:

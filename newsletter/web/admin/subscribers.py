@@ -22,7 +22,7 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.digests.newsletters import list_newsletters
-from newsletter.subscribers import store
+from newsletter.subscribers import store, suppressions
 from newsletter.subscribers.importing import COLUMNS, ImportReport, import_subscribers_csv
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.tasks import jobs as tasks
@@ -186,7 +186,7 @@ def subscriber_page(
         {
             "id": subscriber_id,
             "s": data,
-            "suppressed": store.is_suppressed(session, subscriber.email_key),
+            "suppressed": suppressions.is_listed(session, subscriber.email_key),
             "deliveries": store.delivery_counts(session, subscriber_id=subscriber_id),
         },
     )

@@ -1,0 +1,399 @@
+"""The delivery ledger: the one module that writes `deliveries`, and its status groups.
+
+A delivery is one digest to one reader. Its row says where it stands: queued, claimed by a
+worker (sending), or final (sent, bounced, failed, skipped). Invariant 2 — one digest
+reaches each reader once — is kept here, not by the broker: a delivery is claimed
+(committed) before its message goes out and marked (committed) after, so a batch run
+again sends only what was not sent. Invariant 1 is checked in the claim itself, through
+the one eligibility expression (subscribers.eligibility).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Result,
+    Table,
+    and_,
+    bindparam,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from newsletter.core.models import (
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    DigestState,
+    UTCDateTime,
+    utcnow,
+)
+from newsletter.subscribers.eligibility import may_be_mailed
+
+log = logging.getLogger("newsletter.delivery")
+
+# Where a delivery can stand, in groups: a final delivery never changes again (but for a
+# bounce that comes back later, sent -> bounced); an open one still has work to do.
+FINAL_STATUSES = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.BOUNCED,
+)
+OPEN_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+# What a bounce reported after the fact may turn into bounced.
+BOUNCEABLE_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.SENDING)
+
+# How long the ledger keeps trying to reach a database that went away (a restart, a
+# failover) before it gives up: a message already accepted must still be marked sent.
+RECONNECT_SECONDS = 60.0
+
+_ERROR_LENGTH = 2000
+
+
+class Ledger:
+    """Each delivery's claim and outcome, written as it happens on one autocommit connection.
+
+    A claim is durable before its message goes out. On PostgreSQL the mark of the message
+    just sent and the claim of the next one travel in one statement: one round trip per
+    message instead of two, and still nothing is sent before the previous outcome is kept.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        newsletter_id: int,
+        claimant: str,
+        async_commit: bool = False,
+        reconnect_seconds: float = RECONNECT_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.combined = engine.dialect.name == "postgresql"
+        self.async_commit = self.combined and async_commit
+        self.reconnect_seconds = reconnect_seconds
+        self.connection = self._connect()
+        self.newsletter_id = newsletter_id
+        self.claimant = claimant
+        self._unmarked: tuple[int, str] | None = None
+
+    def _connect(self) -> Connection:
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if self.async_commit:
+            connection.exec_driver_sql("SET synchronous_commit = off")
+        return connection
+
+    def _execute(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
+        """Run one statement; when the database went away, reconnect and run it again.
+
+        Every statement here may run twice safely: a mark is the same mark, a claim also
+        matches a delivery this claimant holds, a release or a skip sets the same values.
+        Giving up at once would lose the mark of a message the relay has accepted, and the
+        delivery would be sent again once its claim went stale.
+        """
+        give_up = time.monotonic() + self.reconnect_seconds
+        delay = 0.1
+        while True:
+            connecting = self.connection.invalidated or self.connection.closed
+            try:
+                if connecting:
+                    self.connection.close()
+                    self.connection = self._connect()
+                return self.connection.execute(statement, params)
+            except DBAPIError as exc:
+                # Only a connection that is gone, or a server not back yet: any other error
+                # (a deadlock, a timeout, a bug) is the task's to fail and retry.
+                lost = exc.connection_invalidated or (
+                    connecting and isinstance(exc, OperationalError)
+                )
+                if not lost or time.monotonic() + delay > give_up:
+                    raise
+                log.warning(
+                    "database connection lost (%s); trying again in %.1f s",
+                    type(exc.orig).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                if not self.connection.closed:  # a new one is opened on the next try
+                    with contextlib.suppress(DBAPIError):
+                        self.connection.invalidate()
+
+    def claim(self, delivery_id: int) -> bool:
+        """Take the delivery if its reader may still be mailed (invariant 1, at send time)."""
+        now = utcnow()
+        previous_id, previous_message = self._unmarked or (None, None)
+        params = {
+            "delivery_id": delivery_id,
+            "claimant": self.claimant,
+            "newsletter_id": self.newsletter_id,
+            "now": now,
+            "previous_id": previous_id,
+            "previous_message": previous_message,
+        }
+        if self.combined:
+            result = self._execute(_MARK_AND_CLAIM, params)
+        else:
+            if previous_id is not None:
+                self._execute(_MARK_SENT, params)
+            result = self._execute(_CLAIM_UNLOCKED, params)
+        # Forgotten only once written: a mark lost with the connection is written again.
+        self._unmarked = None
+        return result.first() is not None
+
+    def sent(self, delivery_id: int, message_id: str) -> None:
+        """Remember the delivery as sent; written with the next claim, or by flush()."""
+        self.flush()
+        self._unmarked = (delivery_id, message_id)
+
+    def flush(self) -> None:
+        if self._unmarked is not None:
+            previous_id, previous_message = self._unmarked
+            self._execute(
+                _MARK_SENT,
+                {"previous_id": previous_id, "previous_message": previous_message, "now": utcnow()},
+            )
+            self._unmarked = None
+
+    def skip_if_ineligible(self, delivery_id: int) -> None:
+        """Skip a delivery whose claim failed, if its reader may really not be mailed.
+
+        A claim also fails when another task holds the delivery (a batch queued twice by
+        the sweeper), and that task may give it back: skipping it then would lose it.
+        """
+        self.flush()
+        params = {
+            "delivery_id": delivery_id,
+            "newsletter_id": self.newsletter_id,
+            "claimant": self.claimant,
+            "now": utcnow(),
+        }
+        self._execute(_SKIP_INELIGIBLE, params)
+
+    def release(
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        max_attempts: int | None = None,
+    ) -> bool:
+        """Give a claimed delivery back to the queue; False when its attempts are spent."""
+        self.flush()
+        attempts = (
+            self._execute(select(Delivery.attempts).where(Delivery.id == delivery_id)).scalar() or 0
+        )
+        spent = max_attempts is not None and attempts >= max_attempts
+        self._execute(
+            update(Delivery)
+            # Only while it is ours: run again after a lost connection, this must not
+            # hand back a delivery that another task has claimed since.
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_by == self.claimant,
+            )
+            .values(
+                status=DeliveryStatus.FAILED if spent else DeliveryStatus.QUEUED,
+                attempts=attempts,
+                last_error=error[:_ERROR_LENGTH],
+                claimed_by=None,
+            )
+        )
+        return not spent
+
+    def note_error(self, delivery_id: int, error: str) -> None:
+        """Keep why a queued delivery could not be tried (the relay refused the session)."""
+        self.flush()
+        self._execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+            .values(last_error=error[:_ERROR_LENGTH])
+        )
+
+    def digest_state(self, digest_id: int) -> str | None:
+        self.flush()
+        return self._execute(select(Digest.state).where(Digest.id == digest_id)).scalar()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            if self.async_commit and not self.connection.invalidated:
+                # The connection goes back to a pool others share.
+                self.connection.exec_driver_sql("RESET synchronous_commit")
+        finally:
+            self.connection.close()
+
+
+# --- the send loop's statements, built once ------------------------------------------
+
+_deliveries = cast(Table, Delivery.__table__)
+_c = _deliveries.c
+_now = bindparam("now", type_=UTCDateTime())
+# Queued, or claimed by this very task (a claim that went through before the connection
+# was lost, then ran again): either way this task may take it.
+_CLAIMABLE = or_(
+    _c.status == DeliveryStatus.QUEUED,
+    and_(_c.status == DeliveryStatus.SENDING, _c.claimed_by == bindparam("claimant")),
+)
+
+
+def _claim(*, lock: bool) -> Any:
+    """Take the delivery if it is claimable and its reader may still be mailed.
+
+    With `lock` (PostgreSQL) the claim holds a share lock on the reader's subscription until
+    it commits: an unsubscribe committing at that very moment either makes the claim fail
+    or waits for it, and then sees the delivery in flight (subscribers.store.sends_in_flight).
+    SQLite runs one writer at a time: an unsubscribe and a claim cannot interleave there.
+    """
+    return (
+        update(_deliveries)
+        .where(
+            _c.id == bindparam("delivery_id"),
+            _CLAIMABLE,
+            may_be_mailed(_c.subscriber_id, bindparam("newsletter_id"), lock=lock),
+        )
+        .values(
+            status=DeliveryStatus.SENDING,
+            claimed_by=bindparam("claimant"),
+            claimed_at=_now,
+            attempts=_c.attempts + 1,
+            updated_at=_now,
+        )
+        .returning(_c.id)
+    )
+
+
+_MARK_SENT = (
+    update(_deliveries)
+    .where(_c.id == bindparam("previous_id"))
+    .values(
+        status=DeliveryStatus.SENT,
+        message_id=bindparam("previous_message"),
+        sent_at=_now,
+        last_error=None,
+        updated_at=_now,
+    )
+)
+_CLAIM_UNLOCKED = _claim(lock=False)
+# PostgreSQL: the mark of the message just sent and the claim of the next in one round trip.
+_MARK_AND_CLAIM = _claim(lock=True).add_cte(_MARK_SENT.cte("marked"))
+_SKIP_INELIGIBLE = (
+    update(_deliveries)
+    .where(
+        _c.id == bindparam("delivery_id"),
+        _CLAIMABLE,
+        not_(may_be_mailed(_c.subscriber_id, bindparam("newsletter_id"))),
+    )
+    .values(
+        status=DeliveryStatus.SKIPPED,
+        last_error="no longer subscribed at send time",
+        updated_at=_now,
+    )
+)
+
+
+# --- writes outside the send loop ----------------------------------------------------
+
+
+def write_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert one delivery per (digest, reader), in bulk; rows already there stay as they are.
+
+    Unique (digest, subscriber): a page written twice (a dispatcher that died after its
+    commit) adds nobody twice. The table, not the mapped class: Core's executemany, without
+    the ORM's bulk machinery.
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = pg_insert(_deliveries).on_conflict_do_nothing()
+    else:
+        statement = sqlite_insert(_deliveries).on_conflict_do_nothing()
+    session.execute(statement, list(rows))
+
+
+def skip_queued(session: Session, *, digest_id: int, reason: str) -> None:
+    """Skip what a digest has not sent yet (it was cancelled)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.SKIPPED, last_error=reason)
+    )
+
+
+def mark_bounced(session: Session, *, delivery_id: int, reply: str) -> None:
+    """The relay refused the message for good (5xx): the delivery is bounced."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(status=DeliveryStatus.BOUNCED, last_error=reply[:_ERROR_LENGTH])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_bounced_later(session: Session, *, delivery_id: int) -> None:
+    """A bounce came back for a message already accepted: the digest's counts move it from
+    sent (or sending) to bounced."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status.in_(BOUNCEABLE_STATUSES))
+        .values(status=DeliveryStatus.BOUNCED)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def requeue_stale(
+    session: Session, *, stale_after_cutoff: datetime, now: datetime, limit: int
+) -> list[tuple[int, int]]:
+    """Deliveries of sending digests nobody has touched since the cutoff, queued again.
+
+    Their task was lost (a broker that restarted without persistence, a worker machine
+    gone); queuing them again is safe, because a delivery is sent only by whoever claims
+    it. Claims that old are given back first. Returns (digest id, delivery id) pairs, at
+    most `limit`, touched now so that the next sweep leaves them to their new task.
+    """
+    sending = select(Digest.id).where(Digest.state == DigestState.SENDING)
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.digest_id.in_(sending),
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.updated_at < stale_after_cutoff,
+        )
+        # updated_at kept (not bumped, not left to onupdate): the query below must see these
+        # as stale and queue them in this very sweep, not one stale period later.
+        .values(status=DeliveryStatus.QUEUED, claimed_by=None, updated_at=Delivery.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(
+        select(Delivery.digest_id, Delivery.id)
+        .where(
+            Delivery.digest_id.in_(sending),
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.updated_at < stale_after_cutoff,
+        )
+        .order_by(Delivery.digest_id, Delivery.id)
+        .limit(limit)
+    ).all()
+    if rows:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([row.id for row in rows]))
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return [(row.digest_id, row.id) for row in rows]
