@@ -18,8 +18,8 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision; a no-op when it is there already."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (or the one named); a no-op when it is there."""
     config = alembic_config(engine)
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
@@ -29,7 +29,7 @@ def upgrade(engine: Engine) -> None:
             connection.commit()
         with connection.begin():
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
         if engine.dialect.name == "sqlite":
             problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")

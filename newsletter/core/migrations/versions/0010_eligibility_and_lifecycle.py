@@ -16,10 +16,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _BATCH = 5000
+# SQLite copies a table to alter a column: the copy must keep AUTOINCREMENT (0007), or an
+# erased reader's id would be given to the next one.
+_KEEP_IDS = {"sqlite_autoincrement": True}
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("subscribers") as batch_op:
+    with op.batch_alter_table("subscribers", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.add_column(sa.Column("email_hash", sa.String(length=64), nullable=True))
     connection = op.get_bind()
     subscribers = sa.table(
@@ -48,11 +51,11 @@ def upgrade() -> None:
             ],
         )
         last_id = rows[-1].id
-    with op.batch_alter_table("subscribers") as batch_op:
+    with op.batch_alter_table("subscribers", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.alter_column("email_hash", existing_type=sa.String(length=64), nullable=False)
         batch_op.create_index(batch_op.f("ix_subscribers_email_hash"), ["email_hash"])
 
-    with op.batch_alter_table("digests") as batch_op:
+    with op.batch_alter_table("digests", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.add_column(sa.Column("paused_from", sa.String(length=16), nullable=True))
     # Until now the state a digest was paused from was written into its note.
     for state in ("scheduled", "sending"):
@@ -73,8 +76,8 @@ def downgrade() -> None:
             "WHERE state = 'paused' AND paused_from IS NOT NULL"
         )
     )
-    with op.batch_alter_table("digests") as batch_op:
+    with op.batch_alter_table("digests", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.drop_column("paused_from")
-    with op.batch_alter_table("subscribers") as batch_op:
+    with op.batch_alter_table("subscribers", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscribers_email_hash"))
         batch_op.drop_column("email_hash")
