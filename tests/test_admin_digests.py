@@ -263,6 +263,53 @@ def test_a_digest_at_a_local_time_on_the_newsletters_clock(client: TestClient, c
 
 
 @pytest.mark.parametrize(
+    ("since", "send_at", "stored_since", "stored_send_at"),
+    [
+        # Without a zone: the newsletter's clock (Macau, UTC+8), as in the CLI and the API.
+        (
+            "2026-01-10 08:00",
+            "2099-01-15 09:30:00",
+            datetime(2026, 1, 10, 0, 0, tzinfo=UTC),
+            datetime(2099, 1, 15, 1, 30, tzinfo=UTC),
+        ),
+        # With a zone or an offset: taken as given.
+        (
+            "2026-01-10T08:00Z",
+            "2099-01-15T09:30-03:00",
+            datetime(2026, 1, 10, 8, 0, tzinfo=UTC),
+            datetime(2099, 1, 15, 12, 30, tzinfo=UTC),
+        ),
+    ],
+)
+def test_the_form_reads_a_time_as_every_front_end_does(
+    client: TestClient,
+    csrf: str,
+    since: str,
+    send_at: str,
+    stored_since: datetime,
+    stored_send_at: datetime,
+) -> None:
+    with db.session_scope() as session:
+        schedules.add_newsletter(session, slug="macau", name="Macau", time_zone="Asia/Macau")
+    response = client.post(
+        "/admin/digests",
+        data={
+            "csrf_token": csrf,
+            "newsletter": "macau",
+            "window": "since",
+            "since": since,
+            "send": "at",
+            "send_at": send_at,
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    with db.session_scope() as session:
+        made = session.scalars(select(Digest)).one()
+        assert (made.since, made.scheduled_for) == (stored_since, stored_send_at)
+
+
+@pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"newsletter": "nope"}, "Choose one of the newsletters."),

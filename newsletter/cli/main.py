@@ -9,10 +9,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-from zoneinfo import ZoneInfo
 
 import click
 
@@ -292,7 +291,11 @@ def digest() -> None:
 
 @digest.command("send")
 @click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
-@click.option("--since", default=None, help="Start of the window (ISO 8601); default: last digest.")
+@click.option(
+    "--since",
+    default=None,
+    help="Start of the window (ISO 8601; no zone: the newsletter's); default: last digest.",
+)
 @click.option(
     "--at", "send_at", default=None, help="Send then (ISO 8601; no zone: the newsletter's)."
 )
@@ -316,7 +319,7 @@ def digest_send(
         digest = dispatch.create_digest(
             session,
             newsletter_slug=newsletter_slug,
-            since=_parse_when(since, "--since"),
+            since=_parse_when(since, "--since", time_zone=newsletter.time_zone),
             send_at=_parse_when(send_at, "--at", time_zone=newsletter.time_zone),
             subject=subject,
         )
@@ -395,7 +398,9 @@ def digest_resume(digest_id: int) -> None:
 @digest.command("preview")
 @click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
 @click.option("--subscriber", "subscriber_email", default=None, help="As this reader gets it.")
-@click.option("--since", default=None, help="Start of the window (ISO 8601).")
+@click.option(
+    "--since", default=None, help="Start of the window (ISO 8601; no zone: the newsletter's)."
+)
 @click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
 @click.option(
     "--format",
@@ -417,15 +422,17 @@ def digest_preview(
     from email import message_from_bytes, policy
 
     from newsletter.core.db import session_scope
+    from newsletter.digests import newsletters as newsletter_store
     from newsletter.digests import render as digests
 
     with _user_errors(), session_scope() as session:
+        newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
         result = digests.preview(
             session,
             newsletter_slug=newsletter_slug,
             settings=get_settings(),
             subscriber_email=subscriber_email,
-            since=_parse_when(since, "--since"),
+            since=_parse_when(since, "--since", time_zone=newsletter.time_zone),
             subject=_clean_subject(subject),
         )
     if output_format == "eml":
@@ -907,17 +914,11 @@ def _user_errors() -> Iterator[None]:
         raise CommandError(str(exc)) from None
 
 
-def _parse_when(value: str | None, option: str, *, time_zone: str = "UTC") -> datetime | None:
-    """An ISO 8601 moment; without a zone it is read in `time_zone`. Returned in UTC."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{option} wants an ISO 8601 date and time, not {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(time_zone))
-    return moment.astimezone(UTC)
+def _parse_when(value: str | None, option: str, *, time_zone: str) -> datetime | None:
+    """An ISO 8601 moment in UTC; without a zone it is on the newsletter's clock (`time_zone`)."""
+    from newsletter.core import clock
+
+    return clock.to_utc(value, time_zone=time_zone, field=option.lstrip("-"), label=option)
 
 
 def _clean_subject(value: str | None) -> str | None:

@@ -34,7 +34,10 @@ def translations(language: str) -> gettext.NullTranslations:
 
 
 def long_date(moment: datetime, language: str) -> str:
-    """A date as a reader of that language writes it: 26 de novembro de 2026, 2026年11月26日."""
+    """A date as a reader of that language writes it: 26 de novembro de 2026, 2026年11月26日.
+
+    The date is the one on `moment`'s own clock: give it on the reader's (clock.in_zone).
+    """
     return format_date(moment.date(), format="long", locale=babel_locale(language))
 
 

@@ -102,6 +102,7 @@ def clean_topics(values: Iterable[str] | str | None) -> list[str]:
 
 
 def clean_time_zone(value: str | None, *, default: str) -> str:
+    """An IANA zone name this machine knows (default when none); clock.zone makes it a zone."""
     if not value:
         return default
     _refuse_control_characters("time zone", value)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.core import clock
 from newsletter.core.config import Settings
 from newsletter.core.i18n import translations
 from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber, utcnow
@@ -62,8 +63,13 @@ def prepare_variant(
     view_url: str | None = None,
     web_copy: bool = False,
     now: datetime | None = None,
+    time_zone: str | None = None,
 ) -> PreparedVariant:
-    """Render one variant: Jinja, CSS inlining and MIME layout happen here, once."""
+    """Render one variant: Jinja, CSS inlining and MIME layout happen here, once.
+
+    Its dates are written on the clock of `time_zone`: the newsletter's unless another
+    is given (a reader's own, once readers have one). `now` is the instant it is dated.
+    """
     articles = _articles_in_order(session, selection.article_ids)
     if not articles:
         raise NothingToSend("This selection holds no article.")
@@ -73,7 +79,8 @@ def prepare_variant(
         "publisher": settings.publisher_name,
         "newsletter_name": newsletter.name,
         "subject": subject,
-        "date": now or utcnow(),
+        # The dateline is the day on the readers' clock: Macau's 07:00 is 23:00 UTC the day before.
+        "date": clock.in_zone(now or utcnow(), time_zone or newsletter.time_zone),
         "preheader": articles[0].summary or articles[0].title,
         "articles": [
             {

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.core import clock
 from newsletter.core.models import (
     Digest,
     Newsletter,
@@ -356,7 +357,7 @@ def _shortest_gap_minutes(minutes: list[Any], hours: list[Any]) -> int:
 def _wall_clock(time_zone: str, now: datetime) -> tuple[ZoneInfo, datetime]:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    zone = ZoneInfo(time_zone)
+    zone = clock.zone(time_zone)
     return zone, now.astimezone(zone).replace(tzinfo=None)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from email import message_from_bytes, policy
 from typing import Annotated, Literal, TypeVar
 
@@ -11,10 +11,11 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from newsletter.core import clock
 from newsletter.core.validation import clean_text
 from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import render as digests
-from newsletter.digests.newsletters import UnknownNewsletter
+from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug
 from newsletter.tasks import jobs as tasks
 from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, refusals
 
@@ -24,6 +25,9 @@ router = APIRouter(
     responses=refusals(400, 401, 404, 409, 413, 422),
 )
 T = TypeVar("T")
+# How the times an editor gives are named when they are refused (422, in words).
+SINCE_WORDS = "the start of the window (since)"
+SEND_AT_WORDS = "the sending time (send_at)"
 
 
 class DigestRequest(BaseModel):
@@ -32,8 +36,12 @@ class DigestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     newsletter: str = Field(default="daily", max_length=64)
-    since: datetime | None = None
-    send_at: datetime | None = None
+    since: datetime | None = Field(
+        default=None, description="ISO 8601; without a zone, on the newsletter's clock."
+    )
+    send_at: datetime | None = Field(
+        default=None, description="ISO 8601; without a zone, on the newsletter's clock."
+    )
     subject: str | None = Field(default=None, max_length=300)
 
 
@@ -41,11 +49,17 @@ class DigestRequest(BaseModel):
 def create(request: DigestRequest, session: SessionDep) -> JSONResponse:
     """Create a digest, to send now or at `send_at` (kept in the database, started by beat)."""
     try:
+        # A time without a zone is on the newsletter's clock, as in the CLI and the dashboard.
+        time_zone = get_by_slug(session, request.newsletter).time_zone
         digest = dispatch.create_digest(
             session,
             newsletter_slug=request.newsletter,
-            since=_aware(request.since),
-            send_at=_aware(request.send_at),
+            since=clock.to_utc(
+                request.since, time_zone=time_zone, field="since", label=SINCE_WORDS
+            ),
+            send_at=clock.to_utc(
+                request.send_at, time_zone=time_zone, field="send_at", label=SEND_AT_WORDS
+            ),
             subject=request.subject,
         )
     except UnknownNewsletter as exc:
@@ -96,10 +110,6 @@ def _act(action: Callable[[], T]) -> T:
 _or_404 = _act
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @router.get("/preview")
 def preview(
     session: SessionDep,
@@ -112,12 +122,13 @@ def preview(
 ) -> Response:
     """Exactly what a reader would get if the digest were sent now (admin token)."""
     try:
+        time_zone = get_by_slug(session, newsletter).time_zone
         result = digests.preview(
             session,
             newsletter_slug=newsletter,
             settings=settings,
             subscriber_email=subscriber,
-            since=since if since is None or since.tzinfo else since.replace(tzinfo=UTC),
+            since=clock.to_utc(since, time_zone=time_zone, field="since", label=SINCE_WORDS),
             subject=clean_text("subject", subject) or None,
         )
     except UnknownNewsletter as exc:

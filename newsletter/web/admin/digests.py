@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -16,6 +15,7 @@ from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from newsletter.app.admin_sessions import SignedIn
+from newsletter.core import clock
 from newsletter.core.config import get_settings
 from newsletter.core.models import DigestState, Newsletter, utcnow
 from newsletter.core.validation import InvalidInput
@@ -101,7 +101,7 @@ def create_digest(
     now = utcnow()
     try:
         chosen = _newsletter(session, newsletter)
-        zone = _zone(chosen.time_zone)
+        zone = chosen.time_zone
         since_moment = _local_moment("since", since, zone) if window == "since" else None
         send_moment = _local_moment("send_at", send_at, zone) if send == "at" else None
         if send_moment is not None and send_moment < now - PAST_GRACE:
@@ -390,49 +390,27 @@ def _newsletter(session: Session, slug: str) -> Newsletter:
         raise InvalidInput("newsletter", "Choose one of the newsletters.") from None
 
 
-def _local_moment(field: str, value: str, zone: ZoneInfo) -> datetime:
-    """A datetime-local value read on the newsletter's own clock, in UTC."""
+def _local_moment(field: str, value: str, time_zone: str) -> datetime:
+    """A datetime-local value, on the newsletter's own clock unless it says otherwise; UTC."""
     words = {"since": "the start of the window", "send_at": "the sending time"}[field]
-    if not value.strip():
-        raise InvalidInput(field, f"Give {words} (date and time).")
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidInput(field, f"{words.capitalize()} is not a date and time.") from None
-    if not 1970 <= moment.year <= 9000:
-        # The far ends of the calendar overflow when moved between zones.
-        raise InvalidInput(field, f"{words.capitalize()} must be between 1970 and 9000.")
-    if moment.tzinfo is not None:
-        return moment
-    aware = moment.replace(tzinfo=zone)
-    # A wall-clock time skipped when the clocks went forward does not exist there.
-    if aware.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != moment:
-        raise InvalidInput(
-            field, f"{moment:%Y-%m-%d %H:%M} does not exist in {zone.key} (clocks change)."
-        )
-    return aware.astimezone(ZoneInfo("UTC"))
+    moment = clock.to_utc(value, time_zone=time_zone, field=field, label=words)
+    assert moment is not None  # a form field is text, never None
+    return moment
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def _local(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+def _local(moment: datetime, time_zone: str) -> str:
+    """A time as the page shows it: on the newsletter's clock, its zone named."""
+    return clock.local_text(moment, time_zone)
 
 
 def _decorate(status: dict[str, Any], time_zone: str) -> None:
     """Add what a page shows beside the status: the bar, finality, times on local clocks."""
-    zone = _zone(time_zone)
     status["progress"] = progress(status["counts"])
     status["final"] = status["state"] in dispatch.FINAL_STATES
     status["poll_ms"] = poll_interval_ms(status)
     for key in ("scheduled_for", "since", "until", "started_at", "finished_at"):
         iso = status.get(key)
-        status[f"{key}_local"] = _local(datetime.fromisoformat(iso), zone) if iso else None
+        status[f"{key}_local"] = _local(datetime.fromisoformat(iso), time_zone) if iso else None
     state = status["state"]
     actions = dispatch.allowed_actions(state)
     status["can_pause"] = "pause" in actions

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from newsletter.app.admin_sessions import SignedIn
+from newsletter.core import clock
 from newsletter.core.config import LANGUAGES, get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules
@@ -134,10 +134,4 @@ def _page(
 
 def _local_time(iso: str | None, time_zone: str) -> str | None:
     """A due time on the newsletter's own wall clock, as its readers will see it."""
-    if iso is None:
-        return None
-    try:
-        zone = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    return datetime.fromisoformat(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+    return None if iso is None else clock.local_text(datetime.fromisoformat(iso), time_zone)
