@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
     # The Celery queue: one per installation sharing a broker (the tests take their own).
     queue: str = "newsletter"
+    # Put before every Redis key the service uses (the broker's queues and bookkeeping, the
+    # send and signup counts), so that installations, or test runs, can share one database.
+    redis_key_prefix: str = ""
     sink_host: str = "127.0.0.1"
     sink_port: int = 8025
     base_url: str = "http://127.0.0.1:8000"
