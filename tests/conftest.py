@@ -352,3 +352,26 @@ def worker(
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def wait_until_tasks_done(timeout: float = 60.0) -> None:
+    """Until every task of this run's queue has run: none waiting, none taken and not yet
+    acknowledged (a task is acknowledged once it has run; a retry is queued before that).
+
+    For tests that check that nothing more happens, instead of sleeping a while.
+    """
+    from newsletter.ops.monitoring import queue_depths
+
+    broker_url = get_settings().broker_url
+    deadline = time.monotonic() + timeout
+    # Idle three times in a row: a worker holds a message for an instant between taking
+    # it from the queue and recording it as unacknowledged.
+    idle = 0
+    while idle < 3:
+        [depth] = queue_depths(broker_url)
+        if depth["ready"] is None or depth["unacked"] is None:
+            raise AssertionError(f"the queue cannot be read: {depth}")
+        idle = idle + 1 if depth["ready"] == depth["unacked"] == 0 else 0
+        if time.monotonic() > deadline:
+            raise AssertionError(f"tasks still queued or running after {timeout}s: {depth}")
+        time.sleep(0.1)
