@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
@@ -23,7 +22,7 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.subscribers import store as subscribers
 from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox, wait_until_tasks_done
-from tests.factories import add_reader
+from tests.factories import add_fresh_story, add_reader
 
 FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState.FAILED}
 
@@ -31,20 +30,7 @@ FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState
 @pytest.fixture
 def world(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) -> Mailbox:
     """A clean database with one fresh article, a running worker, an empty mailbox."""
-    with db.session_scope() as session:
-        store_article(
-            session,
-            ParsedArticle(
-                title="Macau reopens the bridge",
-                body="The bridge reopened today. Traffic was light.",
-                summary="The bridge reopened today.",
-                url="https://news.example/bridge",
-                language="en",
-                topics=["macau"],
-                published_at=datetime.now(UTC) - timedelta(minutes=5),
-                source="test",
-            ),
-        )
+    add_fresh_story()
     return mailbox
 
 
