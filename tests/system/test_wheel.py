@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 # What the sdist's build must never see: the checkout's own state and caches.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+    ".git", ".venv", ".hypothesis", "var", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
 )
 
 
