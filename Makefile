@@ -4,15 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean messages
+.PHONY: run test test-unit test-integration test-system lint bench clean messages
 
 run: $(STAMP)
 	$(BIN)/newsletter up
 
-test: $(STAMP)
-	$(BIN)/ruff check newsletter tests bench drills worker.py
-	$(BIN)/mypy newsletter
-	$(BIN)/pytest
+# Lint, then the tiers from the fastest: a broken unit test stops the run in seconds.
+test: lint test-unit test-integration test-system
+
+# No database server, broker, SMTP server or worker; under a minute.
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+# SQLite and PostgreSQL, Redis, a real Celery worker, SMTP on loopback.
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+# `newsletter up`, browsers, Dovecot and Postfix, drills, fuzzing, SpamAssassin, the wheel.
+test-system: $(STAMP)
+	$(BIN)/pytest tests/system
 
 lint: $(STAMP)
 	$(BIN)/ruff check newsletter tests bench drills worker.py

@@ -25,6 +25,9 @@ from sqlalchemy import Engine
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(tempfile.mkdtemp(prefix="newsletter-tests-"))
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# Every Redis key of this run (the broker's and the counters') starts with this: two runs
+# on one Redis database never touch each other's keys, and each cleans up only its own.
+REDIS_KEY_PREFIX = f"nl-test-{uuid.uuid4().hex[:8]}:"
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -50,8 +53,9 @@ TEST_ENV = {
     "NEWSLETTER_RETRY_BASE_SECONDS": "0.5",
     "NEWSLETTER_RETRY_MAX_SECONDS": "2",
     "NEWSLETTER_BATCH_SIZE": "50",
-    # A queue of this run's own: two suites on one Redis never take each other's tasks.
+    # A queue of this run's own, under keys of its own (the prefix above).
     "NEWSLETTER_QUEUE": f"newsletter-test-{uuid.uuid4().hex[:8]}",
+    "NEWSLETTER_REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
     # Every test signs up from the same client address: the limits are counted (the code
     # runs) but far out of reach; tests/test_security.py sets its own low ones.
     "NEWSLETTER_SIGNUP_LIMIT_PER_IP_PER_HOUR": "1000000",
@@ -281,18 +285,29 @@ def mailbox(smtp_server: Mailbox) -> Mailbox:
 # --- Redis and the worker ------------------------------------------------------------
 
 
+def forget_redis_keys() -> None:
+    """Delete this run's keys (and only them: other runs share the database)."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(f"{REDIS_KEY_PREFIX}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+
+
 @pytest.fixture(scope="session")
-def redis_broker() -> str:
+def redis_broker() -> Iterator[str]:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        client.flushdb()
+        client.ping()
     except redis.RedisError:
         service_missing("Redis")
     finally:
         client.close()
-    return REDIS_URL
+    yield REDIS_URL
+    forget_redis_keys()
 
 
 @pytest.fixture(scope="module")
@@ -300,11 +315,8 @@ def worker(
     database_url: str, redis_broker: str, smtp_server: Mailbox
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on Redis, using the module's database."""
-    import redis
-
     # Tasks queued by earlier modules name rows of another database: drop them.
-    with redis.Redis.from_url(redis_broker) as client:
-        client.flushdb()
+    forget_redis_keys()
     log = VAR_DIR / f"worker-{uuid.uuid4().hex[:6]}.log"
     env = {**os.environ, "NEWSLETTER_DATABASE_URL": database_url}
     with log.open("wb") as out:
@@ -340,3 +352,26 @@ def worker(
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def wait_until_tasks_done(timeout: float = 60.0) -> None:
+    """Until every task of this run's queue has run: none waiting, none taken and not yet
+    acknowledged (a task is acknowledged once it has run; a retry is queued before that).
+
+    For tests that check that nothing more happens, instead of sleeping a while.
+    """
+    from newsletter.ops.monitoring import queue_depths
+
+    broker_url = get_settings().broker_url
+    deadline = time.monotonic() + timeout
+    # Idle three times in a row: a worker holds a message for an instant between taking
+    # it from the queue and recording it as unacknowledged.
+    idle = 0
+    while idle < 3:
+        [depth] = queue_depths(broker_url)
+        if depth["ready"] is None or depth["unacked"] is None:
+            raise AssertionError(f"the queue cannot be read: {depth}")
+        idle = idle + 1 if depth["ready"] == depth["unacked"] == 0 else 0
+        if time.monotonic() > deadline:
+            raise AssertionError(f"tasks still queued or running after {timeout}s: {depth}")
+        time.sleep(0.1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.digests.newsletters import get_by_slug
@@ -49,3 +51,43 @@ def sent_delivery(subscriber_id: int, *, message_id: str | None = None) -> int:
         session.add(delivery)
         session.flush()
         return delivery.id
+
+
+def add_article(
+    title: str,
+    *,
+    hours_ago: float = 1,
+    language: str = "en",
+    topics: Sequence[str] = (),
+    body: str = "",
+    summary: str = "",
+    url: str | None = None,
+) -> int:
+    """A published article, as an import stores it; its id."""
+    with db.session_scope() as session:
+        stored, _ = store_article(
+            session,
+            ParsedArticle(
+                title=title,
+                body=body or f"{title}. The body.",
+                summary=summary or f"{title}.",
+                url=url,
+                language=language,
+                topics=list(topics),
+                published_at=datetime.now(UTC) - timedelta(hours=hours_ago),
+                source="test",
+            ),
+        )
+        return stored.id
+
+
+def add_fresh_story() -> int:
+    """The story the sending tests mail: five minutes old, in English, about Macau."""
+    return add_article(
+        "Macau reopens the bridge",
+        hours_ago=5 / 60,
+        topics=["macau"],
+        body="The bridge reopened today. Traffic was light.",
+        summary="The bridge reopened today.",
+        url="https://news.example/bridge",
+    )

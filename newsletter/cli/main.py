@@ -16,11 +16,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from newsletter.cli.status import status_command
-from newsletter.core.config import PROJECT_ROOT, SettingsError, get_settings
+from newsletter.core.config import SEEDS_DIR, SettingsError, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-SEEDS_DIR = PROJECT_ROOT / "seeds"
 
 
 class CommandError(click.ClickException):

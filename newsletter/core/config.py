@@ -12,8 +12,35 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _checkout() -> Path | None:
+    """The checkout the package runs from (its pyproject.toml and templates/ beside the
+    package), or None when the package is installed from a wheel."""
+    top = PACKAGE_DIR.parent
+    is_checkout = (top / "pyproject.toml").is_file() and (top / "templates" / "email").is_dir()
+    return top if is_checkout else None
+
+
+CHECKOUT_DIR = _checkout()
+
+
+def shipped_dir(name: Literal["templates", "seeds"]) -> Path:
+    """Where the files that ship beside the code are: the templates, the seed articles.
+
+    The project keeps them at the top level of the checkout; the wheel carries them inside
+    the package (newsletter/templates, newsletter/seeds), where an installed service finds
+    them. Locales and migrations live inside the package in both.
+    """
+    inside = PACKAGE_DIR / name
+    if inside.is_dir() or CHECKOUT_DIR is None:
+        return inside
+    return CHECKOUT_DIR / name
+
+
+TEMPLATES_DIR = shipped_dir("templates")
+SEEDS_DIR = shipped_dir("seeds")
 
 # Values that mean "somebody copied the example and never changed it".
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "please-change", "xxx"})
@@ -34,7 +61,10 @@ class Settings(BaseSettings):
         default="development",
         description="development or production; production refuses placeholder secrets.",
     )
-    var_dir: Path = Field(default=PROJECT_ROOT / "var")
+    var_dir: Path = Field(
+        default_factory=lambda: (CHECKOUT_DIR or Path.cwd()) / "var",
+        description="var/ of the checkout when running from one, else of the current folder.",
+    )
     database_url: str = ""
     broker_url: str = ""
     smtp_url: str = Field(
@@ -44,6 +74,9 @@ class Settings(BaseSettings):
     )
     # The Celery queue: one per installation sharing a broker (the tests take their own).
     queue: str = "newsletter"
+    # Put before every Redis key the service uses (the broker's queues and bookkeeping, the
+    # send and signup counts), so that installations, or test runs, can share one database.
+    redis_key_prefix: str = ""
     sink_host: str = "127.0.0.1"
     sink_port: int = 8025
     base_url: str = "http://127.0.0.1:8000"

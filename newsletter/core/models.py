@@ -226,8 +226,9 @@ class Digest(Base):
     # running by mistake still make one digest per due time.
     schedule_key: Mapped[str | None] = mapped_column(String(100), unique=True)
     # The dispatcher's place in the walk over readers (the last subscriber id done), so a
-    # dispatch cut short goes on where it stopped.
-    dispatch_cursor: Mapped[int] = mapped_column(Integer, default=0)
+    # dispatch cut short goes on where it stopped. The database default is migration
+    # 0004's, which gave the digests of that day a cursor.
+    dispatch_cursor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     dispatched_at: Mapped[datetime | None]
 
     newsletter: Mapped[Newsletter] = relationship()

@@ -60,11 +60,12 @@ def queue_depths(broker_url: str, queues: tuple[str, ...] | None = None) -> list
     A number the broker cannot give is None, with a note saying why; a broker that does not
     answer gives None everywhere and the error.
     """
-    queues = queues or (get_settings().queue,)
+    settings = get_settings()
+    queues = queues or (settings.queue,)
     scheme = urlsplit(broker_url).scheme
     try:
         if scheme in {"redis", "rediss"}:
-            return _redis_depths(broker_url, queues)
+            return _redis_depths(broker_url, queues, prefix=settings.redis_key_prefix)
         if scheme.startswith("sqla+"):
             return _sqlalchemy_depths(broker_url.removeprefix("sqla+"), queues)
     except Exception as exc:  # the broker is down or odd: say so, never fail the whole status
@@ -219,8 +220,12 @@ def readiness(settings: Settings, app: Any) -> dict[str, dict[str, Any]]:
 # --- brokers -------------------------------------------------------------------------
 
 
-def _redis_depths(broker_url: str, queues: tuple[str, ...]) -> list[dict[str, Any]]:
+def _redis_depths(broker_url: str, queues: tuple[str, ...], *, prefix: str) -> list[dict[str, Any]]:
     import redis
+
+    # The broker's keys carry the installation's prefix (kombu's global_keyprefix); the
+    # routing keys inside the messages do not.
+    unacked_key = prefix + REDIS_UNACKED_KEY
 
     client = redis.Redis.from_url(
         broker_url, socket_timeout=READINESS_TIMEOUT, socket_connect_timeout=READINESS_TIMEOUT
@@ -228,16 +233,19 @@ def _redis_depths(broker_url: str, queues: tuple[str, ...]) -> list[dict[str, An
     try:
         ready: dict[str, int] = {}
         for name in queues:
-            keys = [name, *(f"{name}{REDIS_PRIORITY_SEPARATOR}{p}" for p in REDIS_PRIORITY_STEPS)]
+            keys = [
+                prefix + name,
+                *(f"{prefix}{name}{REDIS_PRIORITY_SEPARATOR}{p}" for p in REDIS_PRIORITY_STEPS),
+            ]
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.llen(key)
             ready[name] = sum(int(n) for n in pipe.execute())
-        unacked_total = int(client.hlen(REDIS_UNACKED_KEY))
+        unacked_total = int(client.hlen(unacked_key))
         by_queue: dict[str, int] | None = None
         if unacked_total <= UNACKED_SCAN_LIMIT:
             by_queue = dict.fromkeys(queues, 0)
-            for _, raw in client.hscan_iter(REDIS_UNACKED_KEY, count=500):
+            for _, raw in client.hscan_iter(unacked_key, count=500):
                 routing_key = _routing_key(raw)
                 if routing_key in by_queue:
                     by_queue[routing_key] += 1

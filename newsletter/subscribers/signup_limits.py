@@ -65,6 +65,7 @@ def check_signup(settings: Settings, *, ip: str | None, email: str) -> SignupLim
 def _count(settings: Settings, key: str) -> int:
     if not settings.uses_redis:
         return _local.incr(key)
+    key = settings.redis_key_prefix + key
     try:
         with _redis(settings.broker_url).pipeline() as pipe:
             pipe.incr(key)

@@ -35,7 +35,13 @@ def configure(settings: Settings) -> None:
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
         # A task a dead worker held comes back after this long (Redis): above any batch's
         # run time and any retry countdown, or a live task would be run twice.
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout}
+        # kombu's global_keyprefix puts the installation's prefix before every key it uses.
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout,
+            **(
+                {"global_keyprefix": settings.redis_key_prefix} if settings.redis_key_prefix else {}
+            ),
+        }
         if settings.uses_redis
         else {},
         beat_schedule={

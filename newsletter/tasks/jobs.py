@@ -270,6 +270,7 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
                 settings.broker_url,
                 per_second=settings.rate_per_second,
                 per_hour=settings.rate_per_hour,
+                prefix=f"{settings.redis_key_prefix}nl:rate",
             )
         else:
             _limiter = LocalRateLimiter(

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -26,9 +25,9 @@ from newsletter.articles.feeds import (
 )
 from newsletter.core import db
 from newsletter.core.models import Article, Feed
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
-FEEDS_DIR = Path(__file__).resolve().parent / "data" / "feeds"
+FEEDS_DIR = ROOT / "tests" / "data" / "feeds"
 LAST_MODIFIED = format_datetime(datetime(2026, 11, 21, 10, 0, tzinfo=UTC), usegmt=True)
 
 

@@ -59,7 +59,9 @@ def app(clean_db: str, redis_broker: str) -> Any:
     # Signup counts start afresh for each test (this run's Redis database is its own).
     signup_limits._local.clear()
     with redis.Redis.from_url(redis_broker) as store:
-        for key in store.scan_iter(f"{signup_limits.KEY_PREFIX}:*"):
+        for key in store.scan_iter(
+            f"{get_settings().redis_key_prefix}{signup_limits.KEY_PREFIX}:*"
+        ):
             store.delete(key)
     auth._failures.forget("testclient")
     return create_app()
@@ -320,7 +322,10 @@ def test_the_counts_are_kept_in_redis_under_hashed_keys(app: Any, client: TestCl
     assert settings.uses_redis
     client.post("/subscribe", json={"email": "secret.reader@example.com"})
     with redis.Redis.from_url(settings.broker_url) as store:
-        keys = [k.decode() for k in store.keys(f"{signup_limits.KEY_PREFIX}:*")]
+        keys = [
+            k.decode()
+            for k in store.keys(f"{settings.redis_key_prefix}{signup_limits.KEY_PREFIX}:*")
+        ]
         fresh = [k for k in keys if store.ttl(k) > 3000]
         counted_once = [k for k in fresh if store.get(k) == b"1"]
     assert any(":ip:" in k for k in fresh) and any(":address:" in k for k in counted_once)

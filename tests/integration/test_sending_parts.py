@@ -12,6 +12,7 @@ import pytest
 from newsletter.core.config import Settings
 from newsletter.sending.batch import backoff, choose_relay
 from newsletter.sending.ratelimit import LocalRateLimiter, RateLimited, RedisRateLimiter
+from tests.conftest import REDIS_KEY_PREFIX
 
 
 def _acquire_many(url: str, prefix: str, count: int, stamps: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -22,7 +23,7 @@ def _acquire_many(url: str, prefix: str, count: int, stamps: multiprocessing.Que
 
 
 def test_two_processes_share_one_per_second_limit(redis_broker: str) -> None:
-    prefix = f"test:rate:{uuid.uuid4().hex}"
+    prefix = f"{REDIS_KEY_PREFIX}rate:{uuid.uuid4().hex}"
     stamps: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     workers = [
         multiprocessing.Process(target=_acquire_many, args=(redis_broker, prefix, 15, stamps))
@@ -41,7 +42,7 @@ def test_two_processes_share_one_per_second_limit(redis_broker: str) -> None:
 
 def test_an_hourly_quota_spent_says_how_long_to_wait(redis_broker: str) -> None:
     limiter = RedisRateLimiter(
-        redis_broker, per_second=0, per_hour=3, prefix=f"test:rate:{uuid.uuid4().hex}"
+        redis_broker, per_second=0, per_hour=3, prefix=f"{REDIS_KEY_PREFIX}rate:{uuid.uuid4().hex}"
     )
     for _ in range(3):
         limiter.acquire()

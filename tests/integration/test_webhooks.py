@@ -38,6 +38,7 @@ from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
+from tests.factories import add_reader
 from tests.factories import sent_delivery as make_delivery
 
 READER = "leitora@example.com"
@@ -163,18 +164,7 @@ def client(clean_db: str, provider_secrets: None, sns: Amazon) -> Iterator[TestC
 
 
 def reader(email: str = READER) -> int:
-    with db.session_scope() as session:
-        outcome = subscribers.subscribe(
-            session,
-            subscribers.SignupForm(email=email),
-            source="test",
-            confirmed=True,
-            default_language="en",
-            default_time_zone="Europe/Lisbon",
-            confirmation_interval=timedelta(minutes=10),
-        )
-    assert outcome.subscriber_id is not None
-    return outcome.subscriber_id
+    return add_reader(email)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.bounces import policy as bounces
 from newsletter.bounces.doors.mailbox import poll_imap
 from newsletter.bounces.doors.smtp import start_receiver
@@ -48,6 +46,8 @@ from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
+from tests.factories import add_fresh_story
+from tests.factories import add_reader as make_reader
 from tests.factories import sent_delivery as make_delivery
 
 CORPUS = ROOT / "tests" / "data" / "bounces"
@@ -96,18 +96,7 @@ def make_temp_dir(prefix: str) -> Path:
 
 
 def add_reader(email: str) -> int:
-    with db.session_scope() as session:
-        outcome = subscribers.subscribe(
-            session,
-            subscribers.SignupForm(email=email, name="Leitora"),
-            source="test",
-            confirmed=True,
-            default_language="en",
-            default_time_zone="Europe/Lisbon",
-            confirmation_interval=timedelta(minutes=10),
-        )
-    assert outcome.subscriber_id is not None
-    return outcome.subscriber_id
+    return make_reader(email, name="Leitora")
 
 
 def sent_delivery(subscriber_id: int) -> int:
@@ -589,20 +578,7 @@ def send_digest_through(relay: str) -> tuple[int, int, delivery.BatchOutcome]:
     Returns (digest id, delivery id, the batch's outcome).
     """
     settings = get_settings()
-    with db.session_scope() as session:
-        store_article(
-            session,
-            ParsedArticle(
-                title="Macau reopens the bridge",
-                body="The bridge reopened today. Traffic was light.",
-                summary="The bridge reopened today.",
-                url="https://news.example/bridge",
-                language="en",
-                topics=["macau"],
-                published_at=datetime.now(UTC) - timedelta(minutes=5),
-                source="test",
-            ),
-        )
+    add_fresh_story()
     with db.session_scope() as session:
         digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
     with db.session_scope() as session:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, utcnow
@@ -21,7 +20,7 @@ from newsletter.tasks import jobs as tasks
 from newsletter.web.admin import auth
 from newsletter.web.admin import digests as digest_pages
 from newsletter.web.app import create_app
-from tests.factories import add_reader
+from tests.factories import add_article, add_reader
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -71,21 +70,7 @@ def _csrf_of(html: str) -> str:
 
 
 def article(title: str, *, hours_ago: float = 1, language: str = "en") -> int:
-    with db.session_scope() as session:
-        stored, _ = store_article(
-            session,
-            ParsedArticle(
-                title=title,
-                body=f"{title}. The body.",
-                summary=f"{title}.",
-                url=None,
-                language=language,
-                topics=[],
-                published_at=utcnow() - timedelta(hours=hours_ago),
-                source="test",
-            ),
-        )
-        return stored.id
+    return add_article(title, hours_ago=hours_ago, language=language)
 
 
 def digest(

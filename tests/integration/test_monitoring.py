@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.cli.status import progress_bar, render
 from newsletter.core import db
 from newsletter.core.config import get_settings
@@ -34,6 +33,7 @@ from newsletter.tasks import jobs as tasks
 from newsletter.tasks.celeryapp import app as celery_app
 from newsletter.web import monitoring as web_monitoring
 from tests.conftest import ROOT, Mailbox, free_port
+from tests.factories import add_fresh_story
 
 READERS = 40
 BOUNCING = "leonor@example.com"
@@ -67,20 +67,8 @@ def monitored_app() -> FastAPI:
 @pytest.fixture
 def in_flight(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) -> Iterator[int]:
     """A digest to 40 readers going out slowly (0.2 s a message); the first one bounced."""
+    add_fresh_story()
     with db.session_scope() as session:
-        store_article(
-            session,
-            ParsedArticle(
-                title="Macau reopens the bridge",
-                body="The bridge reopened today. Traffic was light.",
-                summary="The bridge reopened today.",
-                url="https://news.example/bridge",
-                language="en",
-                topics=["macau"],
-                published_at=datetime.now(UTC) - timedelta(minutes=5),
-                source="test",
-            ),
-        )
         for email in [BOUNCING, *(f"slow{n}@example.com" for n in range(READERS - 1))]:
             subscribers.subscribe(
                 session,

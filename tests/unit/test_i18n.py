@@ -14,7 +14,6 @@ import fnmatch
 import os
 import re
 from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,8 +26,8 @@ from babel.messages.pofile import read_po
 from newsletter.core.i18n import BABEL_LOCALES, LOCALES_DIR, long_date
 from newsletter.digests.render import compose_subject, greeting
 from newsletter.email.render import render_email
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = ("pt", "zh")
 # As `make messages` passes them to --ignore-dirs: Babel's default would skip `_base`.
 IGNORED_DIRS = (".*", "__pycache__", "var", "build")

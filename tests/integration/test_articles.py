@@ -29,8 +29,9 @@ from newsletter.articles.store import (
     store_article,
 )
 from newsletter.core.models import Article
+from tests.conftest import ROOT
 
-SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_6fc2d16fc29a7e31.txt"
+SEED = ROOT / "seeds" / "000_6fc2d16fc29a7e31.txt"
 POSTGRES_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -17,6 +17,7 @@ from newsletter.subscribers import eligibility, suppressions
 from newsletter.subscribers import store as subscribers
 from newsletter.web.app import create_app
 from tests.conftest import free_port
+from tests.factories import add_reader
 
 
 @pytest.fixture
@@ -31,20 +32,7 @@ def subscriber_count() -> int:
 
 
 def a_subscriber(email: str = "ana@example.com", *, confirmed: bool = True) -> int:
-    from datetime import timedelta
-
-    with db.session_scope() as session:
-        outcome = subscribers.subscribe(
-            session,
-            subscribers.SignupForm(email=email, name="Ana"),
-            source="test",
-            confirmed=confirmed,
-            default_language="en",
-            default_time_zone="Europe/Lisbon",
-            confirmation_interval=timedelta(minutes=10),
-        )
-    assert outcome.subscriber_id is not None
-    return outcome.subscriber_id
+    return add_reader(email, name="Ana", confirmed=confirmed)
 
 
 def test_the_signup_page_offers_newsletters_and_languages(client: TestClient) -> None:

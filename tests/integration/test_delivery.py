@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
@@ -23,7 +22,8 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
-from tests.conftest import Mailbox
+from tests.conftest import Mailbox, wait_until_tasks_done
+from tests.factories import add_fresh_story, add_reader
 
 FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState.FAILED}
 
@@ -31,36 +31,8 @@ FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState
 @pytest.fixture
 def world(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) -> Mailbox:
     """A clean database with one fresh article, a running worker, an empty mailbox."""
-    with db.session_scope() as session:
-        store_article(
-            session,
-            ParsedArticle(
-                title="Macau reopens the bridge",
-                body="The bridge reopened today. Traffic was light.",
-                summary="The bridge reopened today.",
-                url="https://news.example/bridge",
-                language="en",
-                topics=["macau"],
-                published_at=datetime.now(UTC) - timedelta(minutes=5),
-                source="test",
-            ),
-        )
+    add_fresh_story()
     return mailbox
-
-
-def add_reader(email: str, *, confirmed: bool = True) -> int:
-    with db.session_scope() as session:
-        outcome = subscribers.subscribe(
-            session,
-            subscribers.SignupForm(email=email),
-            source="test",
-            confirmed=confirmed,
-            default_language="en",
-            default_time_zone="Europe/Lisbon",
-            confirmation_interval=timedelta(minutes=10),
-        )
-    assert outcome.subscriber_id is not None
-    return outcome.subscriber_id
 
 
 def start(send_at: datetime | None = None, subject: str | None = None) -> int:
@@ -217,16 +189,17 @@ def test_a_failure_that_never_ends_is_recorded_as_failed(world: Mailbox) -> None
 
 def test_a_scheduled_digest_goes_at_its_time_and_once(world: Mailbox) -> None:
     add_reader("early@example.com")
-    digest_id = start(send_at=datetime.now(UTC) + timedelta(seconds=3))
-    time.sleep(1)
+    send_at = datetime.now(UTC) + timedelta(seconds=3)
+    digest_id = start(send_at=send_at)
     tasks.tick.delay()
-    time.sleep(1)
+    wait_until_tasks_done()  # both ticks ran before the time
     assert status(digest_id)["state"] == DigestState.SCHEDULED and world.messages == []
-    time.sleep(1.5)
+    # The scenario is the clock: its time comes.
+    time.sleep(max(0.0, (send_at - datetime.now(UTC)).total_seconds()) + 0.1)
     for _ in range(3):  # beats keep ticking: the digest goes once
         tasks.tick.delay()
     wait_for_state(digest_id, FINAL)
-    time.sleep(1)
+    wait_until_tasks_done()
     assert recipients(world) == Counter({"early@example.com": 1})
 
 
@@ -238,10 +211,8 @@ def test_pause_holds_the_rest_and_resume_sends_it(world: Mailbox) -> None:
     world.wait_until(lambda: len(world.messages) >= 5)
     with db.session_scope() as session:
         dispatch.pause(session, digest_id=digest_id)
-    time.sleep(3)  # what was in flight finishes; nothing new starts
-    held = len(world.messages)
-    time.sleep(2)
-    assert len(world.messages) == held < 40
+    wait_until_tasks_done()  # what was in flight finished; nothing new started
+    assert len(world.messages) < 40
     assert status(digest_id)["state"] == DigestState.PAUSED
     world.delay = 0.0
     with db.session_scope() as session:
@@ -261,7 +232,7 @@ def test_cancel_skips_what_was_not_sent(world: Mailbox) -> None:
     world.wait_until(lambda: len(world.messages) >= 3)
     with db.session_scope() as session:
         dispatch.cancel(session, digest_id=digest_id)
-    time.sleep(3)
+    wait_until_tasks_done()
     final = status(digest_id)
     assert final["state"] == DigestState.CANCELLED
     counts = final["counts"]
@@ -356,7 +327,7 @@ def test_two_beats_at_once_make_one_recurring_digest(world: Mailbox) -> None:
     wait_for_state(digest_id, FINAL)
     for _ in range(2):
         tasks.tick.delay()
-    time.sleep(2)
+    wait_until_tasks_done()
     with db.session_scope() as session:
         assert len(session.scalars(select(Digest)).all()) == 1
     assert recipients(world) == Counter({"recurring@example.com": 1})

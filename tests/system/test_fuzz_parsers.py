@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,9 @@ from newsletter.articles.store import (
     parse_scraped_text,
 )
 from newsletter.bounces.parsing import BounceParseError, BounceReport, parse_bounce
+from tests.conftest import ROOT
 
-CORPUS = Path(__file__).resolve().parent / "data" / "bounces"
+CORPUS = ROOT / "tests" / "data" / "bounces"
 SAMPLES = sorted(path.read_bytes() for path in CORPUS.glob("*.eml"))
 
 # A guard against a hang, not a benchmark: far above what any of these inputs takes.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from newsletter.bounces.parsing import (
     BounceReport,
     parse_bounce,
 )
+from tests.conftest import ROOT
 
-CORPUS = Path(__file__).resolve().parent / "data" / "bounces"
+CORPUS = ROOT / "tests" / "data" / "bounces"
 TOKEN = "s7d42-0123456789abcdef0123"  # the fixed VERP token written into the corpus
 READER = "leitora@example.com"
 ORIGINAL = "<d42.abcdef123456@plataforma.test>"

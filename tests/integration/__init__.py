@@ -1,0 +1,1 @@
+"""Integration tests: SQLite and PostgreSQL, Redis, a real Celery worker, SMTP on loopback."""

@@ -1,0 +1,1 @@
+"""System tests: newsletter up, browsers, Dovecot and Postfix, drills, fuzzing, the wheel."""
