@@ -34,7 +34,6 @@ from newsletter.core.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
