@@ -1,6 +1,7 @@
 """Confirmation, welcome and goodbye: built as digests are, with the same headers and signature.
 
-Each was once assembled on a path of its own, and never DKIM-signed.
+Each was once assembled on a path of its own, never DKIM-signed, and the confirmation
+told the reader its link lasted "7 days" whatever the settings said.
 """
 
 from __future__ import annotations
@@ -116,6 +117,32 @@ def test_every_notice_is_dkim_signed_when_a_key_is_set(
 def test_notices_carry_no_signature_without_a_key(clean_db: str) -> None:
     message = notice("confirmation", Settings(dkim_key=""))
     assert b"DKIM-Signature" not in message.data
+
+
+@pytest.mark.parametrize(
+    ("language", "seconds", "phrase"),
+    [
+        ("en", 48 * 3600, "The link expires in 2 days."),
+        ("en", 36 * 3600, "The link expires in 36 hours."),
+        ("pt", 48 * 3600, "A ligação expira dentro de 2 dias."),
+        ("zh", 30 * 60, "此链接30分钟内有效。"),
+    ],
+)
+def test_the_confirmation_states_the_configured_expiry(
+    clean_db: str, language: str, seconds: int, phrase: str
+) -> None:
+    settings = Settings(confirm_token_max_age_seconds=seconds)
+    reader = add_reader("expiry@example.com", confirmed=False, language=language)
+    with db.session_scope() as session:
+        message = notices.confirmation_message(session, subscriber_id=reader, settings=settings)
+    assert message is not None
+    parsed = message_from_bytes(message.data, policy=policy.default)
+    for kind in ("plain", "html"):
+        part = parsed.get_body(preferencelist=(kind,))
+        assert part is not None
+        text = " ".join(str(part.get_content()).split())
+        assert phrase in text, text
+        assert "7 days" not in text and "7 dias" not in text and "7天" not in text
 
 
 def test_a_goodbye_carries_the_same_headers_but_no_unsubscribe(clean_db: str) -> None:

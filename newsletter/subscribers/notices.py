@@ -32,6 +32,7 @@ def confirmation_message(
     token = make_token(settings.secret_key, Purpose.CONFIRM, subscriber.id)
     context = {
         "confirm_url": f"{settings.base_url}/confirm/{token}",
+        "confirm_expires_in": settings.confirm_token_max_age_seconds,
         "newsletter_names": _names(pending),
     }
     return build_email(
