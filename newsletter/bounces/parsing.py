@@ -16,6 +16,8 @@ from typing import Any
 
 from flufl.bounce import all_failures
 
+from newsletter.email.addresses import bounce_tokens_in
+
 log = logging.getLogger("newsletter.bounces.parsing")
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -242,7 +244,6 @@ def _clean(value: object) -> str:
 
 # --- where the VERP tokens and the original Message-ID are --------------------------
 
-_VERP = re.compile(r"bounces\+([a-z0-9][a-z0-9-]{0,120})@", re.IGNORECASE)
 _ENVELOPE_HEADERS = (
     "to",
     "delivered-to",
@@ -259,7 +260,7 @@ _BRACKETED_ID = re.compile(r"<[^<>\s]{1,250}>")
 
 
 def _verp_tokens(texts: Iterable[str]) -> list[str]:
-    return _dedupe(match.lower() for text in texts for match in _VERP.findall(text))
+    return _dedupe(token for text in texts for token in bounce_tokens_in(text))
 
 
 def _envelope_headers(message: Message) -> list[str]:

@@ -36,6 +36,7 @@ from newsletter.core.models import (
 )
 from newsletter.core.tokens import TokenError, read_verp_token
 from newsletter.core.validation import email_hash
+from newsletter.email.addresses import AddressKind, read_reader_address
 from newsletter.ops import metrics
 from newsletter.sending import ledger
 from newsletter.subscribers.store import get_subscriber, record_event, unsubscribe
@@ -445,19 +446,14 @@ def record_provider_event(
 
 def accepts_recipient(address: str, settings: Settings) -> bool:
     """Whether the inbound receiver takes mail for this address (it is no open relay)."""
-    local, _, domain = address.strip().strip("<>").rpartition("@")
-    if domain.lower() != settings.mail_domain.lower():
-        return False
-    prefix, _, token = local.lower().partition("+")
-    return prefix in {"bounces", "unsubscribe"} and bool(token)
+    return read_reader_address(address, mail_domain=settings.mail_domain) is not None
 
 
 def _unsubscribe_token(recipients: Sequence[str], settings: Settings) -> str | None:
     for address in recipients:
-        local, _, domain = address.strip().strip("<>").rpartition("@")
-        prefix, _, token = local.lower().partition("+")
-        if prefix == "unsubscribe" and token and domain.lower() == settings.mail_domain.lower():
-            return token
+        ours = read_reader_address(address, mail_domain=settings.mail_domain)
+        if ours is not None and ours.kind == AddressKind.UNSUBSCRIBE:
+            return ours.token
     return None
 
 

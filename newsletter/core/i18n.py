@@ -12,6 +12,7 @@ from babel import Locale
 from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.units import format_unit
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DOMAIN = "messages"
@@ -43,3 +44,15 @@ def long_date(moment: datetime, language: str) -> str:
 
 def babel_locale(language: str) -> Locale:
     return Locale.parse(BABEL_LOCALES.get(language, "en"))
+
+
+def duration(seconds: int, language: str) -> str:
+    """A length of time as a reader of that language says it: 7 days, 7 dias, 7天.
+
+    In the largest unit that states it exactly (36 hours, not "2 days"): a reader is told
+    how long a link lasts, not a rounding of it.
+    """
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return format_unit(seconds // size, f"duration-{unit}", locale=babel_locale(language))
+    return format_unit(seconds, "duration-second", locale=babel_locale(language))

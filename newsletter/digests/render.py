@@ -15,17 +15,14 @@ from newsletter.core.i18n import translations
 from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber, utcnow
 from newsletter.digests import composer
 from newsletter.digests import newsletters as newsletter_store
-from newsletter.email.dkim import signer_from_settings
+from newsletter.email import builder
 from newsletter.email.render import (
     MessageTemplate,
     OutgoingMessage,
     Recipient,
     RenderedEmail,
-    make_message_id,
-    render_email,
     slot,
 )
-from newsletter.subscribers.notices import bounce_address, list_headers, reader_links
 from newsletter.subscribers.store import find_by_email
 
 # The parts of a digest that differ from reader to reader.
@@ -91,27 +88,15 @@ def prepare_variant(
             for a in articles
         ],
         "view_url": view_url,
-        "greeting": "" if web_copy else slot("greeting"),
-        "unsubscribe_url": "" if web_copy else slot("unsubscribe_url"),
-        "preferences_url": "" if web_copy else slot("preferences_url"),
+        "greeting": slot("greeting"),
     }
-    rendered = render_email("digest", context, language=language)
-    headers = list_headers(
-        settings,
-        list_id=newsletter.slug,
-        unsubscribe={
-            "unsubscribe_url": slot("unsubscribe_url"),
-            "unsubscribe_mailto": slot("unsubscribe_mailto"),
-        },
+    if web_copy:
+        # What a browser shows: nobody's greeting, nobody's links.
+        context |= {"greeting": "", "unsubscribe_url": "", "preferences_url": ""}
+    prepared = builder.prepare_email(
+        "digest", context, language=language, settings=settings, list_id=newsletter.slug
     )
-    template = MessageTemplate(
-        rendered,
-        from_name=settings.publisher_name,
-        from_address=settings.from_address,
-        headers=headers,
-        signer=signer_from_settings(settings),
-    )
-    return PreparedVariant(selection, rendered, template, headers)
+    return PreparedVariant(selection, prepared.rendered, prepared.template, prepared.headers)
 
 
 @dataclass
@@ -184,15 +169,12 @@ def reader_recipient(
     delivery_id: int | None = None,
 ) -> Recipient:
     """A reader's own parts of a digest: greeting, links, tokens, envelope sender."""
-    links = reader_links(subscriber, newsletter, settings)
-    return Recipient(
-        address=subscriber.email,
-        name=subscriber.name,
-        envelope_from=bounce_address(settings, subscriber.id, delivery_id),
-        message_id=make_message_id(
-            settings.mail_domain, f"d{delivery_id}" if delivery_id else None
-        ),
-        values={"greeting": greeting(subscriber.name, subscriber.language), **links},
+    return builder.reader_recipient(
+        subscriber,
+        newsletter=newsletter,
+        settings=settings,
+        delivery_id=delivery_id,
+        values={"greeting": greeting(subscriber.name, subscriber.language)},
     )
 
 

@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import escape
 
 from newsletter.core.config import TEMPLATES_DIR
-from newsletter.core.i18n import long_date, translations
+from newsletter.core.i18n import duration, long_date, translations
 from newsletter.core.models import utcnow
 
 # CRLF line ends and RFC-conformant folding: what goes on the wire.
@@ -213,6 +213,7 @@ def email_environment(language: str) -> Environment:
     )
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["long_date"] = lambda moment: long_date(moment, language)
+    env.filters["duration"] = lambda seconds: duration(seconds, language)
     return env
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -253,17 +252,6 @@ class _BatchRun:
             self.ledger.close()
         finally:
             self._drop_session()
-
-
-def choose_relay(relays: Sequence[str], delivery_ids: Sequence[int], batch_size: int) -> str:
-    """Several relays share the load: consecutive batches go to them in turn."""
-    return relays[(delivery_ids[0] // max(1, batch_size)) % len(relays)]
-
-
-def backoff(retries: int, *, base: float, cap: float) -> float:
-    """Exponential backoff with jitter, so that retries from many batches spread out."""
-    delay = min(cap, base * float(2**retries))
-    return float(delay * random.uniform(0.75, 1.25))
 
 
 def _pending(

@@ -15,24 +15,23 @@ from newsletter.bounces import policy as bounces
 from newsletter.bounces.doors import mailbox
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
-from newsletter.core.logs import mask_addresses
 from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import schedules
 from newsletter.digests.render import PreparedVariant
 from newsletter.email.render import OutgoingMessage
 from newsletter.sending import batch as delivery
+from newsletter.sending import relays, single
 from newsletter.sending.batch import VariantKey
 from newsletter.sending.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
-from newsletter.sending.transport import DeliveryError, SMTPTransport
 from newsletter.subscribers import notices
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.tasks.celeryapp import app
 
 log = logging.getLogger("newsletter.tasks")
 
-# Temporary SMTP failures: tried again after 30 s, 60 s, 120 s ... about an hour in all.
-RETRY_BACKOFF_SECONDS = 30
-MAX_RETRIES = 7
+# No cap of Celery's own on the notices' retries: the retry policy (sending/relays.py,
+# NEWSLETTER_MAX_ATTEMPTS) decides when a notice is given up.
+MAX_RETRIES: int | None = None
 
 
 @app.task(name="newsletter.send_confirmation", bind=True, max_retries=MAX_RETRIES)
@@ -93,41 +92,16 @@ def _send_notice(
             extra={"subscriber_id": subscriber_id},
         )
         return "skipped"
-    try:
-        with SMTPTransport(
-            settings.effective_smtp_url, timeout=settings.smtp_timeout_seconds
-        ) as smtp:
-            smtp.send(
-                envelope_from=message.envelope_from, recipient=message.recipient, data=message.data
-            )
-    except DeliveryError as exc:
-        if exc.permanent:
-            log.warning(
-                "%s to subscriber %s refused: %s",
-                task.name,
-                subscriber_id,
-                mask_addresses(str(exc)),
-                extra={"subscriber_id": subscriber_id},
-            )
-            return "refused"
-        countdown = RETRY_BACKOFF_SECONDS * 2**task.request.retries
-        log.warning(
-            "%s to subscriber %s failed, retrying in %ss: %s",
-            task.name,
-            subscriber_id,
-            countdown,
-            mask_addresses(str(exc)),
-            extra={"subscriber_id": subscriber_id},
-        )
-        raise task.retry(exc=exc, countdown=countdown) from exc
-    log.info(
-        "%s sent to subscriber %s as %s",
-        task.name,
-        subscriber_id,
-        message.message_id,
-        extra={"subscriber_id": subscriber_id},
+    outcome = single.send_single(
+        message,
+        settings=settings,
+        subscriber_id=subscriber_id,
+        attempt=task.request.retries,
+        what=task.name,
     )
-    return "sent"
+    if outcome.status == single.SingleStatus.RETRY:
+        raise task.retry(exc=outcome.error, countdown=outcome.retry_in)
+    return outcome.status.value
 
 
 @app.task(name="newsletter.fetch_feeds")
@@ -221,7 +195,7 @@ def dispatch_digest(digest_id: int) -> int:
 def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str, object]:
     """Send one batch over one SMTP session; try the temporary failures again later."""
     settings = get_settings()
-    relay = delivery.choose_relay(settings.smtp_relays, delivery_ids, settings.batch_size)
+    relay = relays.relay_for_batch(settings, delivery_ids)
     session = db.new_session()
     try:
         outcome = delivery.send_batch(
@@ -251,10 +225,8 @@ def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str,
         extra={"digest_id": digest_id},
     )
     if outcome.retry:
-        countdown = outcome.wait or delivery.backoff(
-            self.request.retries,
-            base=settings.retry_base_seconds,
-            cap=settings.retry_max_seconds,
+        countdown = outcome.wait or relays.RetryPolicy.from_settings(settings).delay(
+            retries=self.request.retries
         )
         raise self.retry(args=(digest_id, outcome.retry), countdown=countdown)
     return {"sent": outcome.sent, "bounced": outcome.bounced, "failed": outcome.failed}

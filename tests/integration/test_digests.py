@@ -25,6 +25,7 @@ from newsletter.core.models import (
 from newsletter.digests import composer
 from newsletter.digests import render as digests
 from newsletter.digests.newsletters import get_by_slug
+from newsletter.email import builder
 from newsletter.email import render as rendering
 from newsletter.subscribers import store as subscribers
 
@@ -294,7 +295,7 @@ def test_readers_sharing_a_selection_share_one_rendering(
         renders += 1
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(digests, "render_email", counting)
+    monkeypatch.setattr(builder, "render_email", counting)
     digest = digest_for(session)
     prepared: dict[int, digests.PreparedVariant] = {}
     first = digests.render_for_readers(

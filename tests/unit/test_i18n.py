@@ -125,6 +125,7 @@ CONTEXT = {
     "publisher": "Plataforma",
     "name": "Inês",
     "confirm_url": "http://x/confirm/t",
+    "confirm_expires_in": 7 * 24 * 3600,
     "newsletter_names": "“Daily digest”",
     "unsubscribe_url": "http://x/u",
     "preferences_url": "http://x/p",

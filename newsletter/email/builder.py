@@ -1,0 +1,161 @@
+"""The one builder of every email: confirmation, welcome, goodbye and digest alike.
+
+An email is prepared once — Jinja in its language, CSS inlined, MIME laid out, headers
+set — with slots where each reader's own parts go, and then filled in per reader: a
+digest once per variant and each reader cheaply after that, a notice for its one reader.
+Every message so carries the same headers (Message-ID, Date, List-Id, List-Unsubscribe
+with HTTPS and mailto, List-Unsubscribe-Post, Auto-Submitted), the VERP envelope sender,
+and a DKIM signature whenever NEWSLETTER_DKIM_KEY is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from newsletter.core.config import Settings
+from newsletter.core.models import Newsletter, Subscriber
+from newsletter.core.tokens import Purpose, make_token
+from newsletter.email.addresses import bounce_address, unsubscribe_address
+from newsletter.email.dkim import signer_from_settings
+from newsletter.email.render import (
+    MessageTemplate,
+    OutgoingMessage,
+    Recipient,
+    RenderedEmail,
+    make_message_id,
+    render_email,
+    slot,
+)
+
+# A reader's own links, in every message they can leave with one click.
+LINK_SLOTS = ("unsubscribe_url", "unsubscribe_mailto", "preferences_url")
+
+# The List-Id of the messages about a subscription rather than one newsletter's.
+SUBSCRIPTIONS_LIST = "subscriptions"
+
+
+@dataclass(frozen=True)
+class PreparedEmail:
+    """An email rendered and laid out once, ready to be filled in for each reader."""
+
+    rendered: RenderedEmail
+    headers: list[tuple[str, str]]
+    template: MessageTemplate
+
+    def fill(self, recipient: Recipient) -> OutgoingMessage:
+        return self.template.fill(recipient)
+
+
+def build_email(
+    name: str,
+    context: Mapping[str, object],
+    *,
+    subscriber: Subscriber,
+    newsletter: Newsletter | None,
+    settings: Settings,
+    unsubscribe: bool = True,
+) -> OutgoingMessage:
+    """One reader's email from templates/email/<name>/, in their language.
+
+    `newsletter` is the one the message is about (its List-Id, and the newsletter its
+    one-click unsubscribe leaves); None for messages about the whole subscription.
+    Without `unsubscribe` the message carries no unsubscribe link or header (a goodbye).
+    """
+    prepared = prepare_email(
+        name,
+        {"name": subscriber.name, **context},
+        language=subscriber.language,
+        settings=settings,
+        list_id=newsletter.slug if newsletter else SUBSCRIPTIONS_LIST,
+        unsubscribe=unsubscribe,
+    )
+    return prepared.fill(
+        reader_recipient(subscriber, newsletter=newsletter, settings=settings, links=unsubscribe)
+    )
+
+
+def prepare_email(
+    name: str,
+    context: Mapping[str, object],
+    *,
+    language: str,
+    settings: Settings,
+    list_id: str,
+    unsubscribe: bool = True,
+) -> PreparedEmail:
+    """Render templates/email/<name>/ once, with slots for each reader's links.
+
+    The context may set a link to "" to leave it out of the body (a digest's web copy).
+    """
+    links = {key: slot(key) for key in LINK_SLOTS} if unsubscribe else {}
+    rendered = render_email(
+        name, {"publisher": settings.publisher_name, **links, **context}, language=language
+    )
+    headers = list_headers(settings, list_id=list_id, unsubscribe=links or None)
+    template = MessageTemplate(
+        rendered,
+        from_name=settings.publisher_name,
+        from_address=settings.from_address,
+        headers=headers,
+        signer=signer_from_settings(settings),
+    )
+    return PreparedEmail(rendered, headers, template)
+
+
+def reader_recipient(
+    subscriber: Subscriber,
+    *,
+    newsletter: Newsletter | None,
+    settings: Settings,
+    delivery_id: int | None = None,
+    values: Mapping[str, str] | None = None,
+    links: bool = True,
+) -> Recipient:
+    """A reader's own parts of a message: address, links, envelope sender, Message-ID.
+
+    With a delivery, its id is in the VERP token and the Message-ID, so that a bounce
+    names the very delivery that bounced.
+    """
+    return Recipient(
+        address=subscriber.email,
+        name=subscriber.name,
+        envelope_from=bounce_address(settings, subscriber.id, delivery_id),
+        message_id=make_message_id(
+            settings.mail_domain, f"d{delivery_id}" if delivery_id else None
+        ),
+        values={
+            **(reader_links(subscriber, newsletter, settings) if links else {}),
+            **(values or {}),
+        },
+    )
+
+
+def reader_links(
+    subscriber: Subscriber, newsletter: Newsletter | None, settings: Settings
+) -> dict[str, str]:
+    """The unsubscribe and preferences links every message to a reader carries."""
+    newsletter_id = newsletter.id if newsletter else None
+    unsubscribe = make_token(settings.secret_key, Purpose.UNSUBSCRIBE, subscriber.id, newsletter_id)
+    preferences = make_token(settings.secret_key, Purpose.PREFERENCES, subscriber.id)
+    return {
+        "unsubscribe_url": f"{settings.base_url}/unsubscribe/{unsubscribe}",
+        "unsubscribe_mailto": unsubscribe_address(settings, subscriber.id),
+        "preferences_url": f"{settings.base_url}/preferences/{preferences}",
+    }
+
+
+def list_headers(
+    settings: Settings, *, list_id: str, unsubscribe: Mapping[str, str] | None
+) -> list[tuple[str, str]]:
+    """List-Id, and the RFC 2369 / RFC 8058 unsubscribe headers when the reader can leave."""
+    headers = [("List-Id", f"{settings.publisher_name} <{list_id}.{settings.mail_domain}>")]
+    if unsubscribe is not None:
+        headers += [
+            (
+                "List-Unsubscribe",
+                f"<{unsubscribe['unsubscribe_url']}>, <mailto:{unsubscribe['unsubscribe_mailto']}>",
+            ),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ]
+    return headers
