@@ -204,19 +204,19 @@ def test_metrics_need_the_token_and_show_the_gauges(
 
 def test_counters_from_every_process_add_up(clean_db: str) -> None:
     """What one process counts, the scrape served by another sees (multiprocess mode)."""
-    from newsletter.ops import metrics
+    from newsletter.ops import gauges
 
     code = (
-        "from newsletter.ops import metrics\n"
+        "from newsletter.core import metrics\n"
         "metrics.count_delivery('sent'); metrics.count_delivery('sent')\n"
         "metrics.count_smtp_reply(451); metrics.count_smtp_reply(None)\n"
         "metrics.observe_send(0.2); metrics.count_signup()\n"
     )
     with db.session_scope() as session:
-        before = _samples(metrics.render_metrics(session, get_settings())[0])
+        before = _samples(gauges.render_metrics(session, get_settings())[0])
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     with db.session_scope() as session:
-        after = _samples(metrics.render_metrics(session, get_settings())[0])
+        after = _samples(gauges.render_metrics(session, get_settings())[0])
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))

@@ -121,7 +121,7 @@ def sink(host: str | None, port: int | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(host: str, port: int) -> None:
     """Run everything: web, worker, scheduler and (with no relay set) the SMTP sink."""
-    from newsletter.ops.metrics import setup_multiprocess
+    from newsletter.core.metrics import setup_multiprocess
 
     settings = _initialise(import_seeds=True)
     # The children count into one fresh folder: yesterday's counts are not today's.

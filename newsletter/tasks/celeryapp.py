@@ -10,7 +10,7 @@ from celery.signals import setup_logging, worker_process_init
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import configure_logging
-from newsletter.ops.metrics import setup_multiprocess
+from newsletter.core.metrics import setup_multiprocess
 
 app = Celery("newsletter", include=["newsletter.tasks.jobs"])
 

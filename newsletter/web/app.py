@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.core.config import get_settings
+from newsletter.core.metrics import setup_multiprocess
 from newsletter.core.tokens import TokenError
 from newsletter.core.validation import InvalidInput
-from newsletter.ops.metrics import setup_multiprocess
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web import admin, articles_api, digests_api, health, monitoring, reader, webhooks
 from newsletter.web.deps import page, wants_json

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from newsletter.core.config import Settings, get_settings
-from newsletter.ops import metrics, monitoring
+from newsletter.ops import gauges, monitoring
 from newsletter.tasks.celeryapp import app
 from newsletter.web.deps import SessionDep
 
@@ -31,7 +31,7 @@ def prometheus_metrics(
             "or a host listed in NEWSLETTER_METRICS_ALLOW_HOSTS.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    body, content_type = metrics.render_metrics(session, settings)
+    body, content_type = gauges.render_metrics(session, settings)
     return Response(body, media_type=content_type)
 
 
