@@ -292,6 +292,11 @@ def redis_broker() -> str:
         service_missing("Redis")
     finally:
         client.close()
+    # The jobs this process sends (tests that queue a task themselves) go to this broker:
+    # importing the package configures nothing, the process that sends does.
+    from newsletter.app.queue import configure
+
+    configure(get_settings())
     return REDIS_URL
 
 

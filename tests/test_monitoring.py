@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from newsletter.app.queue import celery as celery_app
 from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.cli.status import progress_bar, render
 from newsletter.core import db
@@ -31,7 +32,6 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.ops import monitoring
 from newsletter.subscribers import store as subscribers
 from newsletter.tasks import jobs as tasks
-from newsletter.tasks.celeryapp import app as celery_app
 from newsletter.web import monitoring as web_monitoring
 from tests.conftest import ROOT, Mailbox, free_port
 
