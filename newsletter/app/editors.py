@@ -1,8 +1,9 @@
-"""What an editor (or an operator) does: digests sent, scheduled, paused, resumed and
-cancelled; readers added, imported from a CSV file and erased on request.
+"""What an editor (or an operator) does: digests and readers managed by hand.
 
-As everywhere in app/: the work is committed first, and only then are its jobs (the tick
-that starts a digest due now, a resumed digest's batches, confirmation emails) queued.
+Digests sent, scheduled, paused, resumed and cancelled; readers added, imported from a CSV
+file and erased on request. As everywhere in app/, the work is committed first, and only
+then are its jobs queued: the tick that starts a digest due now, a resumed digest's
+batches, confirmation emails.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""What the beat and the workers do between tasks: start what is due, page a digest into
-batches, queue again what was lost, pass on mail that arrived. Each commits, then enqueues.
+"""What the beat and the workers do between tasks: start, dispatch, sweep, pass mail on.
+
+Start the digests that are due, page a started digest into batches, queue again what was
+lost, hand mail our bounce addresses received to the workers. Each commits, then enqueues.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The queue: the one Celery app, configured explicitly, and jobs sent to it by task name.
 
-Nothing here runs at import but the creation of an unconfigured app: the worker entry point
-(worker.py), the CLI and the web app factory call configure() with their settings. Web
-routes and CLI commands never import newsletter.tasks: jobs are sent by name
-(send_task), and the worker, which imports the tasks, runs them.
+Importing this makes an unconfigured app and connects the worker's hooks; it reads no
+settings and creates nothing. The worker entry point (worker.py), the CLI and the web app
+factory call configure() with their settings. Web routes and CLI commands never import
+newsletter.tasks: jobs are sent by name (send_task), and the worker, which imports the
+tasks, runs them.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from celery import Celery
@@ -19,8 +19,6 @@ from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import configure_logging
 from newsletter.core.metrics import setup_multiprocess
-
-log = logging.getLogger("newsletter.queue")
 
 celery = Celery("newsletter", include=["newsletter.tasks.jobs"])
 
