@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check newsletter tests bench drills worker.py
 	$(BIN)/ruff format --check newsletter tests bench drills worker.py
 	$(BIN)/mypy newsletter
+	$(BIN)/lint-imports
 
 # make bench BENCH="import --rows 200000"; with no BENCH, the list of benchmarks.
 bench: $(STAMP)
@@ -41,7 +42,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache
 
 # After adding or changing a translatable string: re-extract newsletter/locales/messages.pot,
 # merge it into the pt and zh catalogs, then translate their new (empty or fuzzy) entries.

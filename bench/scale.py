@@ -202,8 +202,11 @@ def one_size(args: argparse.Namespace, port: int, count: int) -> Run:
 
 def dispatcher(digest_id: int) -> None:
     """The dispatcher's process: the dispatch_digest task run here, its memory reported."""
+    from newsletter.app.queue import configure
+    from newsletter.core.config import get_settings
     from newsletter.tasks import jobs as tasks
 
+    configure(get_settings())  # the batches are queued from this process
     start_kb = _proc_status_kb(os.getpid(), "VmRSS")
     batches = tasks.dispatch_digest(digest_id)
     report = {

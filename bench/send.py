@@ -120,6 +120,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
     os.environ.update(env)
     workers: list[subprocess.Popen[bytes]] = []
     try:
+        from newsletter.app.queue import configure
         from newsletter.core import db
         from newsletter.core.config import get_settings
         from newsletter.core.schema import upgrade
@@ -128,6 +129,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
 
         get_settings.cache_clear()
         settings = get_settings()
+        configure(settings)  # the batches below are queued from this process
         upgrade(db.get_engine())
         _load(db, args.subscribers)
         for n in range(args.workers):

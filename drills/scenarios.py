@@ -130,6 +130,7 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
     timeout = timeout or max(300.0, subscribers / 20)
     try:
         stack.up()
+        from newsletter.app.queue import configure
         from newsletter.core import db
         from newsletter.core.config import get_settings
         from newsletter.core.schema import upgrade
@@ -137,6 +138,7 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
         from newsletter.tasks import jobs as tasks
 
         get_settings.cache_clear()
+        configure(get_settings())  # the dispatch below is queued from this process
         db.reset()
         upgrade(db.get_engine())
         ineligible = _load(subscribers)

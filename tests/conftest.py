@@ -306,6 +306,11 @@ def redis_broker() -> Iterator[str]:
         service_missing("Redis")
     finally:
         client.close()
+    # The jobs this process sends (tests that queue a task themselves) go to this broker:
+    # importing the package configures nothing, the process that sends does.
+    from newsletter.app.queue import configure
+
+    configure(get_settings())
     yield REDIS_URL
     forget_redis_keys()
 

@@ -1,1 +1,1 @@
-"""What a reader or an editor does: service functions over a unit of work."""
+"""What readers, editors and the beat do: service functions that commit, then enqueue."""

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.core import metrics
 from newsletter.core.config import Settings
 from newsletter.core.logs import mask_address
 from newsletter.core.models import (
@@ -37,7 +38,6 @@ from newsletter.core.models import (
 from newsletter.core.tokens import TokenError, read_verp_token
 from newsletter.core.validation import email_hash
 from newsletter.email.addresses import AddressKind, read_reader_address
-from newsletter.ops import metrics
 from newsletter.sending import ledger
 from newsletter.subscribers.store import get_subscriber, record_event, unsubscribe
 from newsletter.subscribers.suppressions import suppress

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -48,10 +48,15 @@ def main() -> NoReturn:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """A self-hosted email newsletter service."""
+    from newsletter.app.queue import configure
     from newsletter.core.logs import configure_logging
 
+    settings = get_settings()
     # Commands run once say only what went wrong; the services raise this to INFO.
-    configure_logging(get_settings(), level="WARNING")
+    configure_logging(settings, level="WARNING")
+    # The one Celery app, configured here and not at import: the commands that queue jobs,
+    # `worker` and `beat` all use it.
+    configure(settings)
 
 
 cli.add_command(status_command, "status")
@@ -85,18 +90,18 @@ def web(host: str, port: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a Celery worker (the same as `celery -A worker worker`); extra options go to Celery."""
-    from newsletter.tasks.celeryapp import app
+    from newsletter.app.queue import celery
 
-    app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
+    celery.worker_main(["worker", "--loglevel=INFO", *ctx.args])
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def beat(ctx: click.Context) -> None:
     """Run the Celery beat scheduler; extra options go to Celery."""
-    from newsletter.tasks.celeryapp import app
+    from newsletter.app.queue import celery
 
-    app.start(["beat", "--loglevel=INFO", *ctx.args])
+    celery.start(["beat", "--loglevel=INFO", *ctx.args])
 
 
 @cli.command()
@@ -119,7 +124,7 @@ def sink(host: str | None, port: int | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(host: str, port: int) -> None:
     """Run everything: web, worker, scheduler and (with no relay set) the SMTP sink."""
-    from newsletter.ops.metrics import setup_multiprocess
+    from newsletter.core.metrics import setup_multiprocess
 
     settings = _initialise(import_seeds=True)
     # The children count into one fresh folder: yesterday's counts are not today's.
@@ -307,22 +312,20 @@ def digest_send(
     as_json: bool,
 ) -> None:
     """Create a digest and send it now, or at --at."""
-    from newsletter.core.db import session_scope
-    from newsletter.digests import dispatcher as dispatch
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
     from newsletter.digests import newsletters as newsletter_store
-    from newsletter.tasks import jobs as tasks
 
-    with _user_errors(), session_scope() as session:
-        newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
-        digest = dispatch.create_digest(
-            session,
+    with _user_errors(), unit_of_work() as work:
+        newsletter = newsletter_store.get_by_slug(work.session, newsletter_slug)
+        digest = editors.create_digest(
+            work,
             newsletter_slug=newsletter_slug,
             since=_parse_when(since, "--since", time_zone=newsletter.time_zone),
             send_at=_parse_when(send_at, "--at", time_zone=newsletter.time_zone),
             subject=subject,
         )
         digest_id, state, when = digest.id, digest.state, digest.scheduled_for
-    tasks.tick.delay()
     if as_json:
         click.echo(json.dumps({"id": digest_id, "state": state}))
     else:
@@ -356,11 +359,11 @@ def digest_status(digest_id: int, as_json: bool) -> None:
 @click.argument("digest_id", type=int)
 def digest_cancel(digest_id: int) -> None:
     """Stop a digest for good; what was not sent is skipped."""
-    from newsletter.core.db import session_scope
-    from newsletter.digests import dispatcher as dispatch
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
 
-    with _user_errors(), session_scope() as session:
-        dispatch.cancel(session, digest_id=digest_id)
+    with _user_errors(), unit_of_work() as work:
+        editors.cancel_digest(work, digest_id=digest_id)
     click.echo(f"digest {digest_id}: cancelled")
 
 
@@ -368,11 +371,11 @@ def digest_cancel(digest_id: int) -> None:
 @click.argument("digest_id", type=int)
 def digest_pause(digest_id: int) -> None:
     """Hold a digest; `resume` goes on where it stopped."""
-    from newsletter.core.db import session_scope
-    from newsletter.digests import dispatcher as dispatch
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
 
-    with _user_errors(), session_scope() as session:
-        dispatch.pause(session, digest_id=digest_id)
+    with _user_errors(), unit_of_work() as work:
+        editors.pause_digest(work, digest_id=digest_id)
     click.echo(f"digest {digest_id}: paused")
 
 
@@ -380,16 +383,11 @@ def digest_pause(digest_id: int) -> None:
 @click.argument("digest_id", type=int)
 def digest_resume(digest_id: int) -> None:
     """Take a paused digest up again."""
-    from newsletter.core.db import session_scope
-    from newsletter.digests import dispatcher as dispatch
-    from newsletter.tasks import jobs as tasks
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
 
-    with _user_errors(), session_scope() as session:
-        digest, batches = dispatch.resume(session, digest_id=digest_id)
-        state = digest.state
-    for batch in batches:
-        tasks.send_batch.delay(digest_id, batch)
-    tasks.tick.delay()
+    with _user_errors(), unit_of_work() as work:
+        state = editors.resume_digest(work, digest_id=digest_id).state
     click.echo(f"digest {digest_id}: {state}")
 
 
@@ -474,34 +472,22 @@ def subscribers_add(
     confirmed: bool,
 ) -> None:
     """Add a subscriber; without --confirmed they are sent the confirmation email."""
-    from newsletter.core.db import session_scope
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
     from newsletter.subscribers import store
 
-    settings = get_settings()
     form = store.SignupForm(
         email=email, name=name, newsletters=[newsletter_slug], topics=topics, language=language
     )
-    with _user_errors(), session_scope() as session:
-        outcome = store.subscribe(
-            session,
-            form,
-            source="cli",
-            confirmed=confirmed,
-            default_language=settings.default_language,
-            default_time_zone=settings.default_time_zone,
-            confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
+    with _user_errors(), unit_of_work() as work:
+        outcome = editors.add_subscriber(
+            work, form=form, confirmed=confirmed, settings=get_settings()
         )
     if outcome.suppressed:
         raise CommandError(f"{email} is on the suppression list and cannot be added")
     if outcome.send_confirmation and outcome.subscriber_id is not None:
-        from newsletter.tasks import jobs as tasks
-
-        tasks.send_confirmation.delay(outcome.subscriber_id)
         click.echo(f"added {email} (pending: confirmation email queued)")
     elif outcome.newly_confirmed and outcome.subscriber_id is not None:
-        from newsletter.tasks import jobs as tasks
-
-        tasks.send_welcome.delay(outcome.subscriber_id, outcome.newly_confirmed)
         click.echo(f"added {email} (subscribed)")
     else:
         click.echo(f"{email} is already known; nothing to send")
@@ -516,28 +502,22 @@ def subscribers_import(
     csv_file: Path, dry_run: bool, send_confirmations: bool, as_json: bool
 ) -> None:
     """Import subscribers from CSV: email,name,language,topics,newsletter,confirmed."""
-    from newsletter.core.db import session_scope
-    from newsletter.subscribers.importing import import_subscribers_csv
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
 
-    settings = get_settings()
     # newline="": quoted cells may hold line breaks; utf-8-sig: spreadsheets write a BOM.
     with (
         _user_errors(),
         csv_file.open(encoding="utf-8-sig", newline="") as stream,
-        session_scope() as session,
+        unit_of_work() as work,
     ):
-        report = import_subscribers_csv(
-            session,
-            stream,
-            default_language=settings.default_language,
-            default_time_zone=settings.default_time_zone,
+        report = editors.import_subscribers(
+            work,
+            stream=stream,
+            settings=get_settings(),
             dry_run=dry_run,
+            send_confirmations=send_confirmations,
         )
-    if send_confirmations and not dry_run:
-        from newsletter.tasks import jobs as tasks
-
-        for subscriber_id in report.pending_subscriber_ids:
-            tasks.send_confirmation.delay(subscriber_id)
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -627,14 +607,13 @@ def subscribers_export_data(email: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def subscribers_erase(email: str, yes: bool) -> None:
     """Erase a subscriber's personal data; a hash stays on the suppression list."""
-    from newsletter.core.db import session_scope
-    from newsletter.subscribers import store
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
 
     if not yes and sys.stdin.isatty():
         click.confirm(f"Erase everything about {email}?", abort=True)
-    with _user_errors(), session_scope() as session:
-        subscriber = store.find_by_email(session, email)
-        store.erase(session, subscriber_id=subscriber.id)
+    with _user_errors(), unit_of_work() as work:
+        editors.erase_subscriber(work, email=email)
     click.echo(f"erased {email}; its hash stays on the suppression list")
 
 
@@ -665,15 +644,20 @@ def bounces_group() -> None:
 @click.option("--port", default=None, type=int, help="Default: NEWSLETTER_BOUNCE_PORT (2525).")
 def bounces_serve(host: str | None, port: int | None) -> None:
     """Receive bounces, complaints and mailed unsubscribes over SMTP (our VERP addresses only)."""
+    from newsletter.app import pipeline
+    from newsletter.app.queue import CeleryQueue
     from newsletter.bounces.doors.smtp import run_receiver
-    from newsletter.tasks import jobs as tasks
 
     _log_events()
     settings = get_settings()
     host, port = host or settings.bounce_host, port or settings.bounce_port
     click.echo(f"bounce receiver on {host}:{port} for bounces+…@{settings.mail_domain}")
+    queue = CeleryQueue()
     run_receiver(
-        settings, lambda raw, rcpts: tasks.process_inbound.delay(raw, rcpts), host=host, port=port
+        settings,
+        lambda raw, rcpts: pipeline.receive_inbound(queue=queue, raw=raw, recipients=rcpts),
+        host=host,
+        port=port,
     )
 
 

@@ -21,14 +21,14 @@ BAR_WIDTH = 12
 )
 def status_command(as_json: bool, timeout: float) -> None:
     """What the service is doing now: queues, workers, digests being sent, last errors."""
+    from newsletter.app.queue import celery
     from newsletter.core.config import get_settings
     from newsletter.core.db import session_scope
     from newsletter.ops import monitoring
-    from newsletter.tasks.celeryapp import app
 
     settings = get_settings()
     with session_scope() as session:
-        report = monitoring.status(session, app, settings.broker_url, timeout=timeout)
+        report = monitoring.status(session, celery, settings.broker_url, timeout=timeout)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
         return

@@ -1,1 +1,1 @@
-"""What operators watch: metrics, monitoring, the dashboard's numbers and charts."""
+"""What operators watch: monitoring, the /metrics scrape, the dashboard's numbers and charts."""

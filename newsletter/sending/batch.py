@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import policy as bounces
+from newsletter.core import metrics
 from newsletter.core.config import Settings
 from newsletter.core.models import (
     Delivery,
@@ -30,7 +31,6 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.digests.composer import Selection
 from newsletter.digests.render import PreparedVariant, prepare_variant, reader_recipient, view_url
 from newsletter.email.render import OutgoingMessage
-from newsletter.ops import metrics
 from newsletter.sending.ledger import FINAL_STATUSES, Ledger, mark_bounced
 from newsletter.sending.ratelimit import RateLimited, RateLimiter
 from newsletter.sending.transport import DeliveryError, SMTPTransport

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from newsletter.core import metrics
 from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
@@ -31,7 +32,6 @@ from newsletter.core.validation import (
     clean_topics,
 )
 from newsletter.digests import newsletters as newsletter_store
-from newsletter.ops import metrics
 from newsletter.subscribers import suppressions
 
 

@@ -1,4 +1,8 @@
-"""Celery tasks: thin adapters that load settings and a session and call the services."""
+"""Celery tasks: thin adapters that load settings and a session and call the services.
+
+The tasks are registered on the one Celery app (newsletter.app.queue) under the names the
+jobs of newsletter.app.jobs give; web and CLI send those jobs by name and never import this.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ from datetime import timedelta
 from celery import Task
 from sqlalchemy.orm import Session
 
+from newsletter.app import pipeline
+from newsletter.app.queue import CeleryQueue
+from newsletter.app.queue import celery as app
 from newsletter.articles import feeds
 from newsletter.bounces import policy as bounces
 from newsletter.bounces.doors import mailbox
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
-from newsletter.digests import dispatcher as dispatch
-from newsletter.digests import schedules
 from newsletter.digests.render import PreparedVariant
 from newsletter.email.render import OutgoingMessage
 from newsletter.sending import batch as delivery
@@ -25,7 +30,6 @@ from newsletter.sending.batch import VariantKey
 from newsletter.sending.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.subscribers import notices
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.tasks.celeryapp import app
 
 log = logging.getLogger("newsletter.tasks")
 
@@ -123,72 +127,25 @@ def fetch_feeds() -> list[dict[str, object]]:
 # render each variant once here, not once per batch.
 _prepared_variants: dict[VariantKey, PreparedVariant] = {}
 _limiter: RateLimiter | None = None
+# The jobs tasks queue in turn (a digest's batches, say) go through the worker's own app.
+_queue = CeleryQueue(app)
 
 
 @app.task(name="newsletter.tick")
 def tick() -> list[int]:
     """The beat's heartbeat: make recurring digests that are due, start what is due."""
-    with db.session_scope() as session:
-        schedules.plan_recurring(session)
-    with db.session_scope() as session:
-        started = dispatch.start_due(session)
-    for digest_id in started:
-        log.info("digest %s: starting", digest_id, extra={"digest_id": digest_id})
-        dispatch_digest.delay(digest_id)
-    _sweep(get_settings())
-    return started
+    return pipeline.tick(queue=_queue, settings=get_settings())
 
 
 def _sweep(settings: Settings) -> None:
     """Queue again what lost its task (a broker restarted empty, a machine gone)."""
-    stale_after = timedelta(seconds=settings.stale_after_seconds)
-    with db.session_scope() as session:
-        stalled = dispatch.stalled_dispatches(session, stale_after=stale_after)
-        batches = dispatch.stale_batches(session, stale_after=stale_after, size=settings.batch_size)
-        finished = dispatch.finish_settled(session)
-    for digest_id in finished:
-        log.warning(
-            "digest %s: every delivery was final but the digest was still sending; marked sent",
-            digest_id,
-            extra={"digest_id": digest_id},
-        )
-    for digest_id in stalled:
-        log.warning(
-            "digest %s: dispatcher stalled; starting it again",
-            digest_id,
-            extra={"digest_id": digest_id},
-        )
-        dispatch_digest.delay(digest_id)
-    for digest_id, delivery_ids in batches:
-        log.warning(
-            "digest %s: %d stale deliveries queued again",
-            digest_id,
-            len(delivery_ids),
-            extra={"digest_id": digest_id},
-        )
-        send_batch.delay(digest_id, delivery_ids)
+    pipeline.sweep(queue=_queue, settings=settings)
 
 
 @app.task(name="newsletter.dispatch_digest")
 def dispatch_digest(digest_id: int) -> int:
     """Walk the eligible readers page by page; one send_batch task per page."""
-    settings = get_settings()
-    batches = 0
-    while True:
-        with db.session_scope() as session:
-            page = dispatch.dispatch_page(session, digest_id=digest_id, settings=settings)
-        # Enqueued only once the page's deliveries are committed, so the batch finds them.
-        if page.queued:
-            send_batch.delay(digest_id, page.queued)
-            batches += 1
-        if page.done:
-            log.info(
-                "digest %s: dispatched in %d batch(es)",
-                digest_id,
-                batches,
-                extra={"digest_id": digest_id},
-            )
-            return batches
+    return pipeline.dispatch_digest(digest_id=digest_id, queue=_queue, settings=get_settings())
 
 
 @app.task(name="newsletter.send_batch", bind=True, max_retries=None)
@@ -279,7 +236,7 @@ def poll_bounce_mailbox() -> int:
         return 0
     return mailbox.poll_imap(
         settings.bounce_imap_url,
-        lambda raw: process_inbound.delay(base64.b64encode(raw).decode("ascii"), []),
+        lambda raw: pipeline.receive_inbound(queue=_queue, raw=raw, recipients=[]),
     )
 
 

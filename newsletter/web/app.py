@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from newsletter.app import queue as jobs_queue
+from newsletter.app.unit_of_work import Queue
 from newsletter.core.config import get_settings
 from newsletter.core.tokens import TokenError
 from newsletter.core.validation import InvalidInput
-from newsletter.ops.metrics import setup_multiprocess
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web import admin, articles_api, digests_api, health, monitoring, reader, webhooks
 from newsletter.web.deps import page, wants_json
@@ -25,10 +26,13 @@ log = logging.getLogger("newsletter.web")
 ADMIN_UPLOAD_BYTES = 25 * 1024 * 1024
 
 
-def create_app() -> FastAPI:
+def create_app(*, queue: Queue | None = None) -> FastAPI:
+    """The web app; its jobs go to the Celery broker of the settings, or to `queue`."""
     settings = get_settings()
-    setup_multiprocess(settings)
+    # Configured here, not at import: the broker, and the folder /metrics reads.
+    celery = jobs_queue.configure(settings)
     app = FastAPI(title=f"{settings.publisher_name} newsletter", version="0.1.0")
+    app.state.queue = queue if queue is not None else jobs_queue.CeleryQueue(celery)
     app.include_router(reader.router)
     app.include_router(health.router)
     app.include_router(monitoring.router)

@@ -1,4 +1,4 @@
-"""Shared dependencies of the routes: settings, a database session, page templates."""
+"""Shared dependencies of the routes: settings, a database session, a unit of work, pages."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core import db
 from newsletter.core.config import TEMPLATES_DIR, Settings, get_settings
 
@@ -24,6 +25,15 @@ def _session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(_session)]
+
+
+def _unit_of_work(request: Request, session: SessionDep) -> UnitOfWork:
+    # The request's own session (FastAPI gives one per request) and the app's queue,
+    # which create_app chose: the Celery broker, or what a test puts there.
+    return UnitOfWork(session, request.app.state.queue)
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(_unit_of_work)]
 # Ids in paths and queries stay within the databases' integer range: a larger one is a 422.
 MAX_ID = 2**31 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]

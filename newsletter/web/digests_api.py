@@ -11,13 +11,13 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from newsletter.app import editors
 from newsletter.core import clock
 from newsletter.core.validation import clean_text
 from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import render as digests
 from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug
-from newsletter.tasks import jobs as tasks
-from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, refusals
+from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, UnitOfWorkDep, refusals
 
 router = APIRouter(
     prefix="/api/digests",
@@ -46,13 +46,13 @@ class DigestRequest(BaseModel):
 
 
 @router.post("", status_code=201)
-def create(request: DigestRequest, session: SessionDep) -> JSONResponse:
+def create(request: DigestRequest, session: SessionDep, work: UnitOfWorkDep) -> JSONResponse:
     """Create a digest, to send now or at `send_at` (kept in the database, started by beat)."""
     try:
         # A time without a zone is on the newsletter's clock, as in the CLI and the dashboard.
         time_zone = get_by_slug(session, request.newsletter).time_zone
-        digest = dispatch.create_digest(
-            session,
+        digest = editors.create_digest(
+            work,
             newsletter_slug=request.newsletter,
             since=clock.to_utc(
                 request.since, time_zone=time_zone, field="since", label=SINCE_WORDS
@@ -64,10 +64,7 @@ def create(request: DigestRequest, session: SessionDep) -> JSONResponse:
         )
     except UnknownNewsletter as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    digest_id = digest.id
-    session.commit()
-    tasks.tick.delay()  # do not wait for the next beat to start a digest due now
-    return JSONResponse(dispatch.digest_status(session, digest_id), status_code=201)
+    return JSONResponse(dispatch.digest_status(session, digest.id), status_code=201)
 
 
 @router.get("/{digest_id:int}")
@@ -76,25 +73,20 @@ def status(digest_id: RowId, session: SessionDep) -> dict[str, object]:
 
 
 @router.post("/{digest_id:int}/cancel")
-def cancel(digest_id: RowId, session: SessionDep) -> dict[str, object]:
-    _act(lambda: dispatch.cancel(session, digest_id=digest_id))
-    session.commit()
+def cancel(digest_id: RowId, session: SessionDep, work: UnitOfWorkDep) -> dict[str, object]:
+    _act(lambda: editors.cancel_digest(work, digest_id=digest_id))
     return dispatch.digest_status(session, digest_id)
 
 
 @router.post("/{digest_id:int}/pause")
-def pause(digest_id: RowId, session: SessionDep) -> dict[str, object]:
-    _act(lambda: dispatch.pause(session, digest_id=digest_id))
-    session.commit()
+def pause(digest_id: RowId, session: SessionDep, work: UnitOfWorkDep) -> dict[str, object]:
+    _act(lambda: editors.pause_digest(work, digest_id=digest_id))
     return dispatch.digest_status(session, digest_id)
 
 
 @router.post("/{digest_id:int}/resume")
-def resume(digest_id: RowId, session: SessionDep) -> dict[str, object]:
-    _, batches = _act(lambda: dispatch.resume(session, digest_id=digest_id))
-    session.commit()
-    for batch in batches:
-        tasks.send_batch.delay(digest_id, batch)
+def resume(digest_id: RowId, session: SessionDep, work: UnitOfWorkDep) -> dict[str, object]:
+    _act(lambda: editors.resume_digest(work, digest_id=digest_id))
     return dispatch.digest_status(session, digest_id)
 
 

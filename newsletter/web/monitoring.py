@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from newsletter.app.queue import celery
 from newsletter.core.config import Settings, get_settings
-from newsletter.ops import metrics, monitoring
-from newsletter.tasks.celeryapp import app
+from newsletter.ops import gauges, monitoring
 from newsletter.web.deps import SessionDep
 
 router = APIRouter()
@@ -31,7 +31,7 @@ def prometheus_metrics(
             "or a host listed in NEWSLETTER_METRICS_ALLOW_HOSTS.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    body, content_type = metrics.render_metrics(session, settings)
+    body, content_type = gauges.render_metrics(session, settings)
     return Response(body, media_type=content_type)
 
 
@@ -44,7 +44,7 @@ def readyz(request: Request, authorization: Annotated[str | None, Header()] = No
     address, worker names, error messages — that say more about the deployment.
     """
     settings = get_settings()
-    checks = monitoring.recent_readiness(settings, app)
+    checks = monitoring.recent_readiness(settings, celery)
     ready = all(check["ok"] for check in checks.values())
     if not _may_scrape(request, authorization, settings):
         checks = {name: {"ok": check["ok"]} for name, check in checks.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -14,10 +13,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from newsletter.app import readers
+from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.articles.store import get_article_by_slug
 from newsletter.core import db
 from newsletter.core.config import LANGUAGES, Settings
@@ -26,15 +26,14 @@ from newsletter.core.tokens import Purpose, TokenClaims, read_token
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import newsletters as newsletter_store
 from newsletter.digests import render as digests
-from newsletter.subscribers import signup_limits
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.signup_limits import SignupLimited
-from newsletter.tasks import jobs as tasks
 from newsletter.web.deps import (
     OptionalRowIdQuery,
     RowId,
     SessionDep,
     SettingsDep,
+    UnitOfWorkDep,
     page,
     refusals,
     wants_json,
@@ -66,7 +65,7 @@ def signup_page(request: Request, session: SessionDep) -> HTMLResponse:
     status_code=202,
     responses=refusals(413, 422, 429),
 )
-async def subscribe(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+async def subscribe(request: Request, work: UnitOfWorkDep, settings: SettingsDep) -> Response:
     as_json = wants_json(request)
     form: subscribers.SignupForm | None = None
     refused: InvalidInput | None = None
@@ -77,13 +76,13 @@ async def subscribe(request: Request, session: SessionDep, settings: SettingsDep
     # Reading the body is the only awaiting; the rest talks to the database and Redis, and
     # must not hold the event loop that every other request is waiting on.
     return await run_in_threadpool(
-        _subscribe, request, session, settings, form, refused, as_json=as_json
+        _subscribe, request, work, settings, form, refused, as_json=as_json
     )
 
 
 def _subscribe(
     request: Request,
-    session: Session,
+    work: UnitOfWork,
     settings: Settings,
     form: subscribers.SignupForm | None,
     refused: InvalidInput | None,
@@ -95,28 +94,15 @@ def _subscribe(
         if refused is not None:
             raise refused
         assert form is not None
-        limited = signup_limits.check_signup(settings, ip=ip, email=form.email)
-        if limited is not None:
-            return _signup_limited(request, limited, as_json=as_json)
-        outcome = subscribers.subscribe(
-            session,
-            form,
-            source="web",
-            ip=ip,
-            default_language=settings.default_language,
-            default_time_zone=settings.default_time_zone,
-            confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
-        )
+        readers.sign_up(work, form=form, ip=ip, settings=settings)
+    except readers.TooManySignups as exc:
+        return _signup_limited(request, exc.limited, as_json=as_json)
     except InvalidInput as exc:
-        session.rollback()
+        work.rollback()
         if as_json:
             return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=422)
-        context = {**_signup_context(session), "error": exc.message, "form": form}
+        context = {**_signup_context(work.session), "error": exc.message, "form": form}
         return page(request, "signup.html", context, status_code=422)
-    # The task is queued only once the signup is committed, so the worker finds it.
-    session.commit()
-    if outcome.send_confirmation and outcome.subscriber_id is not None:
-        tasks.send_confirmation.delay(outcome.subscriber_id)
     if as_json:
         return JSONResponse({"status": "accepted", "detail": SIGNUP_ANSWER}, status_code=202)
     return page(
@@ -128,13 +114,9 @@ def _subscribe(
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
-def confirm(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+def confirm(token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep) -> Response:
     claims = _claims(settings, Purpose.CONFIRM, token)
-    activated = subscribers.confirm(session, subscriber_id=claims.subscriber_id)
-    subscriber = subscribers.get_subscriber(session, claims.subscriber_id)
-    session.commit()
-    if activated:
-        tasks.send_welcome.delay(subscriber.id, activated)
+    subscriber = readers.confirm(work, subscriber_id=claims.subscriber_id)
     subscribed = any(s.status == SubscriptionStatus.SUBSCRIBED for s in subscriber.subscriptions)
     message = (
         "Your subscription is confirmed. The next issue will reach your inbox."
@@ -152,20 +134,33 @@ def unsubscribe_page(token: str, request: Request, settings: SettingsDep) -> Res
 
 @router.post("/unsubscribe/{token}", responses=refusals(400, 413))
 async def unsubscribe(
-    token: str, request: Request, session: SessionDep, settings: SettingsDep
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
 ) -> Response:
     """RFC 8058 one-click unsubscribe: no cookie, no login, whatever the body says."""
     claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
     # A mail client's RFC 8058 POST asks for no page; a person pressing the button does.
     from_page = "text/html" in request.headers.get("accept", "")
+    source = readers.FROM_OUR_PAGE if from_page else "one-click"
     left = await run_in_threadpool(
-        _unsubscribe, session, claims, source="web" if from_page else "one-click"
+        lambda: readers.unsubscribe(
+            work,
+            subscriber_id=claims.subscriber_id,
+            newsletter_id=claims.newsletter_id,
+            source=source,
+        )
     )
     if left:
         await _after_messages_in_flight(claims.subscriber_id, settings)
-    if left and from_page and settings.send_goodbye:
         # Queued from the threadpool: a publish to the broker blocks.
-        await run_in_threadpool(tasks.send_goodbye.delay, claims.subscriber_id, left)
+        await run_in_threadpool(
+            lambda: readers.say_goodbye(
+                work,
+                subscriber_id=claims.subscriber_id,
+                newsletter_ids=left,
+                source=source,
+                settings=settings,
+            )
+        )
     return page(
         request,
         "message.html",
@@ -175,20 +170,6 @@ async def unsubscribe(
             "preferences_token": None,
         },
     )
-
-
-def _unsubscribe(session: Session, claims: TokenClaims, *, source: str) -> list[int]:
-    left: list[int] = []
-    # An erased reader is unsubscribed already: nothing will be sent, as they asked.
-    with contextlib.suppress(subscribers.UnknownSubscriber):
-        left = subscribers.unsubscribe(
-            session,
-            subscriber_id=claims.subscriber_id,
-            newsletter_id=claims.newsletter_id,
-            source=source,
-        )
-    session.commit()
-    return left
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
@@ -205,11 +186,11 @@ def preferences_page(
     responses=refusals(400, 404, 413, 422),
 )
 async def preferences_update(
-    token: str, request: Request, session: SessionDep, settings: SettingsDep
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
 ) -> Response:
     form = await request.form()
     response, left = await run_in_threadpool(
-        _update_preferences, request, session, settings, token, form
+        _update_preferences, request, work, settings, token, form
     )
     if left is not None:  # newsletters left: as for an unsubscribe, see there
         await _after_messages_in_flight(left, settings)
@@ -217,14 +198,14 @@ async def preferences_update(
 
 
 def _update_preferences(
-    request: Request, session: Session, settings: Settings, token: str, form: FormData
+    request: Request, work: UnitOfWork, settings: Settings, token: str, form: FormData
 ) -> tuple[Response, int | None]:
     """The page to answer with, and the reader's id when they left a newsletter."""
+    session = work.session
     loaded = _reader(session, settings, token)
-    was_subscribed = _subscribed_ids(loaded)
     try:
-        subscribers.update_preferences(
-            session,
+        left_one = readers.update_preferences(
+            work,
             subscriber_id=loaded.id,
             preferences=subscribers.Preferences(
                 name=_field(form, "name"),
@@ -235,11 +216,9 @@ def _update_preferences(
             ),
         )
     except InvalidInput as exc:
-        session.rollback()
         context = {**_preferences_context(session, loaded, token), "error": exc.message}
         return page(request, "preferences.html", context, status_code=422), None
-    session.commit()
-    left = loaded.id if was_subscribed - _subscribed_ids(loaded) else None
+    left = loaded.id if left_one else None
     context = {**_preferences_context(session, loaded, token), "saved": True}
     return page(request, "preferences.html", context), left
 
@@ -263,18 +242,18 @@ def download_data(
     responses=refusals(400, 404, 413, 422),
 )
 async def erase(
-    token: str, request: Request, session: SessionDep, settings: SettingsDep
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
 ) -> Response:
     form = await request.form()
     refused, subscriber_id = await run_in_threadpool(
-        _leave_before_erasure, request, session, settings, token, form
+        _leave_before_erasure, request, work, settings, token, form
     )
     if refused is not None:
         return refused
     # Unsubscribed and committed first: a message already on its way goes before the
     # erasure is confirmed, as for an unsubscribe.
     await _after_messages_in_flight(subscriber_id, settings)
-    await run_in_threadpool(_erase, session, subscriber_id)
+    await run_in_threadpool(lambda: readers.erase(work, subscriber_id=subscriber_id))
     return page(
         request,
         "message.html",
@@ -287,8 +266,9 @@ async def erase(
 
 
 def _leave_before_erasure(
-    request: Request, session: Session, settings: Settings, token: str, form: FormData
+    request: Request, work: UnitOfWork, settings: Settings, token: str, form: FormData
 ) -> tuple[Response | None, int]:
+    session = work.session
     loaded = _reader(session, settings, token)
     if form.get("confirm") != "yes":
         context = {
@@ -296,15 +276,8 @@ def _leave_before_erasure(
             "error": "Tick the box to confirm that you want everything about you erased.",
         }
         return page(request, "preferences.html", context, status_code=422), loaded.id
-    subscribers.unsubscribe(session, subscriber_id=loaded.id, source="erasure")
-    session.commit()
+    readers.leave_before_erasure(work, subscriber_id=loaded.id)
     return None, loaded.id
-
-
-def _erase(session: Session, subscriber_id: int) -> None:
-    with contextlib.suppress(subscribers.UnknownSubscriber):  # erased twice at once
-        subscribers.erase(session, subscriber_id=subscriber_id)
-    session.commit()
 
 
 @router.get("/articles/{slug}", response_class=HTMLResponse, responses=refusals(404))
@@ -445,14 +418,6 @@ def _count_in_flight(subscriber_id: int, timeout: float) -> int:
         return subscribers.sends_in_flight(
             session, subscriber_id=subscriber_id, within=timedelta(seconds=timeout)
         )
-
-
-def _subscribed_ids(subscriber: Subscriber) -> set[int]:
-    return {
-        s.newsletter_id
-        for s in subscriber.subscriptions
-        if s.status == SubscriptionStatus.SUBSCRIBED
-    }
 
 
 def _signup_context(session: SessionDep) -> dict[str, Any]:

@@ -16,32 +16,29 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, utcnow
 from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import schedules
-from newsletter.tasks import jobs as tasks
 from newsletter.web.admin import auth
 from newsletter.web.admin import digests as digest_pages
 from newsletter.web.app import create_app
 from tests.factories import add_article, add_reader
+from tests.fakes import RecordingQueue
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 @pytest.fixture
-def queued(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    """The tasks the pages queue, recorded instead of sent to a broker nobody reads here."""
-    calls: dict[str, list[Any]] = {"tick": [], "send_batch": []}
-    monkeypatch.setattr(tasks.tick, "delay", lambda: calls["tick"].append(()))
-    monkeypatch.setattr(tasks.send_batch, "delay", lambda *args: calls["send_batch"].append(args))
-    return calls
+def queued() -> RecordingQueue:
+    """The jobs the pages queue, recorded instead of sent to a broker nobody reads here."""
+    return RecordingQueue("tick", "send_batch")
 
 
 @pytest.fixture
 def client(
-    clean_db: str, monkeypatch: pytest.MonkeyPatch, queued: dict[str, list[Any]]
+    clean_db: str, monkeypatch: pytest.MonkeyPatch, queued: RecordingQueue
 ) -> Iterator[TestClient]:
     fast = get_settings().model_copy(update={"admin_signin_delay_seconds": 0.01})
     monkeypatch.setattr(auth, "get_settings", lambda: fast)
     auth._failures.forget("testclient")
-    with TestClient(create_app(), base_url="http://testserver") as test_client:
+    with TestClient(create_app(queue=queued), base_url="http://testserver") as test_client:
         yield test_client
 
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from newsletter.app.queue import celery as celery_app
 from newsletter.cli.status import progress_bar, render
 from newsletter.core import db
 from newsletter.core.config import get_settings
@@ -30,7 +31,6 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.ops import monitoring
 from newsletter.subscribers import store as subscribers
 from newsletter.tasks import jobs as tasks
-from newsletter.tasks.celeryapp import app as celery_app
 from newsletter.web import monitoring as web_monitoring
 from tests.conftest import ROOT, Mailbox, free_port
 from tests.factories import add_fresh_story
@@ -192,19 +192,19 @@ def test_metrics_need_the_token_and_show_the_gauges(
 
 def test_counters_from_every_process_add_up(clean_db: str) -> None:
     """What one process counts, the scrape served by another sees (multiprocess mode)."""
-    from newsletter.ops import metrics
+    from newsletter.ops import gauges
 
     code = (
-        "from newsletter.ops import metrics\n"
+        "from newsletter.core import metrics\n"
         "metrics.count_delivery('sent'); metrics.count_delivery('sent')\n"
         "metrics.count_smtp_reply(451); metrics.count_smtp_reply(None)\n"
         "metrics.observe_send(0.2); metrics.count_signup()\n"
     )
     with db.session_scope() as session:
-        before = _samples(metrics.render_metrics(session, get_settings())[0])
+        before = _samples(gauges.render_metrics(session, get_settings())[0])
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     with db.session_scope() as session:
-        after = _samples(metrics.render_metrics(session, get_settings())[0])
+        after = _samples(gauges.render_metrics(session, get_settings())[0])
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import redis
+from newsletter.tasks.celeryapp import app
 
 from newsletter.core.config import get_settings
 from newsletter.ops import monitoring
 from newsletter.subscribers import signup_limits
-from newsletter.tasks.celeryapp import app
 
 
 def test_a_queued_task_waits_under_the_prefix_where_the_status_finds_it(redis_broker: str) -> None:

@@ -14,18 +14,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
+from newsletter.app import editors
 from newsletter.app.admin_sessions import SignedIn
 from newsletter.core import clock
 from newsletter.core.config import get_settings
-from newsletter.core.models import DigestState, Newsletter, utcnow
+from newsletter.core.models import Digest, DigestState, Newsletter, utcnow
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import render as digests
 from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.tasks import jobs as tasks
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
-from newsletter.web.deps import RowId, SessionDep
+from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
 
 log = logging.getLogger("newsletter.web.admin")
 
@@ -83,6 +83,7 @@ def create_digest(
     request: Request,
     admin: AdminForm,
     session: SessionDep,
+    work: UnitOfWorkDep,
     newsletter: FormText = "",
     window: FormText = "last",
     since: FormText = "",
@@ -108,8 +109,8 @@ def create_digest(
             raise InvalidInput(
                 "send_at", "That sending time has passed; choose a later one, or send now."
             )
-        digest = dispatch.create_digest(
-            session,
+        digest = editors.create_digest(
+            work,
             newsletter_slug=chosen.slug,
             since=since_moment,
             send_at=send_moment,
@@ -117,11 +118,9 @@ def create_digest(
             now=now,
         )
     except InvalidInput as exc:
-        session.rollback()
+        work.rollback()
         return _form_page(request, admin, session, form=form, error=exc.message, status_code=422)
     digest_id = digest.id
-    session.commit()
-    _tick()
     if send_moment is None:
         notice = f"Digest #{digest_id} created: it is being sent now."
     else:
@@ -160,22 +159,20 @@ def act_on_digest(
     request: Request,
     admin: AdminForm,
     session: SessionDep,
+    work: UnitOfWorkDep,
     digest_id: RowId,
     action: Literal["cancel", "pause", "resume"],
 ) -> Response:
     """Cancel, pause or resume; a state that does not allow it is said plainly (409)."""
     act, done = ACTIONS[action]
     try:
-        batches = act(session, digest_id)
+        act(work, digest_id=digest_id)
     except dispatch.UnknownDigest as exc:
-        session.rollback()
+        work.rollback()
         return _not_found(request, admin, str(exc))
     except dispatch.DigestActionError as exc:
-        session.rollback()
+        work.rollback()
         return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
-    session.commit()
-    for batch in batches:  # a resumed digest's deliveries still to send go out again
-        tasks.send_batch.delay(digest_id, batch)
     return redirect(f"/admin/digests/{digest_id}", done.format(id=digest_id))
 
 
@@ -300,26 +297,11 @@ def _preview(session: Session, digest_id: int, subscriber: str) -> digests.Previ
         raise _PreviewRefused(str(exc), 409) from None
 
 
-def _cancel(session: Session, digest_id: int) -> list[list[int]]:
-    dispatch.cancel(session, digest_id=digest_id)
-    return []
-
-
-def _pause(session: Session, digest_id: int) -> list[list[int]]:
-    dispatch.pause(session, digest_id=digest_id)
-    return []
-
-
-def _resume(session: Session, digest_id: int) -> list[list[int]]:
-    _, batches = dispatch.resume(session, digest_id=digest_id)
-    return batches
-
-
-# Each action: the service call (returning batches to queue again) and what is said after.
-ACTIONS: dict[str, tuple[Callable[[Session, int], list[list[int]]], str]] = {
-    "cancel": (_cancel, "Digest #{id} cancelled: nothing more of it will be sent."),
-    "pause": (_pause, "Digest #{id} paused."),
-    "resume": (_resume, "Digest #{id} resumed."),
+# Each action: the service (which commits, then queues what it calls for) and what is said.
+ACTIONS: dict[str, tuple[Callable[..., Digest], str]] = {
+    "cancel": (editors.cancel_digest, "Digest #{id} cancelled: nothing more of it will be sent."),
+    "pause": (editors.pause_digest, "Digest #{id} paused."),
+    "resume": (editors.resume_digest, "Digest #{id} resumed."),
 }
 
 
@@ -426,11 +408,3 @@ def _not_found(request: Request, admin: SignedIn, message: str) -> HTMLResponse:
         {"title": "Not found", "message": message},
         status_code=404,
     )
-
-
-def _tick() -> None:
-    """Start a digest due now without waiting for the next beat; the beat starts it anyway."""
-    try:
-        tasks.tick.delay()
-    except Exception:  # the broker is down: the digest is saved, and beat will find it
-        log.warning("could not queue the tick; the scheduler will start the digest")

@@ -16,18 +16,19 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from newsletter.app import editors
 from newsletter.app.admin_sessions import SignedIn
+from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.bounces import policy as bounces
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.digests.newsletters import list_newsletters
 from newsletter.subscribers import store, suppressions
-from newsletter.subscribers.importing import COLUMNS, ImportReport, import_subscribers_csv
+from newsletter.subscribers.importing import COLUMNS, ImportReport
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.tasks import jobs as tasks
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
-from newsletter.web.deps import RowId, SessionDep
+from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -102,7 +103,7 @@ def import_form(request: Request, admin: Admin) -> HTMLResponse:
 async def import_dry_run(
     request: Request,
     admin: AdminForm,
-    session: SessionDep,
+    work: UnitOfWorkDep,
     file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     """First step: keep the upload under a random id and report what it would change."""
@@ -110,11 +111,11 @@ async def import_dry_run(
         return _import_page(request, admin, error="Choose a CSV file.", status_code=422)
     raw = await file.read(MAX_CSV_BYTES + 1)
     # Parsing up to 25 MB of CSV runs in the threadpool: the event loop serves everyone else.
-    return await run_in_threadpool(_dry_run, request, admin, session, raw, file.filename)
+    return await run_in_threadpool(_dry_run, request, admin, work, raw, file.filename)
 
 
 def _dry_run(
-    request: Request, admin: SignedIn, session: Session, raw: bytes, file_name: str
+    request: Request, admin: SignedIn, work: UnitOfWork, raw: bytes, file_name: str
 ) -> Response:
     if len(raw) > MAX_CSV_BYTES:
         return _import_page(
@@ -124,9 +125,8 @@ def _dry_run(
             status_code=422,
         )
     try:
-        report = _run_import(session, raw, dry_run=True)
+        report = _run_import(work, raw, dry_run=True)
     except InvalidInput as exc:
-        session.rollback()
         return _import_page(request, admin, error=exc.message, status_code=422)
     upload_id = _keep_upload(raw)
     return _import_page(request, admin, report=report, upload_id=upload_id, file_name=file_name)
@@ -136,7 +136,7 @@ def _dry_run(
 def import_confirm(
     request: Request,
     admin: AdminForm,
-    session: SessionDep,
+    work: UnitOfWorkDep,
     upload_id: Annotated[str, Form(max_length=100)] = "",
     send_confirmations: Annotated[bool, Form()] = False,
 ) -> Response:
@@ -151,16 +151,12 @@ def import_confirm(
             status_code=404,
         )
     try:
-        report = _run_import(session, path.read_bytes(), dry_run=False)
+        report = _run_import(
+            work, path.read_bytes(), dry_run=False, send_confirmations=send_confirmations
+        )
     except InvalidInput as exc:
-        session.rollback()
         return _import_page(request, admin, error=exc.message, status_code=422)
-    # Queued only once the import is committed, so that the worker finds the readers.
-    session.commit()
     path.unlink(missing_ok=True)
-    if send_confirmations:
-        for subscriber_id in report.pending_subscriber_ids:
-            tasks.send_confirmation.delay(subscriber_id)
     return _import_page(request, admin, report=report, done=True)
 
 
@@ -213,7 +209,10 @@ def reset_bounces(
     )
 
 
-def _run_import(session: Session, raw: bytes, *, dry_run: bool) -> ImportReport:
+def _run_import(
+    work: UnitOfWork, raw: bytes, *, dry_run: bool, send_confirmations: bool = False
+) -> ImportReport:
+    """The upload imported (committed, then its confirmations queued), or its dry run."""
     settings = get_settings()
     try:
         text = raw.decode("utf-8-sig")
@@ -222,12 +221,12 @@ def _run_import(session: Session, raw: bytes, *, dry_run: bool) -> ImportReport:
             "file", f"The file is not UTF-8 text (invalid byte at offset {exc.start})."
         ) from None
     # newline="": quoted cells may hold line breaks.
-    return import_subscribers_csv(
-        session,
-        io.StringIO(text, newline=""),
-        default_language=settings.default_language,
-        default_time_zone=settings.default_time_zone,
+    return editors.import_subscribers(
+        work,
+        stream=io.StringIO(text, newline=""),
+        settings=settings,
         dry_run=dry_run,
+        send_confirmations=send_confirmations,
     )
 
 

@@ -1,4 +1,11 @@
-"""The Celery application: broker from the settings, tasks from newsletter.tasks."""
+"""The queue: the one Celery app, configured explicitly, and jobs sent to it by task name.
+
+Importing this makes an unconfigured app and connects the worker's hooks; it reads no
+settings and creates nothing. The worker entry point (worker.py), the CLI and the web app
+factory call configure() with their settings. Web routes and CLI commands never import
+newsletter.tasks: jobs are sent by name (send_task), and the worker, which imports the
+tasks, runs them.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +14,20 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init
 
+from newsletter.app.jobs import Job
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import configure_logging
-from newsletter.ops.metrics import setup_multiprocess
+from newsletter.core.metrics import setup_multiprocess
 
-app = Celery("newsletter", include=["newsletter.tasks.jobs"])
+celery = Celery("newsletter", include=["newsletter.tasks.jobs"])
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: Settings) -> Celery:
     """Point the app at the settings' broker (tests call this again after changing them)."""
     # Before any task counts anything: every process of a worker writes where /metrics reads.
     setup_multiprocess(settings)
-    app.conf.update(
+    celery.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
@@ -54,6 +62,18 @@ def configure(settings: Settings) -> None:
             },
         },
     )
+    return celery
+
+
+class CeleryQueue:
+    """The queue of a configured Celery app: each job sent by its task's name."""
+
+    def __init__(self, app: Celery = celery) -> None:
+        self.app = app
+
+    def send(self, job: Job) -> None:
+        # Plain JSON arguments, as the task is declared in newsletter.tasks.jobs.
+        self.app.send_task(job.task, args=list(job.args))
 
 
 @setup_logging.connect
@@ -66,6 +86,3 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not reuse its parent's database sockets.
     db.reset()
-
-
-configure(get_settings())

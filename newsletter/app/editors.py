@@ -1,0 +1,121 @@
+"""What an editor (or an operator) does: digests and readers managed by hand.
+
+Digests sent, scheduled, paused, resumed and cancelled; readers added, imported from a CSV
+file and erased on request. As everywhere in app/, the work is committed first, and only
+then are its jobs queued: the tick that starts a digest due now, a resumed digest's
+batches, confirmation emails.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TextIO
+
+from newsletter.app import jobs, readers
+from newsletter.app.unit_of_work import UnitOfWork
+from newsletter.core.config import Settings
+from newsletter.core.models import Digest
+from newsletter.digests import dispatcher as dispatch
+from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
+from newsletter.subscribers.store import SignupForm, SignupOutcome
+
+# --- digests -----------------------------------------------------------------------------
+
+
+def create_digest(
+    work: UnitOfWork,
+    *,
+    newsletter_slug: str,
+    since: datetime | None = None,
+    send_at: datetime | None = None,
+    subject: str | None = None,
+    now: datetime | None = None,
+) -> Digest:
+    """A digest to send now, or at send_at (UTC); one due now starts without waiting for
+    the next beat. UnknownNewsletter or InvalidInput change nothing."""
+    digest = dispatch.create_digest(
+        work.session,
+        newsletter_slug=newsletter_slug,
+        since=since,
+        send_at=send_at,
+        subject=subject,
+        now=now,
+    )
+    work.enqueue(jobs.tick())
+    work.commit()
+    return digest
+
+
+def pause_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
+    """Hold a digest (sending or scheduled): no more of it goes out until it is resumed."""
+    digest = dispatch.pause(work.session, digest_id=digest_id)
+    work.commit()
+    return digest
+
+
+def resume_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
+    """Take a paused digest up again: its deliveries still queued go to the workers again,
+    and one that was paused before it started starts when due (now, if it is)."""
+    digest, batches = dispatch.resume(work.session, digest_id=digest_id)
+    for batch in batches:
+        work.enqueue(jobs.send_batch(digest_id, batch))
+    work.enqueue(jobs.tick())
+    work.commit()
+    return digest
+
+
+def cancel_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
+    """Stop a digest for good: what was not sent yet is skipped."""
+    digest = dispatch.cancel(work.session, digest_id=digest_id)
+    work.commit()
+    return digest
+
+
+# --- readers, on their behalf ------------------------------------------------------------
+
+
+def add_subscriber(
+    work: UnitOfWork, *, form: SignupForm, confirmed: bool, settings: Settings
+) -> SignupOutcome:
+    """Add a reader by hand: sent the confirmation email, or, with `confirmed` (consent
+    given elsewhere), subscribed at once and sent the welcome."""
+    return readers.subscribe(work, form=form, source="cli", settings=settings, confirmed=confirmed)
+
+
+def import_subscribers(
+    work: UnitOfWork,
+    *,
+    stream: TextIO,
+    settings: Settings,
+    dry_run: bool = False,
+    send_confirmations: bool = False,
+) -> ImportReport:
+    """Import readers from a CSV stream (see import_subscribers_csv); a dry run changes
+    nothing. With send_confirmations, the rows left pending are sent the confirmation.
+
+    InvalidInput (a file that cannot be read as our CSV) changes nothing.
+    """
+    try:
+        report = import_subscribers_csv(
+            work.session,
+            stream,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            dry_run=dry_run,
+        )
+    except Exception:
+        work.rollback()
+        raise
+    if send_confirmations and not dry_run:
+        for subscriber_id in report.pending_subscriber_ids:
+            work.enqueue(jobs.send_confirmation(subscriber_id))
+    work.commit()
+    return report
+
+
+def erase_subscriber(work: UnitOfWork, *, email: str) -> None:
+    """Erase a reader on request (UnknownSubscriber when there is none)."""
+    subscriber = subscribers.find_by_email(work.session, email)
+    subscribers.erase(work.session, subscriber_id=subscriber.id)
+    work.commit()

@@ -1,0 +1,100 @@
+"""What the beat and the workers do between tasks: start, dispatch, sweep, pass mail on.
+
+Start the digests that are due, page a started digest into batches, queue again what was
+lost, hand mail our bounce addresses received to the workers. Each commits, then enqueues.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import timedelta
+
+from newsletter.app import jobs
+from newsletter.app.unit_of_work import Queue, send, unit_of_work
+from newsletter.core.config import Settings
+from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import schedules
+
+log = logging.getLogger("newsletter.tasks")
+
+
+def tick(*, queue: Queue, settings: Settings) -> list[int]:
+    """The beat's heartbeat: make recurring digests that are due, start what is due, sweep."""
+    with unit_of_work(queue) as work:
+        schedules.plan_recurring(work.session)
+        work.commit()
+    with unit_of_work(queue) as work:
+        started = dispatch.start_due(work.session)
+        for digest_id in started:
+            work.enqueue(jobs.dispatch_digest(digest_id))
+        work.commit()
+    for digest_id in started:
+        log.info("digest %s: starting", digest_id, extra={"digest_id": digest_id})
+    sweep(queue=queue, settings=settings)
+    return started
+
+
+def sweep(*, queue: Queue, settings: Settings) -> None:
+    """Queue again what lost its task (a broker restarted empty, a machine gone)."""
+    stale_after = timedelta(seconds=settings.stale_after_seconds)
+    with unit_of_work(queue) as work:
+        stalled = dispatch.stalled_dispatches(work.session, stale_after=stale_after)
+        batches = dispatch.stale_batches(
+            work.session, stale_after=stale_after, size=settings.batch_size
+        )
+        finished = dispatch.finish_settled(work.session)
+        for digest_id in stalled:
+            work.enqueue(jobs.dispatch_digest(digest_id))
+        for digest_id, delivery_ids in batches:
+            work.enqueue(jobs.send_batch(digest_id, delivery_ids))
+        work.commit()
+    for digest_id in finished:
+        log.warning(
+            "digest %s: every delivery was final but the digest was still sending; marked sent",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
+    for digest_id in stalled:
+        log.warning(
+            "digest %s: dispatcher stalled; starting it again",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
+    for digest_id, delivery_ids in batches:
+        log.warning(
+            "digest %s: %d stale deliveries queued again",
+            digest_id,
+            len(delivery_ids),
+            extra={"digest_id": digest_id},
+        )
+
+
+def dispatch_digest(*, digest_id: int, queue: Queue, settings: Settings) -> int:
+    """Walk a started digest's eligible readers page by page; one batch job per page.
+
+    Each page's deliveries are committed before its batch is queued, so the batch finds
+    them; the number of batches queued is returned.
+    """
+    batches = 0
+    while True:
+        with unit_of_work(queue) as work:
+            page = dispatch.dispatch_page(work.session, digest_id=digest_id, settings=settings)
+            if page.queued:
+                work.enqueue(jobs.send_batch(digest_id, page.queued))
+                batches += 1
+            work.commit()
+        if page.done:
+            log.info(
+                "digest %s: dispatched in %d batch(es)",
+                digest_id,
+                batches,
+                extra={"digest_id": digest_id},
+            )
+            return batches
+
+
+def receive_inbound(*, queue: Queue, raw: bytes | str, recipients: list[str]) -> None:
+    """Hand a message our bounce addresses received to the workers (bytes or base64 text)."""
+    raw_base64 = raw if isinstance(raw, str) else base64.b64encode(raw).decode("ascii")
+    send(queue, jobs.process_inbound(raw_base64, recipients))

@@ -1,0 +1,172 @@
+"""What a reader does: sign up, confirm, unsubscribe, change preferences, erase their data.
+
+Each function takes a unit of work, changes the database through the subscriber store,
+commits, and only then hands the email it calls for (confirmation, welcome, goodbye) to
+the queue. The web pages and the CLI call these; they only parse and render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from newsletter.app import jobs
+from newsletter.app.unit_of_work import UnitOfWork
+from newsletter.core.config import Settings
+from newsletter.core.models import Subscriber, SubscriptionStatus
+from newsletter.core.validation import InvalidInput
+from newsletter.subscribers import signup_limits
+from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.signup_limits import SignupLimited
+from newsletter.subscribers.store import Preferences, SignupForm, SignupOutcome
+
+# Where an unsubscribe came from when a person pressed the button on our page, rather than
+# a mail client's RFC 8058 one-click POST: only a person is told goodbye.
+FROM_OUR_PAGE = "web"
+
+
+class TooManySignups(Exception):
+    """A signup over the hourly limits; nothing was asked of the subscriber store."""
+
+    def __init__(self, limited: SignupLimited) -> None:
+        super().__init__(f"over the hourly signup limit per {limited.by}")
+        self.limited = limited
+
+
+def sign_up(
+    work: UnitOfWork, *, form: SignupForm, ip: str | None, settings: Settings
+) -> SignupOutcome:
+    """A signup from the signup page or the API: counted against the hourly limits first.
+
+    TooManySignups when over a limit; InvalidInput (and nothing changed) for bad input.
+    """
+    limited = signup_limits.check_signup(settings, ip=ip, email=form.email)
+    if limited is not None:
+        raise TooManySignups(limited)
+    return subscribe(work, form=form, source="web", ip=ip, settings=settings)
+
+
+def subscribe(
+    work: UnitOfWork,
+    *,
+    form: SignupForm,
+    source: str,
+    settings: Settings,
+    ip: str | None = None,
+    confirmed: bool = False,
+) -> SignupOutcome:
+    """Record a signup; then the confirmation email (or, already confirmed, the welcome).
+
+    A pending reader who signs up again is sent the confirmation again, at most once per
+    NEWSLETTER_CONFIRMATION_INTERVAL_SECONDS (the store decides).
+    """
+    try:
+        outcome = subscribers.subscribe(
+            work.session,
+            form,
+            source=source,
+            ip=ip,
+            confirmed=confirmed,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+            confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
+        )
+    except InvalidInput:
+        work.rollback()
+        raise
+    if outcome.subscriber_id is not None:
+        if outcome.send_confirmation:
+            work.enqueue(jobs.send_confirmation(outcome.subscriber_id))
+        elif outcome.newly_confirmed:
+            work.enqueue(jobs.send_welcome(outcome.subscriber_id, outcome.newly_confirmed))
+    work.commit()
+    return outcome
+
+
+def confirm(work: UnitOfWork, *, subscriber_id: int) -> Subscriber:
+    """The reader followed the confirmation link: their pending subscriptions start, and
+    they are welcomed to the newsletters that started (none when confirmed before)."""
+    activated = subscribers.confirm(work.session, subscriber_id=subscriber_id)
+    subscriber = subscribers.get_subscriber(work.session, subscriber_id)
+    if activated:
+        work.enqueue(jobs.send_welcome(subscriber.id, activated))
+    work.commit()
+    return subscriber
+
+
+def unsubscribe(
+    work: UnitOfWork, *, subscriber_id: int, newsletter_id: int | None, source: str
+) -> list[int]:
+    """Leave one newsletter (or all): the ids of the newsletters actually left.
+
+    Committed before it returns. An erased reader is unsubscribed already: nothing will be
+    sent, as they asked, and nothing is left.
+    """
+    left: list[int] = []
+    with contextlib.suppress(subscribers.UnknownSubscriber):
+        left = subscribers.unsubscribe(
+            work.session, subscriber_id=subscriber_id, newsletter_id=newsletter_id, source=source
+        )
+    work.commit()
+    return left
+
+
+def say_goodbye(
+    work: UnitOfWork,
+    *,
+    subscriber_id: int,
+    newsletter_ids: list[int],
+    source: str,
+    settings: Settings,
+) -> bool:
+    """The goodbye email for the newsletters just left, when the publisher sends one and a
+    person (not a mail client's one-click POST) unsubscribed; whether it was queued.
+
+    The reader's page calls this once no message to them is on the wire any more, so that
+    the goodbye is the last thing they receive.
+    """
+    if not (newsletter_ids and source == FROM_OUR_PAGE and settings.send_goodbye):
+        return False
+    work.enqueue(jobs.send_goodbye(subscriber_id, newsletter_ids))
+    work.commit()
+    return True
+
+
+def update_preferences(work: UnitOfWork, *, subscriber_id: int, preferences: Preferences) -> bool:
+    """Apply the preferences page; whether the reader left a newsletter by it.
+
+    InvalidInput (and nothing changed) for bad input.
+    """
+    subscriber = subscribers.get_subscriber(work.session, subscriber_id)
+    was_subscribed = _subscribed_ids(subscriber)
+    try:
+        subscribers.update_preferences(
+            work.session, subscriber_id=subscriber_id, preferences=preferences
+        )
+    except InvalidInput:
+        work.rollback()
+        raise
+    work.commit()
+    return bool(was_subscribed - _subscribed_ids(subscriber))
+
+
+def leave_before_erasure(work: UnitOfWork, *, subscriber_id: int) -> None:
+    """The first step of an erasure: unsubscribed from everything, and committed, so that
+    the caller can wait for a message already on its way before the data goes."""
+    subscribers.unsubscribe(work.session, subscriber_id=subscriber_id, source="erasure")
+    work.commit()
+
+
+def erase(work: UnitOfWork, *, subscriber_id: int) -> None:
+    """Delete everything about the reader; only a keyed hash stays, on the suppression list."""
+    with contextlib.suppress(subscribers.UnknownSubscriber):  # erased twice at once
+        subscribers.erase(work.session, subscriber_id=subscriber_id)
+    work.commit()
+
+
+def _subscribed_ids(subscriber: Subscriber) -> set[int]:
+    return {
+        s.newsletter_id
+        for s in subscriber.subscriptions
+        if s.status == SubscriptionStatus.SUBSCRIBED
+    }
