@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.models import Newsletter
 from newsletter.core.schema import upgrade
-from newsletter.digests import newsletters
+from newsletter.subscribers import newsletters
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 
 POSTGRES_ADMIN_URL = os.environ.get(

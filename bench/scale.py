@@ -313,13 +313,13 @@ def _start_digest(engine: object) -> int:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from newsletter.digests import dispatcher as dispatch
+    from newsletter.digests import lifecycle
 
     assert isinstance(engine, Engine)
     with Session(engine) as session:
-        digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
         session.commit()
-        dispatch.start_due(session)
+        lifecycle.start_due(session)
         session.commit()
     return digest_id
 

@@ -20,7 +20,7 @@ def seed_newsletter(session: Session, *, articles: int = 10, source: str = "benc
     """The default newsletter and `articles` fresh stories of about 2 KB, newest first."""
     # Imported here: callers set the service's environment before the first import.
     from newsletter.articles.store import ParsedArticle, store_article
-    from newsletter.digests import newsletters
+    from newsletter.subscribers import newsletters
 
     now = datetime.now(UTC)
     newsletter = newsletters.ensure_default_newsletter(

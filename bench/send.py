@@ -124,7 +124,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         from newsletter.core import db
         from newsletter.core.config import get_settings
         from newsletter.core.schema import upgrade
-        from newsletter.digests import dispatcher as dispatch
+        from newsletter.digests import dispatcher, lifecycle, reports
         from newsletter.tasks import jobs as tasks
 
         get_settings.cache_clear()
@@ -161,13 +161,13 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         baseline_rss = peak_rss = _rss_kb()
         started = time.monotonic()
         with db.session_scope() as session:
-            digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+            digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
         with db.session_scope() as session:
-            dispatch.start_due(session)
+            lifecycle.start_due(session)
         # The dispatcher runs here, as the dispatch_digest task would, so its memory is ours.
         while True:
             with db.session_scope() as session:
-                page = dispatch.dispatch_page(session, digest_id=digest_id, settings=settings)
+                page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
             if page.queued:
                 tasks.send_batch.delay(digest_id, page.queued)
             peak_rss = max(peak_rss, _rss_kb())
@@ -176,7 +176,7 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         dispatched = time.monotonic() - started
         while True:
             with db.session_scope() as session:
-                status = dispatch.digest_status(session, digest_id)
+                status = reports.digest_status(session, digest_id)
             if status["state"] != "sending":
                 break
             time.sleep(0.2)

@@ -134,7 +134,7 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
         from newsletter.core import db
         from newsletter.core.config import get_settings
         from newsletter.core.schema import upgrade
-        from newsletter.digests import dispatcher as dispatch
+        from newsletter.digests import lifecycle
         from newsletter.tasks import jobs as tasks
 
         get_settings.cache_clear()
@@ -151,9 +151,9 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
 
         started = time.monotonic()
         with db.session_scope() as session:
-            current.digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+            current.digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
         with db.session_scope() as session:
-            dispatch.start_due(session)
+            lifecycle.start_due(session)
         tasks.dispatch_digest.delay(current.digest_id)
         harm = None
         if drill.harm is not None:
@@ -177,13 +177,13 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
 
 def _wait_until_final(current: Run, deadline: float) -> str:
     from newsletter.core import db
-    from newsletter.digests import dispatcher as dispatch
+    from newsletter.digests import reports
 
     state = "sending"
     while time.monotonic() < deadline:
         try:
             with db.session_scope() as session:
-                state = dispatch.digest_status(session, current.digest_id)["state"]
+                state = reports.digest_status(session, current.digest_id)["state"]
         except Exception:  # the database is being restarted
             state = "sending"
         if state not in ("scheduled", "sending"):

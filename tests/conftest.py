@@ -67,7 +67,7 @@ from newsletter.core import db  # noqa: E402
 from newsletter.core.config import get_settings  # noqa: E402
 from newsletter.core.models import Base  # noqa: E402
 from newsletter.core.schema import upgrade  # noqa: E402
-from newsletter.digests import newsletters  # noqa: E402
+from newsletter.subscribers import newsletters  # noqa: E402
 
 
 def service_missing(what: str) -> None:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
-from newsletter.digests.newsletters import get_by_slug
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.newsletters import get_by_slug
 
 
 def add_reader(email: str, *, confirmed: bool = True, name: str = "", language: str = "en") -> int:

@@ -15,7 +15,7 @@ from newsletter.app import jobs, readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core.config import Settings
 from newsletter.core.models import Digest
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 from newsletter.subscribers.store import SignupForm, SignupOutcome
@@ -34,7 +34,7 @@ def create_digest(
 ) -> Digest:
     """A digest to send now, or at send_at (UTC); one due now starts without waiting for
     the next beat. UnknownNewsletter or InvalidInput change nothing."""
-    digest = dispatch.create_digest(
+    digest = lifecycle.create_digest(
         work.session,
         newsletter_slug=newsletter_slug,
         since=since,
@@ -49,7 +49,7 @@ def create_digest(
 
 def pause_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
     """Hold a digest (sending or scheduled): no more of it goes out until it is resumed."""
-    digest = dispatch.pause(work.session, digest_id=digest_id)
+    digest = lifecycle.pause(work.session, digest_id=digest_id)
     work.commit()
     return digest
 
@@ -57,7 +57,7 @@ def pause_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
 def resume_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
     """Take a paused digest up again: its deliveries still queued go to the workers again,
     and one that was paused before it started starts when due (now, if it is)."""
-    digest, batches = dispatch.resume(work.session, digest_id=digest_id)
+    digest, batches = lifecycle.resume(work.session, digest_id=digest_id)
     for batch in batches:
         work.enqueue(jobs.send_batch(digest_id, batch))
     work.enqueue(jobs.tick())
@@ -67,7 +67,7 @@ def resume_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
 
 def cancel_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
     """Stop a digest for good: what was not sent yet is skipped."""
-    digest = dispatch.cancel(work.session, digest_id=digest_id)
+    digest = lifecycle.cancel(work.session, digest_id=digest_id)
     work.commit()
     return digest
 

@@ -13,8 +13,8 @@ from datetime import timedelta
 from newsletter.app import jobs
 from newsletter.app.unit_of_work import Queue, send, unit_of_work
 from newsletter.core.config import Settings
-from newsletter.digests import dispatcher as dispatch
-from newsletter.digests import schedules
+from newsletter.digests import dispatcher, lifecycle, schedules
+from newsletter.sending import sweeper
 
 log = logging.getLogger("newsletter.tasks")
 
@@ -25,7 +25,7 @@ def tick(*, queue: Queue, settings: Settings) -> list[int]:
         schedules.plan_recurring(work.session)
         work.commit()
     with unit_of_work(queue) as work:
-        started = dispatch.start_due(work.session)
+        started = lifecycle.start_due(work.session)
         for digest_id in started:
             work.enqueue(jobs.dispatch_digest(digest_id))
         work.commit()
@@ -39,11 +39,11 @@ def sweep(*, queue: Queue, settings: Settings) -> None:
     """Queue again what lost its task (a broker restarted empty, a machine gone)."""
     stale_after = timedelta(seconds=settings.stale_after_seconds)
     with unit_of_work(queue) as work:
-        stalled = dispatch.stalled_dispatches(work.session, stale_after=stale_after)
-        batches = dispatch.stale_batches(
+        stalled = sweeper.stalled_dispatches(work.session, stale_after=stale_after)
+        batches = sweeper.stale_batches(
             work.session, stale_after=stale_after, size=settings.batch_size
         )
-        finished = dispatch.finish_settled(work.session)
+        finished = lifecycle.finish_settled(work.session)
         for digest_id in stalled:
             work.enqueue(jobs.dispatch_digest(digest_id))
         for digest_id, delivery_ids in batches:
@@ -79,7 +79,7 @@ def dispatch_digest(*, digest_id: int, queue: Queue, settings: Settings) -> int:
     batches = 0
     while True:
         with unit_of_work(queue) as work:
-            page = dispatch.dispatch_page(work.session, digest_id=digest_id, settings=settings)
+            page = dispatcher.dispatch_page(work.session, digest_id=digest_id, settings=settings)
             if page.queued:
                 work.enqueue(jobs.send_batch(digest_id, page.queued))
                 batches += 1

@@ -314,7 +314,7 @@ def digest_send(
     """Create a digest and send it now, or at --at."""
     from newsletter.app import editors
     from newsletter.app.unit_of_work import unit_of_work
-    from newsletter.digests import newsletters as newsletter_store
+    from newsletter.subscribers import newsletters as newsletter_store
 
     with _user_errors(), unit_of_work() as work:
         newsletter = newsletter_store.get_by_slug(work.session, newsletter_slug)
@@ -338,10 +338,10 @@ def digest_send(
 def digest_status(digest_id: int, as_json: bool) -> None:
     """Where a digest stands: state and counts."""
     from newsletter.core.db import session_scope
-    from newsletter.digests import dispatcher as dispatch
+    from newsletter.digests import reports
 
     with _user_errors(), session_scope() as session:
-        status = dispatch.digest_status(session, digest_id)
+        status = reports.digest_status(session, digest_id)
     if as_json:
         click.echo(json.dumps(status, ensure_ascii=False))
         return
@@ -418,8 +418,8 @@ def digest_preview(
     from email import message_from_bytes, policy
 
     from newsletter.core.db import session_scope
-    from newsletter.digests import newsletters as newsletter_store
     from newsletter.digests import render as digests
+    from newsletter.subscribers import newsletters as newsletter_store
 
     with _user_errors(), session_scope() as session:
         newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
@@ -821,7 +821,7 @@ def _log_events() -> None:
 def _initialise(*, import_seeds: bool) -> Any:
     from newsletter.core.db import get_engine, session_scope
     from newsletter.core.schema import upgrade
-    from newsletter.digests import newsletters
+    from newsletter.subscribers import newsletters
 
     settings = get_settings()
     upgrade(get_engine())
@@ -878,9 +878,9 @@ def _supervise(commands: dict[str, list[str]]) -> None:
 def _user_errors() -> Iterator[None]:
     """Turn the services' refusals into one-line CLI errors."""
     from newsletter.core.validation import InvalidInput
-    from newsletter.digests.dispatcher import DigestActionError, UnknownDigest
-    from newsletter.digests.newsletters import UnknownNewsletter
+    from newsletter.digests.lifecycle import DigestActionError, UnknownDigest
     from newsletter.digests.render import NothingToSend
+    from newsletter.subscribers.newsletters import UnknownNewsletter
     from newsletter.subscribers.store import UnknownSubscriber
 
     try:
@@ -912,7 +912,7 @@ def _clean_subject(value: str | None) -> str | None:
 
 
 def _newsletters(session: Any) -> list[Any]:
-    from newsletter.digests.newsletters import list_newsletters
+    from newsletter.subscribers.newsletters import list_newsletters
 
     return list_newsletters(session)
 

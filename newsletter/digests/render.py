@@ -14,7 +14,6 @@ from newsletter.core.config import Settings
 from newsletter.core.i18n import translations
 from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber, utcnow
 from newsletter.digests import composer
-from newsletter.digests import newsletters as newsletter_store
 from newsletter.email import builder
 from newsletter.email.render import (
     MessageTemplate,
@@ -23,6 +22,7 @@ from newsletter.email.render import (
     RenderedEmail,
     slot,
 )
+from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers.store import find_by_email
 
 # The parts of a digest that differ from reader to reader.

@@ -29,8 +29,8 @@ from newsletter.core.validation import (
     clean_text,
     clean_time_zone,
 )
-from newsletter.digests import dispatcher as dispatch
-from newsletter.digests import newsletters as newsletter_store
+from newsletter.digests import lifecycle
+from newsletter.subscribers import newsletters as newsletter_store
 
 log = logging.getLogger("newsletter.schedules")
 
@@ -193,7 +193,7 @@ def plan_recurring(
         _begin_before_savepoint(session)
         try:
             with session.begin_nested():
-                digest = dispatch.create_digest(
+                digest = lifecycle.create_digest(
                     session,
                     newsletter_slug=newsletter.slug,
                     send_at=due,

@@ -21,7 +21,7 @@ from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import mask_address, mask_addresses
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, Subscriber, utcnow
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import reports
 
 # kombu's Redis transport keeps a queue's priorities in lists named <queue><sep><priority>.
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
@@ -123,7 +123,7 @@ def sending_digests(session: Session, *, now: datetime | None = None) -> list[di
     minute_ago = now - timedelta(seconds=60)
     found = []
     for digest_id in ids:
-        digest_status = dispatch.digest_status(session, digest_id)
+        digest_status = reports.digest_status(session, digest_id)
         digest_status["per_minute"] = (
             session.scalar(
                 select(func.count()).where(

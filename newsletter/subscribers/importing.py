@@ -29,7 +29,7 @@ from newsletter.core.validation import (
     clean_text,
     clean_topics,
 )
-from newsletter.digests.newsletters import DEFAULT_SLUG, UnknownNewsletter
+from newsletter.subscribers.newsletters import DEFAULT_SLUG, UnknownNewsletter
 from newsletter.subscribers.suppressions import listed_keys
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from newsletter.core.validation import (
     clean_time_zone,
     clean_topics,
 )
-from newsletter.digests import newsletters as newsletter_store
+from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers import suppressions
 
 

@@ -22,11 +22,11 @@ from newsletter.bounces import policy as bounces
 from newsletter.bounces.doors import mailbox
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
+from newsletter.digests import batch as delivery
+from newsletter.digests.batch import VariantKey
 from newsletter.digests.render import PreparedVariant
 from newsletter.email.render import OutgoingMessage
-from newsletter.sending import batch as delivery
 from newsletter.sending import relays, single
-from newsletter.sending.batch import VariantKey
 from newsletter.sending.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.subscribers import notices
 from newsletter.subscribers.store import UnknownSubscriber

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from newsletter.app import editors
 from newsletter.core import clock
 from newsletter.core.validation import clean_text
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle, reports
 from newsletter.digests import render as digests
-from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug
+from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
 from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, UnitOfWorkDep, refusals
 
 router = APIRouter(
@@ -64,38 +64,38 @@ def create(request: DigestRequest, session: SessionDep, work: UnitOfWorkDep) -> 
         )
     except UnknownNewsletter as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    return JSONResponse(dispatch.digest_status(session, digest.id), status_code=201)
+    return JSONResponse(reports.digest_status(session, digest.id), status_code=201)
 
 
 @router.get("/{digest_id:int}")
 def status(digest_id: RowId, session: SessionDep) -> dict[str, object]:
-    return _or_404(lambda: dispatch.digest_status(session, digest_id))
+    return _or_404(lambda: reports.digest_status(session, digest_id))
 
 
 @router.post("/{digest_id:int}/cancel")
 def cancel(digest_id: RowId, session: SessionDep, work: UnitOfWorkDep) -> dict[str, object]:
     _act(lambda: editors.cancel_digest(work, digest_id=digest_id))
-    return dispatch.digest_status(session, digest_id)
+    return reports.digest_status(session, digest_id)
 
 
 @router.post("/{digest_id:int}/pause")
 def pause(digest_id: RowId, session: SessionDep, work: UnitOfWorkDep) -> dict[str, object]:
     _act(lambda: editors.pause_digest(work, digest_id=digest_id))
-    return dispatch.digest_status(session, digest_id)
+    return reports.digest_status(session, digest_id)
 
 
 @router.post("/{digest_id:int}/resume")
 def resume(digest_id: RowId, session: SessionDep, work: UnitOfWorkDep) -> dict[str, object]:
     _act(lambda: editors.resume_digest(work, digest_id=digest_id))
-    return dispatch.digest_status(session, digest_id)
+    return reports.digest_status(session, digest_id)
 
 
 def _act(action: Callable[[], T]) -> T:
     try:
         return action()
-    except dispatch.UnknownDigest as exc:
+    except lifecycle.UnknownDigest as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    except dispatch.DigestActionError as exc:
+    except lifecycle.DigestActionError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
 
 

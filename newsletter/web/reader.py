@@ -24,8 +24,8 @@ from newsletter.core.config import LANGUAGES, Settings
 from newsletter.core.models import Article, Subscriber, SubscriptionStatus
 from newsletter.core.tokens import Purpose, TokenClaims, read_token
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import newsletters as newsletter_store
 from newsletter.digests import render as digests
+from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.signup_limits import SignupLimited
 from newsletter.web.deps import (

@@ -27,9 +27,9 @@ from newsletter.core.models import (
     DigestState,
     utcnow,
 )
-from newsletter.digests.newsletters import get_by_slug
 from newsletter.ops import charts, stats
 from newsletter.ops.charts import Bar, Point, Threshold
+from newsletter.subscribers.newsletters import get_by_slug
 from newsletter.web.admin import dashboard, outbox
 from newsletter.web.app import create_app
 from tests.factories import add_reader

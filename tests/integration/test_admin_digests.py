@@ -14,8 +14,7 @@ from sqlalchemy import func, select
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, utcnow
-from newsletter.digests import dispatcher as dispatch
-from newsletter.digests import schedules
+from newsletter.digests import lifecycle, schedules
 from newsletter.web.admin import auth
 from newsletter.web.admin import digests as digest_pages
 from newsletter.web.app import create_app
@@ -75,7 +74,7 @@ def digest(
 ) -> int:
     """A digest in this state, with this many deliveries in each status (to fresh readers)."""
     with db.session_scope() as session:
-        made = dispatch.create_digest(session, newsletter_slug="daily", subject=subject)
+        made = lifecycle.create_digest(session, newsletter_slug="daily", subject=subject)
         made.state = state
         digest_id = made.id
     number = 0

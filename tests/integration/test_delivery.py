@@ -18,7 +18,7 @@ from sqlalchemy import select
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import dispatcher, lifecycle, reports
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
@@ -37,7 +37,7 @@ def world(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) -> M
 
 def start(send_at: datetime | None = None, subject: str | None = None) -> int:
     with db.session_scope() as session:
-        digest = dispatch.create_digest(
+        digest = lifecycle.create_digest(
             session, newsletter_slug="daily", send_at=send_at, subject=subject
         )
         digest_id = digest.id
@@ -47,7 +47,7 @@ def start(send_at: datetime | None = None, subject: str | None = None) -> int:
 
 def status(digest_id: int) -> dict[str, object]:
     with db.session_scope() as session:
-        return dispatch.digest_status(session, digest_id)
+        return reports.digest_status(session, digest_id)
 
 
 def wait_for_state(digest_id: int, states: set[str], timeout: float = 60) -> dict[str, object]:
@@ -100,17 +100,17 @@ def test_an_unsubscribe_between_queue_and_send_is_honoured(world: Mailbox) -> No
     stays = add_reader("stays@example.com")
     leaves = add_reader("leaves@example.com")
     with db.session_scope() as session:
-        digest = dispatch.create_digest(session, newsletter_slug="daily")
+        digest = lifecycle.create_digest(session, newsletter_slug="daily")
         digest_id = digest.id
     with db.session_scope() as session:
-        assert dispatch.start_due(session) == [digest_id]
+        assert lifecycle.start_due(session) == [digest_id]
     with db.session_scope() as session:
-        page = dispatch.dispatch_page(session, digest_id=digest_id, settings=get_settings())
+        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=get_settings())
     assert len(page.queued) == 2  # both queued ...
     with db.session_scope() as session:  # ... then one leaves before the batch runs
         subscribers.unsubscribe(session, subscriber_id=leaves, source="test")
     with db.session_scope() as session:
-        assert dispatch.dispatch_page(session, digest_id=digest_id, settings=get_settings()).done
+        assert dispatcher.dispatch_page(session, digest_id=digest_id, settings=get_settings()).done
     tasks.send_batch.delay(digest_id, page.queued)
     final = wait_for_state(digest_id, FINAL)
     assert final["counts"]["sent"] == 1 and final["counts"]["skipped"] == 1
@@ -210,13 +210,13 @@ def test_pause_holds_the_rest_and_resume_sends_it(world: Mailbox) -> None:
     digest_id = start()
     world.wait_until(lambda: len(world.messages) >= 5)
     with db.session_scope() as session:
-        dispatch.pause(session, digest_id=digest_id)
+        lifecycle.pause(session, digest_id=digest_id)
     wait_until_tasks_done()  # what was in flight finished; nothing new started
     assert len(world.messages) < 40
     assert status(digest_id)["state"] == DigestState.PAUSED
     world.delay = 0.0
     with db.session_scope() as session:
-        _, batches = dispatch.resume(session, digest_id=digest_id)
+        _, batches = lifecycle.resume(session, digest_id=digest_id)
     for batch in batches:
         tasks.send_batch.delay(digest_id, batch)
     final = wait_for_state(digest_id, FINAL)
@@ -231,7 +231,7 @@ def test_cancel_skips_what_was_not_sent(world: Mailbox) -> None:
     digest_id = start()
     world.wait_until(lambda: len(world.messages) >= 3)
     with db.session_scope() as session:
-        dispatch.cancel(session, digest_id=digest_id)
+        lifecycle.cancel(session, digest_id=digest_id)
     wait_until_tasks_done()
     final = status(digest_id)
     assert final["state"] == DigestState.CANCELLED
@@ -339,12 +339,12 @@ def test_deliveries_whose_task_was_lost_are_queued_again(world: Mailbox) -> None
     add_reader("lost1@example.com")
     add_reader("lost2@example.com")
     with db.session_scope() as session:
-        digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
     with db.session_scope() as session:
-        dispatch.start_due(session)
+        lifecycle.start_due(session)
     while True:  # dispatched, but the batch tasks are never queued: "lost"
         with db.session_scope() as session:
-            if dispatch.dispatch_page(session, digest_id=digest_id, settings=get_settings()).done:
+            if dispatcher.dispatch_page(session, digest_id=digest_id, settings=get_settings()).done:
                 break
     time.sleep(1.2)
     assert status(digest_id)["state"] == DigestState.SENDING and world.messages == []

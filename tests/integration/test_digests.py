@@ -24,10 +24,10 @@ from newsletter.core.models import (
 )
 from newsletter.digests import composer
 from newsletter.digests import render as digests
-from newsletter.digests.newsletters import get_by_slug
 from newsletter.email import builder
 from newsletter.email import render as rendering
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.newsletters import get_by_slug
 
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 

@@ -13,12 +13,11 @@ from newsletter.core.models import (
     DeliveryStatus,
     SubscriberStatus,
 )
-from newsletter.digests import composer
-from newsletter.digests import dispatcher as dispatch
-from newsletter.digests.newsletters import get_by_slug
+from newsletter.digests import composer, lifecycle
 from newsletter.sending.ledger import Ledger
 from newsletter.subscribers import eligibility, suppressions
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.newsletters import get_by_slug
 from tests.factories import add_reader
 
 # Each kind of reader, and whether invariant 1 lets them be mailed the newsletter.
@@ -58,7 +57,7 @@ def test_the_check_the_composer_and_the_claim_agree(readers: dict[str, int]) -> 
             for email, subscriber_id in readers.items()
         }
         walked, _ = composer.eligible_readers(session, newsletter_id=newsletter_id)
-        digest = dispatch.create_digest(session, newsletter_slug="daily")
+        digest = lifecycle.create_digest(session, newsletter_slug="daily")
         digest.since = digest.until = digest.created_at
         for subscriber_id in readers.values():
             session.add(Delivery(digest_id=digest.id, subscriber_id=subscriber_id))
@@ -122,7 +121,7 @@ def test_a_suppression_added_after_dispatch_is_honoured_by_the_claim(
 ) -> None:
     """Queued first, suppressed a moment later: the claim refuses and the delivery is skipped."""
     with db.session_scope() as session:
-        digest = dispatch.create_digest(session, newsletter_slug="daily")
+        digest = lifecycle.create_digest(session, newsletter_slug="daily")
         digest.since = digest.created_at - timedelta(days=1)
         digest.until = digest.created_at
         newsletter_id = digest.newsletter_id

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from newsletter.core import db
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.core.schema import upgrade
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.factories import add_reader
 
@@ -28,7 +28,7 @@ def session(clean_db: str) -> Iterator[Session]:
 
 
 def test_each_state_allows_what_an_editor_expects() -> None:
-    allowed = {state: sorted(dispatch.allowed_actions(state)) for state in DigestState}
+    allowed = {state: sorted(lifecycle.allowed_actions(state)) for state in DigestState}
     assert allowed == {
         DigestState.DRAFT: ["cancel"],
         DigestState.SCHEDULED: ["cancel", "pause"],
@@ -44,20 +44,20 @@ def test_each_state_allows_what_an_editor_expects() -> None:
         DigestState.CANCELLED,
         DigestState.FAILED,
         DigestState.EMPTY,
-    } == dispatch.FINAL_STATES
+    } == lifecycle.FINAL_STATES
 
 
 def test_a_digest_resumes_to_the_state_it_was_paused_from(session: Session) -> None:
-    later = dispatch.create_digest(session, newsletter_slug="daily", send_at=NOW + timedelta(1))
-    now = dispatch.create_digest(session, newsletter_slug="daily", send_at=NOW)
-    assert dispatch.start_due(session, now=NOW) == [now.id]
+    later = lifecycle.create_digest(session, newsletter_slug="daily", send_at=NOW + timedelta(1))
+    now = lifecycle.create_digest(session, newsletter_slug="daily", send_at=NOW)
+    assert lifecycle.start_due(session, now=NOW) == [now.id]
     for digest in (later, now):
         before = digest.state
-        dispatch.pause(session, digest_id=digest.id)
+        lifecycle.pause(session, digest_id=digest.id)
         assert (digest.state, digest.paused_from, digest.note) == (DigestState.PAUSED, before, "")
-        with pytest.raises(dispatch.DigestActionError, match="only a sending or scheduled"):
-            dispatch.pause(session, digest_id=digest.id)
-        dispatch.resume(session, digest_id=digest.id)
+        with pytest.raises(lifecycle.DigestActionError, match="only a sending or scheduled"):
+            lifecycle.pause(session, digest_id=digest.id)
+        lifecycle.resume(session, digest_id=digest.id)
         assert (digest.state, digest.paused_from) == (before, None)
 
 
@@ -82,13 +82,13 @@ def _deliveries(session: Session, digest: Digest, statuses: list[DeliveryStatus]
 def test_a_send_that_reached_nobody_and_failed_ends_failed(
     session: Session, statuses: list[DeliveryStatus], ends: DigestState
 ) -> None:
-    digest = dispatch.create_digest(session, newsletter_slug="daily", send_at=NOW)
+    digest = lifecycle.create_digest(session, newsletter_slug="daily", send_at=NOW)
     session.commit()
     _deliveries(session, digest, statuses)
-    assert dispatch.finish_if_done(session, digest_id=digest.id, now=NOW)
+    assert lifecycle.finish_if_done(session, digest_id=digest.id, now=NOW)
     session.refresh(digest)
     assert digest.state == ends
-    assert dispatch.allowed_actions(digest.state) == frozenset()
+    assert lifecycle.allowed_actions(digest.state) == frozenset()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -27,7 +27,7 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.logs import configure_logging, mask_address, mask_addresses
 from newsletter.core.models import DigestState
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle
 from newsletter.ops import monitoring
 from newsletter.subscribers import store as subscribers
 from newsletter.tasks import jobs as tasks
@@ -79,7 +79,7 @@ def in_flight(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) 
                 default_time_zone="Europe/Lisbon",
                 confirmation_interval=timedelta(minutes=10),
             )
-        digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
     mailbox.rcpt_replies[BOUNCING] = [f"550 5.1.1 <{BOUNCING}>: no such user"]
     # Slow enough that a `newsletter status` process started now finds it still sending.
     mailbox.delay = 0.2
@@ -88,8 +88,8 @@ def in_flight(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) 
     yield digest_id
     mailbox.delay = 0.0
     with db.session_scope() as session:
-        if "cancel" in dispatch.allowed_actions(dispatch.get_digest(session, digest_id).state):
-            dispatch.cancel(session, digest_id=digest_id)
+        if "cancel" in lifecycle.allowed_actions(lifecycle.get_digest(session, digest_id).state):
+            lifecycle.cancel(session, digest_id=digest_id)
     wait_until_idle(worker)
 
 
@@ -108,7 +108,7 @@ def test_status_shows_the_digest_in_flight_the_worker_and_masked_errors(
     in_flight: int, clean_db: str, worker: subprocess.Popen[bytes]
 ) -> None:
     with db.session_scope() as session:
-        later = dispatch.create_digest(
+        later = lifecycle.create_digest(
             session, newsletter_slug="daily", send_at=datetime.now(UTC) + timedelta(days=1)
         ).id
     result = newsletter_status("--json", database_url=clean_db)

@@ -24,12 +24,12 @@ from sqlalchemy.orm import Session
 
 from newsletter.core import db
 from newsletter.core.config import Settings
-from newsletter.digests.newsletters import get_by_slug
 from newsletter.email.render import OutgoingMessage
 from newsletter.sending.single import SingleOutcome, SingleStatus, send_single
 from newsletter.sending.transport import SMTPTransport
 from newsletter.subscribers import notices
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.newsletters import get_by_slug
 from tests.conftest import SMTP_PORT, Mailbox, free_port
 from tests.factories import add_reader
 

@@ -19,7 +19,7 @@ from newsletter.core.models import (
 )
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules
-from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug
+from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
 
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
 # 07:10 in Lisbon, which keeps UTC in winter: ten minutes after a 07:00 digest was due.

@@ -41,8 +41,8 @@ from newsletter.core.models import (
 )
 from newsletter.core.tokens import Purpose, make_token
 from newsletter.digests import render as digests
-from newsletter.digests.newsletters import get_by_slug
 from newsletter.subscribers import notices, signup_limits, suppressions
+from newsletter.subscribers.newsletters import get_by_slug
 from newsletter.web.admin import auth
 from newsletter.web.app import create_app
 from tests.factories import add_reader

@@ -22,9 +22,8 @@ from newsletter.core.models import (
     SubscriptionStatus,
 )
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import newsletters
+from newsletter.subscribers import newsletters, suppressions
 from newsletter.subscribers import store as subscribers
-from newsletter.subscribers import suppressions
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 
 POSTGRES_ADMIN_URL = os.environ.get(

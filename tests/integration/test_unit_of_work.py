@@ -23,7 +23,7 @@ from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core.config import get_settings
 from newsletter.core.models import Digest, Newsletter, Subscriber
 from newsletter.core.validation import InvalidInput
-from newsletter.digests.newsletters import ensure_default_newsletter
+from newsletter.subscribers.newsletters import ensure_default_newsletter
 from newsletter.subscribers.store import SignupForm
 from tests.conftest import ROOT
 from tests.fakes import BrokenQueue, RecordingQueue

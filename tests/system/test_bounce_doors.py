@@ -39,8 +39,8 @@ from newsletter.core.models import (
     SubscriberStatus,
 )
 from newsletter.core.tokens import make_verp_token
-from newsletter.digests import dispatcher as dispatch
-from newsletter.sending import batch as delivery
+from newsletter.digests import batch as delivery
+from newsletter.digests import dispatcher, lifecycle
 from newsletter.sending.ratelimit import NoLimit
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
@@ -580,11 +580,11 @@ def send_digest_through(relay: str) -> tuple[int, int, delivery.BatchOutcome]:
     settings = get_settings()
     add_fresh_story()
     with db.session_scope() as session:
-        digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
     with db.session_scope() as session:
-        assert dispatch.start_due(session) == [digest_id]
+        assert lifecycle.start_due(session) == [digest_id]
     with db.session_scope() as session:
-        page = dispatch.dispatch_page(session, digest_id=digest_id, settings=settings)
+        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
     assert len(page.queued) == 1, page
     session = db.new_session()
     try:

@@ -24,9 +24,9 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Digest, DigestState
 from newsletter.digests import render as digests
-from newsletter.digests.newsletters import get_by_slug
 from newsletter.email.dkim import DkimSigner
 from newsletter.subscribers import store as subscribers
+from newsletter.subscribers.newsletters import get_by_slug
 from newsletter.web.app import create_app
 from tests.conftest import ROOT
 

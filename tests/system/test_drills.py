@@ -24,7 +24,8 @@ from sqlalchemy import select, text
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle
+from newsletter.sending import sweeper
 from newsletter.tasks import jobs as tasks
 from tests.conftest import ROOT
 from tests.factories import add_reader
@@ -97,9 +98,9 @@ def test_drill(name: str, subscribers: int) -> None:
 
 def sending_digest() -> int:
     with db.session_scope() as session:
-        digest_id = dispatch.create_digest(session, newsletter_slug="daily").id
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
     with db.session_scope() as session:
-        dispatch.start_due(session)
+        lifecycle.start_due(session)
     return digest_id
 
 
@@ -123,14 +124,14 @@ def test_a_claim_whose_task_is_gone_is_queued_again(clean_db: str) -> None:
         session.flush()
         delivery_id = delivery.id
     with db.session_scope() as session:
-        batches = dispatch.stale_batches(session, stale_after=timedelta(minutes=5), size=50)
+        batches = sweeper.stale_batches(session, stale_after=timedelta(minutes=5), size=50)
     assert batches == [(digest_id, [delivery_id])]
     with db.session_scope() as session:
         found = session.get(Delivery, delivery_id)
         assert found is not None
         assert (found.status, found.claimed_by) == (DeliveryStatus.QUEUED, None)
         # Queued again just now: the next sweep leaves it to the task it was given.
-        assert dispatch.stale_batches(session, stale_after=timedelta(minutes=5), size=50) == []
+        assert sweeper.stale_batches(session, stale_after=timedelta(minutes=5), size=50) == []
 
 
 def test_a_digest_whose_last_batch_died_before_finishing_it_is_marked_sent(

@@ -20,9 +20,9 @@ from newsletter.core import clock
 from newsletter.core.config import get_settings
 from newsletter.core.models import Digest, DigestState, Newsletter, utcnow
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle, reports
 from newsletter.digests import render as digests
-from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
+from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
@@ -56,7 +56,7 @@ EmailQuery = Annotated[str, Query(max_length=320)]
 def digests_page(
     request: Request, admin: Admin, session: SessionDep, page: PageNumber = 1
 ) -> HTMLResponse:
-    rows, total = dispatch.list_digests(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    rows, total = reports.list_digests(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     zones = {n.slug: n.time_zone for n in list_newsletters(session)}
     for row in rows:
         _decorate(row, zones.get(row["newsletter"], "UTC"))
@@ -139,14 +139,14 @@ def digest_page(
 def digest_progress(admin: Admin, session: SessionDep, digest_id: RowId) -> Response:
     """What the progress bars poll (JSON): state, counts, the bar's widths and its words."""
     try:
-        status = dispatch.digest_status(session, digest_id)
-    except dispatch.UnknownDigest as exc:
+        status = reports.digest_status(session, digest_id)
+    except lifecycle.UnknownDigest as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
     return JSONResponse(
         {
             "id": status["id"],
             "state": status["state"],
-            "final": status["state"] in dispatch.FINAL_STATES,
+            "final": status["state"] in lifecycle.FINAL_STATES,
             "poll_ms": poll_interval_ms(status),
             "counts": status["counts"],
             "progress": progress(status["counts"]),
@@ -167,10 +167,10 @@ def act_on_digest(
     act, done = ACTIONS[action]
     try:
         act(work, digest_id=digest_id)
-    except dispatch.UnknownDigest as exc:
+    except lifecycle.UnknownDigest as exc:
         work.rollback()
         return _not_found(request, admin, str(exc))
-    except dispatch.DigestActionError as exc:
+    except lifecycle.DigestActionError as exc:
         work.rollback()
         return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
     return redirect(f"/admin/digests/{digest_id}", done.format(id=digest_id))
@@ -186,8 +186,8 @@ def preview_page(
 ) -> HTMLResponse:
     """The preview as one reader (or a sample reader): subject, and the email in a frame."""
     try:
-        digest = dispatch.get_digest(session, digest_id)
-    except dispatch.UnknownDigest as exc:
+        digest = lifecycle.get_digest(session, digest_id)
+    except lifecycle.UnknownDigest as exc:
         return _not_found(request, admin, str(exc))
     subscriber = subscriber.strip()
     error, status_code, subject = None, 200, None
@@ -276,7 +276,7 @@ class _PreviewRefused(Exception):
 def _preview(session: Session, digest_id: int, subscriber: str) -> digests.Preview:
     """This digest's email for a reader, or why there is none (as a message and a status)."""
     try:
-        digest = dispatch.get_digest(session, digest_id)
+        digest = lifecycle.get_digest(session, digest_id)
         return digests.preview(
             session,
             newsletter_slug=digest.newsletter.slug,
@@ -287,7 +287,7 @@ def _preview(session: Session, digest_id: int, subscriber: str) -> digests.Previ
             # A digest already dispatched has its window; one still waiting ends now.
             now=digest.until,
         )
-    except dispatch.UnknownDigest as exc:
+    except lifecycle.UnknownDigest as exc:
         raise _PreviewRefused(str(exc), 404) from None
     except InvalidInput as exc:
         raise _PreviewRefused(exc.message, 422) from None
@@ -315,10 +315,10 @@ def _digest_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     try:
-        status = dispatch.digest_status(session, digest_id)
-    except dispatch.UnknownDigest as exc:
+        status = reports.digest_status(session, digest_id)
+    except lifecycle.UnknownDigest as exc:
         return _not_found(request, admin, str(exc))
-    newsletter = dispatch.get_digest(session, digest_id).newsletter
+    newsletter = lifecycle.get_digest(session, digest_id).newsletter
     _decorate(status, newsletter.time_zone)
     return admin_page(
         request,
@@ -327,7 +327,7 @@ def _digest_page(
         {
             "digest": status,
             "newsletter": newsletter,
-            "errors": dispatch.delivery_errors(session, digest_id=digest_id),
+            "errors": reports.delivery_errors(session, digest_id=digest_id),
             "error": error,
         },
         status_code=status_code,
@@ -388,13 +388,13 @@ def _local(moment: datetime, time_zone: str) -> str:
 def _decorate(status: dict[str, Any], time_zone: str) -> None:
     """Add what a page shows beside the status: the bar, finality, times on local clocks."""
     status["progress"] = progress(status["counts"])
-    status["final"] = status["state"] in dispatch.FINAL_STATES
+    status["final"] = status["state"] in lifecycle.FINAL_STATES
     status["poll_ms"] = poll_interval_ms(status)
     for key in ("scheduled_for", "since", "until", "started_at", "finished_at"):
         iso = status.get(key)
         status[f"{key}_local"] = _local(datetime.fromisoformat(iso), time_zone) if iso else None
     state = status["state"]
-    actions = dispatch.allowed_actions(state)
+    actions = lifecycle.allowed_actions(state)
     status["can_pause"] = "pause" in actions
     status["can_resume"] = "resume" in actions
     status["can_cancel"] = "cancel" in actions

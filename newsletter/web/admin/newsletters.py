@@ -14,7 +14,7 @@ from newsletter.core import clock
 from newsletter.core.config import LANGUAGES, get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules
-from newsletter.digests.newsletters import UnknownNewsletter
+from newsletter.subscribers.newsletters import UnknownNewsletter
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import SessionDep
 

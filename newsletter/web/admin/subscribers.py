@@ -23,9 +23,9 @@ from newsletter.bounces import policy as bounces
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.validation import InvalidInput
-from newsletter.digests.newsletters import list_newsletters
 from newsletter.subscribers import store, suppressions
 from newsletter.subscribers.importing import COLUMNS, ImportReport
+from newsletter.subscribers.newsletters import list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep

@@ -27,7 +27,7 @@ from newsletter.core.models import (
     DigestVariant,
     Subscriber,
 )
-from newsletter.digests import dispatcher as dispatch
+from newsletter.digests import lifecycle
 from newsletter.digests.composer import Selection
 from newsletter.digests.render import PreparedVariant, prepare_variant, reader_recipient, view_url
 from newsletter.email.render import OutgoingMessage
@@ -78,7 +78,7 @@ def send_batch(
     """
     outcome = BatchOutcome()
     variants = {} if variants is None else variants
-    digest = dispatch.get_digest(session, digest_id)
+    digest = lifecycle.get_digest(session, digest_id)
     if digest.state != DigestState.SENDING:
         outcome.stopped = digest.state
         if digest.state == DigestState.PAUSED:
@@ -298,7 +298,7 @@ def _final_ids(session: Session, delivery_ids: list[int]) -> list[int]:
 
 
 def _finish(session: Session, digest_id: int) -> None:
-    dispatch.finish_if_done(session, digest_id=digest_id)
+    lifecycle.finish_if_done(session, digest_id=digest_id)
     session.commit()
 
 

@@ -1,0 +1,57 @@
+"""The sweeper: what lost its task (a broker restarted empty, a machine gone) is found again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.core.models import (
+    Delivery,
+    Digest,
+    DigestState,
+    utcnow,
+)
+from newsletter.sending import ledger
+
+
+def stale_batches(
+    session: Session, *, stale_after: timedelta, size: int, now: datetime | None = None
+) -> list[tuple[int, list[int]]]:
+    """Deliveries nobody has touched for `stale_after`, in batches to queue again.
+
+    Their task was lost (a broker that restarted without persistence, a worker machine
+    gone); queuing them again is safe, because a delivery is sent only by whoever claims
+    it. Claims that old are given back first.
+    """
+    now = now or utcnow()
+    rows = ledger.requeue_stale(
+        session, stale_after_cutoff=now - stale_after, now=now, limit=size * 20
+    )
+    batches: dict[int, list[list[int]]] = {}
+    for digest_id, delivery_id in rows:
+        chunks = batches.setdefault(digest_id, [[]])
+        if len(chunks[-1]) >= size:
+            chunks.append([])
+        chunks[-1].append(delivery_id)
+    return [(digest_id, chunk) for digest_id, chunks in batches.items() for chunk in chunks]
+
+
+def stalled_dispatches(
+    session: Session, *, stale_after: timedelta, now: datetime | None = None
+) -> list[int]:
+    """Digests sending but not fully dispatched, whose dispatcher stopped long ago."""
+    cutoff = (now or utcnow()) - stale_after
+    return list(
+        session.scalars(
+            select(Digest.id).where(
+                Digest.state == DigestState.SENDING,
+                Digest.dispatched_at.is_(None),
+                Digest.started_at < cutoff,
+                ~select(Delivery.id)
+                .where(Delivery.digest_id == Digest.id, Delivery.created_at >= cutoff)
+                .exists(),
+            )
+        )
+    )
