@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import redis
-from newsletter.tasks.celeryapp import app
 
+from newsletter.app.queue import celery as app
 from newsletter.core.config import get_settings
 from newsletter.ops import monitoring
 from newsletter.subscribers import signup_limits
