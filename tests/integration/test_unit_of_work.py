@@ -1,15 +1,9 @@
-"""Commit, then enqueue: a job reaches the queue only after its work is committed, never
-after a rollback; and the queue is configured by whoever sends, not by an import."""
+"""Commit, then enqueue, on both databases: a job reaches the queue only once another
+connection sees the work it follows; never after a rollback or a failed commit."""
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,7 +19,6 @@ from newsletter.core.models import Digest, Newsletter, Subscriber
 from newsletter.core.validation import InvalidInput
 from newsletter.subscribers.newsletters import ensure_default_newsletter
 from newsletter.subscribers.store import SignupForm
-from tests.conftest import ROOT
 from tests.fakes import BrokenQueue, RecordingQueue
 
 
@@ -104,15 +97,6 @@ def test_refused_input_changes_nothing_and_queues_nothing(session: Session) -> N
     assert queue.jobs == [] and count(session, Subscriber) == 0
 
 
-def test_jobs_leave_in_the_order_given_after_one_commit(session: Session) -> None:
-    queue = RecordingQueue()
-    work = UnitOfWork(session, queue)
-    work.enqueue(jobs.send_batch(7, [1, 2]))
-    work.enqueue(jobs.tick())
-    work.commit()
-    assert [job.task for job in queue.jobs] == ["newsletter.send_batch", "newsletter.tick"]
-
-
 def test_the_tick_is_a_nudge_a_broker_that_is_down_fails_no_digest(session: Session) -> None:
     digest = editors.create_digest(UnitOfWork(session, BrokenQueue()), newsletter_slug="daily")
     assert count(session, Digest) == 1 and digest.id is not None
@@ -130,30 +114,6 @@ def test_a_job_that_matters_raises_when_the_broker_is_down_after_the_commit(
     assert count(session, Subscriber) == 1  # committed: the sweep of pending readers is theirs
 
 
-def test_every_job_names_a_task_the_worker_has() -> None:
-    from newsletter.app.queue import celery
-    from newsletter.tasks import jobs as tasks
-
-    assert tasks.send_batch.app is celery
-    # An argument for each parameter a job takes (a new one must be added here).
-    sample = {
-        "subscriber_id": 1,
-        "newsletter_ids": [1],
-        "digest_id": 1,
-        "delivery_ids": [1],
-        "raw_base64": "",
-        "recipients": [],
-    }
-    made = [
-        make(**{name: sample[name] for name in inspect.signature(make).parameters})
-        for make in vars(jobs).values()
-        if inspect.isfunction(make) and make.__module__ == jobs.__name__
-    ]
-    assert len(made) >= 7
-    for job in made:
-        assert job.task in celery.tasks, job.task
-
-
 def test_the_api_answers_a_digest_made_while_the_broker_is_down(clean_db: str) -> None:
     from newsletter.web.app import create_app
 
@@ -163,56 +123,3 @@ def test_the_api_answers_a_digest_made_while_the_broker_is_down(clean_db: str) -
             "/api/digests", json={}, headers={"Authorization": f"Bearer {token}"}
         )
     assert response.status_code == 201, response.text
-
-
-def test_importing_the_tasks_creates_nothing_and_reads_no_settings(tmp_path: Path) -> None:
-    """Only the worker entry point, the CLI and the web app factory configure Celery."""
-    var = tmp_path / "var"
-    var.mkdir()
-    code = (
-        "import json, newsletter.tasks, newsletter.tasks.jobs\n"
-        "from newsletter.app.queue import celery\n"
-        "from newsletter.core.config import get_settings\n"
-        "print(json.dumps({'settings_read': get_settings.cache_info().misses,\n"
-        "    'broker': celery.conf.broker_url, 'queue': celery.conf.task_default_queue}))\n"
-    )
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key != "PROMETHEUS_MULTIPROC_DIR" and not key.startswith("NEWSLETTER_")
-    }
-    env["NEWSLETTER_VAR_DIR"] = str(var)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    seen = json.loads(done.stdout)
-    assert seen["settings_read"] == 0
-    assert seen["queue"] != "newsletter"  # Celery's default: nobody configured it
-    assert list(var.iterdir()) == []  # no database, no secrets, no metrics folder
-
-
-def test_the_worker_entry_point_configures_the_app(tmp_path: Path) -> None:
-    code = (
-        "import worker\n"
-        "print(worker.app.conf.broker_url, worker.app.conf.task_default_queue)\n"
-        "from newsletter.app.queue import celery\n"
-        "assert worker.app is celery\n"
-    )
-    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(tmp_path), "NEWSLETTER_QUEUE": "mine"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.split() == [os.environ["NEWSLETTER_BROKER_URL"], "mine"]
