@@ -24,7 +24,8 @@ from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import render as digests
 from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, message_page, redirect
+from newsletter.web.admin.listing import PageNumber
 from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
 
 log = logging.getLogger("newsletter.web.admin")
@@ -46,7 +47,6 @@ FAST_POLL_MS = 1000
 SLOW_POLL_MS = 10_000
 SOON = timedelta(minutes=1)
 
-PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 # Longer than any valid value, so that a too-long one gets our sentence, not a 422 dump.
 FormText = Annotated[str, Form(max_length=2000)]
 EmailQuery = Annotated[str, Query(max_length=320)]
@@ -401,10 +401,4 @@ def _decorate(status: dict[str, Any], time_zone: str) -> None:
 
 
 def _not_found(request: Request, admin: SignedIn, message: str) -> HTMLResponse:
-    return admin_page(
-        request,
-        "message.html",
-        admin,
-        {"title": "Not found", "message": message},
-        status_code=404,
-    )
+    return message_page(request, admin, "Not found", message, status_code=404)
