@@ -23,6 +23,7 @@ from newsletter.core.validation import InvalidInput
 from newsletter.digests import dispatcher as dispatch
 from newsletter.digests import render as digests
 from newsletter.digests.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
+from newsletter.ops import monitoring
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, message_page, redirect
 from newsletter.web.admin.listing import PageNumber
@@ -327,7 +328,7 @@ def _digest_page(
         {
             "digest": status,
             "newsletter": newsletter,
-            "errors": dispatch.delivery_errors(session, digest_id=digest_id),
+            "errors": monitoring.last_errors(session, digest_id=digest_id),
             "error": error,
         },
         status_code=status_code,
