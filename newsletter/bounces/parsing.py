@@ -20,6 +20,8 @@ from newsletter.email.addresses import bounce_tokens_in
 
 log = logging.getLogger("newsletter.bounces.parsing")
 
+# Bounces are small; a DSN that quotes a whole digest is well under this. The SMTP door
+# takes no more either.
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 # Real bounces nest three or four levels (report, alternative, returned message, its

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.bounces.status import enhanced_status
 from newsletter.core import metrics
 from newsletter.core.config import Settings
 from newsletter.core.logs import mask_address
@@ -73,7 +73,7 @@ def record_hard_bounce(
         subscriber_id=subscriber_id,
         delivery_id=delivery_id,
         recipient=None,
-        status=_status_in(reply),
+        status=enhanced_status(reply),
         diagnostic=reply[:1000],
         raw=None,
         event_key=None,
@@ -326,11 +326,6 @@ def _delivery_of(session: Session, delivery_id: int | None) -> int | None:
     if delivery_id is None:
         return None
     return delivery_id if session.get(Delivery, delivery_id) is not None else None
-
-
-def _status_in(reply: str) -> str | None:
-    match = re.search(r"\b([245]\.\d{1,3}\.\d{1,3})\b", reply)
-    return match.group(1) if match else None
 
 
 def process_message(

@@ -8,12 +8,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.core.logs import mask_address, mask_addresses
 from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
     Digest,
-    Subscriber,
 )
 from newsletter.digests import lifecycle
 
@@ -34,34 +32,6 @@ def list_digests(
     )
     counts = _counts_by_digest(session, [digest.id for digest in found])
     return [_status(digest, counts.get(digest.id, {})) for digest in found], total
-
-
-def delivery_errors(session: Session, *, digest_id: int, limit: int = 10) -> list[dict[str, Any]]:
-    """A digest's newest delivery errors (failed, bounced, or waiting for a retry), masked."""
-    rows = session.execute(
-        select(Delivery, Subscriber.email)
-        .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(
-            Delivery.digest_id == digest_id,
-            Delivery.last_error.is_not(None),
-            Delivery.status.in_(
-                (DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.QUEUED)
-            ),
-        )
-        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
-        .limit(limit)
-    ).all()
-    return [
-        {
-            "status": delivery.status,
-            "attempts": delivery.attempts,
-            "address": mask_address(email) if email else None,
-            # Relays quote the recipient in their replies: masked there too.
-            "error": mask_addresses(delivery.last_error or "")[:300],
-            "at": _iso(delivery.updated_at),
-        }
-        for delivery, email in rows
-    ]
 
 
 def _status(digest: Digest, by_status: dict[str, int]) -> dict[str, Any]:

@@ -155,12 +155,18 @@ def scheduled_digests(session: Session, *, limit: int = 20) -> list[dict[str, An
     ]
 
 
-def last_errors(session: Session, *, limit: int = LAST_ERRORS) -> list[dict[str, Any]]:
-    """The newest deliveries that failed, bounced or wait for a retry, addresses masked."""
+def last_errors(
+    session: Session, *, digest_id: int | None = None, limit: int = LAST_ERRORS
+) -> list[dict[str, Any]]:
+    """The newest deliveries (of one digest, or of all) that failed, bounced or wait for a
+    retry, addresses masked: what `newsletter status` and the dashboards show."""
+    query = select(Delivery, Subscriber.email).outerjoin(
+        Subscriber, Subscriber.id == Delivery.subscriber_id
+    )
+    if digest_id is not None:
+        query = query.where(Delivery.digest_id == digest_id)
     rows = session.execute(
-        select(Delivery, Subscriber.email)
-        .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.last_error.is_not(None), Delivery.status.in_(ERROR_STATUSES))
+        query.where(Delivery.last_error.is_not(None), Delivery.status.in_(ERROR_STATUSES))
         .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
         .limit(limit)
     ).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -34,21 +35,15 @@ RawBody = Annotated[bytes, Depends(_raw_body)]
 @router.post("/ses")
 def ses(body: RawBody, session: SessionDep, settings: SettingsDep) -> JSONResponse:
     """Amazon SES notifications through SNS (and the topic's subscription confirmation)."""
-    try:
-        events = webhooks.ses_events(body, settings=settings)
-    except WebhookRefused as refused:
-        return _refused("ses", refused)
-    return _record(session, settings, events)
+    return _take("ses", lambda: webhooks.ses_events(body, settings=settings), session, settings)
 
 
 @router.post("/mailgun")
 def mailgun(body: RawBody, session: SessionDep, settings: SettingsDep) -> JSONResponse:
     """Mailgun's failed and complained events."""
-    try:
-        events = webhooks.mailgun_events(body, settings=settings)
-    except WebhookRefused as refused:
-        return _refused("mailgun", refused)
-    return _record(session, settings, events)
+    return _take(
+        "mailgun", lambda: webhooks.mailgun_events(body, settings=settings), session, settings
+    )
 
 
 @router.post("/postmark")
@@ -59,11 +54,12 @@ def postmark(
     authorization: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Postmark's bounce and spam complaint webhooks."""
-    try:
-        events = webhooks.postmark_events(body, authorization=authorization, settings=settings)
-    except WebhookRefused as refused:
-        return _refused("postmark", refused)
-    return _record(session, settings, events)
+    return _take(
+        "postmark",
+        lambda: webhooks.postmark_events(body, authorization=authorization, settings=settings),
+        session,
+        settings,
+    )
 
 
 @router.post("/sendgrid")
@@ -75,12 +71,28 @@ def sendgrid(
     timestamp: Annotated[str | None, Header(alias="X-Twilio-Email-Event-Webhook-Timestamp")] = None,
 ) -> JSONResponse:
     """SendGrid's Event Webhook (bounce, dropped, spamreport), signed."""
-    try:
-        events = webhooks.sendgrid_events(
+    return _take(
+        "sendgrid",
+        lambda: webhooks.sendgrid_events(
             body, signature=signature, timestamp=timestamp, settings=settings
-        )
+        ),
+        session,
+        settings,
+    )
+
+
+def _take(
+    provider: str,
+    read_events: Callable[[], list[ProviderEvent]],
+    session: Session,
+    settings: Settings,
+) -> JSONResponse:
+    """One provider's request: refused as its door says why, or its events recorded."""
+    try:
+        events = read_events()
     except WebhookRefused as refused:
-        return _refused("sendgrid", refused)
+        log.warning("%s webhook refused (%s): %s", provider, refused.status_code, refused.message)
+        return JSONResponse({"detail": refused.message}, status_code=refused.status_code)
     return _record(session, settings, events)
 
 
@@ -105,8 +117,3 @@ def _record(session: Session, settings: Settings, events: list[ProviderEvent]) -
             recorded += 1
     session.commit()
     return JSONResponse({"recorded": recorded, "duplicates": duplicates})
-
-
-def _refused(provider: str, refused: WebhookRefused) -> JSONResponse:
-    log.warning("%s webhook refused (%s): %s", provider, refused.status_code, refused.message)
-    return JSONResponse({"detail": refused.message}, status_code=refused.status_code)

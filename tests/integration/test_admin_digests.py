@@ -348,6 +348,16 @@ def test_a_digest_page_shows_its_state_counts_and_errors(client: TestClient, csr
                 last_error="550 5.1.1 <le.reader@example.com>: no such user",
             )
         )
+    other = digest(state=DigestState.SENDING)
+    with db.session_scope() as session:
+        session.add(
+            Delivery(
+                digest_id=other,
+                subscriber_id=add_reader("other.reader@example.com"),
+                status=DeliveryStatus.FAILED,
+                last_error="421 trouble of another digest",
+            )
+        )
     page = client.get(f"/admin/digests/{made}")
     assert page.status_code == 200
     html = page.text
@@ -355,6 +365,7 @@ def test_a_digest_page_shows_its_state_counts_and_errors(client: TestClient, csr
     assert "1 of 3 sent · 0 bounced · 1 failed" in html
     assert "Latest delivery errors" in html and "no such user" in html
     assert "le.reader@example.com" not in html  # masked, as everywhere operators look
+    assert "trouble of another digest" not in html  # only this digest's errors
     assert "data-reload-on-change" in html
     assert html.count('name="csrf_token"') >= 3  # sign-out, pause, cancel
     assert f'action="/admin/digests/{made}/pause"' in html

@@ -601,6 +601,19 @@ def test_a_bad_subscriber_file_is_refused(
     assert count(Subscriber) == 0
 
 
+@pytest.mark.parametrize("url", ["/admin/subscribers/import", "/admin/suppressions/import"])
+def test_a_csv_upload_must_be_chosen_and_not_too_large(
+    client: TestClient, csrf: str, url: str
+) -> None:
+    nothing = post(client, url, csrf)
+    assert nothing.status_code == 422 and "Choose a CSV file." in nothing.text
+    huge = b"email\n" + b"x" * (20 * 1024 * 1024)
+    too_large = upload(client, url, csrf, [("huge.csv", huge)])
+    assert too_large.status_code == 422
+    assert "The file is larger than 20 MB; split it." in too_large.text
+    assert count(Subscriber) == 0 and suppressed() == []
+
+
 @pytest.mark.parametrize("upload_id", ["", "../../secret_key", "x" * 32 + "/..", "A" * 32])
 def test_an_unknown_upload_is_not_imported(client: TestClient, csrf: str, upload_id: str) -> None:
     response = post(client, "/admin/subscribers/import/confirm", csrf, upload_id=upload_id)

@@ -11,13 +11,11 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from newsletter.bounces.parsing import MAX_MESSAGE_BYTES
 from newsletter.bounces.policy import accepts_recipient
 from newsletter.core.config import Settings
 
 log = logging.getLogger("newsletter.inbound")
-
-# Bounces are small; a DSN that quotes a whole digest is well under this.
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 # Handed a message's bytes (base64, for the JSON task queue) and its envelope recipients.
 Hand = Callable[[str, list[str]], None]
@@ -45,6 +43,7 @@ class BounceHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content: bytes = envelope.original_content or b""
+        # No more than the parser reads: a larger message would only fail later.
         if len(content) > MAX_MESSAGE_BYTES:
             return "552 5.3.4 Message too big"
         try:

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from newsletter.bounces.status import enhanced_status
 from newsletter.core.config import Settings
 from newsletter.core.models import BounceKind
 
@@ -45,29 +46,24 @@ SNS_HOST = re.compile(r"sns\.[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}\.amazonaws\.com(?:\.
 SNS_CERTIFICATE_PATH = re.compile(r"/[A-Za-z0-9._-]+\.pem")
 
 # The fields SNS signs, in this order, for each type of message (a missing Subject is
-# left out of a Notification's string).
+# left out of a Notification's string). A subscription's confirmation and its end are
+# signed alike.
+_SNS_CONFIRMATION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
 SNS_SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    "SubscriptionConfirmation": _SNS_CONFIRMATION_FIELDS,
+    "UnsubscribeConfirmation": _SNS_CONFIRMATION_FIELDS,
 }
 SES_BOUNCE_KINDS = {"Permanent": BounceKind.HARD, "Transient": BounceKind.SOFT}
+MAILGUN_BOUNCE_KINDS = {"permanent": BounceKind.HARD, "temporary": BounceKind.SOFT}
 
 POSTMARK_BOUNCE_KINDS = {
     "HardBounce": BounceKind.HARD,
@@ -183,15 +179,7 @@ def mailgun_events(
     data = payload.get("event-data")
     if not isinstance(data, dict):
         raise WebhookRefused(400, "The webhook has no event-data.")
-    event = data.get("event")
-    if event == "failed":
-        kind = {"permanent": BounceKind.HARD, "temporary": BounceKind.SOFT}.get(
-            str(data.get("severity"))
-        )
-    elif event == "complained":
-        kind = BounceKind.COMPLAINT
-    else:
-        kind = None
+    kind = _mailgun_kind(data)
     if kind is None:
         return []
     event_id = data.get("id")
@@ -207,7 +195,7 @@ def mailgun_events(
             kind=kind,
             email=_text(data.get("recipient"), EMAIL_MAX),
             message_id=_text(headers.get("message-id")),
-            status=_enhanced_status(diagnostic) or _text(delivery_status.get("code"), STATUS_MAX),
+            status=enhanced_status(diagnostic) or _text(delivery_status.get("code"), STATUS_MAX),
             diagnostic=diagnostic or _text(data.get("reason")),
             raw=body.decode("utf-8", "replace"),
         )
@@ -227,13 +215,7 @@ def postmark_events(
         password=str(getattr(settings, "postmark_webhook_password", "") or ""),
     )
     record = _json_object(body)
-    record_type = record.get("RecordType")
-    if record_type == "Bounce":
-        kind = POSTMARK_BOUNCE_KINDS.get(str(record.get("Type")))
-    elif record_type == "SpamComplaint":
-        kind = BounceKind.COMPLAINT
-    else:
-        kind = None
+    kind = _postmark_kind(record)
     if kind is None:
         return []
     event_id = record.get("ID")
@@ -246,7 +228,7 @@ def postmark_events(
             kind=kind,
             email=_text(record.get("Email"), EMAIL_MAX),
             message_id=None,
-            status=_enhanced_status(_text(record.get("Details"))),
+            status=enhanced_status(_text(record.get("Details"))),
             diagnostic=_text(record.get("Details")) or _text(record.get("Description")),
             raw=body.decode("utf-8", "replace"),
         )
@@ -472,6 +454,15 @@ class _SeenTokens:
 _mailgun_tokens = _SeenTokens(MAILGUN_MAX_AGE_SECONDS)
 
 
+def _mailgun_kind(data: dict[str, Any]) -> str | None:
+    event = data.get("event")
+    if event == "failed":
+        return MAILGUN_BOUNCE_KINDS.get(str(data.get("severity")))
+    if event == "complained":
+        return BounceKind.COMPLAINT
+    return None
+
+
 # --- Postmark and SendGrid -----------------------------------------------------------
 
 
@@ -509,6 +500,15 @@ def _sendgrid_public_key(text: str) -> ec.EllipticCurvePublicKey:
         log.error("NEWSLETTER_SENDGRID_PUBLIC_KEY is not an elliptic curve key")
         raise WebhookRefused(401, "SendGrid webhooks are not configured here.")
     return key
+
+
+def _postmark_kind(record: dict[str, Any]) -> str | None:
+    record_type = record.get("RecordType")
+    if record_type == "Bounce":
+        return POSTMARK_BOUNCE_KINDS.get(str(record.get("Type")))
+    if record_type == "SpamComplaint":
+        return BounceKind.COMPLAINT
+    return None
 
 
 def _sendgrid_kind(item: dict[str, Any]) -> str | None:
@@ -560,8 +560,3 @@ def _text(value: object, limit: int = 2000) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     return str(value).strip()[:limit] or None
-
-
-def _enhanced_status(text: str | None) -> str | None:
-    match = re.search(r"\b([245]\.\d{1,3}\.\d{1,3})\b", text or "")
-    return match.group(1) if match else None

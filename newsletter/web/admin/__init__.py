@@ -20,7 +20,7 @@ from newsletter.web.admin import (
     subscribers,
     suppressions,
 )
-from newsletter.web.admin.auth import CSRFRefused, SignInRequired, admin_page
+from newsletter.web.admin.auth import CSRFRefused, SignInRequired, message_page
 
 router = APIRouter()
 for module in (auth, dashboard, digests, newsletters, articles, subscribers, suppressions, outbox):
@@ -80,13 +80,7 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
     )
     if _is_script(request):
         return JSONResponse({"detail": message}, status_code=403)
-    return admin_page(
-        request,
-        "message.html",
-        None,
-        {"title": "Form refused", "message": message},
-        status_code=403,
-    )
+    return message_page(request, None, "Form refused", message, status_code=403)
 
 
 def _is_script(request: Request) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from newsletter.articles import store as article_store
 from newsletter.articles.store import ARTICLE_SUFFIXES, ArticleParseError, UnknownArticle
 from newsletter.core.validation import InvalidInput
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.admin.listing import PageNumber, paging
 from newsletter.web.deps import RowId, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -27,7 +28,6 @@ MAX_FILES = 100
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_NAME_CHARS = 200
 
-PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 PageField = Annotated[int, Form(ge=1, le=1_000_000)]
 
 
@@ -188,10 +188,9 @@ def _page(
     status_code: int = 200,
 ) -> HTMLResponse:
     total = article_store.count_articles(session, include_hidden=True)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(page, pages)
+    shown = paging(total=total, page=page, size=PAGE_SIZE)
     rows = article_store.list_articles(
-        session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, include_hidden=True
+        session, limit=shown.limit, offset=shown.offset, include_hidden=True
     )
     return admin_page(
         request,
@@ -200,8 +199,8 @@ def _page(
         {
             "articles": rows,
             "total": total,
-            "page": page,
-            "pages": pages,
+            "page": shown.page,
+            "pages": shown.pages,
             "error": error,
             "reports": reports,
             "suffixes": ", ".join(sorted(ARTICLE_SUFFIXES)),

@@ -108,6 +108,19 @@ def admin_page(
     return response
 
 
+def message_page(
+    request: Request, admin: SignedIn | None, title: str, message: str, *, status_code: int
+) -> HTMLResponse:
+    """A page that only says something: a title and a sentence (not found, refused...)."""
+    return admin_page(
+        request,
+        "message.html",
+        admin,
+        {"title": title, "message": message},
+        status_code=status_code,
+    )
+
+
 def redirect(url: str, notice: str | None = None, *, error: bool = False) -> RedirectResponse:
     """303 to another admin page, with a one-time message shown there."""
     response = RedirectResponse(url, status_code=303)

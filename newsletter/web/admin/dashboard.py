@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -25,6 +26,12 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 COMPLAINT_RATE_RECOMMENDED = 0.001
 COMPLAINT_RATE_MAXIMUM = 0.003
 BOUNCE_RATE_WARNING = 0.02
+# The levels drawn across the daily rate charts.
+COMPLAINT_LEVELS = (
+    Threshold(COMPLAINT_RATE_RECOMMENDED, "0.1% Gmail/Yahoo recommended", "warn"),
+    Threshold(COMPLAINT_RATE_MAXIMUM, "0.3% Gmail/Yahoo maximum", "bad"),
+)
+BOUNCE_LEVELS = (Threshold(BOUNCE_RATE_WARNING, "2% usual warning level", "warn"),)
 # The broker is asked on the side, and no longer than this: the page stays fast when it
 # is down (kombu retries a refused connection for several seconds).
 BROKER_DEADLINE_SECONDS = 2.0
@@ -151,32 +158,13 @@ def sent_chart(hours: list[stats.HourCount], period: str) -> Markup:
 
 
 def bounce_chart(days: list[stats.DayRates]) -> Markup:
-    return charts.rate_chart(
-        title=f"Hard bounce rate per day, last {len(days)} days",
-        points=[
-            _day_point(d, d.bounce_rate, f"{d.hard_bounces} of {d.offered} messages", i)
-            for i, d in enumerate(days)
-        ],
-        thresholds=[Threshold(BOUNCE_RATE_WARNING, "2% usual warning level", "warn")],
-        x_label="Day (UTC)",
-        y_label="Hard bounces / sent",
-    )
+    rates = [(d.bounce_rate, d.hard_bounces) for d in days]
+    return _rate_per_day("Hard bounce rate", days, rates, BOUNCE_LEVELS, "Hard bounces / sent")
 
 
 def complaint_chart(days: list[stats.DayRates]) -> Markup:
-    return charts.rate_chart(
-        title=f"Complaint rate per day, last {len(days)} days",
-        points=[
-            _day_point(d, d.complaint_rate, f"{d.complaints} of {d.offered} messages", i)
-            for i, d in enumerate(days)
-        ],
-        thresholds=[
-            Threshold(COMPLAINT_RATE_RECOMMENDED, "0.1% Gmail/Yahoo recommended", "warn"),
-            Threshold(COMPLAINT_RATE_MAXIMUM, "0.3% Gmail/Yahoo maximum", "bad"),
-        ],
-        x_label="Day (UTC)",
-        y_label="Complaints / sent",
-    )
+    rates = [(d.complaint_rate, d.complaints) for d in days]
+    return _rate_per_day("Complaint rate", days, rates, COMPLAINT_LEVELS, "Complaints / sent")
 
 
 def queue_chart(broker: BrokerHealth, summary: stats.Summary) -> Markup:
@@ -189,6 +177,26 @@ def queue_chart(broker: BrokerHealth, summary: stats.Summary) -> Markup:
     bars.append(Bar("deliveries queued (database)", summary.queued_deliveries))
     bars.append(Bar("deliveries sending (database)", summary.sending_deliveries))
     return charts.bar_chart(title="Queue depth now", bars=bars, x_label="Messages")
+
+
+def _rate_per_day(
+    what: str,
+    days: list[stats.DayRates],
+    rates: list[tuple[float | None, int]],
+    thresholds: Sequence[Threshold],
+    y_label: str,
+) -> Markup:
+    """A chart of one rate a day, given with the count it comes from (of the messages sent)."""
+    return charts.rate_chart(
+        title=f"{what} per day, last {len(days)} days",
+        points=[
+            _day_point(day, rate, f"{count} of {day.offered} messages", index)
+            for index, (day, (rate, count)) in enumerate(zip(days, rates, strict=True))
+        ],
+        thresholds=thresholds,
+        x_label="Day (UTC)",
+        y_label=y_label,
+    )
 
 
 def _day_point(day: stats.DayRates, rate: float | None, note: str, index: int) -> Point:

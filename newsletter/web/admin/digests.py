@@ -22,9 +22,11 @@ from newsletter.core.models import Digest, DigestState, Newsletter, utcnow
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import lifecycle, reports
 from newsletter.digests import render as digests
+from newsletter.ops import monitoring
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, message_page, redirect
+from newsletter.web.admin.listing import PageNumber
 from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
 
 log = logging.getLogger("newsletter.web.admin")
@@ -46,7 +48,6 @@ FAST_POLL_MS = 1000
 SLOW_POLL_MS = 10_000
 SOON = timedelta(minutes=1)
 
-PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 # Longer than any valid value, so that a too-long one gets our sentence, not a 422 dump.
 FormText = Annotated[str, Form(max_length=2000)]
 EmailQuery = Annotated[str, Query(max_length=320)]
@@ -327,7 +328,7 @@ def _digest_page(
         {
             "digest": status,
             "newsletter": newsletter,
-            "errors": reports.delivery_errors(session, digest_id=digest_id),
+            "errors": monitoring.last_errors(session, digest_id=digest_id),
             "error": error,
         },
         status_code=status_code,
@@ -401,10 +402,4 @@ def _decorate(status: dict[str, Any], time_zone: str) -> None:
 
 
 def _not_found(request: Request, admin: SignedIn, message: str) -> HTMLResponse:
-    return admin_page(
-        request,
-        "message.html",
-        admin,
-        {"title": "Not found", "message": message},
-        status_code=404,
-    )
+    return message_page(request, admin, "Not found", message, status_code=404)

@@ -8,7 +8,6 @@ it cannot reach the dashboard; its links open in a new tab.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,13 +15,13 @@ from email import policy
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from newsletter.core.config import get_settings
 from newsletter.web.admin.auth import Admin, admin_page
+from newsletter.web.admin.listing import PageNumber, paging
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -56,13 +55,11 @@ class OutboxEntry:
 def outbox_list(
     request: Request,
     admin: Admin,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page: PageNumber = 1,
 ) -> HTMLResponse:
     settings = get_settings()
     names = list_names(settings.outbox_dir)
-    pages = max(1, math.ceil(len(names) / PAGE_SIZE))
-    page = min(page, pages)
-    shown = names[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    shown = paging(total=len(names), page=page, size=PAGE_SIZE)
     return admin_page(
         request,
         "outbox.html",
@@ -70,10 +67,13 @@ def outbox_list(
         {
             "uses_sink": settings.uses_sink,
             "outbox_dir": settings.outbox_dir,
-            "messages": [read_entry(settings.outbox_dir, name) for name in shown],
+            "messages": [
+                read_entry(settings.outbox_dir, name)
+                for name in names[shown.offset : shown.offset + shown.limit]
+            ],
             "total": len(names),
-            "page": page,
-            "pages": pages,
+            "page": shown.page,
+            "pages": shown.pages,
         },
     )
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -27,14 +27,15 @@ from newsletter.subscribers import store, suppressions
 from newsletter.subscribers.importing import COLUMNS, ImportReport
 from newsletter.subscribers.newsletters import list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.admin.auth import Admin, AdminForm, admin_page, message_page, redirect
+from newsletter.web.admin.listing import PageNumber, paging
+from newsletter.web.admin.uploads import NO_FILE_CHOSEN, CsvFile, CsvUpload, csv_text
 from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 1000
-MAX_CSV_BYTES = 20 * 1024 * 1024
 # An upload waits this long between its dry run and its confirmation, then is deleted.
 UPLOAD_KEPT_SECONDS = 24 * 3600
 _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
@@ -42,7 +43,6 @@ _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 SearchText = Annotated[str, Query(max_length=320)]
-PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 
 
 @router.get("/subscribers")
@@ -59,11 +59,8 @@ def subscribers_page(
             {"q": "", "rows": [], "total": 0, "page": 1, "pages": 1, "error": exc.message},
             status_code=422,
         )
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(page, pages)
-    found = store.search_subscribers(
-        session, text=q, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
-    )
+    shown = paging(total=total, page=page, size=PAGE_SIZE)
+    found = store.search_subscribers(session, text=q, limit=shown.limit, offset=shown.offset)
     slugs = _newsletter_slugs(session)
     rows = [
         {
@@ -76,7 +73,7 @@ def subscribers_page(
         request,
         "subscribers.html",
         admin,
-        {"q": q, "rows": rows, "total": total, "page": page, "pages": pages},
+        {"q": q, "rows": rows, "total": total, "page": shown.page, "pages": shown.pages},
     )
 
 
@@ -101,35 +98,22 @@ def import_form(request: Request, admin: Admin) -> HTMLResponse:
 
 @router.post("/subscribers/import")
 async def import_dry_run(
-    request: Request,
-    admin: AdminForm,
-    work: UnitOfWorkDep,
-    file: Annotated[UploadFile | None, File()] = None,
+    request: Request, admin: AdminForm, work: UnitOfWorkDep, file: CsvFile
 ) -> Response:
     """First step: keep the upload under a random id and report what it would change."""
-    if file is None or not file.filename:
-        return _import_page(request, admin, error="Choose a CSV file.", status_code=422)
-    raw = await file.read(MAX_CSV_BYTES + 1)
+    if file is None:
+        return _import_page(request, admin, error=NO_FILE_CHOSEN, status_code=422)
     # Parsing up to 25 MB of CSV runs in the threadpool: the event loop serves everyone else.
-    return await run_in_threadpool(_dry_run, request, admin, work, raw, file.filename)
+    return await run_in_threadpool(_dry_run, request, admin, work, file)
 
 
-def _dry_run(
-    request: Request, admin: SignedIn, work: UnitOfWork, raw: bytes, file_name: str
-) -> Response:
-    if len(raw) > MAX_CSV_BYTES:
-        return _import_page(
-            request,
-            admin,
-            error=f"The file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB; split it.",
-            status_code=422,
-        )
+def _dry_run(request: Request, admin: SignedIn, work: UnitOfWork, file: CsvUpload) -> Response:
     try:
-        report = _run_import(work, raw, dry_run=True)
+        report = _run_import(work, file.raw, dry_run=True)
     except InvalidInput as exc:
         return _import_page(request, admin, error=exc.message, status_code=422)
-    upload_id = _keep_upload(raw)
-    return _import_page(request, admin, report=report, upload_id=upload_id, file_name=file_name)
+    upload_id = _keep_upload(file.raw)
+    return _import_page(request, admin, report=report, upload_id=upload_id, file_name=file.name)
 
 
 @router.post("/subscribers/import/confirm")
@@ -167,13 +151,7 @@ def subscriber_page(
     try:
         data = store.export_data(session, subscriber_id=subscriber_id)
     except UnknownSubscriber as exc:
-        return admin_page(
-            request,
-            "message.html",
-            admin,
-            {"title": "No such subscriber", "message": str(exc)},
-            status_code=404,
-        )
+        return message_page(request, admin, "No such subscriber", str(exc), status_code=404)
     subscriber = store.get_subscriber(session, subscriber_id)
     return admin_page(
         request,
@@ -196,13 +174,7 @@ def reset_bounces(
         bounces.reset_bounces(session, subscriber_id=subscriber_id)
     except UnknownSubscriber as exc:
         session.rollback()
-        return admin_page(
-            request,
-            "message.html",
-            admin,
-            {"title": "No such subscriber", "message": str(exc)},
-            status_code=404,
-        )
+        return message_page(request, admin, "No such subscriber", str(exc), status_code=404)
     session.commit()
     return redirect(
         f"/admin/subscribers/{subscriber_id}", "Bounces reset: the address is deliverable again."
@@ -214,16 +186,9 @@ def _run_import(
 ) -> ImportReport:
     """The upload imported (committed, then its confirmations queued), or its dry run."""
     settings = get_settings()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            "file", f"The file is not UTF-8 text (invalid byte at offset {exc.start})."
-        ) from None
-    # newline="": quoted cells may hold line breaks.
     return editors.import_subscribers(
         work,
-        stream=io.StringIO(text, newline=""),
+        stream=csv_text(raw),
         settings=settings,
         dry_run=dry_run,
         send_confirmations=send_confirmations,

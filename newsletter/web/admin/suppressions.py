@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -18,15 +18,15 @@ from newsletter.core.validation import InvalidInput
 from newsletter.subscribers import suppressions
 from newsletter.subscribers.suppressions import SuppressionImport
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
+from newsletter.web.admin.listing import PageNumber, paging
+from newsletter.web.admin.uploads import NO_FILE_CHOSEN, CsvFile, csv_text
 from newsletter.web.deps import SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 PAGE_SIZE = 50
-MAX_CSV_BYTES = 20 * 1024 * 1024
 EXPORT_FLUSH_ROWS = 1000
 
-PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 Address = Annotated[str, Form(max_length=400)]
 
 
@@ -84,25 +84,17 @@ def remove(
 
 @router.post("/suppressions/import")
 async def import_csv(
-    request: Request,
-    admin: AdminForm,
-    session: SessionDep,
-    file: Annotated[UploadFile | None, File()] = None,
+    request: Request, admin: AdminForm, session: SessionDep, file: CsvFile
 ) -> Response:
-    if file is None or not file.filename:
-        return _page(request, admin, session, error="Choose a CSV file.", status_code=422)
-    raw = await file.read(MAX_CSV_BYTES + 1)
+    if file is None:
+        return _page(request, admin, session, error=NO_FILE_CHOSEN, status_code=422)
     # Parsing up to 25 MB of CSV runs in the threadpool: the event loop serves everyone else.
-    return await run_in_threadpool(_import, request, admin, session, raw)
+    return await run_in_threadpool(_import, request, admin, session, file.raw)
 
 
 def _import(request: Request, admin: SignedIn, session: Session, raw: bytes) -> Response:
     try:
-        if len(raw) > MAX_CSV_BYTES:
-            raise InvalidInput(
-                "file", f"The file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB; split it."
-            )
-        report = suppressions.import_csv(session, _text_stream(raw))
+        report = suppressions.import_csv(session, csv_text(raw))
     except (InvalidInput, csv.Error) as exc:
         session.rollback()
         message = exc.message if isinstance(exc, InvalidInput) else f"The file is not CSV: {exc}."
@@ -118,17 +110,6 @@ def export_csv(admin: Admin) -> StreamingResponse:
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
     )
-
-
-def _text_stream(raw: bytes) -> io.StringIO:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            "file", f"The file is not UTF-8 text (invalid byte at offset {exc.start})."
-        ) from None
-    # newline="": quoted cells may hold line breaks.
-    return io.StringIO(text, newline="")
 
 
 def _export_chunks() -> Iterator[str]:
@@ -159,9 +140,8 @@ def _page(
     status_code: int = 200,
 ) -> HTMLResponse:
     total = suppressions.count(session)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(page, pages)
-    entries = suppressions.page(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    shown = paging(total=total, page=page, size=PAGE_SIZE)
+    entries = suppressions.page(session, limit=shown.limit, offset=shown.offset)
     return admin_page(
         request,
         "suppressions.html",
@@ -169,8 +149,8 @@ def _page(
         {
             "entries": entries,
             "total": total,
-            "page": page,
-            "pages": pages,
+            "page": shown.page,
+            "pages": shown.pages,
             "error": error,
             "email": email,
             "report": report,
