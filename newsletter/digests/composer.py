@@ -100,6 +100,33 @@ def select_articles(
     return Selection(reader.language, tuple(a.id for a in chosen[:cap]))
 
 
+def compose(
+    session: Session,
+    digest: Digest,
+    readers: Sequence[Reader],
+    candidates: Sequence[Article],
+    *,
+    cap: int,
+) -> dict[int, DigestVariant | None]:
+    """Each reader's variant of this digest (None: nothing new for them), variants created.
+
+    The one composition the dispatcher and the previews share: each reader's selection
+    from the candidates, their history of this newsletter taken into account, grouped
+    into the digest's variants.
+    """
+    newsletter = digest.newsletter
+    selections = select_for_readers(
+        session,
+        readers,
+        candidates,
+        newsletter_id=newsletter.id,
+        fallback_language=newsletter.language,
+        cap=cap,
+        digest_id=digest.id,
+    )
+    return assign_variants(session, digest, selections)
+
+
 def select_for_readers(
     session: Session,
     readers: Sequence[Reader],

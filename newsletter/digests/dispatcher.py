@@ -80,16 +80,13 @@ def dispatch_page(
         session.flush()
         lifecycle.finish_if_done(session, digest_id=digest.id, now=now)
         return DispatchPage([], done=True)
-    selections = composer.select_for_readers(
+    variants = composer.compose(
         session,
+        digest,
         readers,
         candidates,
-        newsletter_id=newsletter.id,
-        fallback_language=newsletter.language,
         cap=settings.digest_max_articles,
-        digest_id=digest.id,
     )
-    variants = composer.assign_variants(session, digest, selections)
     rows = [
         {
             "digest_id": digest.id,

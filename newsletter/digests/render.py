@@ -127,16 +127,13 @@ def render_for_readers(
     if since is None or until is None:
         raise ValueError("a digest is rendered once its window is set")
     candidates = composer.candidate_articles(session, since=since, until=until)
-    selections = composer.select_for_readers(
+    variants = composer.compose(
         session,
+        digest,
         [composer.Reader(s.id, s.language, frozenset(s.topics)) for s in subscribers],
         candidates,
-        newsletter_id=newsletter.id,
-        fallback_language=newsletter.language,
         cap=settings.digest_max_articles,
-        digest_id=digest.id,
     )
-    variants = composer.assign_variants(session, digest, selections)
     batch = RenderedBatch(messages={}, skipped=[], variants_rendered=0)
     for subscriber in subscribers:
         variant = variants[subscriber.id]
