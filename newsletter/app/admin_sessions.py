@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter.core.models import AdminSession, utcnow
+from newsletter.core.clock import utcnow
+from newsletter.core.models import AdminSession
 
 
 class WrongToken(ValueError):

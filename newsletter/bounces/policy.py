@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces.status import enhanced_status
 from newsletter.core import metrics
+from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.logs import mask_address
 from newsletter.core.models import (
@@ -33,7 +34,6 @@ from newsletter.core.models import (
     SubscriberEvent,
     SubscriberStatus,
     Suppression,
-    utcnow,
 )
 from newsletter.core.tokens import TokenError, read_verp_token
 from newsletter.core.validation import email_hash

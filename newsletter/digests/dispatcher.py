@@ -9,13 +9,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
-from newsletter.core.models import (
-    Delivery,
-    DeliveryStatus,
-    DigestState,
-    utcnow,
-)
+from newsletter.core.models import Delivery, DeliveryStatus, DigestState
 from newsletter.digests import composer, lifecycle
 from newsletter.sending import ledger
 

@@ -12,13 +12,8 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.core.models import (
-    Delivery,
-    DeliveryStatus,
-    Digest,
-    DigestState,
-    utcnow,
-)
+from newsletter.core.clock import utcnow
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.core.validation import InvalidInput, clean_text
 from newsletter.sending import ledger
 from newsletter.subscribers import newsletters as newsletter_store

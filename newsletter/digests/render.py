@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.i18n import translations
-from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber, utcnow
+from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber
 from newsletter.digests import composer
 from newsletter.email import builder
 from newsletter.email.render import (

@@ -16,13 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
-from newsletter.core.models import (
-    Digest,
-    Newsletter,
-    Subscription,
-    SubscriptionStatus,
-    utcnow,
-)
+from newsletter.core.clock import utcnow
+from newsletter.core.models import Digest, Newsletter, Subscription, SubscriptionStatus
 from newsletter.core.validation import (
     InvalidInput,
     clean_language,

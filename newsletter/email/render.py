@@ -27,9 +27,9 @@ import css_inline
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import escape
 
+from newsletter.core.clock import utcnow
 from newsletter.core.config import TEMPLATES_DIR
 from newsletter.core.i18n import duration, long_date, translations
-from newsletter.core.models import utcnow
 
 # CRLF line ends and RFC-conformant folding: what goes on the wire.
 WIRE_POLICY = email.policy.SMTP

@@ -18,9 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import mask_address, mask_addresses
-from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, Subscriber, utcnow
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, Subscriber
 from newsletter.digests import reports
 
 # kombu's Redis transport keeps a queue's priorities in lists named <queue><sep><priority>.

@@ -8,14 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from newsletter.core.models import (
-    BounceEvent,
-    BounceKind,
-    Delivery,
-    DeliveryStatus,
-    Subscriber,
-    utcnow,
-)
+from newsletter.core.clock import utcnow
+from newsletter.core.models import BounceEvent, BounceKind, Delivery, DeliveryStatus, Subscriber
 from newsletter.subscribers.eligibility import may_be_mailed
 
 RATE_DAYS = 30

@@ -35,14 +35,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from newsletter.core.models import (
-    Delivery,
-    DeliveryStatus,
-    Digest,
-    DigestState,
-    UTCDateTime,
-    utcnow,
-)
+from newsletter.core.clock import utcnow
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, UTCDateTime
 from newsletter.subscribers.eligibility import may_be_mailed
 
 log = logging.getLogger("newsletter.delivery")

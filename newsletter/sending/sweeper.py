@@ -7,12 +7,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.core.models import (
-    Delivery,
-    Digest,
-    DigestState,
-    utcnow,
-)
+from newsletter.core.clock import utcnow
+from newsletter.core.models import Delivery, Digest, DigestState
 from newsletter.sending import ledger
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.core.clock import utcnow
 from newsletter.core.models import (
     EventKind,
     Newsletter,
@@ -19,7 +20,6 @@ from newsletter.core.models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    utcnow,
 )
 from newsletter.core.validation import (
     InvalidInput,

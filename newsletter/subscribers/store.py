@@ -11,6 +11,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter.core import metrics
+from newsletter.core.clock import utcnow
 from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
@@ -20,7 +21,6 @@ from newsletter.core.models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    utcnow,
 )
 from newsletter.core.validation import (
     InvalidInput,

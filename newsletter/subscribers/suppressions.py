@@ -11,7 +11,8 @@ from typing import TextIO
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from newsletter.core.models import Suppression, utcnow
+from newsletter.core.clock import utcnow
+from newsletter.core.models import Suppression
 from newsletter.core.validation import InvalidInput, clean_email, clean_text, email_hash
 
 

@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from newsletter.app.queue import celery as celery_app
+from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
-from newsletter.core.models import utcnow
 from newsletter.ops import charts, monitoring, stats
 from newsletter.ops.charts import Bar, Point, Threshold
 from newsletter.web.admin.auth import Admin, admin_page

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 from newsletter.app import editors
 from newsletter.app.admin_sessions import SignedIn
 from newsletter.core import clock
+from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
-from newsletter.core.models import Digest, DigestState, Newsletter, utcnow
+from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import lifecycle, reports
 from newsletter.digests import render as digests
