@@ -69,6 +69,9 @@ from newsletter.core.models import Base  # noqa: E402
 from newsletter.core.schema import upgrade  # noqa: E402
 from newsletter.subscribers import newsletters  # noqa: E402
 
+# Stand-ins for the providers that post webhooks, for the unit and integration tests alike.
+pytest_plugins = ("tests.providers",)
+
 
 def service_missing(what: str) -> None:
     """A missing service fails the run in CI and skips the test on a laptop without it."""

@@ -21,7 +21,6 @@ from newsletter.articles.feeds import (
     FeedReport,
     fetch_configured_feeds,
     fetch_feed,
-    html_to_text,
 )
 from newsletter.core import db
 from newsletter.core.models import Article, Feed
@@ -253,22 +252,6 @@ def test_a_feed_without_a_language_has_it_guessed(feeds: FeedServer) -> None:
         "Angola and China signed a trade agreement on Wednesday. It covers oil and farming.\n\n"
         "The deal was announced in Luanda."
     )
-
-
-def test_html_to_text_drops_scripts_and_keeps_paragraphs() -> None:
-    html = (
-        "<div><h2>Macau &amp; Hong Kong</h2><p>Primeiro&nbsp;par&aacute;grafo,\n   com "
-        "quebra.</p><script>document.write('<p>x</p>')</script><style>p{}</style>"
-        "<noscript>ligue o JavaScript</noscript><template><p>modelo</p></template>"
-        "<p>Segundo &lt;parágrafo&gt; &#8212; fim.</p><ol><li>um</li><li>dois</li></ol>"
-        "linha<br>outra<br><br>nova</div><pre>a  b\n  c</pre>"
-    )
-    assert html_to_text(html) == (
-        "Macau & Hong Kong\n\nPrimeiro parágrafo, com quebra.\n\n"
-        "Segundo <parágrafo> — fim.\n\n1. um\n2. dois\n\nlinha\noutra\n\nnova\n\na b\nc"
-    )
-    assert html_to_text("<script>alert(1)") == ""
-    assert html_to_text("plain & simple < 3") == "plain & simple < 3"
 
 
 def test_entries_that_cannot_be_stored_are_reported_and_the_rest_imported(

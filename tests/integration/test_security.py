@@ -2,10 +2,10 @@
 signup floods, header injection, stored scripts, SQL in search fields, unsigned webhooks.
 
 Against the real databases (SQLite and PostgreSQL) and Redis. Some doors are tested in
-depth elsewhere and only swept here: tokens in tests/test_tokens.py, the dashboard's
-sign-in in tests/test_admin_auth.py, each webhook's signatures in tests/test_webhooks.py,
-and the inbound SMTP receiver refusing to relay in tests/test_bounces.py
-(test_the_receiver_is_no_open_relay_and_refuses_oversize_mail).
+depth elsewhere and only swept here: tokens in tests/unit/core/test_tokens.py, the
+dashboard's sign-in in tests/integration/test_admin_auth.py, each webhook's signatures in
+tests/integration/test_webhooks.py, and the inbound SMTP receiver refusing to relay in
+tests/integration/test_bounces.py (test_the_receiver_is_no_open_relay_and_refuses_oversize_mail).
 """
 
 from __future__ import annotations

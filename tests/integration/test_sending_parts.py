@@ -1,4 +1,5 @@
-"""The parts of sending that need no worker: rate limits in Redis, relays in turn, backoff."""
+"""Rate limits shared through Redis by every sending process (relays and backoff, which need
+no service: tests/unit/sending/test_relays.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from collections import Counter
 
 import pytest
 
-from newsletter.core.config import Settings
 from newsletter.sending.ratelimit import LocalRateLimiter, RateLimited, RedisRateLimiter
-from newsletter.sending.relays import RetryPolicy, backoff, relay_for_batch, relay_for_notice
 from tests.conftest import REDIS_KEY_PREFIX
 
 
@@ -53,43 +52,3 @@ def test_an_hourly_quota_spent_says_how_long_to_wait(redis_broker: str) -> None:
     local.acquire()
     with pytest.raises(RateLimited):
         local.acquire()
-
-
-def test_relays_are_used_in_turn_batch_by_batch() -> None:
-    settings = Settings(smtp_url="smtp://a.example:587, smtps://b.example:465", batch_size=500)
-    assert settings.smtp_relays == ["smtp://a.example:587", "smtps://b.example:465"]
-    chosen = [relay_for_batch(settings, [first]) for first in (1, 501, 1001, 1501)]
-    assert chosen == [
-        "smtp://a.example:587",
-        "smtps://b.example:465",
-        "smtp://a.example:587",
-        "smtps://b.example:465",
-    ]
-
-
-def test_notices_use_every_relay_and_a_retry_goes_to_the_next_one() -> None:
-    settings = Settings(smtp_url="smtp://a.example:587,smtp://b.example:587")
-    first_tries = {relay_for_notice(settings, subscriber_id=n, attempt=0) for n in range(4)}
-    assert first_tries == {"smtp://a.example:587", "smtp://b.example:587"}
-    for subscriber_id in range(4):
-        tries = [relay_for_notice(settings, subscriber_id=subscriber_id, attempt=a) for a in (0, 1)]
-        assert tries[0] != tries[1]
-
-
-def test_backoff_grows_is_capped_and_jittered() -> None:
-    delays = [backoff(n, base=30, cap=900) for n in range(8)]
-    assert 22.5 <= delays[0] <= 37.5
-    assert 45 <= delays[1] <= 75
-    assert all(d <= 900 * 1.25 for d in delays)
-    assert len({round(backoff(3, base=30, cap=900), 6) for _ in range(20)}) > 1
-    # A batch retried without end (its task has no retry cap) still gets a number.
-    assert backoff(5000, base=30, cap=900) <= 900 * 1.25
-
-
-def test_the_retry_policy_reads_its_settings() -> None:
-    policy = RetryPolicy.from_settings(
-        Settings(retry_base_seconds=10, retry_max_seconds=40, max_attempts=3)
-    )
-    assert [policy.may_retry(attempts=n) for n in (1, 2, 3)] == [True, True, False]
-    assert 7.5 <= policy.delay(retries=0) <= 12.5
-    assert policy.delay(retries=10) <= 40 * 1.25

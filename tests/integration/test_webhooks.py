@@ -1,4 +1,8 @@
-"""ESP webhooks over HTTP: a signed event changes the reader once; a forged one changes nothing."""
+"""ESP webhooks over HTTP: a signed event changes the reader once; a forged one changes nothing.
+
+Where Amazon's certificates may be fetched from is checked before any database, in
+tests/unit/bounces/doors/test_webhooks.py; the providers' stand-ins are tests/providers.py.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,16 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from newsletter.bounces.doors import webhooks
-from newsletter.bounces.doors.webhooks import WebhookRefused
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import (
@@ -39,115 +39,29 @@ from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
 from tests.factories import add_reader
 from tests.factories import sent_delivery as make_delivery
+from tests.providers import (
+    CERT_URL,
+    MAILGUN_KEY,
+    POSTMARK_PASSWORD,
+    POSTMARK_USER,
+    TOPIC,
+    Amazon,
+    Signer,
+    ses_bounce,
+    ses_complaint,
+    sns_message,
+    sns_time,
+)
 
 READER = "leitora@example.com"
 OTHER = "outro@example.com"
-TOPIC = "arn:aws:sns:eu-west-1:123456789012:newsletter-bounces"
-CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
 SUBSCRIBE_URL = (
     "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription"
     f"&TopicArn={TOPIC}&Token=2336412f37fb687f5d51e6e2425f004aed"
 )
-MAILGUN_KEY = "key-" + "7" * 32
-POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "hook-password-" + "9" * 16
-NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
-# The real ones, before the tests put local stand-ins for Amazon's servers in their place.
-REAL_FETCH_CERTIFICATE = webhooks.fetch_certificate
-REAL_CONFIRM_SUBSCRIPTION = webhooks.confirm_subscription
-CONFIRMATION_FIELDS = (
-    "Message",
-    "MessageId",
-    "SubscribeURL",
-    "Timestamp",
-    "Token",
-    "TopicArn",
-    "Type",
-)
 
 
-# --- keys: Amazon's, SendGrid's, and impostors' ---------------------------------------
-
-
-@dataclass
-class Signer:
-    """An RSA key with its self-signed certificate, standing in for Amazon's."""
-
-    key: rsa.RSAPrivateKey
-    certificate: bytes
-
-
-def make_signer() -> Signer:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return Signer(key, certificate.public_bytes(serialization.Encoding.PEM))
-
-
-@pytest.fixture(scope="module")
-def amazon() -> Signer:
-    return make_signer()
-
-
-@pytest.fixture(scope="module")
-def impostor() -> Signer:
-    return make_signer()
-
-
-@pytest.fixture(scope="module")
-def sendgrid_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@dataclass
-class Amazon:
-    """What the webhook fetched from "Amazon": certificates served, subscriptions confirmed."""
-
-    certificate: bytes
-    fetched: list[str] = field(default_factory=list)
-    confirmed: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-def sns(monkeypatch: pytest.MonkeyPatch, amazon: Signer) -> Amazon:
-    """Amazon's servers cannot be reached here: the certificate and the confirmation are local."""
-    fake = Amazon(amazon.certificate)
-
-    def fetch(url: str) -> bytes:
-        fake.fetched.append(url)
-        return fake.certificate
-
-    monkeypatch.setattr(webhooks, "fetch_certificate", fetch)
-    monkeypatch.setattr(webhooks, "confirm_subscription", fake.confirmed.append)
-    return fake
-
-
-@pytest.fixture
-def provider_secrets(
-    monkeypatch: pytest.MonkeyPatch, sendgrid_key: ec.EllipticCurvePrivateKey
-) -> None:
-    # Set in the settings' own __dict__: this works whether or not the fields are declared.
-    settings = get_settings()
-    public = sendgrid_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    for name, value in {
-        "ses_topic_arns": [TOPIC],
-        "mailgun_signing_key": MAILGUN_KEY,
-        "postmark_webhook_user": POSTMARK_USER,
-        "postmark_webhook_password": POSTMARK_PASSWORD,
-        "sendgrid_public_key": base64.b64encode(public).decode(),
-    }.items():
-        monkeypatch.setitem(settings.__dict__, name, value)
+# --- the app, with the providers' secrets set and Amazon's servers stood in for --------
 
 
 @pytest.fixture
@@ -237,89 +151,6 @@ def answer(response: Any) -> tuple[int, dict[str, Any]]:
 
 
 # --- Amazon SES through SNS ----------------------------------------------------------
-
-
-def sns_time(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def sns_message(
-    signer: Signer,
-    message: str,
-    *,
-    message_type: str = "Notification",
-    version: str = "1",
-    topic: str = TOPIC,
-    cert_url: str = CERT_URL,
-    timestamp: str | None = None,
-    message_id: str | None = None,
-    **extra: str,
-) -> dict[str, str]:
-    """An SNS message signed as Amazon signs it: the canonical fields, in order."""
-    body = {
-        "Type": message_type,
-        "MessageId": message_id or str(uuid.uuid4()),
-        "TopicArn": topic,
-        "Message": message,
-        "Timestamp": timestamp or sns_time(),
-        "SignatureVersion": version,
-        "SigningCertURL": cert_url,
-        **extra,
-    }
-    fields = NOTIFICATION_FIELDS if message_type == "Notification" else CONFIRMATION_FIELDS
-    canonical = "".join(f"{name}\n{body[name]}\n" for name in fields if name in body)
-    algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
-    signature = signer.key.sign(canonical.encode(), padding.PKCS1v15(), algorithm)
-    body["Signature"] = base64.b64encode(signature).decode()
-    return body
-
-
-def ses_bounce(*emails: str, bounce_type: str = "Permanent", message_id: str = "") -> str:
-    return json.dumps(
-        {
-            "notificationType": "Bounce",
-            "bounce": {
-                "bounceType": bounce_type,
-                "bounceSubType": "General",
-                "bouncedRecipients": [
-                    {
-                        "emailAddress": email,
-                        "action": "failed",
-                        "status": "5.1.1",
-                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
-                    }
-                    for email in emails
-                ],
-                "timestamp": sns_time(),
-                "feedbackId": "0102018c-feedback",
-            },
-            "mail": {
-                # SES's own id: never ours, never looked up.
-                "messageId": "0102018c-ses-internal-id",
-                "source": "news@plataforma.test",
-                "destination": list(emails),
-                "commonHeaders": {"messageId": message_id} if message_id else {},
-            },
-        }
-    )
-
-
-def ses_complaint(email: str) -> str:
-    return json.dumps(
-        {
-            "notificationType": "Complaint",
-            "complaint": {
-                "complainedRecipients": [{"emailAddress": email}],
-                "complaintFeedbackType": "abuse",
-                "timestamp": sns_time(),
-                "feedbackId": "0102018c-complaint",
-            },
-            "mail": {
-                "messageId": "0102018c-ses-internal-id",
-                "headers": [{"name": "Message-ID", "value": "<x@plataforma.test>"}],
-            },
-        }
-    )
 
 
 def post_sns(client: TestClient, message: dict[str, str]) -> Any:
@@ -501,61 +332,6 @@ def test_ses_malformed_body_is_a_400(client: TestClient) -> None:
         assert response.status_code == 400, body[:30]
         assert response.json()["detail"]
     nothing_changed()
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
-        "https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-1.pem",
-        "https://sns.eu-west-1.amazonaws.com@evil.example/SimpleNotificationService-1.pem",
-        "https://evil.example/sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
-        "https://sns.eu-west-1.amazonaws.com:8443/SimpleNotificationService-1.pem",
-        "https://SNS.eu-west-1.amazonaws.com.evil.example/x.pem",
-        "https://sns.eu-west-1.amazonaws.com\\@evil.example/x.pem",
-        "https://sns.eu-west-1.amazonaws.com/../../evil/x.pem",
-        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.txt",
-        "https://sns.eu-west-1.amazonaws.com/x.pem?redirect=https://evil.example",
-        # An S3 bucket named "sns" is not Amazon's SNS.
-        "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",
-        "https://sns.eu-west-1.amazonaws.com\n/x.pem",
-    ],
-)
-def test_ses_certificate_urls_other_than_amazons_are_refused_before_fetching(
-    provider_secrets: None, amazon: Signer, sns: Amazon, url: str
-) -> None:
-    message = sns_message(amazon, ses_bounce(READER), cert_url=url)
-    with pytest.raises(WebhookRefused) as refused:
-        webhooks.ses_events(json.dumps(message).encode(), settings=get_settings())
-    assert refused.value.status_code == 403
-    assert sns.fetched == []
-    # The default fetcher refuses them too, without touching the network.
-    with pytest.raises(WebhookRefused) as refused:
-        REAL_FETCH_CERTIFICATE(url)
-    assert refused.value.status_code == 403
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
-        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem",
-        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-1.pem",
-    ],
-)
-def test_ses_certificate_urls_of_amazon_regions_are_fetched(
-    provider_secrets: None, amazon: Signer, sns: Amazon, url: str
-) -> None:
-    message = sns_message(amazon, ses_bounce(READER), cert_url=url)
-    events = webhooks.ses_events(json.dumps(message).encode(), settings=get_settings())
-    assert [event.email for event in events] == [READER]
-    assert sns.fetched == [url]
-
-
-def test_ses_default_confirmation_refuses_foreign_hosts() -> None:
-    with pytest.raises(WebhookRefused) as refused:
-        REAL_CONFIRM_SUBSCRIPTION("https://evil.example/?Action=ConfirmSubscription")
-    assert refused.value.status_code == 403
 
 
 # --- Mailgun -------------------------------------------------------------------------

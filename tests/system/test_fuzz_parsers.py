@@ -214,7 +214,7 @@ def test_no_returned_mail_crashes_or_hangs_the_bounce_parser(
 @pytest.mark.parametrize("levels", [200, 1000])
 @pytest.mark.parametrize("kind", ["multipart/mixed", "message/rfc822", "multipart/report"])
 def test_deep_nesting_of_every_kind_is_read_within_a_second(kind: str, levels: int) -> None:
-    # tests/test_bounce_parsing.py nests multipart/mixed; message/rfc822 recurses otherwise.
+    # tests/unit/bounces/test_parsing.py nests multipart/mixed; message/rfc822 recurses otherwise.
     if kind == "message/rfc822":
         nested = b"Content-Type: message/rfc822\r\n\r\n" * levels
     else:

@@ -151,6 +151,11 @@ SAMPLES = [
 ]
 
 
+def corpus(name: str) -> bytes:
+    """A sample bounce as it is written, with the fixed VERP token."""
+    return (CORPUS / name).read_bytes()
+
+
 @pytest.mark.parametrize(
     ("scenario", "sample", "kind", "recipients", "status", "verp_tokens", "message_id"),
     SAMPLES,
@@ -401,3 +406,55 @@ def test_long_lines_do_not_make_the_text_heuristics_hang() -> None:
     )
     assert parse_bounce(exim_like).kind == "none"
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "status"),
+    [
+        ("postfix_user_unknown.eml", "hard", "5.1.1"),
+        ("exim_failed.eml", "hard", "5.1.1"),
+        ("exchange_ndr.eml", "hard", "5.1.10"),
+        ("gmail_nosuchuser.eml", "hard", "5.1.1"),
+        ("yahoo_failure.eml", "hard", None),
+        ("qmail_failure.eml", "hard", "5.1.1"),
+        ("postfix_mailbox_full.eml", "soft", "5.2.2"),
+        ("delayed_warning.eml", "soft", "4.4.1"),
+        ("arf_complaint.eml", "complaint", None),
+        ("hotmail_arf.eml", "complaint", None),
+        ("out_of_office.eml", "none", None),
+        ("vacation_pt.eml", "none", None),
+        ("challenge_response.eml", "none", None),
+        ("malformed_mime.eml", "none", None),
+    ],
+)
+def test_each_kind_of_message_is_read_for_what_it_is(
+    name: str, kind: str, status: str | None
+) -> None:
+    from newsletter.bounces.parsing import parse_bounce
+
+    report = parse_bounce(corpus(name))
+    assert (report.kind, report.status) == (kind, status)
+    assert report.recipients == ([READER] if kind != "none" else [])
+    assert report.verp_tokens == [TOKEN]
+    if kind != "none":
+        assert report.original_message_id == "<d42.abcdef123456@plataforma.test>"
+
+
+def test_unreadable_input_is_refused_or_ignored_without_a_crash() -> None:
+    import time
+
+    from newsletter.bounces.parsing import MAX_MESSAGE_BYTES, BounceParseError, parse_bounce
+
+    with pytest.raises(BounceParseError):
+        parse_bounce(b"")
+    with pytest.raises(BounceParseError):
+        parse_bounce(b"Subject: x\r\n\r\n" + b"x" * MAX_MESSAGE_BYTES)
+    assert parse_bounce(bytes(range(256)) * 100).kind == "none"
+    nested = b"".join(
+        f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n'.encode()
+        for n in range(300)
+    )
+    started = time.monotonic()  # a guard against a hang, not a benchmark
+    assert parse_bounce(b"Subject: deep\r\n" + nested).kind == "none"
+    assert parse_bounce(b"Subject: " + b"a" * 1_000_000 + b"\r\n\r\nbody").kind == "none"
+    assert time.monotonic() - started < 10

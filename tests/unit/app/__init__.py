@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.app: jobs and the unit of work, with a fake session and queue."""

@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.bounces: reading returned mail and what the doors accept."""

@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.bounces.doors: the webhooks' checks, before any database."""

@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.core: config, clock, tokens, logs, translations."""

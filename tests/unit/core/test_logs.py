@@ -1,0 +1,49 @@
+"""What operators read: addresses masked in errors and status lines, JSON logs one object a
+line with the ids of the digest, delivery and reader they are about."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from newsletter.cli.status import progress_bar
+from newsletter.core.config import get_settings
+from newsletter.core.logs import configure_logging, mask_address, mask_addresses
+
+
+def test_addresses_are_masked_for_operators() -> None:
+    assert mask_address("leonor@example.com") == "le…@example.com"
+    assert mask_address("li@example.com") == "l…@example.com"
+    assert mask_addresses("550 <ana.maria@correio.pt> unknown; 551 zé@mo.mo") == (
+        "550 <an…@correio.pt> unknown; 551 z…@mo.mo"
+    )
+    assert progress_bar(1160, 2000) == "[#######.....] 58%"
+    assert progress_bar(0, 0) == "[............] 0%"
+
+
+def test_json_logs_are_one_object_a_line_with_the_ids(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = logging.getLogger()
+    level = root.level
+    configure_logging(get_settings().model_copy(update={"log_format": "json"}))
+    try:
+        log = logging.getLogger("newsletter.delivery")
+        log.info("batch of %d sent", 50, extra={"digest_id": 3, "delivery_id": 17})
+        try:
+            raise RuntimeError("relay gone")
+        except RuntimeError:
+            log.exception("batch failed", extra={"subscriber_id": 9})
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "newsletter"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["message"] == "batch of 50 sent" and first["level"] == "INFO"
+    assert first["logger"] == "newsletter.delivery" and first["time"].endswith("+00:00")
+    assert (first["digest_id"], first["delivery_id"]) == (3, 17) and "subscriber_id" not in first
+    assert second["subscriber_id"] == 9 and "RuntimeError: relay gone" in second["exception"]

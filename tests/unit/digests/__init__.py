@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.digests: schedules on each clock, the state machine."""

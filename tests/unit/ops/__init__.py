@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.ops: charts drawn as SVG, the readiness cache."""

@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.sending: relay choice, retries, one message with a fake relay."""
