@@ -22,8 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# Now lives with the clock; it is named here too for the modules that import it from here.
-from newsletter.core.clock import utcnow as utcnow
+from newsletter.core.clock import utcnow
 from newsletter.core.validation import email_hash
 
 

@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from newsletter.app import admin_sessions
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
-from newsletter.core.models import AdminSession, utcnow
+from newsletter.core.models import AdminSession
 from newsletter.web.admin import auth
 from newsletter.web.app import create_app
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
 from newsletter.core.models import (
     BounceEvent,
@@ -25,7 +26,6 @@ from newsletter.core.models import (
     DeliveryStatus,
     Digest,
     DigestState,
-    utcnow,
 )
 from newsletter.ops import charts, stats
 from newsletter.subscribers.newsletters import get_by_slug

@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
-from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, utcnow
+from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.digests import lifecycle, schedules
 from newsletter.web.admin import auth
 from newsletter.web.admin import digests as digest_pages

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from newsletter.app import admin_sessions
 from newsletter.articles.store import parse_markdown, store_article
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.models import (
     Article,
@@ -37,7 +38,6 @@ from newsletter.core.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
-    utcnow,
 )
 from newsletter.core.tokens import Purpose, make_token
 from newsletter.digests import render as digests

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.models import (
     EventKind,
     Subscriber,
@@ -15,7 +16,6 @@ from newsletter.core.models import (
     Subscription,
     SubscriptionStatus,
     Suppression,
-    utcnow,
 )
 from newsletter.core.validation import InvalidInput, email_hash
 from newsletter.subscribers import eligibility, suppressions
