@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
@@ -91,3 +96,23 @@ def add_fresh_story() -> int:
         summary="The bridge reopened today.",
         url="https://news.example/bridge",
     )
+
+
+def dkim_key(folder: Path) -> tuple[Path, bytes]:
+    """A fresh 2048-bit RSA key written as PEM into folder, and its public key as DNS holds it
+    (base64 of the DER SubjectPublicKeyInfo)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = folder / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = base64.b64encode(
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key_file, public

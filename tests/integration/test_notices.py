@@ -7,7 +7,6 @@ the reader a link expiry of "7 days" whatever the settings said.
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,8 +16,6 @@ from pathlib import Path
 import dkim
 import pytest
 from aiosmtpd.controller import Controller
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -31,7 +28,7 @@ from newsletter.subscribers import notices
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 from tests.conftest import SMTP_PORT, Mailbox, free_port
-from tests.factories import add_reader
+from tests.factories import add_reader, dkim_key
 
 SELECTOR = "notices2026"
 DKIM_DOMAIN = "plataforma.test"
@@ -42,20 +39,7 @@ def dkim_settings(
     clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Callable[..., bytes]]:
     """Settings read from an environment with NEWSLETTER_DKIM_* set, and the key's DNS."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = tmp_path / "dkim.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public = base64.b64encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    key_file, public = dkim_key(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DKIM_KEY", str(key_file))
     monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", SELECTOR)
     monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", DKIM_DOMAIN)

@@ -29,6 +29,7 @@ from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 from newsletter.web.app import create_app
 from tests.conftest import ROOT
+from tests.factories import dkim_key
 
 SEEDS = ROOT / "seeds"
 REQUIRE = os.environ.get("NEWSLETTER_TEST_REQUIRE_SERVICES") == "1"
@@ -230,20 +231,7 @@ def test_the_screenshot_script_renders_the_digest_to_a_png(seeded: str, tmp_path
 def test_a_configured_dkim_key_signs_every_digest(
     seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = tmp_path / "dkim.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public = base64.b64encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    key_file, public = dkim_key(tmp_path)
     settings = get_settings()
     monkeypatch.setattr(settings, "dkim_key", str(key_file))
     monkeypatch.setattr(settings, "dkim_selector", "s1")
