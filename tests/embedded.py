@@ -42,35 +42,52 @@ def running_up(var: Path, **settings: str) -> Iterator[Service]:
         NEWSLETTER_BOUNCE_PORT=str(free_port()),
         **settings,
     )
-    log = (var / "up.log").open("wb")
-    process = subprocess.Popen(
+    with serving(
         [sys.executable, "-m", "newsletter", "up", "--port", str(port)],
         cwd=ROOT,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+        port=port,
+        log_path=var / "up.log",
+    ):
+        yield Service(base, var, env)
+
+
+@contextmanager
+def serving(
+    command: list[str], *, cwd: Path, env: dict[str, str], port: int, log_path: Path
+) -> Iterator[str]:
+    """A `newsletter up` (or `web`) command in its own process group, answering /healthz on
+    port within a minute; its base URL. Stopped with SIGTERM after, killed if it hangs."""
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_until_healthy(base, process, log_path)
+            yield base
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                raise
+
+
+def _wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
+                return
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            log.close()
-            pytest.fail(f"newsletter up did not come up:\n{(var / 'up.log').read_text()[-3000:]}")
+            pytest.fail(f"newsletter up did not come up:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
-    try:
-        yield Service(base, var, env)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-        finally:
-            log.close()

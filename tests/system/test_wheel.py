@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
 import tarfile
-import time
 import venv
 import zipfile
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.embedded import serving
 
 pytestmark = pytest.mark.slow
 
@@ -201,37 +200,11 @@ def running_up(installed: Installed) -> Iterator[str]:
         "NEWSLETTER_SINK_PORT": str(free_port()),
         "NEWSLETTER_BOUNCE_PORT": str(free_port()),
     }
-    log_path = installed.folder / "up.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(installed.command), "up", "--port", str(port)],
-            cwd=installed.folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until_healthy(base, process, log_path)
-            yield base
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                raise
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"newsletter up did not come up:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
+    with serving(
+        [str(installed.command), "up", "--port", str(port)],
+        cwd=installed.folder,
+        env=env,
+        port=port,
+        log_path=installed.folder / "up.log",
+    ) as base:
+        yield base
