@@ -11,17 +11,16 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from newsletter.app import readers
 from newsletter.app.unit_of_work import UnitOfWork
-from newsletter.articles.store import get_article_by_slug
+from newsletter.articles.store import get_article_by_slug, public_topics
 from newsletter.core import db
 from newsletter.core.config import LANGUAGES, Settings
-from newsletter.core.models import Article, Subscriber, SubscriptionStatus
+from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.tokens import Purpose, TokenClaims, read_token
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import render as digests
@@ -421,12 +420,9 @@ def _count_in_flight(subscriber_id: int, timeout: float) -> int:
 
 
 def _signup_context(session: SessionDep) -> dict[str, Any]:
-    topics = sorted(
-        {topic for row in session.scalars(select(Article.topics)) for topic in (row or [])}
-    )
     return {
         "newsletters": newsletter_store.list_newsletters(session),
-        "topics": topics,
+        "topics": public_topics(session),
         "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
         "form": None,
     }
