@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     # over it, POST /subscribe answers 429 (newsletter.signup_limits).
     signup_limit_per_ip_per_hour: int = Field(default=20, ge=0)
     signup_limit_per_address_per_hour: int = Field(default=5, ge=0)
+    # Confirmation emails a day to one mailbox, however its address is spelled (0: no limit).
+    confirmations_per_mailbox_per_day: int = Field(default=3, ge=0)
 
     feeds: list[str] = Field(
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
