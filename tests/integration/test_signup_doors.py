@@ -1,18 +1,23 @@
 """Signup and confirmation against a stranger: what the signup request reveals, whose
 confirmation a link can make, and who can flood an inbox or dodge the limits.
 
-On SQLite and PostgreSQL, with Redis, a real worker and SMTP on loopback. (Issue 14,
-items 12 and 13.)
+On SQLite and PostgreSQL, with Redis, a real worker and SMTP on loopback; the forwarded
+headers against a served `newsletter web`. (Issue 14, items 12 and 13.)
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -34,9 +39,12 @@ from newsletter.subscribers.newsletters import get_by_slug
 from newsletter.web.app import create_app
 from tests.conftest import (
     REDIS_KEY_PREFIX,
+    ROOT,
     Mailbox,
+    free_port,
     wait_until_tasks_done,
 )
+from tests.embedded import serving
 from tests.factories import add_reader
 from tests.fakes import BrokenQueue, RecordingQueue
 
@@ -270,3 +278,47 @@ def test_one_mailbox_gets_at_most_its_confirmations_whatever_the_spelling(
     # Another mailbox has its own allowance.
     assert client.post("/subscribe", json={"email": "bob+1@example.com"}).status_code == 202
     mailbox.wait_for("bob+1@example.com")
+
+
+def _serve_web(tmp_path: Path, database_url: str, **settings: str) -> Any:
+    """`newsletter web` on a free port, with this run's database and Redis, and settings."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "NEWSLETTER_DATABASE_URL": database_url,
+        # Counts and jobs of their own, under this run's prefix (removed at the end).
+        "NEWSLETTER_REDIS_KEY_PREFIX": f"{REDIS_KEY_PREFIX}web-{uuid.uuid4().hex[:6]}:",
+        "NEWSLETTER_SIGNUP_LIMIT_PER_IP_PER_HOUR": "3",
+        **settings,
+    }
+    return serving(
+        [sys.executable, "-m", "newsletter", "web", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        port=port,
+        log_path=tmp_path / f"web-{port}.log",
+    )
+
+
+def test_a_forwarded_for_header_is_believed_only_from_a_trusted_proxy(
+    clean_db: str, redis_broker: str, tmp_path: Path
+) -> None:
+    def signups(base: str, forwarded: list[str]) -> list[int]:
+        return [
+            httpx.post(
+                f"{base}/subscribe",
+                json={"email": f"r{n}-{uuid.uuid4().hex[:6]}@example.com"},
+                headers={"X-Forwarded-For": address},
+                timeout=10,
+            ).status_code
+            for n, address in enumerate(forwarded)
+        ]
+
+    rotating = [f"203.0.113.{n}" for n in range(1, 5)]
+    # No proxy trusted: a client on loopback cannot claim to be four others.
+    with _serve_web(tmp_path, clean_db) as base:
+        assert signups(base, rotating) == [202, 202, 202, 429]
+    # The proxy on loopback trusted: its header names the client, and each is counted.
+    with _serve_web(tmp_path, clean_db, NEWSLETTER_TRUSTED_PROXIES="127.0.0.1") as base:
+        assert signups(base, rotating) == [202] * 4
+        assert signups(base, ["198.51.100.7"] * 4) == [202, 202, 202, 429]
