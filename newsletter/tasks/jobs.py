@@ -57,8 +57,10 @@ def sign_up(self: Task, form: dict[str, Any], ip: str | None) -> str:
         log.info("signup not recorded: %s", exc.message)
         return "invalid"
     except SQLAlchemyError as exc:
-        # Two signups for one new address at once: the second finds the first's row.
-        raise self.retry(exc=exc, countdown=1) from exc
+        # Two signups for one new address at once: the second finds the first's row when
+        # tried again. The database's error names the address: only its kind is logged.
+        conflict = RuntimeError(f"signup not recorded: {type(exc).__name__}")
+        raise self.retry(exc=conflict, countdown=1) from None
     return readers.signup_summary(outcome)
 
 

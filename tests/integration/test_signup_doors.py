@@ -22,7 +22,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
 
+from newsletter.app import readers
+from newsletter.app.unit_of_work import UnitOfWork, unit_of_work
 from newsletter.core import db
 from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
@@ -36,6 +39,7 @@ from newsletter.core.tokens import (
 from newsletter.subscribers import signup_limits, suppressions
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
+from newsletter.tasks import jobs as tasks
 from newsletter.web.app import create_app
 from tests.conftest import (
     REDIS_KEY_PREFIX,
@@ -322,3 +326,24 @@ def test_a_forwarded_for_header_is_believed_only_from_a_trusted_proxy(
     with _serve_web(tmp_path, clean_db, NEWSLETTER_TRUSTED_PROXIES="127.0.0.1") as base:
         assert signups(base, rotating) == [202] * 4
         assert signups(base, ["198.51.100.7"] * 4) == [202, 202, 202, 429]
+
+
+def test_a_signup_that_meets_a_conflict_is_tried_again(
+    clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_signup = readers.record_signup
+    conflicts = []
+
+    def first_conflicts(work: UnitOfWork, **given: Any) -> subscribers.SignupOutcome:
+        if not conflicts:  # another worker inserted the same new address a moment before
+            conflicts.append(1)
+            raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+        return record_signup(work, **given)
+
+    queue = RecordingQueue()
+    monkeypatch.setattr(readers, "record_signup", first_conflicts)
+    monkeypatch.setattr(tasks, "unit_of_work", lambda: unit_of_work(queue))
+    result = tasks.sign_up.apply(args=({"email": "ana@example.com"}, "192.0.2.1"))
+    assert result.successful() and conflicts == [1]
+    assert statuses("ana@example.com") == {"daily": "pending"}
+    assert [job.task for job in queue.jobs] == ["newsletter.send_confirmation"]
