@@ -14,6 +14,10 @@ BENCHMARKS = {
         "bench.signup",
         "POST /subscribe under load (wrk), against a minimal one-row endpoint",
     ),
+    "signup-timing": (
+        "bench.signup_timing",
+        "POST /subscribe's time for new, pending, subscribed and suppressed addresses",
+    ),
 }
 
 

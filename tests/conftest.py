@@ -60,6 +60,7 @@ TEST_ENV = {
     # runs) but far out of reach; tests/test_security.py sets its own low ones.
     "NEWSLETTER_SIGNUP_LIMIT_PER_IP_PER_HOUR": "1000000",
     "NEWSLETTER_SIGNUP_LIMIT_PER_ADDRESS_PER_HOUR": "1000000",
+    "NEWSLETTER_CONFIRMATIONS_PER_MAILBOX_PER_DAY": "1000000",
 }
 os.environ.update(TEST_ENV)
 

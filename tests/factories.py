@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
+from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
+from newsletter.core.tokens import Purpose, make_confirm_token, make_token
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 
@@ -32,6 +34,18 @@ def add_reader(email: str, *, confirmed: bool = True, name: str = "", language: 
         )
     assert outcome.subscriber_id is not None
     return outcome.subscriber_id
+
+
+def link_token(purpose: Purpose, subscriber_id: int) -> str:
+    """The token of a reader's link of this purpose, as our emails make it (a confirmation
+    link names the reader's newsletters)."""
+    key = get_settings().secret_key
+    if purpose is not Purpose.CONFIRM:
+        return make_token(key, purpose, subscriber_id)
+    with db.session_scope() as session:
+        reader = subscribers.get_subscriber(session, subscriber_id)
+        newsletter_ids = [s.newsletter_id for s in reader.subscriptions]
+    return make_confirm_token(key, subscriber_id, newsletter_ids)
 
 
 def sent_delivery(subscriber_id: int, *, message_id: str | None = None) -> int:

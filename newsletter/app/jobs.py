@@ -23,9 +23,17 @@ class Job:
     nudge: bool = False
 
 
-def send_confirmation(subscriber_id: int) -> Job:
-    """The double opt-in email."""
-    return Job("newsletter.send_confirmation", (subscriber_id,))
+def sign_up(form: dict[str, Any], ip: str | None) -> Job:
+    """A signup from the signup page, checked and counted: the worker records it and
+    decides what, if anything, to send (the page's answer is the same whatever it finds)."""
+    return Job("newsletter.sign_up", (dict(form), ip))
+
+
+def send_confirmation(subscriber_id: int, newsletter_ids: list[int] | None = None) -> Job:
+    """The double opt-in email, asking about these newsletters (every pending one if none)."""
+    if newsletter_ids is None:
+        return Job("newsletter.send_confirmation", (subscriber_id,))
+    return Job("newsletter.send_confirmation", (subscriber_id, list(newsletter_ids)))
 
 
 def send_welcome(subscriber_id: int, newsletter_ids: list[int]) -> Job:

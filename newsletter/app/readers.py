@@ -8,7 +8,10 @@ the queue. The web pages and the CLI call these; they only parse and render.
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+import dataclasses
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import Any
 
 from newsletter.app import jobs
 from newsletter.app.unit_of_work import UnitOfWork
@@ -26,24 +29,70 @@ FROM_OUR_PAGE = "web"
 
 
 class TooManySignups(Exception):
-    """A signup over the hourly limits; nothing was asked of the subscriber store."""
+    """A signup over the hourly limits; nothing was asked about the address."""
 
     def __init__(self, limited: SignupLimited) -> None:
         super().__init__(f"over the hourly signup limit per {limited.by}")
         self.limited = limited
 
 
-def sign_up(
-    work: UnitOfWork, *, form: SignupForm, ip: str | None, settings: Settings
-) -> SignupOutcome:
-    """A signup from the signup page or the API: counted against the hourly limits first.
+class SignupsUnavailable(Exception):
+    """The signup could not be handed to the workers (the broker does not answer)."""
 
-    TooManySignups when over a limit; InvalidInput (and nothing changed) for bad input.
+
+def sign_up(work: UnitOfWork, *, form: SignupForm, ip: str | None, settings: Settings) -> None:
+    """A signup from the signup page or the API: counted, checked, and handed to a worker.
+
+    The same work whatever the address: the limits are counted, the form is checked (the
+    newsletters it names are read, never the readers), one job is queued. The worker
+    decides what the address is owed (record_signup); nothing here, not even the time
+    it takes, depends on whether the address is known, pending, subscribed or suppressed.
+
+    TooManySignups when over a limit; InvalidInput (and nothing queued) for bad input;
+    SignupsUnavailable when the broker does not take the job.
     """
     limited = signup_limits.check_signup(settings, ip=ip, email=form.email)
     if limited is not None:
         raise TooManySignups(limited)
-    return subscribe(work, form=form, source="web", ip=ip, settings=settings)
+    try:
+        subscribers.check_signup(
+            work.session,
+            form,
+            default_language=settings.default_language,
+            default_time_zone=settings.default_time_zone,
+        )
+    except InvalidInput:
+        work.rollback()
+        raise
+    work.enqueue(jobs.sign_up(_plain(form), ip))
+    try:
+        work.commit()
+    except Exception as exc:  # kombu's errors, a refused connection: the broker is down
+        raise SignupsUnavailable(type(exc).__name__) from exc
+
+
+def record_signup(
+    work: UnitOfWork, *, form: SignupForm, ip: str | None, settings: Settings
+) -> SignupOutcome:
+    """What a worker makes of a signup from the signup page.
+
+    A new address becomes a pending reader and is sent the confirmation; a pending one is
+    sent it again (once per NEWSLETTER_CONFIRMATION_INTERVAL_SECONDS, and a newsletter
+    just added is asked about at once); a subscribed one gets nothing (no "you are
+    already subscribed" email: that would be one more message a stranger could make us
+    send); a suppressed, bounced or complained one gets nothing. Every confirmation
+    counts against its mailbox's daily allowance, whatever the spelling of the address.
+    """
+    return subscribe(
+        work,
+        form=form,
+        source="web",
+        ip=ip,
+        settings=settings,
+        may_send_confirmation=lambda: signup_limits.may_send_confirmation(
+            settings, email=form.email
+        ),
+    )
 
 
 def subscribe(
@@ -54,11 +103,13 @@ def subscribe(
     settings: Settings,
     ip: str | None = None,
     confirmed: bool = False,
+    may_send_confirmation: Callable[[], bool] | None = None,
 ) -> SignupOutcome:
     """Record a signup; then the confirmation email (or, already confirmed, the welcome).
 
     A pending reader who signs up again is sent the confirmation again, at most once per
-    NEWSLETTER_CONFIRMATION_INTERVAL_SECONDS (the store decides).
+    NEWSLETTER_CONFIRMATION_INTERVAL_SECONDS (the store decides); it asks about every
+    newsletter pending, and its link confirms those only.
     """
     try:
         outcome = subscribers.subscribe(
@@ -70,23 +121,49 @@ def subscribe(
             default_language=settings.default_language,
             default_time_zone=settings.default_time_zone,
             confirmation_interval=timedelta(seconds=settings.confirmation_interval_seconds),
+            may_send_confirmation=may_send_confirmation,
         )
     except InvalidInput:
         work.rollback()
         raise
     if outcome.subscriber_id is not None:
         if outcome.send_confirmation:
-            work.enqueue(jobs.send_confirmation(outcome.subscriber_id))
+            work.enqueue(jobs.send_confirmation(outcome.subscriber_id, outcome.pending))
         elif outcome.newly_confirmed:
             work.enqueue(jobs.send_welcome(outcome.subscriber_id, outcome.newly_confirmed))
     work.commit()
     return outcome
 
 
-def confirm(work: UnitOfWork, *, subscriber_id: int) -> Subscriber:
-    """The reader followed the confirmation link: their pending subscriptions start, and
-    they are welcomed to the newsletters that started (none when confirmed before)."""
-    activated = subscribers.confirm(work.session, subscriber_id=subscriber_id)
+def signup_summary(outcome: SignupOutcome) -> str:
+    """What a signup came to, in a word, for the worker's log (never shown to the reader)."""
+    if outcome.suppressed:
+        return "not mailed"
+    if outcome.send_confirmation:
+        return "confirmation queued"
+    if outcome.confirmation_limited:
+        return "confirmation over the mailbox's limit"
+    if outcome.newly_confirmed:
+        return "subscribed"
+    return "nothing to send"
+
+
+def confirm(
+    work: UnitOfWork,
+    *,
+    subscriber_id: int,
+    newsletter_ids: Collection[int] | None = None,
+    issued_at: datetime | None = None,
+) -> Subscriber:
+    """The reader followed a confirmation link: the pending subscriptions it was sent for
+    start (see subscribers.store.confirm), and the reader is welcomed to the newsletters
+    that started (none when confirmed before)."""
+    activated = subscribers.confirm(
+        work.session,
+        subscriber_id=subscriber_id,
+        newsletter_ids=newsletter_ids,
+        issued_at=issued_at,
+    )
     subscriber = subscribers.get_subscriber(work.session, subscriber_id)
     if activated:
         work.enqueue(jobs.send_welcome(subscriber.id, activated))
@@ -162,6 +239,15 @@ def erase(work: UnitOfWork, *, subscriber_id: int) -> None:
     with contextlib.suppress(subscribers.UnknownSubscriber):  # erased twice at once
         subscribers.erase(work.session, subscriber_id=subscriber_id)
     work.commit()
+
+
+def _plain(form: SignupForm) -> dict[str, Any]:
+    """The form as the job's plain JSON."""
+    plain = dataclasses.asdict(form)
+    plain["newsletters"] = list(form.newsletters)
+    if form.topics is not None and not isinstance(form.topics, str):
+        plain["topics"] = list(form.topics)
+    return plain
 
 
 def _subscribed_ids(subscriber: Subscriber) -> set[int]:

@@ -237,6 +237,13 @@ def count_articles(session: Session, *, include_hidden: bool = False) -> int:
     return int(session.scalar(query) or 0)
 
 
+def public_topics(session: Session) -> list[str]:
+    """The topics of the articles readers may see, sorted: a topic known only from hidden
+    (taken-down) articles is not offered to readers."""
+    rows = session.scalars(select(Article.topics).where(Article.hidden.is_(False)))
+    return sorted({topic for row in rows for topic in (row or [])})
+
+
 def get_article(session: Session, article_id: int) -> Article:
     article = session.get(Article, article_id)
     if article is None:

@@ -80,9 +80,19 @@ def web(host: str, port: int) -> None:
 
     _log_events()
 
+    proxies = get_settings().trusted_proxy_list
     # log_config=None: uvicorn keeps our handler (one line per event, JSON if asked).
+    # X-Forwarded-For is believed only from NEWSLETTER_TRUSTED_PROXIES: uvicorn would
+    # otherwise believe any process on this machine (127.0.0.1), and the client address
+    # is what the signup limits count.
     uvicorn.run(
-        "newsletter.web.app:create_app", factory=True, host=host, port=port, log_config=None
+        "newsletter.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
@@ -164,6 +165,11 @@ class Settings(BaseSettings):
     # over it, POST /subscribe answers 429 (newsletter.signup_limits).
     signup_limit_per_ip_per_hour: int = Field(default=20, ge=0)
     signup_limit_per_address_per_hour: int = Field(default=5, ge=0)
+    # Confirmation emails a day to one mailbox, however its address is spelled (0: no limit).
+    confirmations_per_mailbox_per_day: int = Field(default=3, ge=0)
+    # The reverse proxies whose X-Forwarded-For names the client (addresses or networks,
+    # comma-separated); none by default: the client is whoever connects.
+    trusted_proxies: str = ""
 
     feeds: list[str] = Field(
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
@@ -181,6 +187,23 @@ class Settings(BaseSettings):
             self.mail_domain = self.from_address.rpartition("@")[2] or "localhost"
         self.base_url = self.base_url.rstrip("/")
         return self
+
+    @model_validator(mode="after")
+    def _check_trusted_proxies(self) -> Settings:
+        # uvicorn would take a mistyped entry as a name that never matches: refuse it.
+        for entry in self.trusted_proxy_list:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"NEWSLETTER_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+                ) from None
+        return self
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """NEWSLETTER_TRUSTED_PROXIES as a list of addresses and networks."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def is_production(self) -> bool:

@@ -6,8 +6,11 @@ import enum
 import hashlib
 import hmac
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
+from typing import TypeGuard
 
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
@@ -30,14 +33,35 @@ class TokenError(ValueError):
 class TokenClaims:
     subscriber_id: int
     newsletter_id: int | None
+    # A confirm link's own: the newsletters it was sent for, and when it was made.
+    newsletter_ids: tuple[int, ...] | None = None
+    issued_at: datetime | None = None
+
+
+# A confirmation names the newsletters pending for one address: a handful, never thousands.
+MAX_CONFIRM_NEWSLETTERS = 100
 
 
 def make_token(
     secret_key: str, purpose: Purpose, subscriber_id: int, newsletter_id: int | None = None
 ) -> str:
-    """A URL-safe token; the purpose is the salt, so one purpose's token fails for another."""
+    """A URL-safe token; the purpose is the salt, so one purpose's token fails for another.
+
+    Not for confirmation links, which name their newsletters: make_confirm_token.
+    """
+    if purpose is Purpose.CONFIRM:
+        raise ValueError("a confirmation link names its newsletters: use make_confirm_token")
     payload = [subscriber_id] if newsletter_id is None else [subscriber_id, newsletter_id]
     return str(_serializer(secret_key, purpose).dumps(payload))
+
+
+def make_confirm_token(secret_key: str, subscriber_id: int, newsletter_ids: Collection[int]) -> str:
+    """The confirmation link's token, bound to the newsletters the email asks about: a
+    newsletter someone adds to the pending address later is not confirmed by it."""
+    if not newsletter_ids:
+        raise ValueError("a confirmation names at least one newsletter")
+    payload = [subscriber_id, sorted(set(newsletter_ids))]
+    return str(_serializer(secret_key, Purpose.CONFIRM).dumps(payload))
 
 
 def read_token(
@@ -45,15 +69,18 @@ def read_token(
 ) -> TokenClaims:
     """The claims of a valid token; TokenError otherwise. Only confirm tokens expire."""
     serializer = _serializer(secret_key, purpose)
+    issued_at: datetime | None = None
     try:
         if isinstance(serializer, URLSafeTimedSerializer):
-            payload = serializer.loads(token, max_age=max_age)
+            payload, issued_at = serializer.loads(token, max_age=max_age, return_timestamp=True)
         else:
             payload = serializer.loads(token)
     except SignatureExpired as exc:
         raise TokenError("This link has expired.", expired=True) from exc
     except BadData as exc:
         raise TokenError("This link is not valid.") from exc
+    if purpose is Purpose.CONFIRM:
+        return _confirm_claims(payload, issued_at)
     if (
         not isinstance(payload, list)
         or not 1 <= len(payload) <= 2
@@ -91,6 +118,29 @@ def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer | URLSaf
     if purpose is Purpose.CONFIRM:
         return URLSafeTimedSerializer(secret_key, salt=purpose.value)
     return URLSafeSerializer(secret_key, salt=purpose.value)
+
+
+def _confirm_claims(payload: object, issued_at: datetime | None) -> TokenClaims:
+    if isinstance(payload, list) and len(payload) == 1 and _is_id(payload[0]):
+        # Signed by us before links named their newsletters: it could confirm whatever a
+        # stranger added since. The reader signs up again for a link that names them.
+        raise TokenError("This link has expired.", expired=True)
+    if not isinstance(payload, list) or len(payload) != 2:
+        raise TokenError("This link is not valid.")
+    subscriber_id, newsletter_ids = payload
+    if (
+        not _is_id(subscriber_id)
+        or not isinstance(newsletter_ids, list)
+        or not 1 <= len(newsletter_ids) <= MAX_CONFIRM_NEWSLETTERS
+        or not all(_is_id(n) for n in newsletter_ids)
+    ):
+        raise TokenError("This link is not valid.")
+    ids = tuple(n for n in newsletter_ids if isinstance(n, int))
+    return TokenClaims(subscriber_id, None, newsletter_ids=ids, issued_at=issued_at)
+
+
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _VERP_BODY = re.compile(r"s(\d{1,18})(?:d(\d{1,18}))?")

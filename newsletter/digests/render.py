@@ -262,15 +262,25 @@ def web_copy(
         raise LookupError(digest_id)
     # Without a variant named, the one in the newsletter's own language, if there is one.
     variant = next((v for v in variants if v.language == digest.newsletter.language), variants[0])
-    prepared = prepare_variant(
-        session,
-        newsletter=digest.newsletter,
-        selection=composer.Selection(variant.language, tuple(variant.article_ids)),
-        settings=settings,
-        subject=digest.subject,
-        web_copy=True,
-        now=digest.started_at or digest.created_at,
+    # An article taken down (hidden) since the digest went out leaves its public copy too.
+    hidden = set(
+        session.scalars(
+            select(Article.id).where(Article.id.in_(variant.article_ids), Article.hidden.is_(True))
+        )
     )
+    shown = tuple(i for i in variant.article_ids if i not in hidden)
+    try:
+        prepared = prepare_variant(
+            session,
+            newsletter=digest.newsletter,
+            selection=composer.Selection(variant.language, shown),
+            settings=settings,
+            subject=digest.subject,
+            web_copy=True,
+            now=digest.started_at or digest.created_at,
+        )
+    except NothingToSend:  # every article of it hidden or deleted: no public copy is left
+        raise LookupError(digest_id) from None
     return prepared.rendered.html
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.config import Settings
 from newsletter.core.models import Newsletter
-from newsletter.core.tokens import Purpose, make_token
+from newsletter.core.tokens import make_confirm_token
 from newsletter.email.builder import build_email
 from newsletter.email.render import OutgoingMessage
 from newsletter.subscribers import eligibility
@@ -18,14 +18,28 @@ from newsletter.subscribers.store import get_subscriber
 
 
 def confirmation_message(
-    session: Session, *, subscriber_id: int, settings: Settings
+    session: Session,
+    *,
+    subscriber_id: int,
+    settings: Settings,
+    newsletter_ids: list[int] | None = None,
 ) -> OutgoingMessage | None:
-    """The double opt-in email, or None when the reader may not be asked (any more)."""
+    """The double opt-in email, or None when the reader may not be asked (any more).
+
+    It asks about the newsletters named that are still pending (every pending one when
+    none are named), and its link confirms those and no other.
+    """
     subscriber = get_subscriber(session, subscriber_id)
     if not eligibility.can_be_asked_to_confirm(session, subscriber_id=subscriber.id):
         return None
-    pending = [s.newsletter for s in subscriber.subscriptions if s.status == "pending"]
-    token = make_token(settings.secret_key, Purpose.CONFIRM, subscriber.id)
+    pending = [
+        s.newsletter
+        for s in subscriber.subscriptions
+        if s.status == "pending" and (newsletter_ids is None or s.newsletter_id in newsletter_ids)
+    ]
+    if not pending:
+        return None
+    token = make_confirm_token(settings.secret_key, subscriber.id, [n.id for n in pending])
     context = {
         "confirm_url": f"{settings.base_url}/confirm/{token}",
         "confirm_expires_in": settings.confirm_token_max_age_seconds,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
     EventKind,
+    Newsletter,
     Subscriber,
     SubscriberEvent,
     SubscriberStatus,
@@ -59,6 +60,40 @@ class SignupOutcome:
     send_confirmation: bool = False
     suppressed: bool = False
     newly_confirmed: list[int] = field(default_factory=list)
+    # The newsletters the confirmation asks about: every one pending for the address.
+    pending: list[int] = field(default_factory=list)
+    # A confirmation was due, but the limit on confirmations to this mailbox said no.
+    confirmation_limited: bool = False
+
+
+@dataclass(frozen=True)
+class CleanSignup:
+    """A signup form checked: every field as it will be stored."""
+
+    email: str
+    email_key: str
+    name: str
+    language: str
+    topics: list[str]
+    time_zone: str
+    newsletters: list[Newsletter]
+
+
+def check_signup(
+    session: Session, form: SignupForm, *, default_language: str, default_time_zone: str
+) -> CleanSignup:
+    """The form's fields cleaned, or InvalidInput. Reads the newsletters only, never the
+    readers: the signup page checks a form this way whoever's address it names."""
+    email, key = clean_email(form.email)
+    name = clean_text("name", form.name)
+    language = clean_language(form.language, default=default_language)
+    topics = clean_topics(form.topics)
+    time_zone = clean_time_zone(form.time_zone, default=default_time_zone)
+    try:
+        wanted = newsletter_store.get_by_slugs(session, clean_slugs(form.newsletters))
+    except newsletter_store.UnknownNewsletter as exc:
+        raise InvalidInput("newsletters", str(exc)) from None
+    return CleanSignup(email, key, name, language, topics, time_zone, wanted)
 
 
 def subscribe(
@@ -71,6 +106,7 @@ def subscribe(
     default_language: str,
     default_time_zone: str,
     confirmation_interval: timedelta,
+    may_send_confirmation: Callable[[], bool] | None = None,
     now: datetime | None = None,
 ) -> SignupOutcome:
     """Record a signup; say whether a confirmation email should go out now.
@@ -78,34 +114,31 @@ def subscribe(
     Invalid input raises InvalidInput and changes nothing. An address that is already
     known keeps its name and settings (only the reader, through their preferences link,
     changes those), so that a stranger cannot rewrite somebody's profile by signing up.
+
+    A confirmation is due when a pending subscription has had none within the interval
+    (a newsletter just added has had none); it asks about every pending one.
+    `may_send_confirmation`, asked only then, may still refuse it (a limit per mailbox).
     """
     now = now or utcnow()
-    email, key = clean_email(form.email)
-    name = clean_text("name", form.name)
-    language = clean_language(form.language, default=default_language)
-    topics = clean_topics(form.topics)
-    time_zone = clean_time_zone(form.time_zone, default=default_time_zone)
-    try:
-        wanted = newsletter_store.get_by_slugs(session, clean_slugs(form.newsletters))
-    except newsletter_store.UnknownNewsletter as exc:
-        raise InvalidInput("newsletters", str(exc)) from None
-
-    if suppressions.is_listed(session, key):
+    signup = check_signup(
+        session, form, default_language=default_language, default_time_zone=default_time_zone
+    )
+    if suppressions.is_listed(session, signup.email_key):
         return SignupOutcome(subscriber_id=None, suppressed=True)
 
     subscriber = session.scalar(
         select(Subscriber)
-        .where(Subscriber.email_key == key)
+        .where(Subscriber.email_key == signup.email_key)
         .options(selectinload(Subscriber.subscriptions))
     )
     if subscriber is None:
         subscriber = Subscriber(
-            email=email,
-            email_key=key,
-            name=name,
-            language=language,
-            topics=topics,
-            time_zone=time_zone,
+            email=signup.email,
+            email_key=signup.email_key,
+            name=signup.name,
+            language=signup.language,
+            topics=signup.topics,
+            time_zone=signup.time_zone,
             status=SubscriberStatus.ACTIVE,
             subscriptions=[],
         )
@@ -117,7 +150,7 @@ def subscribe(
 
     by_newsletter = {sub.newsletter_id: sub for sub in subscriber.subscriptions}
     outcome = SignupOutcome(subscriber_id=subscriber.id)
-    for newsletter in wanted:
+    for newsletter in signup.newsletters:
         subscription = by_newsletter.get(newsletter.id)
         if subscription is None:
             subscription = Subscription(newsletter_id=newsletter.id)
@@ -133,29 +166,51 @@ def subscribe(
             subscription.status = SubscriptionStatus.PENDING
 
     pending = [s for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING]
-    recently = [
-        s.confirmation_sent_at
+    due = [
+        s
         for s in pending
-        if s.confirmation_sent_at and now - s.confirmation_sent_at < confirmation_interval
+        if not s.confirmation_sent_at or now - s.confirmation_sent_at >= confirmation_interval
     ]
-    if pending and not recently:
+    if due and (may_send_confirmation is None or may_send_confirmation()):
         for subscription in pending:
             subscription.confirmation_sent_at = now
         outcome.send_confirmation = True
+        outcome.pending = sorted(s.newsletter_id for s in pending)
+    elif due:
+        outcome.confirmation_limited = True
     session.flush()  # once, with the confirmation time: no UPDATE right after the INSERT
     metrics.count_signup()
     return outcome
 
 
-def confirm(session: Session, *, subscriber_id: int, now: datetime | None = None) -> list[int]:
-    """Activate a subscriber's pending subscriptions; the ids of those newly activated."""
+def confirm(
+    session: Session,
+    *,
+    subscriber_id: int,
+    newsletter_ids: Collection[int] | None = None,
+    issued_at: datetime | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """Activate the pending subscriptions a confirmation link was sent for; the ids of the
+    newsletters newly activated.
+
+    `newsletter_ids` are those the link names (None, for an editor's own call: every
+    pending one): a newsletter someone added to the pending address after the link was
+    sent stays pending, for a confirmation of its own. A subscription left after the link
+    was made (`issued_at`), then signed up for again, is not confirmed by it either.
+    """
     now = now or utcnow()
     subscriber = get_subscriber(session, subscriber_id)
     activated = []
     for subscription in subscriber.subscriptions:
-        if subscription.status == SubscriptionStatus.PENDING:
-            _activate(session, subscriber, subscription, now=now, source="confirmation link")
-            activated.append(subscription.newsletter_id)
+        if subscription.status != SubscriptionStatus.PENDING:
+            continue
+        if newsletter_ids is not None and subscription.newsletter_id not in newsletter_ids:
+            continue
+        if issued_at is not None and _left_since(subscription, issued_at):
+            continue
+        _activate(session, subscriber, subscription, now=now, source="confirmation link")
+        activated.append(subscription.newsletter_id)
     return activated
 
 
@@ -418,6 +473,12 @@ def _activate(
         newsletter_id=subscription.newsletter_id,
         source=source,
     )
+
+
+def _left_since(subscription: Subscription, issued_at: datetime) -> bool:
+    """Whether the reader left this subscription after a link made at issued_at."""
+    issued_by = issued_at + timedelta(seconds=1)  # a token's time is in whole seconds
+    return subscription.unsubscribed_at is not None and subscription.unsubscribed_at > issued_by
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -10,18 +10,22 @@ import base64
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from newsletter.app import pipeline
+from newsletter.app import pipeline, readers
 from newsletter.app.queue import CeleryQueue
 from newsletter.app.queue import celery as app
+from newsletter.app.unit_of_work import unit_of_work
 from newsletter.articles import feeds
 from newsletter.bounces import policy as bounces
 from newsletter.bounces.doors import mailbox
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
+from newsletter.core.validation import InvalidInput
 from newsletter.digests import batch as delivery
 from newsletter.digests.batch import VariantKey
 from newsletter.digests.render import PreparedVariant
@@ -29,22 +33,46 @@ from newsletter.email.render import OutgoingMessage
 from newsletter.sending import relays, single
 from newsletter.sending.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.subscribers import notices
-from newsletter.subscribers.store import UnknownSubscriber
+from newsletter.subscribers.store import SignupForm, UnknownSubscriber
 
 log = logging.getLogger("newsletter.tasks")
 
 # No cap of Celery's own on the notices' retries: the retry policy (sending/relays.py,
 # NEWSLETTER_MAX_ATTEMPTS) decides when a notice is given up.
 MAX_RETRIES: int | None = None
+# A signup that hits a conflict is tried again a few times, a second apart.
+SIGNUP_RETRIES = 3
+
+
+@app.task(name="newsletter.sign_up", bind=True, max_retries=SIGNUP_RETRIES)
+def sign_up(self: Task, form: dict[str, Any], ip: str | None) -> str:
+    """Record a signup the signup page took, and queue what it calls for (see
+    app.readers.record_signup); what happened, in a word, for the worker's log."""
+    settings = get_settings()
+    try:
+        with unit_of_work() as work:
+            outcome = readers.record_signup(work, form=SignupForm(**form), ip=ip, settings=settings)
+    except InvalidInput as exc:
+        # Checked by the page already; a newsletter deleted since, say. Nothing to retry.
+        log.info("signup not recorded: %s", exc.message)
+        return "invalid"
+    except SQLAlchemyError as exc:
+        # Two signups for one new address at once: the second finds the first's row when
+        # tried again. The database's error names the address: only its kind is logged.
+        conflict = RuntimeError(f"signup not recorded: {type(exc).__name__}")
+        raise self.retry(exc=conflict, countdown=1) from None
+    return readers.signup_summary(outcome)
 
 
 @app.task(name="newsletter.send_confirmation", bind=True, max_retries=MAX_RETRIES)
-def send_confirmation(self: Task, subscriber_id: int) -> str:
+def send_confirmation(
+    self: Task, subscriber_id: int, newsletter_ids: list[int] | None = None
+) -> str:
     """Send the double opt-in email (checked again here: the reader may have left)."""
     return _send_notice(
         self,
         lambda session, settings: notices.confirmation_message(
-            session, subscriber_id=subscriber_id, settings=settings
+            session, subscriber_id=subscriber_id, newsletter_ids=newsletter_ids, settings=settings
         ),
         subscriber_id,
     )

@@ -11,17 +11,16 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from newsletter.app import readers
 from newsletter.app.unit_of_work import UnitOfWork
-from newsletter.articles.store import get_article_by_slug
+from newsletter.articles.store import get_article_by_slug, public_topics
 from newsletter.core import db
 from newsletter.core.config import LANGUAGES, Settings
-from newsletter.core.models import Article, Subscriber, SubscriptionStatus
+from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.tokens import Purpose, TokenClaims, read_token
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import render as digests
@@ -48,6 +47,8 @@ SIGNUP_ANSWER = (
     "Thank you. If this address can receive our newsletters, a message is on its way: "
     "follow the link in it to confirm your subscription."
 )
+# What every signup hears while the workers' broker does not answer.
+SIGNUP_UNAVAILABLE = "We cannot take signups at the moment. Please try again in a minute."
 # What every signup over the hourly limits hears, whichever limit and whatever the address.
 SIGNUP_LIMITED = (
     "There have been too many signups from here or for this address in the last hour. "
@@ -63,7 +64,7 @@ def signup_page(request: Request, session: SessionDep) -> HTMLResponse:
 @router.post(
     "/subscribe",
     status_code=202,
-    responses=refusals(413, 422, 429),
+    responses=refusals(413, 422, 429, 503),
 )
 async def subscribe(request: Request, work: UnitOfWorkDep, settings: SettingsDep) -> Response:
     as_json = wants_json(request)
@@ -97,6 +98,9 @@ def _subscribe(
         readers.sign_up(work, form=form, ip=ip, settings=settings)
     except readers.TooManySignups as exc:
         return _signup_limited(request, exc.limited, as_json=as_json)
+    except readers.SignupsUnavailable as exc:
+        log.warning("signup not taken: the broker does not answer (%s)", exc)
+        return _signups_unavailable(request, as_json=as_json)
     except InvalidInput as exc:
         work.rollback()
         if as_json:
@@ -116,8 +120,18 @@ def _subscribe(
 @router.get("/confirm/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
 def confirm(token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep) -> Response:
     claims = _claims(settings, Purpose.CONFIRM, token)
-    subscriber = readers.confirm(work, subscriber_id=claims.subscriber_id)
-    subscribed = any(s.status == SubscriptionStatus.SUBSCRIBED for s in subscriber.subscriptions)
+    subscriber = readers.confirm(
+        work,
+        subscriber_id=claims.subscriber_id,
+        newsletter_ids=claims.newsletter_ids,
+        issued_at=claims.issued_at,
+    )
+    # Confirmed: a newsletter this link asked about is subscribed (now, or by an earlier click).
+    subscribed = any(
+        s.status == SubscriptionStatus.SUBSCRIBED
+        and (claims.newsletter_ids is None or s.newsletter_id in claims.newsletter_ids)
+        for s in subscriber.subscriptions
+    )
     message = (
         "Your subscription is confirmed. The next issue will reach your inbox."
         if subscribed
@@ -321,6 +335,21 @@ def _signup_limited(request: Request, limited: SignupLimited, *, as_json: bool) 
     return response
 
 
+def _signups_unavailable(request: Request, *, as_json: bool) -> Response:
+    """503: the signup was not taken (it is not recorded anywhere), the same for every address."""
+    headers = {"Retry-After": "60"}
+    if as_json:
+        return JSONResponse({"detail": SIGNUP_UNAVAILABLE}, status_code=503, headers=headers)
+    response = page(
+        request,
+        "message.html",
+        {"title": "Please try again later", "message": SIGNUP_UNAVAILABLE},
+        status_code=503,
+    )
+    response.headers.update(headers)
+    return response
+
+
 async def _signup_form(request: Request, *, as_json: bool) -> subscribers.SignupForm:
     if as_json:
         try:
@@ -421,12 +450,9 @@ def _count_in_flight(subscriber_id: int, timeout: float) -> int:
 
 
 def _signup_context(session: SessionDep) -> dict[str, Any]:
-    topics = sorted(
-        {topic for row in session.scalars(select(Article.topics)) for topic in (row or [])}
-    )
     return {
         "newsletters": newsletter_store.list_newsletters(session),
-        "topics": topics,
+        "topics": public_topics(session),
         "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
         "form": None,
     }

@@ -57,7 +57,7 @@ def test_a_signup_is_committed_before_its_confirmation_is_queued(
     outcome = readers.subscribe(
         work, form=SignupForm(email="ana@example.com"), source="test", settings=get_settings()
     )
-    assert queue.jobs == [jobs.send_confirmation(outcome.subscriber_id or 0)]
+    assert queue.jobs == [jobs.send_confirmation(outcome.subscriber_id or 0, outcome.pending)]
     # The worker that takes the job finds the reader: the commit came first.
     assert queue.reader_was_there == [True]
     assert work.jobs == ()

@@ -105,6 +105,8 @@ def test_every_job_names_a_task_the_worker_has() -> None:
         "delivery_ids": [1],
         "raw_base64": "",
         "recipients": [],
+        "form": {"email": "ana@example.com"},
+        "ip": "192.0.2.1",
     }
     made = [
         make(**{name: sample[name] for name in inspect.signature(make).parameters})

@@ -23,6 +23,15 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
     assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'broker.db'}"
     assert settings.uses_sink and settings.effective_smtp_url == "smtp://127.0.0.1:8025"
     assert settings.base_url == "http://127.0.0.1:8000"
+    assert settings.trusted_proxy_list == []  # no X-Forwarded-For believed, not even loopback's
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, trusted_proxies=" 10.0.0.7, 192.168.0.0/16 ,::1,")
+    assert settings.trusted_proxy_list == ["10.0.0.7", "192.168.0.0/16", "::1"]
+    for wrong in ("proxy.internal", "*", "10.0.0.300"):
+        with pytest.raises(SettingsError, match="NEWSLETTER_TRUSTED_PROXIES"):
+            Settings(var_dir=tmp_path, trusted_proxies=wrong)
 
 
 @pytest.mark.usefixtures("bare_env")

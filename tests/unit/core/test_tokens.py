@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from newsletter.core.tokens import (
     Purpose,
     TokenError,
+    make_confirm_token,
     make_token,
     make_verp_token,
     read_token,
@@ -16,6 +18,13 @@ from newsletter.core.tokens import (
 )
 
 KEY = "k" * 32
+
+
+def token_for(purpose: Purpose, subscriber_id: int) -> str:
+    """A token of this purpose: a confirmation names its newsletters."""
+    if purpose is Purpose.CONFIRM:
+        return make_confirm_token(KEY, subscriber_id, [1])
+    return make_token(KEY, purpose, subscriber_id)
 
 
 def test_a_token_reads_back_its_subscriber_and_newsletter() -> None:
@@ -27,7 +36,7 @@ def test_a_token_reads_back_its_subscriber_and_newsletter() -> None:
 @pytest.mark.parametrize("made_for", list(Purpose))
 @pytest.mark.parametrize("used_for", list(Purpose))
 def test_a_token_of_one_purpose_fails_for_every_other(made_for: Purpose, used_for: Purpose) -> None:
-    token = make_token(KEY, made_for, 1)
+    token = token_for(made_for, 1)
     if made_for is used_for:
         assert read_token(KEY, used_for, token).subscriber_id == 1
     else:
@@ -48,13 +57,46 @@ def test_a_flipped_character_or_another_key_fails() -> None:
 
 
 def test_confirm_tokens_expire_and_unsubscribe_tokens_do_not() -> None:
-    confirm = make_token(KEY, Purpose.CONFIRM, 3)
+    confirm = make_confirm_token(KEY, 3, [1])
     unsubscribe = make_token(KEY, Purpose.UNSUBSCRIBE, 3)
     time.sleep(1.1)
     with pytest.raises(TokenError) as caught:
         read_token(KEY, Purpose.CONFIRM, confirm, max_age=0)
     assert caught.value.expired
     assert read_token(KEY, Purpose.UNSUBSCRIBE, unsubscribe, max_age=0).subscriber_id == 3
+
+
+def test_a_confirm_token_names_the_newsletters_it_was_sent_for_and_when() -> None:
+    before = time.time()
+    token = make_confirm_token(KEY, 42, [9, 3, 9])
+    claims = read_token(KEY, Purpose.CONFIRM, token, max_age=60)
+    assert (claims.subscriber_id, claims.newsletter_ids) == (42, (3, 9))
+    assert (
+        claims.issued_at is not None and before - 1 <= claims.issued_at.timestamp() <= time.time()
+    )
+    with pytest.raises(ValueError):
+        make_confirm_token(KEY, 42, [])
+    with pytest.raises(ValueError):  # a confirmation link without its newsletters
+        make_token(KEY, Purpose.CONFIRM, 42)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [[1, []], [1, [True]], [1, "3"], [1, 3], [True, [3]], [1, [3], 4], {"s": 1}, [1, [1] * 101]],
+)
+def test_a_confirm_token_of_any_other_shape_is_refused(payload: object) -> None:
+    signed = URLSafeTimedSerializer(KEY, salt=Purpose.CONFIRM.value).dumps(payload)
+    with pytest.raises(TokenError) as caught:
+        read_token(KEY, Purpose.CONFIRM, signed, max_age=60)
+    assert not caught.value.expired
+
+
+def test_a_confirm_token_from_before_tokens_named_newsletters_has_expired() -> None:
+    """Such a link confirmed every pending newsletter, a stranger's additions too."""
+    signed = URLSafeTimedSerializer(KEY, salt=Purpose.CONFIRM.value).dumps([42])
+    with pytest.raises(TokenError) as caught:
+        read_token(KEY, Purpose.CONFIRM, signed, max_age=60)
+    assert caught.value.expired
 
 
 def test_verp_tokens_are_lower_case_and_unforgeable() -> None:

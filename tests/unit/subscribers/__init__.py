@@ -1,0 +1,1 @@
+"""Unit tests of newsletter.subscribers: the signup limits."""
