@@ -11,6 +11,7 @@ from typing import TextIO
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.core import spreadsheets
 from newsletter.core.clock import utcnow
 from newsletter.core.models import Suppression
 from newsletter.core.validation import InvalidInput, clean_email, clean_text, email_hash
@@ -130,8 +131,11 @@ def import_csv(session: Session, stream: TextIO) -> SuppressionImport:
     report = SuppressionImport()
     for row in reader:
         line = reader.line_num
+        # Cells as the export wrote them: its neutralising quotes come off (spreadsheets).
+        email = spreadsheets.read_cell(row.get("email") or "")
+        reason = spreadsheets.read_cell(row.get("reason") or "")
         try:
-            if add(session, email=row.get("email") or "", reason=row.get("reason") or "import"):
+            if add(session, email=email, reason=reason or "import"):
                 report.added += 1
             else:
                 report.known += 1
@@ -141,8 +145,11 @@ def import_csv(session: Session, stream: TextIO) -> SuppressionImport:
 
 
 def export_csv(session: Session, stream: TextIO) -> int:
-    """Write the list as CSV: email (empty for erased readers: only a hash is kept)."""
-    writer = csv.writer(stream)
+    """Write the list as CSV: email (empty for erased readers: only a hash is kept).
+
+    Every cell is spreadsheet-safe: a bounce's diagnostic is text from outside.
+    """
+    writer = spreadsheets.writer(stream)
     written = -1  # the header row is not an entry
     for row in export_rows(session):
         writer.writerow(row)
@@ -152,7 +159,7 @@ def export_csv(session: Session, stream: TextIO) -> int:
 
 def export_rows(session: Session) -> Iterator[list[str]]:
     """The rows export_csv writes, header first, read a page at a time."""
-    yield ["email", "email_sha256", "reason", "detail", "created_at"]
+    yield ["email", "email_hash", "reason", "detail", "created_at"]
     for entry in entries(session):
         yield [
             entry.email or "",
