@@ -12,9 +12,11 @@ from datetime import timedelta
 
 from newsletter.app import jobs
 from newsletter.app.unit_of_work import UnitOfWork
+from newsletter.bounces import policy as bounces
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.validation import InvalidInput
+from newsletter.sending import ledger
 from newsletter.subscribers import signup_limits
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.signup_limits import SignupLimited
@@ -158,8 +160,17 @@ def leave_before_erasure(work: UnitOfWork, *, subscriber_id: int) -> None:
 
 
 def erase(work: UnitOfWork, *, subscriber_id: int) -> None:
-    """Delete everything about the reader; only a keyed hash stays, on the suppression list."""
+    """Delete everything about the reader; only a keyed hash stays, on the suppression list.
+
+    Every copy of the address goes: the reader's row, subscriptions and events, their
+    bounce records (kept as counts only), the address in their deliveries' errors and in
+    any other bounce report that quotes it, and the suppression entry's address and
+    detail. The deliveries stay, without a reader, so that digests' counts stay true.
+    """
     with contextlib.suppress(subscribers.UnknownSubscriber):  # erased twice at once
+        key = subscribers.get_subscriber(work.session, subscriber_id).email_key
+        bounces.forget_reader(work.session, subscriber_id=subscriber_id, email_key=key)
+        ledger.forget_reader(work.session, subscriber_id=subscriber_id, email_key=key)
         subscribers.erase(work.session, subscriber_id=subscriber_id)
     work.commit()
 

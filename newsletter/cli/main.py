@@ -741,7 +741,7 @@ def suppressions_list() -> None:
 
     with session_scope() as session:
         for entry in suppressions.entries(session):
-            shown = entry.email or f"(erased, sha256 {entry.email_hash[:12]}…)"
+            shown = entry.email or f"(erased, hash {entry.email_hash[:12]}…)"
             click.echo(f"{shown}\t{entry.reason}\t{entry.created_at:%Y-%m-%d}")
 
 
@@ -800,6 +800,25 @@ def suppressions_export(output: Path | None) -> None:
         with output.open("w", newline="", encoding="utf-8") as stream:
             count = suppressions.export_csv(session, stream)
     click.echo(f"wrote {count} entries to {output}")
+
+
+@suppressions_group.command("rekey")
+def suppressions_rekey() -> None:
+    """After changing NEWSLETTER_SECRET_KEY: the address hashes made again under the new key.
+
+    Erased readers' entries keep only their hash, which no new key can carry over: those
+    addresses are no longer suppressed (they can sign up again, with double opt-in).
+    """
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with session_scope() as session:
+        done = suppressions.rekey(session)
+    click.echo(
+        f"re-keyed {done.subscribers} subscriber(s) and {done.suppressions} suppressed "
+        f"address(es); {done.erased} erased entr{'y' if done.erased == 1 else 'ies'} kept "
+        "their old hash"
+    )
 
 
 def _messages_at(path: Path) -> Any:

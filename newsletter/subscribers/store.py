@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter.core import metrics
@@ -30,6 +30,7 @@ from newsletter.core.validation import (
     clean_text,
     clean_time_zone,
     clean_topics,
+    without_address,
 )
 from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers import suppressions
@@ -266,13 +267,39 @@ def update_preferences(
 
 
 def erase(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
-    """Delete everything personal about a reader; keep only a hash so they are never mailed."""
+    """Delete everything personal about a reader; keep only a keyed hash so they are never
+    mailed. Their subscriptions and events go with them; an entry they had on the
+    suppression list keeps its reason but loses its address and its detail (a bounce's
+    diagnostic quotes the address). The bounce records and the deliveries' errors are
+    their modules' to clear (app.readers.erase calls each)."""
     subscriber = get_subscriber(session, subscriber_id)
-    suppressions.suppress(
+    entry = suppressions.suppress(
         session, email_key=subscriber.email_key, email=None, reason="erased", now=now
     )
+    entry.detail = ""
+    # Other readers' events may quote the address (a bounce report that names it).
+    quoting = session.scalars(
+        select(SubscriberEvent).where(
+            SubscriberEvent.subscriber_id != subscriber.id,
+            func.lower(cast(SubscriberEvent.detail, Text)).contains(
+                subscriber.email_key, autoescape=True
+            ),
+        )
+    )
+    for event in quoting:
+        event.detail = _without_address(event.detail, subscriber.email_key)
     session.delete(subscriber)
     session.flush()
+
+
+def _without_address(value: Any, email_key: str) -> Any:
+    if isinstance(value, str):
+        return without_address(value, email_key)
+    if isinstance(value, dict):
+        return {key: _without_address(item, email_key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_address(item, email_key) for item in value]
+    return value
 
 
 def export_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.core import spreadsheets
 from newsletter.core.clock import utcnow
-from newsletter.core.models import Suppression
+from newsletter.core.models import Subscriber, Suppression
 from newsletter.core.validation import InvalidInput, clean_email, clean_text, email_hash
 
 
@@ -86,6 +86,47 @@ def suppress(
         suppression.email = email if email is not None else None
     session.flush()
     return suppression
+
+
+@dataclass(frozen=True)
+class Rekeyed:
+    """What `rekey` did: hashes recomputed, and erased entries it could not recompute."""
+
+    subscribers: int
+    suppressions: int
+    erased: int
+
+
+def rekey(session: Session, *, batch: int = 1000) -> Rekeyed:
+    """Recompute every keyed hash whose address is known, under the current secret key.
+
+    After NEWSLETTER_SECRET_KEY changed, the hashes made under the old key match nothing:
+    a suppressed address would be mailed again. The subscribers' and the suppressed
+    addresses' hashes are made again from their addresses; an erased reader's entry
+    kept only its hash, which no key change can carry over (that is the point of it).
+    """
+    counts = {"subscribers": 0, "suppressions": 0}
+    for model, address, name in (
+        (Subscriber, Subscriber.email_key, "subscribers"),
+        (Suppression, Suppression.email, "suppressions"),
+    ):
+        after = 0
+        while rows := session.execute(
+            select(model.id, address)
+            .where(model.id > after, address.is_not(None))
+            .order_by(model.id)
+            .limit(batch)
+        ).all():
+            session.execute(
+                update(model),
+                [{"id": id_, "email_hash": email_hash(str(value).lower())} for id_, value in rows],
+            )
+            counts[name] += len(rows)
+            after = rows[-1][0]
+    erased = session.scalar(
+        select(func.count()).select_from(Suppression).where(Suppression.email.is_(None))
+    )
+    return Rekeyed(counts["subscribers"], counts["suppressions"], int(erased or 0))
 
 
 def entries(session: Session, *, batch: int = 1000) -> Iterator[Suppression]:

@@ -671,7 +671,7 @@ def test_an_erased_reader_shows_only_as_a_hash_and_is_exported(
         ("", "erased"),
         ("kept@example.com", "manual"),
     ]
-    assert rows[0]["email_sha256"] == digest
+    assert rows[0]["email_hash"] == digest
 
 
 def test_suppressions_are_imported_from_csv(client: TestClient, csrf: str) -> None:
