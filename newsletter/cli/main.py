@@ -139,7 +139,7 @@ def up(host: str, port: int) -> None:
     }
     if settings.uses_sink:
         commands["sink"] = [*me, "sink"]
-    click.echo(f"Admin token: {settings.admin_token}")
+    _announce_admin_token(settings)
     click.echo(f"Signup page: {settings.base_url}/")
     if settings.uses_sink:
         click.echo(f"Outgoing mail is kept in {settings.outbox_dir}")
@@ -859,6 +859,18 @@ def _initialise(*, import_seeds: bool) -> Any:
             click.echo(f"imported {len(report.imported)} seed article(s)")
     click.echo(f"database ready: {_safe_url(settings.database_url)}")
     return settings
+
+
+def _announce_admin_token(settings: Any) -> None:
+    """The admin token, shown once: when this start generated it. After that, where it is
+    (a terminal's scrollback or a service's journal is no place to keep a secret)."""
+    kept = settings.var_dir / "admin_token"
+    if "admin_token" in settings.generated_secrets:
+        click.echo(f"Admin token (generated now, kept in {kept}): {settings.admin_token}")
+    elif kept.is_file() and kept.read_text().strip() == settings.admin_token:
+        click.echo(f"Admin token: in {kept}")
+    else:
+        click.echo("Admin token: the one NEWSLETTER_ADMIN_TOKEN gives")
 
 
 def _supervise(commands: dict[str, list[str]]) -> None:

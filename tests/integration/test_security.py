@@ -63,7 +63,6 @@ def app(clean_db: str, redis_broker: str) -> Any:
             f"{get_settings().redis_key_prefix}{signup_limits.KEY_PREFIX}:*"
         ):
             store.delete(key)
-    auth._failures.forget("testclient")
     return create_app()
 
 
