@@ -152,6 +152,26 @@ def update_preferences(work: UnitOfWork, *, subscriber_id: int, preferences: Pre
     return bool(was_subscribed - _subscribed_ids(subscriber))
 
 
+def request_data_link(work: UnitOfWork, *, subscriber_id: int, action: str) -> bool:
+    """The reader asked, on their preferences page, for their data (action "export") or
+    for its erasure ("erase"): a short-lived link goes to their address, at most one per
+    action every ten minutes; whether one was queued now.
+
+    Nothing is handed over or erased here: only the mailbox's owner can follow the link.
+    """
+    queued = subscribers.note_data_link(work.session, subscriber_id=subscriber_id, action=action)
+    if queued:
+        work.enqueue(jobs.send_data_link(subscriber_id, action))
+    work.commit()
+    return queued
+
+
+def revoke_links(work: UnitOfWork, *, subscriber_id: int) -> None:
+    """Every preferences, data and erasure link mailed to the reader stops working."""
+    subscribers.revoke_links(work.session, subscriber_id=subscriber_id)
+    work.commit()
+
+
 def leave_before_erasure(work: UnitOfWork, *, subscriber_id: int) -> None:
     """The first step of an erasure: unsubscribed from everything, and committed, so that
     the caller can wait for a message already on its way before the data goes."""

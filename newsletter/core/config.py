@@ -168,6 +168,8 @@ class Settings(BaseSettings):
         default=600, description="A pending address gets at most one confirmation per interval."
     )
     confirm_token_max_age_seconds: int = 7 * 24 * 3600
+    # How long the link to a reader's data, or to confirm its erasure, works once mailed.
+    data_link_max_age_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     smtp_timeout_seconds: float = 30.0
     max_request_bytes: int = 64 * 1024
     max_api_request_bytes: int = 1024 * 1024

@@ -25,7 +25,7 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Base, Subscriber, Suppression
 from newsletter.core.schema import alembic_config, upgrade
-from newsletter.core.tokens import Purpose, make_token, make_verp_token
+from newsletter.core.tokens import Purpose, make_reader_token, make_verp_token
 from newsletter.core.validation import email_hash
 from newsletter.sending import ledger
 from newsletter.subscribers import eligibility, suppressions
@@ -123,8 +123,8 @@ def a_reader_with_a_history() -> int:
 
 def test_erasure_leaves_the_address_in_no_row_of_any_table(client: TestClient) -> None:
     reader = a_reader_with_a_history()
-    link = make_token(get_settings().secret_key, Purpose.PREFERENCES, reader)
-    erased = client.post(f"/preferences/{link}/erase", data={"confirm": "yes"})
+    link = make_reader_token(get_settings().secret_key, Purpose.ERASE, reader, 0)
+    erased = client.post(f"/erase/{link}")
     assert erased.status_code == 200, erased.text
     assert rows_holding(ADDRESS) == {}
     # Nor its plain sha256, which anyone can compute from a guess.

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.app import editors
+from newsletter.app import editors, readers
 from newsletter.app.admin_sessions import SignedIn
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.bounces import policy as bounces
@@ -175,6 +175,22 @@ def reset_bounces(
     session.commit()
     return redirect(
         f"/admin/subscribers/{subscriber_id}", "Bounces reset: the address is deliverable again."
+    )
+
+
+@router.post("/subscribers/{subscriber_id}/revoke-links")
+def revoke_links(
+    request: Request, admin: AdminForm, work: UnitOfWorkDep, subscriber_id: RowId
+) -> Response:
+    """A reader's preferences link leaked (a forwarded email): every such link goes dead."""
+    try:
+        readers.revoke_links(work, subscriber_id=subscriber_id)
+    except UnknownSubscriber as exc:
+        work.rollback()
+        return message_page(request, admin, "No such subscriber", str(exc), status_code=404)
+    return redirect(
+        f"/admin/subscribers/{subscriber_id}",
+        "Links revoked: the preferences, data and erasure links mailed so far no longer work.",
     )
 
 

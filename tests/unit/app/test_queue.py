@@ -105,6 +105,7 @@ def test_every_job_names_a_task_the_worker_has() -> None:
         "delivery_ids": [1],
         "raw_base64": "",
         "recipients": [],
+        "action": "export",
     }
     made = [
         make(**{name: sample[name] for name in inspect.signature(make).parameters})
