@@ -117,5 +117,4 @@ def import_subscribers(
 def erase_subscriber(work: UnitOfWork, *, email: str) -> None:
     """Erase a reader on request (UnknownSubscriber when there is none)."""
     subscriber = subscribers.find_by_email(work.session, email)
-    subscribers.erase(work.session, subscriber_id=subscriber.id)
-    work.commit()
+    readers.erase(work, subscriber_id=subscriber.id)

@@ -46,6 +46,11 @@ def send_goodbye(subscriber_id: int, newsletter_ids: list[int]) -> Job:
     return Job("newsletter.send_goodbye", (subscriber_id, list(newsletter_ids)))
 
 
+def send_data_link(subscriber_id: int, action: str) -> Job:
+    """The link to a reader's data (action "export") or to confirm its erasure ("erase")."""
+    return Job("newsletter.send_data_link", (subscriber_id, action))
+
+
 def tick() -> Job:
     """Start what is due now rather than at the next beat (every 10 s)."""
     return Job("newsletter.tick", nudge=True)

@@ -15,9 +15,11 @@ from typing import Any
 
 from newsletter.app import jobs
 from newsletter.app.unit_of_work import UnitOfWork
+from newsletter.bounces import policy as bounces
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.validation import InvalidInput
+from newsletter.sending import ledger
 from newsletter.subscribers import signup_limits
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.signup_limits import SignupLimited
@@ -227,6 +229,26 @@ def update_preferences(work: UnitOfWork, *, subscriber_id: int, preferences: Pre
     return bool(was_subscribed - _subscribed_ids(subscriber))
 
 
+def request_data_link(work: UnitOfWork, *, subscriber_id: int, action: str) -> bool:
+    """The reader asked, on their preferences page, for their data (action "export") or
+    for its erasure ("erase"): a short-lived link goes to their address, at most one per
+    action every ten minutes; whether one was queued now.
+
+    Nothing is handed over or erased here: only the mailbox's owner can follow the link.
+    """
+    queued = subscribers.note_data_link(work.session, subscriber_id=subscriber_id, action=action)
+    if queued:
+        work.enqueue(jobs.send_data_link(subscriber_id, action))
+    work.commit()
+    return queued
+
+
+def revoke_links(work: UnitOfWork, *, subscriber_id: int) -> None:
+    """Every preferences, data and erasure link mailed to the reader stops working."""
+    subscribers.revoke_links(work.session, subscriber_id=subscriber_id)
+    work.commit()
+
+
 def leave_before_erasure(work: UnitOfWork, *, subscriber_id: int) -> None:
     """The first step of an erasure: unsubscribed from everything, and committed, so that
     the caller can wait for a message already on its way before the data goes."""
@@ -235,8 +257,17 @@ def leave_before_erasure(work: UnitOfWork, *, subscriber_id: int) -> None:
 
 
 def erase(work: UnitOfWork, *, subscriber_id: int) -> None:
-    """Delete everything about the reader; only a keyed hash stays, on the suppression list."""
+    """Delete everything about the reader; only a keyed hash stays, on the suppression list.
+
+    Every copy of the address goes: the reader's row, subscriptions and events, their
+    bounce records (kept as counts only), the address in their deliveries' errors and in
+    any other bounce report that quotes it, and the suppression entry's address and
+    detail. The deliveries stay, without a reader, so that digests' counts stay true.
+    """
     with contextlib.suppress(subscribers.UnknownSubscriber):  # erased twice at once
+        key = subscribers.get_subscriber(work.session, subscriber_id).email_key
+        bounces.forget_reader(work.session, subscriber_id=subscriber_id, email_key=key)
+        ledger.forget_reader(work.session, subscriber_id=subscriber_id, email_key=key)
         subscribers.erase(work.session, subscriber_id=subscriber_id)
     work.commit()
 

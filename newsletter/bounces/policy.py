@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,7 +36,7 @@ from newsletter.core.models import (
     Suppression,
 )
 from newsletter.core.tokens import TokenError, read_verp_token
-from newsletter.core.validation import email_hash
+from newsletter.core.validation import email_hash, without_address
 from newsletter.email.addresses import AddressKind, read_reader_address
 from newsletter.sending import ledger
 from newsletter.subscribers.store import get_subscriber, record_event, unsubscribe
@@ -217,6 +217,44 @@ def purge_raw(session: Session, *, older_than: timedelta, now: datetime | None =
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def forget_reader(session: Session, *, subscriber_id: int, email_key: str) -> None:
+    """Erasure: no bounce record keeps the reader's address, their report or their link.
+
+    Their events (by subscriber, or naming their address as the recipient, matched or
+    not) keep only the facts the dashboard counts (kind, source, status, time, delivery);
+    any other event that quotes the address has it replaced in its text.
+    """
+    session.execute(
+        update(BounceEvent)
+        .where(
+            or_(
+                BounceEvent.subscriber_id == subscriber_id,
+                func.lower(BounceEvent.recipient) == email_key,
+            )
+        )
+        .values(subscriber_id=None, recipient=None, diagnostic=None, raw=None)
+        .execution_options(synchronize_session=False)
+    )
+    quoting = session.execute(
+        select(BounceEvent.id, BounceEvent.diagnostic, BounceEvent.raw).where(
+            or_(
+                func.lower(BounceEvent.diagnostic).contains(email_key, autoescape=True),
+                func.lower(BounceEvent.raw).contains(email_key, autoescape=True),
+            )
+        )
+    ).all()
+    for event_id, diagnostic, raw in quoting:
+        session.execute(
+            update(BounceEvent)
+            .where(BounceEvent.id == event_id)
+            .values(
+                diagnostic=diagnostic and without_address(diagnostic, email_key),
+                raw=raw and without_address(raw, email_key),
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 def event_key_of(raw: bytes) -> str:

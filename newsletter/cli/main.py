@@ -149,7 +149,7 @@ def up(host: str, port: int) -> None:
     }
     if settings.uses_sink:
         commands["sink"] = [*me, "sink"]
-    click.echo(f"Admin token: {settings.admin_token}")
+    _announce_admin_token(settings)
     click.echo(f"Signup page: {settings.base_url}/")
     if settings.uses_sink:
         click.echo(f"Outgoing mail is kept in {settings.outbox_dir}")
@@ -751,7 +751,7 @@ def suppressions_list() -> None:
 
     with session_scope() as session:
         for entry in suppressions.entries(session):
-            shown = entry.email or f"(erased, sha256 {entry.email_hash[:12]}…)"
+            shown = entry.email or f"(erased, hash {entry.email_hash[:12]}…)"
             click.echo(f"{shown}\t{entry.reason}\t{entry.created_at:%Y-%m-%d}")
 
 
@@ -812,6 +812,25 @@ def suppressions_export(output: Path | None) -> None:
     click.echo(f"wrote {count} entries to {output}")
 
 
+@suppressions_group.command("rekey")
+def suppressions_rekey() -> None:
+    """After changing NEWSLETTER_SECRET_KEY: the address hashes made again under the new key.
+
+    Erased readers' entries keep only their hash, which no new key can carry over: those
+    addresses are no longer suppressed (they can sign up again, with double opt-in).
+    """
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import suppressions
+
+    with session_scope() as session:
+        done = suppressions.rekey(session)
+    click.echo(
+        f"re-keyed {done.subscribers} subscriber(s) and {done.suppressions} suppressed "
+        f"address(es); {done.erased} erased entr{'y' if done.erased == 1 else 'ies'} kept "
+        "their old hash"
+    )
+
+
 def _messages_at(path: Path) -> Any:
     from newsletter.bounces.doors.mailbox import messages_at
 
@@ -850,6 +869,18 @@ def _initialise(*, import_seeds: bool) -> Any:
             click.echo(f"imported {len(report.imported)} seed article(s)")
     click.echo(f"database ready: {_safe_url(settings.database_url)}")
     return settings
+
+
+def _announce_admin_token(settings: Any) -> None:
+    """The admin token, shown once: when this start generated it. After that, where it is
+    (a terminal's scrollback or a service's journal is no place to keep a secret)."""
+    kept = settings.var_dir / "admin_token"
+    if "admin_token" in settings.generated_secrets:
+        click.echo(f"Admin token (generated now, kept in {kept}): {settings.admin_token}")
+    elif kept.is_file() and kept.read_text().strip() == settings.admin_token:
+        click.echo(f"Admin token: in {kept}")
+    else:
+        click.echo("Admin token: the one NEWSLETTER_ADMIN_TOKEN gives")
 
 
 def _supervise(commands: dict[str, list[str]]) -> None:

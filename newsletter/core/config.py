@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -45,6 +46,12 @@ SEEDS_DIR = shipped_dir("seeds")
 
 # Values that mean "somebody copied the example and never changed it".
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "please-change", "xxx"})
+# A secret signs readers' links, keys the suppression list's hashes and opens the admin
+# API: at least this many characters, with at least SECRET_MIN_DISTINCT different ones
+# (what a random token has by far; `aaaa…` or `admin` has not).
+SECRET_MIN_LENGTH = 32
+SECRET_MIN_DISTINCT = 12
+SECRETS = ("secret_key", "admin_token")
 
 LANGUAGES = ("pt", "en", "zh")
 
@@ -60,7 +67,8 @@ class Settings(BaseSettings):
 
     environment: str = Field(
         default="development",
-        description="development or production; production refuses placeholder secrets.",
+        description="development, or anything else: production (which never generates "
+        "secrets and refuses placeholders).",
     )
     var_dir: Path = Field(
         default_factory=lambda: (CHECKOUT_DIR or Path.cwd()) / "var",
@@ -87,6 +95,10 @@ class Settings(BaseSettings):
     # (doubled with each further wrong try from the same address, up to a minute).
     admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
     admin_signin_delay_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Sign-in attempts one client address may make in a window (counted in the database,
+    # shared by every web process); over it, 429 until the window ends, right token or not.
+    admin_signin_attempts: int = Field(default=10, ge=1, le=1000)
+    admin_signin_window_seconds: int = Field(default=900, ge=1, le=24 * 3600)
     # Hosts (client addresses) that may read /metrics and /readyz's details without the token.
     metrics_allow_hosts: list[str] = Field(default_factory=list)
     # "text" (one line per event) or "json" (one object per line, for a log shipper).
@@ -157,6 +169,8 @@ class Settings(BaseSettings):
         default=600, description="A pending address gets at most one confirmation per interval."
     )
     confirm_token_max_age_seconds: int = 7 * 24 * 3600
+    # How long the link to a reader's data, or to confirm its erasure, works once mailed.
+    data_link_max_age_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     smtp_timeout_seconds: float = 30.0
     max_request_bytes: int = 64 * 1024
     max_api_request_bytes: int = 1024 * 1024
@@ -175,6 +189,8 @@ class Settings(BaseSettings):
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
     )
     feed_poll_minutes: int = Field(default=15, ge=1)
+
+    _generated_secrets: set[str] = PrivateAttr(default_factory=set)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -207,7 +223,8 @@ class Settings(BaseSettings):
 
     @property
     def is_production(self) -> bool:
-        return self.environment.lower() == "production"
+        # Fail closed: a name we do not know (`prod`, `staging`, a typo) is production.
+        return self.environment.strip().lower() != "development"
 
     @property
     def uses_sink(self) -> bool:
@@ -231,34 +248,75 @@ class Settings(BaseSettings):
     def uses_redis(self) -> bool:
         return urlsplit(self.broker_url).scheme in {"redis", "rediss"}
 
+    @property
+    def generated_secrets(self) -> frozenset[str]:
+        """The secrets ensure_secrets generated into var/ just now (none when they were
+        given or already there): `newsletter up` shows the admin token only then."""
+        return frozenset(self._generated_secrets)
+
     def ensure_secrets(self) -> None:
-        """Fill secret_key and admin_token from var/ (generated once), or refuse placeholders."""
-        for name in ("secret_key", "admin_token"):
+        """Fill secret_key and admin_token, or raise SettingsError: never start on a weak one.
+
+        In development an unset (or placeholder) secret is generated once into var/ and
+        read from there after; production generates nothing. Either way a secret that is
+        empty, short or plainly not random is refused, a file in var/ included.
+        """
+        for name in SECRETS:
             value: str = getattr(self, name)
+            where, remedy = f"NEWSLETTER_{name.upper()}", ""
             if value.strip().lower() in PLACEHOLDER_SECRETS:
                 if self.is_production:
-                    raise SettingsError(
-                        f"NEWSLETTER_{name.upper()} must be set to a real secret in production"
-                    )
-                setattr(self, name, _generated_secret(self.var_dir / name))
+                    raise SettingsError(f"{where} must be set to a real secret in production")
+                value, generated = _generated_secret(self.var_dir / name)
+                if generated:
+                    self._generated_secrets.add(name)
+                where, remedy = str(self.var_dir / name), ", or delete the file for a new one"
+            problem = weak_secret(value)
+            if problem:
+                raise SettingsError(
+                    f"{where} {problem}: use at least {SECRET_MIN_LENGTH} random characters "
+                    f"(python -c 'import secrets; print(secrets.token_urlsafe(32))'){remedy}"
+                )
+            setattr(self, name, value)
 
 
-def _generated_secret(path: Path) -> str:
-    """Read a secret kept in var/, creating it the first time (readable by its owner only)."""
+def weak_secret(value: str) -> str | None:
+    """What is wrong with a secret (None when nothing is): empty, short, or not random."""
+    if not value.strip():
+        return "is empty"
+    if len(value) < SECRET_MIN_LENGTH:
+        return f"is shorter than {SECRET_MIN_LENGTH} characters"
+    if len(set(value)) < SECRET_MIN_DISTINCT or value.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is not random"
+    return None
+
+
+def _generated_secret(path: Path) -> tuple[str, bool]:
+    """A secret kept in var/, created the first time (readable by its owner only); whether
+    it was created just now.
+
+    Created whole or not at all: written to a temporary file, then linked under its name,
+    which fails if another process (web and worker start together) got there first; the
+    loser reads the winner's. A reader never sees a half-written (or empty) file.
+    """
     try:
-        return path.read_text().strip()
+        return path.read_text().strip(), False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
-    # O_EXCL: when web and worker start together, the first writer wins and the other reads it.
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
     except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    return value
+        return path.read_text().strip(), False
+    finally:
+        os.unlink(temporary)
+    return value, True
 
 
 @lru_cache(maxsize=1)

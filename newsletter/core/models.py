@@ -109,6 +109,10 @@ class EventKind(enum.StrEnum):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     BOUNCES_RESET = "bounces_reset"
+    LINKS_REVOKED = "links_revoked"
+    # A link to their data, or to confirm its erasure, mailed at the reader's request.
+    EXPORT_LINK_SENT = "export_link_sent"
+    ERASURE_LINK_SENT = "erasure_link_sent"
 
 
 class Newsletter(Base):
@@ -152,6 +156,9 @@ class Subscriber(Base):
     topics: Mapped[list[str]] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.ACTIVE)
     soft_bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Carried in the reader's preferences links (and their data links): raised, it makes
+    # every link mailed before worthless (core.tokens, subscribers.store.revoke_links).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -290,7 +297,8 @@ class Suppression(Base):
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # sha256 of the lower-cased address: all that remains of an erased reader.
+    # The lower-cased address's keyed hash (validation.email_hash): all that remains of an
+    # erased reader, and nothing anyone without the secret key can test a guess against.
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str | None] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(String(32))
@@ -379,3 +387,18 @@ class AdminSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SignInAttempts(Base):
+    """Sign-in attempts at the dashboard from one client address in its current window.
+
+    Shared by every web process through the database: counted before a token is looked
+    at, so that guesses sent in parallel are refused once the window's allowance is spent.
+    """
+
+    __tablename__ = "admin_signin_attempts"
+
+    # A keyed hash of the client's address: no address is kept.
+    client_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime]

@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
@@ -19,6 +19,20 @@ class Purpose(enum.StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
+    # The short-lived links mailed to a reader who asked, on their preferences page, for
+    # their data or for its erasure: only the mailbox's owner can follow them.
+    EXPORT = "export"
+    ERASE = "erase"
+
+
+# Tokens of these purposes expire (read_token's max_age); the others last as long as what
+# they name, for links in mail a reader may open months later.
+EXPIRING = frozenset({Purpose.CONFIRM, Purpose.EXPORT, Purpose.ERASE})
+# Links that open a reader's data carry the reader's token version: raising it (from the
+# dashboard, or by erasure) makes every such link mailed before worthless. Unsubscribe
+# links do not: a one-click unsubscribe works from any email ever sent (invariant 3), and
+# all one can do with it is leave.
+VERSIONED = frozenset({Purpose.PREFERENCES, Purpose.EXPORT, Purpose.ERASE})
 
 
 class TokenError(ValueError):
@@ -68,17 +82,7 @@ def read_token(
     secret_key: str, purpose: Purpose, token: str, *, max_age: int | None = None
 ) -> TokenClaims:
     """The claims of a valid token; TokenError otherwise. Only confirm tokens expire."""
-    serializer = _serializer(secret_key, purpose)
-    issued_at: datetime | None = None
-    try:
-        if isinstance(serializer, URLSafeTimedSerializer):
-            payload, issued_at = serializer.loads(token, max_age=max_age, return_timestamp=True)
-        else:
-            payload = serializer.loads(token)
-    except SignatureExpired as exc:
-        raise TokenError("This link has expired.", expired=True) from exc
-    except BadData as exc:
-        raise TokenError("This link is not valid.") from exc
+    payload, issued_at = _loads(_serializer(secret_key, purpose), token, max_age)
     if purpose is Purpose.CONFIRM:
         return _confirm_claims(payload, issued_at)
     if (
@@ -88,6 +92,41 @@ def read_token(
     ):
         raise TokenError("This link is not valid.")
     return TokenClaims(payload[0], payload[1] if len(payload) == 2 else None)
+
+
+@dataclass(frozen=True)
+class ReaderClaims:
+    subscriber_id: int
+    version: int
+
+
+def make_reader_token(secret_key: str, purpose: Purpose, subscriber_id: int, version: int) -> str:
+    """A token for a link that opens a reader's data, bound to their token version."""
+    if purpose not in VERSIONED:
+        raise ValueError(f"{purpose} links carry no token version")
+    return str(_serializer(secret_key, purpose).dumps({"s": subscriber_id, "v": version}))
+
+
+def read_reader_token(
+    secret_key: str, purpose: Purpose, token: str, *, max_age: int | None = None
+) -> ReaderClaims:
+    """The reader and token version of a valid token; TokenError otherwise.
+
+    A preferences token made before versions were (a bare [subscriber]) reads as version
+    0: such links keep working until the reader's version is first raised.
+    """
+    if purpose not in VERSIONED:
+        raise ValueError(f"{purpose} links carry no token version")
+    payload, _ = _loads(_serializer(secret_key, purpose), token, max_age)
+    if isinstance(payload, dict) and payload.keys() == {"s", "v"}:
+        subscriber_id, version = payload["s"], payload["v"]
+    elif purpose is Purpose.PREFERENCES and isinstance(payload, list) and len(payload) == 1:
+        subscriber_id, version = payload[0], 0
+    else:
+        raise TokenError("This link is not valid.")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (subscriber_id, version)):
+        raise TokenError("This link is not valid.")
+    return ReaderClaims(subscriber_id, version)
 
 
 def make_verp_token(secret_key: str, subscriber_id: int, delivery_id: int | None = None) -> str:
@@ -115,7 +154,7 @@ def read_verp_token(secret_key: str, token: str) -> VerpClaims:
 @lru_cache(maxsize=16)
 def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer | URLSafeTimedSerializer:
     # Built once: every digest makes three tokens per reader, and building derives a key.
-    if purpose is Purpose.CONFIRM:
+    if purpose in EXPIRING:
         return URLSafeTimedSerializer(secret_key, salt=purpose.value)
     return URLSafeSerializer(secret_key, salt=purpose.value)
 
@@ -141,6 +180,21 @@ def _confirm_claims(payload: object, issued_at: datetime | None) -> TokenClaims:
 
 def _is_id(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _loads(
+    serializer: URLSafeSerializer | URLSafeTimedSerializer, token: str, max_age: int | None
+) -> tuple[Any, datetime | None]:
+    """The payload, and when it was signed (for the tokens that expire)."""
+    try:
+        if isinstance(serializer, URLSafeTimedSerializer):
+            payload, issued_at = serializer.loads(token, max_age=max_age, return_timestamp=True)
+            return payload, issued_at
+        return serializer.loads(token), None
+    except SignatureExpired as exc:
+        raise TokenError("This link has expired.", expired=True) from exc
+    except BadData as exc:
+        raise TokenError("This link is not valid.") from exc
 
 
 _VERP_BODY = re.compile(r"s(\d{1,18})(?:d(\d{1,18}))?")

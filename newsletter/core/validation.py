@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate_email
 
-from newsletter.core.config import LANGUAGES
+from newsletter.core.config import LANGUAGES, get_settings
 
 MAX_NAME_LENGTH = 200
+# What an erased reader's address becomes in text that is kept (see without_address).
+ERASED_ADDRESS = "[erased address]"
 MAX_TOPICS = 20
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _TOPIC = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -44,9 +48,33 @@ def clean_email(value: str) -> tuple[str, str]:
     return checked.normalized, checked.normalized.lower()
 
 
-def email_hash(email_key: str) -> str:
-    """The address's hash, as the suppression list keeps it (and all an erasure leaves)."""
-    return hashlib.sha256(email_key.encode()).hexdigest()
+def email_hash(email_key: str, *, secret_key: str | None = None) -> str:
+    """The address's keyed hash, as the suppression list keeps it (and all an erasure leaves).
+
+    HMAC-SHA256, under a key of its own derived from the server's secret key (the
+    process's, unless one is given), of the address's plain sha256: without the secret
+    nobody can test a guessed address against the list, and a list kept as plain sha256
+    (before migration 0012) is re-keyed without knowing its addresses. Changing the
+    secret key changes every hash: `newsletter suppressions rekey` recomputes those whose
+    address is known; an erased reader's cannot be, and stops matching.
+    """
+    key = _email_hash_key(secret_key if secret_key is not None else get_settings().secret_key)
+    plain = hashlib.sha256(email_key.encode()).hexdigest()
+    return hmac.new(key, plain.encode(), hashlib.sha256).hexdigest()
+
+
+def without_address(text: str, email_key: str) -> str:
+    """Text (a relay's reply, a bounce report) with every copy of the address in it, in
+    any capitalisation, replaced: what an erasure leaves of a record about someone else."""
+    if not email_key:
+        return text
+    return re.sub(re.escape(email_key), ERASED_ADDRESS, text, flags=re.IGNORECASE)
+
+
+@lru_cache(maxsize=4)
+def _email_hash_key(secret_key: str) -> bytes:
+    # A key of its own: a hash kept in the database never helps forge a link or a cookie.
+    return hmac.new(secret_key.encode(), b"suppression-hash", hashlib.sha256).digest()
 
 
 def clean_text(field: str, value: str | None, *, max_length: int = MAX_NAME_LENGTH) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from newsletter.core.config import Settings
 from newsletter.core.models import Newsletter, Subscriber
-from newsletter.core.tokens import Purpose, make_token
+from newsletter.core.tokens import Purpose, make_reader_token, make_token
 from newsletter.email.addresses import bounce_address, unsubscribe_address
 from newsletter.email.dkim import signer_from_settings
 from newsletter.email.render import (
@@ -137,7 +137,9 @@ def reader_links(
     """The unsubscribe and preferences links every message to a reader carries."""
     newsletter_id = newsletter.id if newsletter else None
     unsubscribe = make_token(settings.secret_key, Purpose.UNSUBSCRIBE, subscriber.id, newsletter_id)
-    preferences = make_token(settings.secret_key, Purpose.PREFERENCES, subscriber.id)
+    preferences = make_reader_token(
+        settings.secret_key, Purpose.PREFERENCES, subscriber.id, subscriber.token_version
+    )
     return {
         "unsubscribe_url": f"{settings.base_url}/unsubscribe/{unsubscribe}",
         "unsubscribe_mailto": unsubscribe_address(settings, subscriber.id),

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    func,
     not_,
     or_,
     select,
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.clock import utcnow
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, UTCDateTime
+from newsletter.core.validation import without_address
 from newsletter.subscribers.eligibility import may_be_mailed
 
 log = logging.getLogger("newsletter.delivery")
@@ -318,6 +320,24 @@ def write_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     else:
         statement = sqlite_insert(_deliveries).on_conflict_do_nothing()
     session.execute(statement, list(rows))
+
+
+def forget_reader(session: Session, *, subscriber_id: int, email_key: str) -> None:
+    """Erasure: the reader's deliveries stay (a digest's counts stay true) without their
+    address in the errors kept (a relay's reply often quotes it)."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.last_error).where(
+            Delivery.subscriber_id == subscriber_id,
+            func.lower(Delivery.last_error).contains(email_key, autoescape=True),
+        )
+    ).all()
+    for delivery_id, error in rows:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(last_error=without_address(error or "", email_key))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def skip_queued(session: Session, *, digest_id: int, reason: str) -> None:

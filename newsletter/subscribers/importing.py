@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.core import spreadsheets
 from newsletter.core.clock import utcnow
 from newsletter.core.models import (
     EventKind,
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from _csv import Reader as CSVReader
 
 COLUMNS = ("email", "name", "language", "topics", "newsletter", "confirmed")
+# The dashboard's export has these too: a file exported from it imports as it is, and
+# they are read as nothing (a reader's own settings are never overruled by a list).
+EXPORTED_ONLY = ("time_zone", "status", "soft_bounce_count", "subscriptions", "created_at")
 SOURCE = "import"
 DEFAULT_CHUNK_SIZE = 5000
 # SQLite allows 32766 bound parameters per statement; a chunk's IN (...) lists stay below it.
@@ -220,7 +224,7 @@ def _columns(header: list[str]) -> list[str]:
     for number, name in enumerate(columns, start=1):
         if not name:
             raise InvalidInput("file", f"Column {number} has no name; the columns are {known}.")
-        if name not in COLUMNS:
+        if name not in COLUMNS and name not in EXPORTED_ONLY:
             raise InvalidInput(
                 "file",
                 f"The file has a column {name[:40]!r} we do not know; the columns are {known}.",
@@ -239,8 +243,10 @@ def _parse_row(
         raise _Refused(
             f"the row has {len(values)} cells but the first line names {len(columns)} columns"
         )
-    # A short row is read as if its missing cells at the end were empty.
-    cells = dict(zip(columns, values, strict=False))
+    # A short row is read as if its missing cells at the end were empty. Cells are read
+    # as our export wrote them: the quote that kept a spreadsheet from running
+    # `=1+2@example.com` as a formula comes off (spreadsheets.read_cell).
+    cells = dict(zip(columns, map(spreadsheets.read_cell, values), strict=False))
     raw_email = cells.get("email", "")
     if not raw_email.strip():
         raise _Refused("no email address")

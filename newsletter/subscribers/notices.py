@@ -1,4 +1,5 @@
-"""Messages to one reader about their subscription: confirmation, welcome and goodbye.
+"""Messages to one reader about their subscription: confirmation, welcome, goodbye, and
+the links to their data or to confirm its erasure.
 
 What each says and who may get it is decided here; newsletter.email.builder assembles
 them, as it does every email.
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.config import Settings
 from newsletter.core.models import Newsletter
-from newsletter.core.tokens import make_confirm_token
+from newsletter.core.tokens import Purpose, make_confirm_token, make_reader_token
 from newsletter.email.builder import build_email
 from newsletter.email.render import OutgoingMessage
 from newsletter.subscribers import eligibility
@@ -95,6 +96,43 @@ def goodbye_message(
         {"newsletter_names": _names(left), "signup_url": f"{settings.base_url}/"},
         subscriber=subscriber,
         newsletter=left[0],
+        settings=settings,
+        unsubscribe=False,
+    )
+
+
+# The emails that carry a link to a reader's data (export) or to confirm its erasure
+# (erase): their template, the link's purpose and the page it opens.
+DATA_LINKS = {
+    "export": ("data_export", Purpose.EXPORT, "my-data"),
+    "erase": ("erasure", Purpose.ERASE, "erase"),
+}
+
+
+def data_link_message(
+    session: Session, *, subscriber_id: int, action: str, settings: Settings
+) -> OutgoingMessage | None:
+    """The short-lived link a reader asked for on their preferences page, to download
+    their data or confirm its erasure; None when mail cannot reach them.
+
+    Sent to the address itself: whoever holds a preferences link (forwarded, leaked)
+    still needs the mailbox to take the data or erase it. The link carries the reader's
+    token version, so revoking their links kills it too.
+    """
+    subscriber = get_subscriber(session, subscriber_id)
+    if not eligibility.can_be_told_goodbye(session, subscriber_id=subscriber.id):
+        return None
+    template, purpose, path = DATA_LINKS[action]
+    token = make_reader_token(settings.secret_key, purpose, subscriber.id, subscriber.token_version)
+    context = {
+        "link_url": f"{settings.base_url}/{path}/{token}",
+        "link_expires_in": settings.data_link_max_age_seconds,
+    }
+    return build_email(
+        template,
+        context,
+        subscriber=subscriber,
+        newsletter=None,
         settings=settings,
         unsubscribe=False,
     )

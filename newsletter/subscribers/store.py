@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter.core import metrics
@@ -31,6 +31,7 @@ from newsletter.core.validation import (
     clean_text,
     clean_time_zone,
     clean_topics,
+    without_address,
 )
 from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers import suppressions
@@ -320,14 +321,92 @@ def update_preferences(
     record_event(session, subscriber, EventKind.PREFERENCES_CHANGED)
 
 
-def erase(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
-    """Delete everything personal about a reader; keep only a hash so they are never mailed."""
+class LinkWithdrawn(LookupError):
+    """A link to a reader's data made before their links were revoked (token version)."""
+
+
+# A reader gets at most one link to their data (and one to confirm its erasure) this often,
+# however often the button is pressed: a leaked preferences link cannot flood the inbox.
+DATA_LINK_INTERVAL = timedelta(minutes=10)
+DATA_LINK_EVENTS = {"export": EventKind.EXPORT_LINK_SENT, "erase": EventKind.ERASURE_LINK_SENT}
+
+
+def reader_of_link(session: Session, *, subscriber_id: int, version: int) -> Subscriber:
+    """The reader a preferences or data link names, if it is of their current token
+    version; UnknownSubscriber (erased) or LinkWithdrawn (revoked) otherwise."""
     subscriber = get_subscriber(session, subscriber_id)
-    suppressions.suppress(
+    if subscriber.token_version != version:
+        raise LinkWithdrawn("This link was withdrawn; the newest email has one that works.")
+    return subscriber
+
+
+def revoke_links(session: Session, *, subscriber_id: int) -> int:
+    """Every preferences, data and erasure link mailed to the reader stops working; the
+    next email carries new ones. Unsubscribe links keep working (they only let one leave).
+    The new token version."""
+    subscriber = get_subscriber(session, subscriber_id)
+    subscriber.token_version += 1
+    record_event(session, subscriber, EventKind.LINKS_REVOKED)
+    session.flush()
+    return subscriber.token_version
+
+
+def note_data_link(
+    session: Session, *, subscriber_id: int, action: str, now: datetime | None = None
+) -> bool:
+    """Record that a link for `action` (export or erase) is to be mailed to the reader;
+    False, recording nothing, when one went within DATA_LINK_INTERVAL."""
+    now = now or utcnow()
+    kind = DATA_LINK_EVENTS[action]
+    subscriber = get_subscriber(session, subscriber_id)
+    recent = session.scalar(
+        select(SubscriberEvent.id).where(
+            SubscriberEvent.subscriber_id == subscriber.id,
+            SubscriberEvent.kind == kind,
+            SubscriberEvent.created_at > now - DATA_LINK_INTERVAL,
+        )
+    )
+    if recent is not None:
+        return False
+    record_event(session, subscriber, kind).created_at = now
+    session.flush()
+    return True
+
+
+def erase(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
+    """Delete everything personal about a reader; keep only a keyed hash so they are never
+    mailed. Their subscriptions and events go with them; an entry they had on the
+    suppression list keeps its reason but loses its address and its detail (a bounce's
+    diagnostic quotes the address). The bounce records and the deliveries' errors are
+    their modules' to clear (app.readers.erase calls each)."""
+    subscriber = get_subscriber(session, subscriber_id)
+    entry = suppressions.suppress(
         session, email_key=subscriber.email_key, email=None, reason="erased", now=now
     )
+    entry.detail = ""
+    # Other readers' events may quote the address (a bounce report that names it).
+    quoting = session.scalars(
+        select(SubscriberEvent).where(
+            SubscriberEvent.subscriber_id != subscriber.id,
+            func.lower(cast(SubscriberEvent.detail, Text)).contains(
+                subscriber.email_key, autoescape=True
+            ),
+        )
+    )
+    for event in quoting:
+        event.detail = _without_address(event.detail, subscriber.email_key)
     session.delete(subscriber)
     session.flush()
+
+
+def _without_address(value: Any, email_key: str) -> Any:
+    if isinstance(value, str):
+        return without_address(value, email_key)
+    if isinstance(value, dict):
+        return {key: _without_address(item, email_key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_address(item, email_key) for item in value]
+    return value
 
 
 def export_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.core import spreadsheets
 from newsletter.core.clock import utcnow
-from newsletter.core.models import Suppression
+from newsletter.core.models import Subscriber, Suppression
 from newsletter.core.validation import InvalidInput, clean_email, clean_text, email_hash
 
 
@@ -87,6 +88,47 @@ def suppress(
     return suppression
 
 
+@dataclass(frozen=True)
+class Rekeyed:
+    """What `rekey` did: hashes recomputed, and erased entries it could not recompute."""
+
+    subscribers: int
+    suppressions: int
+    erased: int
+
+
+def rekey(session: Session, *, batch: int = 1000) -> Rekeyed:
+    """Recompute every keyed hash whose address is known, under the current secret key.
+
+    After NEWSLETTER_SECRET_KEY changed, the hashes made under the old key match nothing:
+    a suppressed address would be mailed again. The subscribers' and the suppressed
+    addresses' hashes are made again from their addresses; an erased reader's entry
+    kept only its hash, which no key change can carry over (that is the point of it).
+    """
+    counts = {"subscribers": 0, "suppressions": 0}
+    for model, address, name in (
+        (Subscriber, Subscriber.email_key, "subscribers"),
+        (Suppression, Suppression.email, "suppressions"),
+    ):
+        after = 0
+        while rows := session.execute(
+            select(model.id, address)
+            .where(model.id > after, address.is_not(None))
+            .order_by(model.id)
+            .limit(batch)
+        ).all():
+            session.execute(
+                update(model),
+                [{"id": id_, "email_hash": email_hash(str(value).lower())} for id_, value in rows],
+            )
+            counts[name] += len(rows)
+            after = rows[-1][0]
+    erased = session.scalar(
+        select(func.count()).select_from(Suppression).where(Suppression.email.is_(None))
+    )
+    return Rekeyed(counts["subscribers"], counts["suppressions"], int(erased or 0))
+
+
 def entries(session: Session, *, batch: int = 1000) -> Iterator[Suppression]:
     """Every entry, oldest first, read a page at a time."""
     after = 0
@@ -130,8 +172,11 @@ def import_csv(session: Session, stream: TextIO) -> SuppressionImport:
     report = SuppressionImport()
     for row in reader:
         line = reader.line_num
+        # Cells as the export wrote them: its neutralising quotes come off (spreadsheets).
+        email = spreadsheets.read_cell(row.get("email") or "")
+        reason = spreadsheets.read_cell(row.get("reason") or "")
         try:
-            if add(session, email=row.get("email") or "", reason=row.get("reason") or "import"):
+            if add(session, email=email, reason=reason or "import"):
                 report.added += 1
             else:
                 report.known += 1
@@ -141,8 +186,11 @@ def import_csv(session: Session, stream: TextIO) -> SuppressionImport:
 
 
 def export_csv(session: Session, stream: TextIO) -> int:
-    """Write the list as CSV: email (empty for erased readers: only a hash is kept)."""
-    writer = csv.writer(stream)
+    """Write the list as CSV: email (empty for erased readers: only a hash is kept).
+
+    Every cell is spreadsheet-safe: a bounce's diagnostic is text from outside.
+    """
+    writer = spreadsheets.writer(stream)
     written = -1  # the header row is not an entry
     for row in export_rows(session):
         writer.writerow(row)
@@ -152,7 +200,7 @@ def export_csv(session: Session, stream: TextIO) -> int:
 
 def export_rows(session: Session) -> Iterator[list[str]]:
     """The rows export_csv writes, header first, read a page at a time."""
-    yield ["email", "email_sha256", "reason", "detail", "created_at"]
+    yield ["email", "email_hash", "reason", "detail", "created_at"]
     for entry in entries(session):
         yield [
             entry.email or "",

@@ -100,6 +100,18 @@ def send_goodbye(self: Task, subscriber_id: int, newsletter_ids: list[int]) -> s
     )
 
 
+@app.task(name="newsletter.send_data_link", bind=True, max_retries=MAX_RETRIES)
+def send_data_link(self: Task, subscriber_id: int, action: str) -> str:
+    """The link a reader asked for, to their data or to confirm its erasure."""
+    return _send_notice(
+        self,
+        lambda session, settings: notices.data_link_message(
+            session, subscriber_id=subscriber_id, action=action, settings=settings
+        ),
+        subscriber_id,
+    )
+
+
 def _send_notice(
     task: Task,
     build: Callable[[Session, Settings], OutgoingMessage | None],

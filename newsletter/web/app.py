@@ -117,7 +117,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+    titles = {400: "Link not valid", 404: "Not found", 405: "Not allowed", 413: "Too large"}
     detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
     response = _problem(request, exc.status_code, titles.get(exc.status_code, "Error"), detail)
     for header, value in (exc.headers or {}).items():

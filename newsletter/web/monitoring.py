@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from newsletter.app.admin_sessions import admin_token_matches
 from newsletter.app.queue import celery
 from newsletter.core.config import Settings, get_settings
 from newsletter.ops import gauges, monitoring
@@ -56,11 +56,7 @@ def readyz(request: Request, authorization: Annotated[str | None, Header()] = No
 
 def _may_scrape(request: Request, authorization: str | None, settings: Settings) -> bool:
     scheme, _, given = (authorization or "").partition(" ")
-    if (
-        settings.admin_token
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(given.strip().encode(), settings.admin_token.encode())
-    ):
+    if scheme.lower() == "bearer" and admin_token_matches(given, settings.admin_token):
         return True
     allowed: list[str] = list(getattr(settings, "metrics_allow_hosts", []) or [])
     return request.client is not None and request.client.host in allowed

@@ -12,6 +12,7 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -20,8 +21,9 @@ from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.articles.store import get_article_by_slug, public_topics
 from newsletter.core import db
 from newsletter.core.config import LANGUAGES, Settings
+from newsletter.core.i18n import duration
 from newsletter.core.models import Subscriber, SubscriptionStatus
-from newsletter.core.tokens import Purpose, TokenClaims, read_token
+from newsletter.core.tokens import Purpose, TokenClaims, TokenError, read_reader_token, read_token
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import render as digests
 from newsletter.subscribers import newsletters as newsletter_store
@@ -237,17 +239,27 @@ def _update_preferences(
     return page(request, "preferences.html", context), left
 
 
-@router.get("/preferences/{token}/data", responses=refusals(400, 404))
-def download_data(
-    token: str, request: Request, session: SessionDep, settings: SettingsDep
+# What a reader who asked for their data, or for its erasure, is told, whether or not a
+# link could go (sent a moment ago already, or mail cannot reach them).
+DATA_LINK_SENT = {
+    "export": "We are sending a link to your data to {email}. It works for {expiry}; "
+    "open it from that mailbox to download everything we keep about you.",
+    "erase": "We are sending a link to {email} to confirm the erasure. It works for "
+    "{expiry}; nothing is erased until you open it and confirm.",
+}
+
+
+@router.post(
+    "/preferences/{token}/data", response_class=HTMLResponse, responses=refusals(400, 404, 413)
+)
+def request_data(
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
 ) -> Response:
-    loaded = _reader(session, settings, token)
-    data = subscribers.export_data(session, subscriber_id=loaded.id)
-    return Response(
-        json.dumps(data, ensure_ascii=False, indent=2),
-        media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="my-newsletter-data.json"'},
-    )
+    """A link to the reader's data, mailed to their address (a preferences link, which may
+    have been forwarded, does not hand the data over by itself)."""
+    loaded = _reader(work.session, settings, token)
+    readers.request_data_link(work, subscriber_id=loaded.id, action="export")
+    return _data_link_sent(request, settings, loaded, "export")
 
 
 @router.post(
@@ -255,15 +267,58 @@ def download_data(
     response_class=HTMLResponse,
     responses=refusals(400, 404, 413, 422),
 )
+async def request_erasure(
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
+) -> Response:
+    """A link to confirm the erasure, mailed to the reader's address: nothing is erased yet."""
+    form = await request.form()
+    return await run_in_threadpool(_request_erasure, request, work, settings, token, form)
+
+
+def _request_erasure(
+    request: Request, work: UnitOfWork, settings: Settings, token: str, form: FormData
+) -> Response:
+    loaded = _reader(work.session, settings, token)
+    if form.get("confirm") != "yes":
+        context = {
+            **_preferences_context(work.session, loaded, token),
+            "error": "Tick the box to confirm that you want everything about you erased.",
+        }
+        return page(request, "preferences.html", context, status_code=422)
+    readers.request_data_link(work, subscriber_id=loaded.id, action="erase")
+    return _data_link_sent(request, settings, loaded, "erase")
+
+
+@router.get("/my-data/{token}", responses=refusals(400, 404))
+def download_data(token: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """Everything kept about the reader, from the link mailed to them (GDPR article 15)."""
+    loaded = _data_link_reader(session, settings, Purpose.EXPORT, token)
+    data = subscribers.export_data(session, subscriber_id=loaded.id)
+    return Response(
+        json.dumps(data, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/erase/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
+def erase_page(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The page the erasure link opens: a button, so that a mail scanner fetching the link
+    erases nothing."""
+    loaded = _data_link_reader(session, settings, Purpose.ERASE, token)
+    return page(request, "erase.html", {"token": token, "email": loaded.email})
+
+
+@router.post("/erase/{token}", response_class=HTMLResponse, responses=refusals(400, 404, 413))
 async def erase(
     token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
 ) -> Response:
-    form = await request.form()
-    refused, subscriber_id = await run_in_threadpool(
-        _leave_before_erasure, request, work, settings, token, form
-    )
-    if refused is not None:
-        return refused
+    subscriber_id = await run_in_threadpool(_leave_before_erasure, work, settings, token)
     # Unsubscribed and committed first: a message already on its way goes before the
     # erasure is confirmed, as for an unsubscribe.
     await _after_messages_in_flight(subscriber_id, settings)
@@ -279,19 +334,18 @@ async def erase(
     )
 
 
-def _leave_before_erasure(
-    request: Request, work: UnitOfWork, settings: Settings, token: str, form: FormData
-) -> tuple[Response | None, int]:
-    session = work.session
-    loaded = _reader(session, settings, token)
-    if form.get("confirm") != "yes":
-        context = {
-            **_preferences_context(session, loaded, token),
-            "error": "Tick the box to confirm that you want everything about you erased.",
-        }
-        return page(request, "preferences.html", context, status_code=422), loaded.id
+def _leave_before_erasure(work: UnitOfWork, settings: Settings, token: str) -> int:
+    loaded = _data_link_reader(work.session, settings, Purpose.ERASE, token)
     readers.leave_before_erasure(work, subscriber_id=loaded.id)
-    return None, loaded.id
+    return loaded.id
+
+
+def _data_link_sent(
+    request: Request, settings: Settings, subscriber: Subscriber, action: str
+) -> Response:
+    expiry = duration(settings.data_link_max_age_seconds, "en")
+    message = DATA_LINK_SENT[action].format(email=subscriber.email, expiry=expiry)
+    return page(request, "message.html", {"title": "Check your inbox", "message": message})
 
 
 @router.get("/articles/{slug}", response_class=HTMLResponse, responses=refusals(404))
@@ -397,9 +451,35 @@ def _claims(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
     )
 
 
-def _reader(session: SessionDep, settings: Settings, token: str) -> Subscriber:
-    claims = _claims(settings, Purpose.PREFERENCES, token)
-    return subscribers.get_subscriber(session, claims.subscriber_id)
+def _reader(session: Session, settings: Settings, token: str) -> Subscriber:
+    """The reader of a preferences link of their current token version."""
+    claims = read_reader_token(settings.secret_key, Purpose.PREFERENCES, token)
+    return _current_reader(session, claims.subscriber_id, claims.version)
+
+
+def _data_link_reader(
+    session: Session, settings: Settings, purpose: Purpose, token: str
+) -> Subscriber:
+    """The reader of a link mailed for their data or its erasure, while it is fresh."""
+    try:
+        claims = read_reader_token(
+            settings.secret_key, purpose, token, max_age=settings.data_link_max_age_seconds
+        )
+    except TokenError as exc:
+        if not exc.expired:
+            raise
+        raise HTTPException(
+            status_code=400,
+            detail="This link has expired. Ask for a new one on your preferences page.",
+        ) from None
+    return _current_reader(session, claims.subscriber_id, claims.version)
+
+
+def _current_reader(session: Session, subscriber_id: int, version: int) -> Subscriber:
+    try:
+        return subscribers.reader_of_link(session, subscriber_id=subscriber_id, version=version)
+    except subscribers.LinkWithdrawn as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
 
 
 def _in_flight_timeout(settings: Settings) -> float:

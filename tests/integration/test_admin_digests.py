@@ -37,7 +37,6 @@ def client(
 ) -> Iterator[TestClient]:
     fast = get_settings().model_copy(update={"admin_signin_delay_seconds": 0.01})
     monkeypatch.setattr(auth, "get_settings", lambda: fast)
-    auth._failures.forget("testclient")
     with TestClient(create_app(queue=queued), base_url="http://testserver") as test_client:
         yield test_client
 

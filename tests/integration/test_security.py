@@ -39,7 +39,7 @@ from newsletter.core.models import (
     SubscriberStatus,
     Suppression,
 )
-from newsletter.core.tokens import Purpose, make_token
+from newsletter.core.tokens import Purpose, make_reader_token, make_token
 from newsletter.digests import render as digests
 from newsletter.subscribers import notices, signup_limits, suppressions
 from newsletter.subscribers.newsletters import get_by_slug
@@ -64,7 +64,6 @@ def app(clean_db: str, redis_broker: str) -> Any:
             f"{get_settings().redis_key_prefix}{signup_limits.KEY_PREFIX}:*"
         ):
             store.delete(key)
-    auth._failures.forget("testclient")
     return create_app()
 
 
@@ -132,8 +131,11 @@ READER_ROUTES = [
     ("POST", "/unsubscribe/{t}", Purpose.UNSUBSCRIBE),
     ("GET", "/preferences/{t}", Purpose.PREFERENCES),
     ("POST", "/preferences/{t}", Purpose.PREFERENCES),
-    ("GET", "/preferences/{t}/data", Purpose.PREFERENCES),
+    ("POST", "/preferences/{t}/data", Purpose.PREFERENCES),
     ("POST", "/preferences/{t}/erase", Purpose.PREFERENCES),
+    ("GET", "/my-data/{t}", Purpose.EXPORT),
+    ("GET", "/erase/{t}", Purpose.ERASE),
+    ("POST", "/erase/{t}", Purpose.ERASE),
 ]
 
 
@@ -174,11 +176,13 @@ def test_reader_links_work_only_for_their_purpose_and_unaltered(client: TestClie
 def test_a_readers_link_opens_only_that_readers_data(client: TestClient) -> None:
     ana = add_reader("ana@example.com", name="Ana")
     add_reader("rui@example.com", name="Rui")
-    token = make_token(get_settings().secret_key, Purpose.PREFERENCES, ana)
-    data = client.get(f"/preferences/{token}/data")
+    token = make_reader_token(get_settings().secret_key, Purpose.EXPORT, ana, 0)
+    data = client.get(f"/my-data/{token}")
     assert data.status_code == 200
     assert "ana@example.com" in data.text and "rui@example.com" not in data.text
-    page = client.get(f"/preferences/{token}")
+    page = client.get(
+        f"/preferences/{make_token(get_settings().secret_key, Purpose.PREFERENCES, ana)}"
+    )
     assert "rui@example.com" not in page.text and "Rui" not in page.text
 
 

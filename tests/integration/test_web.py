@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Subscriber, Subscription, SubscriptionStatus
-from newsletter.core.tokens import Purpose, make_token
+from newsletter.core.tokens import Purpose, make_reader_token, make_token
 from newsletter.subscribers import eligibility, suppressions
 from newsletter.subscribers import store as subscribers
 from newsletter.web.app import create_app
@@ -188,9 +188,10 @@ def test_the_unsubscribe_page_has_a_button_and_changes_nothing_by_itself(
         assert session.scalar(select(Subscription.status)) == SubscriptionStatus.SUBSCRIBED
 
 
-def test_preferences_save_download_and_erase(client: TestClient) -> None:
+def test_preferences_save_and_ask_for_data_and_erasure_by_email(client: TestClient) -> None:
     subscriber_id = a_subscriber()
-    token = make_token(get_settings().secret_key, Purpose.PREFERENCES, subscriber_id)
+    key = get_settings().secret_key
+    token = make_token(key, Purpose.PREFERENCES, subscriber_id)
     page = client.get(f"/preferences/{token}")
     assert page.status_code == 200 and "ana@example.com" in page.text
     saved = client.post(
@@ -200,17 +201,27 @@ def test_preferences_save_download_and_erase(client: TestClient) -> None:
     assert saved.status_code == 200 and "saved" in saved.text
     bad = client.post(f"/preferences/{token}", data={"name": "A\nB", "newsletters": "daily"})
     assert bad.status_code == 422
-    data = client.get(f"/preferences/{token}/data")
+    # The data and the erasure are a link mailed to the address away, not one click here
+    # (tests/integration/test_reader_links.py follows the emails).
+    asked = client.post(f"/preferences/{token}/data")
+    assert asked.status_code == 200 and "Check your inbox" in asked.text
+    assert "Ana Sousa" not in asked.text
+    assert client.post(f"/preferences/{token}/erase", data={}).status_code == 422
+    asked = client.post(f"/preferences/{token}/erase", data={"confirm": "yes"})
+    assert asked.status_code == 200 and "nothing is erased until" in asked.text
+    assert subscriber_count() == 1
+
+    data = client.get(f"/my-data/{make_reader_token(key, Purpose.EXPORT, subscriber_id, 0)}")
     assert data.status_code == 200 and "attachment" in data.headers["content-disposition"]
     assert data.json()["name"] == "Ana Sousa" and data.json()["language"] == "pt"
-    assert client.post(f"/preferences/{token}/erase", data={}).status_code == 422
-    assert subscriber_count() == 1
-    erased = client.post(f"/preferences/{token}/erase", data={"confirm": "yes"})
-    assert erased.status_code == 200
+    erase = f"/erase/{make_reader_token(key, Purpose.ERASE, subscriber_id, 0)}"
+    assert client.get(erase).status_code == 200 and subscriber_count() == 1
+    erased = client.post(erase)
+    assert erased.status_code == 200 and "erased" in erased.text
     assert subscriber_count() == 0
     assert client.get(f"/preferences/{token}").status_code == 404
     # The one-click link of an erased reader still answers: they are unsubscribed.
-    unsubscribe = make_token(get_settings().secret_key, Purpose.UNSUBSCRIBE, subscriber_id)
+    unsubscribe = make_token(key, Purpose.UNSUBSCRIBE, subscriber_id)
     assert client.post(f"/unsubscribe/{unsubscribe}").status_code == 200
 
 

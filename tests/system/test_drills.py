@@ -261,7 +261,7 @@ def test_leaving_is_answered_only_after_the_message_in_flight(clean_db: str, doo
     waits for that message's outcome: nothing reaches them after they were told."""
     from fastapi.testclient import TestClient
 
-    from newsletter.core.tokens import Purpose, make_token
+    from newsletter.core.tokens import Purpose, make_reader_token, make_token
     from newsletter.sending.ledger import Ledger
     from newsletter.web.app import create_app
 
@@ -288,9 +288,9 @@ def test_leaving_is_answered_only_after_the_message_in_flight(clean_db: str, doo
             elif door == "preferences":  # every newsletter unticked
                 token = make_token(secret, Purpose.PREFERENCES, reader)
                 reply = client.post(f"/preferences/{token}", data={"language": "en"})
-            else:
-                token = make_token(secret, Purpose.PREFERENCES, reader)
-                reply = client.post(f"/preferences/{token}/erase", data={"confirm": "yes"})
+            else:  # the erasure confirmed from the link mailed to the reader
+                token = make_reader_token(secret, Purpose.ERASE, reader, 0)
+                reply = client.post(f"/erase/{token}")
             answered_at = time.monotonic()
         finally:
             sender.join()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
-import time
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -27,8 +25,7 @@ NOTICE_COOKIE = "newsletter_admin_notice"
 COOKIE_PATH = "/admin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-# Wrong tries from one address are remembered this long; the pause doubles with each.
-FAILURE_MEMORY_SECONDS = 15 * 60
+# The pause after a wrong token doubles with each attempt of the client's window, to this.
 MAX_SIGNIN_DELAY_SECONDS = 60.0
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -156,14 +153,23 @@ async def login(
         )
     client = request.client.host if request.client else "?"
     try:
-        signed_in = await run_in_threadpool(_sign_in, token, settings)
-    except admin_sessions.WrongToken:
+        signed_in = await run_in_threadpool(_sign_in, token, client, settings)
+    except admin_sessions.LockedOut as exc:
+        locked = _login_page(
+            request,
+            next=next,
+            error="There were too many sign-in attempts from here. "
+            f"Please try again in {_minutes(exc.retry_after)}.",
+            status_code=429,
+        )
+        locked.headers["Retry-After"] = str(exc.retry_after)
+        return locked
+    except admin_sessions.WrongToken as exc:
         # Slowed, without holding a thread: guessing tokens costs time, not our workers.
-        await asyncio.sleep(_failures.delay_for(client, settings.admin_signin_delay_seconds))
+        await asyncio.sleep(signin_delay(settings.admin_signin_delay_seconds, exc.attempt))
         return _login_page(
             request, next=next, error="That is not the admin token.", status_code=401
         )
-    _failures.forget(client)
     response = redirect(_local(next))
     response.set_cookie(
         SESSION_COOKIE,
@@ -186,14 +192,35 @@ def logout(request: Request, admin: AdminForm, session: SessionDep) -> Response:
     return response
 
 
-def _sign_in(token: str, settings: Settings) -> SignedIn:
+def _sign_in(token: str, client: str, settings: Settings) -> SignedIn:
     with db.session_scope() as session:
-        return admin_sessions.sign_in(
-            session,
-            given_token=token,
-            admin_token=settings.admin_token,
-            lifetime=timedelta(hours=settings.admin_session_hours),
-        )
+        try:
+            return admin_sessions.sign_in(
+                session,
+                given_token=token,
+                admin_token=settings.admin_token,
+                lifetime=timedelta(hours=settings.admin_session_hours),
+                client=client,
+                limit=admin_sessions.SignInLimit(
+                    settings.admin_signin_attempts,
+                    timedelta(seconds=settings.admin_signin_window_seconds),
+                ),
+            )
+        except (admin_sessions.WrongToken, admin_sessions.LockedOut):
+            # Committed: a wrong or refused attempt stays counted.
+            session.commit()
+            raise
+
+
+def signin_delay(base: float, attempt: int) -> float:
+    """The pause before answering a wrong token: doubled with each attempt of the client's
+    window, up to a minute."""
+    return float(min(base * 2.0 ** (max(attempt, 1) - 1), MAX_SIGNIN_DELAY_SECONDS))
+
+
+def _minutes(seconds: int) -> str:
+    minutes = -(-seconds // 60)
+    return "a minute" if minutes <= 1 else f"{minutes} minutes"
 
 
 def _login_page(
@@ -238,28 +265,3 @@ def _cookie_serializer(settings: Settings) -> URLSafeSerializer:
 
 def _notice_serializer(settings: Settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(settings.secret_key, salt="admin-notice")
-
-
-class _Failures:
-    """Wrong sign-in tries per client address (this process), and the pause each earns."""
-
-    def __init__(self) -> None:
-        self._tries: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def delay_for(self, client: str, base: float) -> float:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._tries.get(client, []) if now - t < FAILURE_MEMORY_SECONDS]
-            recent.append(now)
-            self._tries[client] = recent[-20:]
-            if len(self._tries) > 10_000:  # a flood from many addresses: forget the oldest
-                self._tries.pop(next(iter(self._tries)))
-        return float(min(base * 2.0 ** (len(recent) - 1), MAX_SIGNIN_DELAY_SECONDS))
-
-    def forget(self, client: str) -> None:
-        with self._lock:
-            self._tries.pop(client, None)
-
-
-_failures = _Failures()

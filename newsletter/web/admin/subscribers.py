@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import secrets
@@ -16,11 +15,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.app import editors
+from newsletter.app import editors, readers
 from newsletter.app.admin_sessions import SignedIn
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.bounces import policy as bounces
-from newsletter.core import db
+from newsletter.core import db, spreadsheets
 from newsletter.core.config import get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.subscribers import store, suppressions
@@ -39,8 +38,6 @@ EXPORT_BATCH = 1000
 # An upload waits this long between its dry run and its confirmation, then is deleted.
 UPLOAD_KEPT_SECONDS = 24 * 3600
 _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
-# Spreadsheets run a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 SearchText = Annotated[str, Query(max_length=320)]
 
@@ -181,6 +178,22 @@ def reset_bounces(
     )
 
 
+@router.post("/subscribers/{subscriber_id}/revoke-links")
+def revoke_links(
+    request: Request, admin: AdminForm, work: UnitOfWorkDep, subscriber_id: RowId
+) -> Response:
+    """A reader's preferences link leaked (a forwarded email): every such link goes dead."""
+    try:
+        readers.revoke_links(work, subscriber_id=subscriber_id)
+    except UnknownSubscriber as exc:
+        work.rollback()
+        return message_page(request, admin, "No such subscriber", str(exc), status_code=404)
+    return redirect(
+        f"/admin/subscribers/{subscriber_id}",
+        "Links revoked: the preferences, data and erasure links mailed so far no longer work.",
+    )
+
+
 def _run_import(
     work: UnitOfWork, raw: bytes, *, dry_run: bool, send_confirmations: bool = False
 ) -> ImportReport:
@@ -255,7 +268,7 @@ def _export_rows(text: str) -> Iterator[str]:
     """The CSV, a batch of subscribers at a time, from a session of its own (it outlives the
     request's)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = spreadsheets.writer(buffer)
     writer.writerow(
         [
             "email",
@@ -279,7 +292,7 @@ def _export_rows(text: str) -> Iterator[str]:
                 writer.writerow(
                     [
                         s.email,
-                        _spreadsheet_safe(s.name),
+                        s.name,
                         s.language,
                         s.time_zone,
                         ";".join(s.topics),
@@ -298,10 +311,6 @@ def _export_rows(text: str) -> Iterator[str]:
             session.expunge_all()
     if buffer.getvalue():
         yield buffer.getvalue()
-
-
-def _spreadsheet_safe(value: str) -> str:
-    return f"'{value}" if value.startswith(_FORMULA_START) else value
 
 
 def _newsletter_slugs(session: Session) -> dict[int, str]:

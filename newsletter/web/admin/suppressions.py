@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.app.admin_sessions import SignedIn
-from newsletter.core import db
+from newsletter.core import db, spreadsheets
 from newsletter.core.validation import InvalidInput
 from newsletter.subscribers import suppressions
 from newsletter.subscribers.suppressions import SuppressionImport
@@ -116,7 +116,7 @@ def _export_chunks() -> Iterator[str]:
     """The CSV a thousand rows at a time, from a session of its own (it outlives the
     request's)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = spreadsheets.writer(buffer)
     with db.session_scope() as session:
         for number, row in enumerate(suppressions.export_rows(session), start=1):
             writer.writerow(row)

@@ -107,6 +107,7 @@ def test_every_job_names_a_task_the_worker_has() -> None:
         "recipients": [],
         "form": {"email": "ana@example.com"},
         "ip": "192.0.2.1",
+        "action": "export",
     }
     made = [
         make(**{name: sample[name] for name in inspect.signature(make).parameters})

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import secrets
 import stat
 from pathlib import Path
 
 import pytest
 
 from newsletter.core.config import Settings, SettingsError
+
+GOOD_KEY = secrets.token_urlsafe(32)
+GOOD_TOKEN = secrets.token_urlsafe(32)
 
 
 @pytest.fixture
@@ -59,8 +64,93 @@ def test_production_refuses_placeholder_secrets(tmp_path: Path, placeholder: str
 
 @pytest.mark.usefixtures("bare_env")
 def test_production_accepts_real_secrets(tmp_path: Path) -> None:
+    key, token = secrets.token_urlsafe(32), secrets.token_hex(16)
     settings = Settings(
-        var_dir=tmp_path, environment="production", secret_key="s" * 40, admin_token="a" * 40
+        var_dir=tmp_path, environment="production", secret_key=key, admin_token=token
     )
     settings.ensure_secrets()
-    assert settings.secret_key == "s" * 40
+    assert (settings.secret_key, settings.admin_token) == (key, token)
+    assert settings.generated_secrets == frozenset()
+
+
+# --- issue 14, items 5 and 7: secrets that fail open ------------------------------------
+
+
+@pytest.mark.usefixtures("bare_env")
+@pytest.mark.parametrize("name", ["admin_token", "secret_key"])
+@pytest.mark.parametrize("content", ["", "\n", "   ", "short-secret"])
+def test_an_empty_or_short_secret_file_refuses_to_start(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    # A zero-length var/admin_token made `Authorization: Bearer ` open the admin API; an
+    # empty secret_key let anyone sign readers' links.
+    (tmp_path / name).write_text(content)
+    settings = Settings(var_dir=tmp_path)
+    with pytest.raises(SettingsError, match=f"{name}.*(empty|shorter)"):
+        settings.ensure_secrets()
+    assert (tmp_path / name).read_text() == content  # left for the operator to see
+
+
+@pytest.mark.usefixtures("bare_env")
+@pytest.mark.parametrize(
+    ("secret_key", "admin_token", "refused"),
+    [
+        ("a", GOOD_TOKEN, "NEWSLETTER_SECRET_KEY is shorter than 32"),
+        (GOOD_KEY, "admin", "NEWSLETTER_ADMIN_TOKEN is shorter than 32"),
+        ("a" * 40, GOOD_TOKEN, "NEWSLETTER_SECRET_KEY is not random"),
+        (GOOD_KEY, "adminadmin" * 4, "NEWSLETTER_ADMIN_TOKEN is not random"),
+        (GOOD_KEY, "  ", "NEWSLETTER_ADMIN_TOKEN must be set"),
+    ],
+)
+@pytest.mark.parametrize("environment", ["production", "prod", "staging", "Production"])
+def test_production_refuses_weak_secrets_under_any_name_but_development(
+    tmp_path: Path, environment: str, secret_key: str, admin_token: str, refused: str
+) -> None:
+    settings = Settings(
+        var_dir=tmp_path,
+        environment=environment,
+        secret_key=secret_key,
+        admin_token=admin_token,
+    )
+    assert settings.is_production
+    with pytest.raises(SettingsError, match=refused):
+        settings.ensure_secrets()
+    assert list(tmp_path.iterdir()) == []  # production generates nothing
+
+
+@pytest.mark.usefixtures("bare_env")
+def test_development_refuses_a_weak_secret_it_was_given(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, environment=" Development ", admin_token="admin" * 3)
+    assert not settings.is_production
+    with pytest.raises(SettingsError, match="NEWSLETTER_ADMIN_TOKEN is shorter than 32"):
+        settings.ensure_secrets()
+
+
+@pytest.mark.usefixtures("bare_env")
+def test_generated_secrets_are_said_only_by_the_start_that_made_them(tmp_path: Path) -> None:
+    first = Settings(var_dir=tmp_path)
+    first.ensure_secrets()
+    assert first.generated_secrets == {"secret_key", "admin_token"}
+    second = Settings(var_dir=tmp_path)
+    second.ensure_secrets()
+    assert second.generated_secrets == frozenset()
+    given = Settings(var_dir=tmp_path / "other", admin_token=GOOD_TOKEN)
+    given.ensure_secrets()
+    assert given.generated_secrets == {"secret_key"}
+
+
+@pytest.mark.usefixtures("bare_env")
+def test_secrets_generated_at_once_by_many_processes_are_one_whole_secret(tmp_path: Path) -> None:
+    # Web and worker start together: each must read the one secret, never a file half
+    # written (the empty file a reader could catch between open and write).
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        values = pool.map(_generate, [str(tmp_path)] * 16)
+    assert len(set(values)) == 1 and len(values[0]) >= 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["admin_token", "secret_key"]
+    assert stat.S_IMODE((tmp_path / "admin_token").stat().st_mode) == 0o600
+
+
+def _generate(folder: str) -> str:
+    settings = Settings(var_dir=Path(folder), secret_key="", admin_token="")
+    settings.ensure_secrets()
+    return settings.admin_token

@@ -11,8 +11,10 @@ from newsletter.core.tokens import (
     Purpose,
     TokenError,
     make_confirm_token,
+    make_reader_token,
     make_token,
     make_verp_token,
+    read_reader_token,
     read_token,
     read_verp_token,
 )
@@ -108,3 +110,27 @@ def test_verp_tokens_are_lower_case_and_unforgeable() -> None:
         read_verp_token(KEY, token.replace("s12", "s13"))
     with pytest.raises(TokenError):
         read_verp_token(KEY, "s12d345-0000000000")
+
+
+def test_reader_links_carry_the_token_version_and_old_preferences_links_read_as_zero() -> None:
+    token = make_reader_token(KEY, Purpose.PREFERENCES, 9, 3)
+    claims = read_reader_token(KEY, Purpose.PREFERENCES, token)
+    assert (claims.subscriber_id, claims.version) == (9, 3)
+    # A preferences link mailed before versions existed: version 0, until it is raised.
+    legacy = make_token(KEY, Purpose.PREFERENCES, 9)
+    assert read_reader_token(KEY, Purpose.PREFERENCES, legacy).version == 0
+    with pytest.raises(TokenError):  # only preferences links had a form before versions
+        read_reader_token(KEY, Purpose.EXPORT, make_token(KEY, Purpose.EXPORT, 9))
+    with pytest.raises(ValueError):
+        make_reader_token(KEY, Purpose.UNSUBSCRIBE, 9, 0)
+
+
+def test_data_and_erasure_links_expire() -> None:
+    tokens = {p: make_reader_token(KEY, p, 4, 0) for p in (Purpose.EXPORT, Purpose.ERASE)}
+    for purpose, token in tokens.items():
+        assert read_reader_token(KEY, purpose, token, max_age=60).subscriber_id == 4
+    time.sleep(1.1)
+    for purpose, token in tokens.items():
+        with pytest.raises(TokenError) as caught:
+            read_reader_token(KEY, purpose, token, max_age=0)
+        assert caught.value.expired
