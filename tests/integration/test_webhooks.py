@@ -47,6 +47,7 @@ from tests.providers import (
     TOPIC,
     Amazon,
     Signer,
+    our_message_id,
     ses_bounce,
     ses_complaint,
     sns_message,
@@ -77,7 +78,20 @@ def client(clean_db: str, provider_secrets: None, sns: Amazon) -> Iterator[TestC
 
 
 def reader(email: str = READER) -> int:
-    return add_reader(email)
+    """A reader we sent a digest to: the providers' events name its Message-ID."""
+    subscriber_id = add_reader(email)
+    make_delivery(subscriber_id, message_id=our_message_id(email))
+    return subscriber_id
+
+
+def unverified_events() -> list[tuple[str, str | None, str]]:
+    with db.session_scope() as session:
+        rows = session.execute(
+            select(BounceEvent.source, BounceEvent.recipient, BounceEvent.kind)
+            .where(BounceEvent.verified.is_(False))
+            .order_by(BounceEvent.id)
+        )
+        return [(source, recipient, kind) for source, recipient, kind in rows]
 
 
 @dataclass(frozen=True)
@@ -192,14 +206,24 @@ def test_ses_complaint_signed_with_sha256_unsubscribes_the_reader(
 def test_ses_bounce_finds_the_reader_by_our_message_id_and_bounces_the_delivery(
     client: TestClient, amazon: Signer
 ) -> None:
-    # The reader's mail was forwarded: the address that bounced is not the one we know.
     delivery_id = sent_delivery(reader(), "<d7.0a1b2c@plataforma.test>")
-    message = sns_message(
-        amazon, ses_bounce("forwarded@elsewhere.example", message_id="<d7.0a1b2c@plataforma.test>")
-    )
+    message = sns_message(amazon, ses_bounce(READER, message_id="<d7.0a1b2c@plataforma.test>"))
     assert post_sns(client, message).status_code == 200
     bounced()
     assert delivery_status(delivery_id) == DeliveryStatus.BOUNCED
+
+
+def test_ses_bounce_naming_another_address_than_the_deliverys_acts_on_nobody(
+    client: TestClient, amazon: Signer
+) -> None:
+    # Our Message-ID, but an address that is not the one it was sent to (a forwarded
+    # mailbox, or someone reusing a Message-ID they saw): kept unverified, nobody changes.
+    reader()
+    reader(OTHER)
+    message = sns_message(amazon, ses_bounce(OTHER, message_id=our_message_id(READER)))
+    assert post_sns(client, message).status_code == 200
+    assert state() == ACTIVE and state(OTHER) == ACTIVE
+    assert unverified_events() == [("ses", OTHER, "hard")]
 
 
 def test_ses_bounce_of_several_recipients_is_one_event_each(
@@ -210,7 +234,9 @@ def test_ses_bounce_of_several_recipients_is_one_event_each(
     message = sns_message(amazon, ses_bounce(READER, OTHER))
     assert answer(post_sns(client, message)) == (200, {"recorded": 2, "duplicates": 0})
     bounced()
-    bounced(OTHER)
+    # The mail was the one sent to READER: OTHER rides along on it and changes nothing.
+    assert state(OTHER) == ACTIVE
+    assert unverified_events() == [("ses", OTHER, "hard")]
     keys = [key for _, key, _ in bounce_events()]
     assert keys == [f"ses:{message['MessageId']}:0", f"ses:{message['MessageId']}:1"]
 
@@ -363,7 +389,7 @@ def mailgun_event(
         "timestamp": time.time(),
         "recipient": email,
         "reason": "bounce",
-        "message": {"headers": {"message-id": "d9.abc@plataforma.test", "to": email}},
+        "message": {"headers": {"message-id": our_message_id(email).strip("<>"), "to": email}},
         "delivery-status": {
             "code": 550,
             "message": "5.1.1 The email account that you tried to reach does not exist",
@@ -471,8 +497,12 @@ def test_mailgun_malformed_body_is_a_400(client: TestClient) -> None:
 # --- Postmark ------------------------------------------------------------------------
 
 
-def postmark_bounce(email: str, *, bounce_type: str = "HardBounce", record_id: int = 0) -> Any:
+def postmark_bounce(
+    email: str, *, bounce_type: str = "HardBounce", record_id: int = 0, message_id: str = ""
+) -> Any:
+    """A Postmark record; with `message_id`, our Message-ID as the sender put it in Metadata."""
     return {
+        **({"Metadata": {"message-id": message_id}} if message_id else {}),
         "RecordType": "Bounce",
         "ID": record_id or secrets.randbelow(10**12),
         "Type": bounce_type,
@@ -490,7 +520,7 @@ def postmark_bounce(email: str, *, bounce_type: str = "HardBounce", record_id: i
 
 def postmark_complaint(email: str) -> Any:
     return {
-        **postmark_bounce(email, bounce_type="SpamComplaint"),
+        **postmark_bounce(email, bounce_type="SpamComplaint", message_id=our_message_id(email)),
         "RecordType": "SpamComplaint",
     }
 
@@ -498,9 +528,19 @@ def postmark_complaint(email: str) -> Any:
 POSTMARK_AUTH = (POSTMARK_USER, POSTMARK_PASSWORD)
 
 
+def test_postmark_bounce_without_our_message_id_is_kept_unverified(client: TestClient) -> None:
+    # Postmark's MessageID is its own: with only an address, the event proves nothing.
+    reader()
+    record = postmark_bounce(READER)
+    response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
+    assert answer(response) == (200, {"recorded": 1, "duplicates": 0})
+    assert state() == ACTIVE
+    assert unverified_events() == [("postmark", READER, "hard")]
+
+
 def test_postmark_hard_bounce_suppresses_the_reader_once(client: TestClient) -> None:
     reader()
-    record = postmark_bounce(READER, record_id=4323372036854775)
+    record = postmark_bounce(READER, record_id=4323372036854775, message_id=our_message_id(READER))
     response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
     assert answer(response) == (200, {"recorded": 1, "duplicates": 0})
     bounced()
@@ -517,8 +557,8 @@ def test_postmark_spam_complaint_unsubscribes_and_soft_bounce_is_scored(
     reader(OTHER)
     for record in (
         postmark_complaint(READER),
-        postmark_bounce(OTHER, bounce_type="SoftBounce"),
-        postmark_bounce(OTHER, bounce_type="AutoResponder"),
+        postmark_bounce(OTHER, bounce_type="SoftBounce", message_id=our_message_id(OTHER)),
+        postmark_bounce(OTHER, bounce_type="AutoResponder", message_id=our_message_id(OTHER)),
         {"RecordType": "Delivery", "MessageID": "x", "Recipient": OTHER},
     ):
         response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
@@ -602,7 +642,7 @@ def sendgrid_event(email: str, event: str, **extra: str) -> dict[str, Any]:
     return {
         "email": email,
         "timestamp": int(time.time()),
-        "smtp-id": "<d11.abc@plataforma.test>",
+        "smtp-id": our_message_id(email),
         "event": event,
         "sg_event_id": secrets.token_urlsafe(16),
         "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",

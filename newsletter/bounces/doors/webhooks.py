@@ -207,7 +207,9 @@ def postmark_events(
 ) -> list[ProviderEvent]:
     """A Postmark bounce or spam complaint webhook, behind HTTP basic auth.
 
-    Postmark's MessageID is its own, not our Message-ID: the reader is found by address.
+    Postmark's MessageID is its own, not our Message-ID: only our Message-ID, when the
+    message carried it as metadata (an X-PM-Metadata-message-id header), proves whose
+    delivery it was; without it the event is kept unverified.
     """
     _check_basic_auth(
         authorization,
@@ -227,7 +229,7 @@ def postmark_events(
             event_id=str(event_id),
             kind=kind,
             email=_text(record.get("Email"), EMAIL_MAX),
-            message_id=None,
+            message_id=_text(_dict(record.get("Metadata")).get("message-id"), 500),
             status=enhanced_status(_text(record.get("Details"))),
             diagnostic=_text(record.get("Details")) or _text(record.get("Description")),
             raw=body.decode("utf-8", "replace"),
