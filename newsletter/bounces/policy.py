@@ -252,6 +252,52 @@ def is_feedback_loop(sender_domain: str, settings: Settings) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class UnverifiedReport:
+    """A report that proved no delivery of ours, as the operator sees it (address masked)."""
+
+    kind: str
+    source: str
+    recipient: str
+    status: str | None
+    created_at: datetime
+
+
+def unverified_reports(
+    session: Session, *, limit: int = 10, days: int = 30, now: datetime | None = None
+) -> tuple[int, list[UnverifiedReport]]:
+    """How many reports of the last `days` proved nothing, and the newest of them.
+
+    Many of them may mean a forger at work, or a door whose proof is missing (a provider
+    whose events do not carry our Message-ID, a feedback loop not configured).
+    """
+    since = (now or utcnow()) - timedelta(days=days)
+    recent = BounceEvent.verified.is_(False), BounceEvent.created_at >= since
+    total = int(session.scalar(select(func.count()).select_from(BounceEvent).where(*recent)) or 0)
+    rows = session.execute(
+        select(
+            BounceEvent.kind,
+            BounceEvent.source,
+            BounceEvent.recipient,
+            BounceEvent.status,
+            BounceEvent.created_at,
+        )
+        .where(*recent)
+        .order_by(BounceEvent.created_at.desc(), BounceEvent.id.desc())
+        .limit(limit)
+    ).all()
+    return total, [
+        UnverifiedReport(
+            kind=row.kind,
+            source=row.source,
+            recipient=mask_address(row.recipient) if row.recipient else "",
+            status=row.status,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
 def reset_bounces(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
     """An operator's fresh start: deliverable again, soft score from zero, off the list."""
 
