@@ -37,6 +37,7 @@ from newsletter.core.models import (
     SubscriberEvent,
     SubscriberStatus,
     Suppression,
+    WebhookToken,
 )
 from newsletter.core.tokens import TokenError, read_verp_token
 from newsletter.core.validation import email_hash, without_address
@@ -587,6 +588,28 @@ def record_provider_event(
         soft_window=timedelta(days=settings.soft_bounce_window_days),
         now=now,
     )
+
+
+def claim_webhook_token(
+    session: Session, *, provider: str, token: str, max_age: timedelta, now: datetime | None = None
+) -> bool:
+    """Take a webhook signature's one-time token: True the first time, in any process.
+
+    The unique key decides between processes racing with the same token; tokens older than
+    the signature's freshness window are purged (their signatures are refused as stale).
+    """
+    now = now or utcnow()
+    session.execute(
+        delete(WebhookToken)
+        .where(WebhookToken.seen_at < now - max_age - timedelta(minutes=1))
+        .execution_options(synchronize_session=False)
+    )
+    try:
+        with session.begin_nested():
+            session.add(WebhookToken(provider=provider, token=token, seen_at=now))
+    except IntegrityError:
+        return False
+    return True
 
 
 def accepts_recipient(address: str, settings: Settings) -> bool:

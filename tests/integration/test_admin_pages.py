@@ -647,7 +647,6 @@ def test_unverified_bounce_reports_are_shown_masked(client: TestClient, csrf: st
         assert subscribers.get_subscriber(session, subscriber_id).status == "active"
 
 
-
 def test_an_address_is_suppressed_and_removed(client: TestClient, csrf: str) -> None:
     response = post(client, "/admin/suppressions", csrf, email="Spam@Example.com", reason="asked")
     assert response.status_code == 303

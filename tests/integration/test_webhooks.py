@@ -10,7 +10,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +40,7 @@ from newsletter.core.models import (
 from newsletter.subscribers import suppressions
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
+from tests.conftest import ROOT
 from tests.factories import add_reader
 from tests.factories import sent_delivery as make_delivery
 from tests.providers import (
@@ -473,6 +477,46 @@ def test_mailgun_replayed_token_is_refused_even_for_another_event(client: TestCl
     assert "replay" in response.json()["detail"]
     assert len(bounce_events()) == 1
     assert state(OTHER) == ACTIVE
+
+
+# A second web process (or this one after a restart): it shares the database, nothing else.
+SECOND_PROCESS = """
+import json, sys
+from fastapi.testclient import TestClient
+from newsletter.web.app import create_app
+from newsletter.web import webhooks
+app = create_app()
+if not any(getattr(r, "path", "").startswith("/webhooks/") for r in app.routes):
+    app.include_router(webhooks.router)
+with TestClient(app) as client:
+    response = client.post("/webhooks/mailgun", content=sys.stdin.buffer.read())
+print(json.dumps([response.status_code, response.json()]))
+"""
+
+
+def test_mailgun_replay_to_a_second_process_is_refused(clean_db: str, client: TestClient) -> None:
+    reader()
+    reader(OTHER)
+    first = mailgun_payload(mailgun_event(READER))
+    assert client.post("/webhooks/mailgun", json=first).status_code == 200
+    replay = {**first, "event-data": mailgun_event(OTHER)}
+    second = subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS],
+        input=json.dumps(replay).encode(),
+        capture_output=True,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": clean_db,
+            "NEWSLETTER_MAILGUN_SIGNING_KEY": MAILGUN_KEY,
+            "PYTHONPATH": str(ROOT),
+        },
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    status, body = json.loads(second.stdout.decode().strip().splitlines()[-1])
+    assert status == 401 and "replay" in body["detail"]
+    assert state(OTHER) == ACTIVE and len(bounce_events()) == 1
 
 
 def test_mailgun_without_a_configured_key_refuses_everything(

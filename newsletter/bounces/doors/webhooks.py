@@ -9,7 +9,6 @@ import hmac
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ SNS_MAX_AGE = timedelta(hours=1)
 # Mailgun's signature covers only timestamp and token, not the event: a captured one must
 # not be reusable, so it is fresh for five minutes and good for one request.
 MAILGUN_MAX_AGE_SECONDS = 5 * 60
+# Mailgun's tokens are 50 characters; the replay store keeps up to this many.
+MAILGUN_TOKEN_MAX = 128
 FETCH_TIMEOUT_SECONDS = 10.0
 # The bounce record's columns: a longer value would be refused by PostgreSQL.
 EMAIL_MAX = 320
@@ -145,13 +146,19 @@ def ses_events(
     return _ses_notification(message, raw=body.decode("utf-8", "replace"))
 
 
-def mailgun_events(
-    body: bytes, *, settings: Settings, now: float | None = None
-) -> list[ProviderEvent]:
-    """A Mailgun webhook: HMAC-signed, fresh, and with a token never seen before.
+# Takes a signature's token once, for every process (bounces.policy.claim_webhook_token):
+# False when it was taken before.
+ClaimToken = Callable[[str, int], bool]
 
-    Seen tokens are remembered in this process only; across processes a replayed event
-    still counts once, because events are recorded once per Mailgun event id.
+
+def mailgun_events(
+    body: bytes, *, settings: Settings, claim: ClaimToken, now: float | None = None
+) -> list[ProviderEvent]:
+    """A Mailgun webhook: HMAC-signed, fresh, and with a token never taken before.
+
+    The token is claimed through `claim`, in the database shared by every web process, so
+    a captured signature replayed with another event-data after a restart, or to another
+    process, is refused.
     """
     payload = _json_object(body)
     signature = payload.get("signature")
@@ -173,7 +180,7 @@ def mailgun_events(
         raise WebhookRefused(401, "The webhook's timestamp is not a number.") from None
     if abs(now - signed_at) > MAILGUN_MAX_AGE_SECONDS:
         raise WebhookRefused(401, "The webhook's timestamp is too old (or in the future).")
-    if not _mailgun_tokens.claim(token, signed_at=signed_at, now=now):
+    if len(token) > MAILGUN_TOKEN_MAX or not claim(token, signed_at):
         raise WebhookRefused(401, "This webhook was already received (a replay).")
 
     data = payload.get("event-data")
@@ -432,28 +439,6 @@ def _ses_message_id(mail: dict[str, Any]) -> str | None:
 
 
 # --- Mailgun -------------------------------------------------------------------------
-
-
-class _SeenTokens:
-    """Mailgun tokens taken in the last few minutes (older ones are refused as stale anyway)."""
-
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._seen: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, token: str, *, signed_at: int, now: float) -> bool:
-        """True the first time a token is seen; False for a replay."""
-        with self._lock:
-            for old in [t for t, at in self._seen.items() if at < now - self.max_age - 60]:
-                del self._seen[old]
-            if token in self._seen:
-                return False
-            self._seen[token] = signed_at
-            return True
-
-
-_mailgun_tokens = _SeenTokens(MAILGUN_MAX_AGE_SECONDS)
 
 
 def _mailgun_kind(data: dict[str, Any]) -> str | None:
