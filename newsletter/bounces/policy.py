@@ -40,7 +40,7 @@ from newsletter.core.models import (
     WebhookToken,
 )
 from newsletter.core.tokens import TokenError, read_verp_token
-from newsletter.core.validation import email_hash, without_address
+from newsletter.core.validation import email_hash, storable_text, without_address
 from newsletter.email.addresses import AddressKind, read_reader_address
 from newsletter.sending import ledger
 from newsletter.subscribers.store import get_subscriber, record_event, unsubscribe
@@ -131,6 +131,11 @@ def record(
     if not verified:
         subscriber_id = delivery_id = None
         raw = None
+    # Every door's text comes from outside: a NUL in it would lose the event on PostgreSQL.
+    recipient, status, diagnostic, event_key = (
+        storable_text(value) for value in (recipient, status, diagnostic, event_key)
+    )
+    raw = storable_text(raw[:RAW_KEPT]) if raw else None
     if event_key and session.scalar(
         select(BounceEvent.id).where(BounceEvent.event_key == event_key)
     ):
@@ -144,7 +149,7 @@ def record(
         recipient=recipient,
         status=status,
         diagnostic=(diagnostic or "")[:2000] or None,
-        raw=raw[:RAW_KEPT] if raw else None,
+        raw=raw,
         verified=verified,
         created_at=now,
     )

@@ -543,3 +543,19 @@ def test_a_complaint_counts_only_from_a_configured_feedback_loop(clean_db: str) 
     trusted = forged_arf(READER, sender="feedback@arf.mail.yahoo.com", token=token)
     assert process(trusted).action == "unsubscribed and suppressed"
     assert state(subscriber_id)[0] == SubscriberStatus.COMPLAINED
+
+
+def test_a_nul_byte_in_a_bounce_loses_nothing(clean_db: str) -> None:
+    # PostgreSQL refuses NUL in text: the bounce was lost with a DataError.
+    subscriber_id = reader()
+    delivery = sent_delivery(subscriber_id)
+    token = make_verp_token(get_settings().secret_key, subscriber_id, delivery)
+    dsn = forged_dsn(READER).replace(b"forged0000", token.encode())
+    dsn = dsn.replace(b"user unknown", b"user\x00unknown").replace(b"--b--", b"\x00--b--")
+    outcome = process(dsn, [f"bounces+{token}@plataforma.test"])
+    assert outcome.action == "suppressed"
+    with db.session_scope() as session:
+        event = session.scalars(select(BounceEvent)).one()
+        assert event.raw and "\x00" not in event.raw and "\x00" not in (event.diagnostic or "")
+    # A forged one with a NUL in the address it names is kept, unverified.
+    assert process(forged_dsn("x\x00y@example.com")).kind in ("hard", "none")

@@ -253,6 +253,21 @@ def test_ses_transient_bounce_is_scored_not_suppressed(client: TestClient, amazo
     assert bounce_events()[0][2] == "soft"
 
 
+def test_ses_fields_with_a_nul_byte_are_stored_not_a_500(
+    client: TestClient, amazon: Signer
+) -> None:
+    # PostgreSQL refuses NUL in text: the event answered 500 and was lost.
+    reader()
+    reader(OTHER)
+    notification = json.loads(ses_bounce(READER, OTHER))
+    notification["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550\x00 unknown"
+    notification["bounce"]["bouncedRecipients"][1]["emailAddress"] = "outro\x00@example.com"
+    message = sns_message(amazon, json.dumps(notification))
+    assert answer(post_sns(client, message)) == (200, {"recorded": 2, "duplicates": 0})
+    bounced()
+    assert state(OTHER) == ACTIVE
+
+
 def test_ses_notifications_that_are_no_bounce_change_nothing(
     client: TestClient, amazon: Signer
 ) -> None:
