@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import smtplib
 import subprocess
@@ -559,3 +560,80 @@ def test_a_nul_byte_in_a_bounce_loses_nothing(clean_db: str) -> None:
         assert event.raw and "\x00" not in event.raw and "\x00" not in (event.diagnostic or "")
     # A forged one with a NUL in the address it names is kept, unverified.
     assert process(forged_dsn("x\x00y@example.com")).kind in ("hard", "none")
+
+
+# --- the receiver's limits, and what it logs ---------------------------------------------
+
+
+@pytest.fixture
+def bare_receiver() -> Iterator[tuple[int, list[list[str]]]]:
+    """The SMTP receiver handing messages to a list: its limits need no worker."""
+    handed: list[list[str]] = []
+    port = free_port()
+    controller = start_receiver(
+        get_settings(),
+        lambda raw, rcpts: handed.append(rcpts),
+        host="127.0.0.1",
+        port=port,
+        per_client_minute=3,
+    )
+    yield port, handed
+    controller.stop()
+
+
+def test_the_receiver_caps_recipients_size_and_messages_per_client(
+    bare_receiver: tuple[int, list[list[str]]],
+) -> None:
+    port, handed = bare_receiver
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.ehlo()
+        smtp.mail("MAILER-DAEMON@mx.example.com")
+        answers = [
+            smtp.rcpt(f"bounces+s{n}-0123456789abcdef0123@plataforma.test")[0] for n in range(60)
+        ]
+        assert answers[:50] == [250] * 50 and set(answers[50:]) == {452}
+        smtp.rset()
+        # 1.1 MB: no DSN is that large (the receiver took up to 10 MB, stored whole).
+        big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1100
+        with pytest.raises(smtplib.SMTPException):
+            smtp.sendmail("a@example.net", ["bounces+s1-0123456789abcdef0123@plataforma.test"], big)
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for _ in range(3):
+            smtp.sendmail(
+                "a@example.net", ["bounces+s1-x@plataforma.test"], b"Subject: x\r\n\r\nx\r\n"
+            )
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail(
+                "a@example.net", ["bounces+s1-x@plataforma.test"], b"Subject: x\r\n\r\nx\r\n"
+            )
+        assert refused.value.smtp_code == 451
+    assert len(handed) == 3
+
+
+def test_the_receiver_logs_no_token_and_no_address(
+    bare_receiver: tuple[int, list[list[str]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, _ = bare_receiver
+    token = make_verp_token(get_settings().secret_key, 42)
+    with caplog.at_level(logging.DEBUG), smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.sendmail(
+            "leitora@example.com",
+            [f"unsubscribe+{token}@plataforma.test", "someone@elsewhere.example"],
+            b"Subject: unsubscribe\r\n\r\n",
+        )
+    assert caplog.records, "the receiver logged nothing at all"
+    assert token not in caplog.text and "leitora@example.com" not in caplog.text
+    assert "someone@elsewhere" not in caplog.text
+
+
+def test_only_a_verified_events_raw_is_kept_and_cut_short(clean_db: str) -> None:
+    subscriber_id = reader()
+    token = make_verp_token(get_settings().secret_key, subscriber_id)
+    dsn = forged_dsn(READER).replace(b"forged0000", token.encode())
+    dsn = dsn.replace(
+        b"--b--", b"--b\r\nContent-Type: text/plain\r\n\r\n" + b"y" * 900_000 + b"\r\n--b--"
+    )
+    assert process(dsn, [f"bounces+{token}@plataforma.test"]).action == "suppressed"
+    with db.session_scope() as session:
+        raw = session.scalars(select(BounceEvent.raw)).one()
+        assert raw is not None and len(raw) <= bounces.RAW_KEPT
