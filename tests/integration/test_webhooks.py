@@ -684,10 +684,11 @@ def sendgrid_post(
     key: ec.EllipticCurvePrivateKey | None,
     *,
     signed_body: bytes | None = None,
+    signed_at: float | None = None,
 ) -> Any:
     headers = {"content-type": "application/json"}
     if key is not None:
-        timestamp = str(int(time.time()))
+        timestamp = str(int(time.time() if signed_at is None else signed_at))
         signature = key.sign(
             timestamp.encode() + (body if signed_body is None else signed_body),
             ec.ECDSA(hashes.SHA256()),
@@ -775,6 +776,18 @@ def test_sendgrid_unsigned_forged_or_foreign_key_changes_nothing(
         },
     )
     assert garbled.status_code == 401
+    nothing_changed()
+
+
+def test_sendgrid_stale_or_future_signature_changes_nothing(
+    client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    # A captured signed batch was good forever: the timestamp was never checked.
+    reader()
+    body = json.dumps([sendgrid_event(READER, "bounce", type="bounce")]).encode()
+    for signed_at in (time.time() - 3600, time.time() + 3600):
+        response = sendgrid_post(client, body, sendgrid_key, signed_at=signed_at)
+        assert response.status_code == 401 and "timestamp" in response.json()["detail"]
     nothing_changed()
 
 

@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,13 @@ STATUS_MAX = 16
 # Only Amazon's SNS endpoints, named by a region ("sns.eu-west-1.amazonaws.com"): the
 # region must look like one, because "sns.s3.amazonaws.com" is somebody's S3 bucket.
 SNS_HOST = re.compile(r"sns\.[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}\.amazonaws\.com(?:\.cn)?")
-SNS_CERTIFICATE_PATH = re.compile(r"/[A-Za-z0-9._-]+\.pem")
+# Amazon's signing certificates are all named so; nothing else on those hosts is fetched.
+SNS_CERTIFICATE_PATH = re.compile(r"/SimpleNotificationService-[A-Za-z0-9]{1,64}\.pem")
+# A certificate that could not be fetched is not asked for again for this long: forged
+# messages naming it must not make us fetch once per request.
+FAILED_FETCH_RETRY_SECONDS = 300.0
+# SendGrid signs each request when it sends it: an older signature is a replay.
+SENDGRID_MAX_AGE_SECONDS = 10 * 60
 
 # The fields SNS signs, in this order, for each type of message (a missing Subject is
 # left out of a Notification's string). A subscription's confirmation and its end are
@@ -245,14 +252,24 @@ def postmark_events(
 
 
 def sendgrid_events(
-    body: bytes, *, signature: str | None, timestamp: str | None, settings: Settings
+    body: bytes,
+    *,
+    signature: str | None,
+    timestamp: str | None,
+    settings: Settings,
+    now: float | None = None,
 ) -> list[ProviderEvent]:
     """A batch of SendGrid events, signed with ECDSA P-256 over timestamp + body.
 
-    A replayed batch changes nothing: every event is recorded once per sg_event_id.
+    The timestamp must be fresh (SENDGRID_MAX_AGE_SECONDS); a batch replayed within it
+    changes nothing: every event is recorded once per sg_event_id.
     """
     if not signature or not timestamp:
         raise WebhookRefused(401, "The webhook is not signed.")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise WebhookRefused(401, "The webhook's timestamp is not a number.")
+    if abs((time.time() if now is None else now) - int(timestamp)) > SENDGRID_MAX_AGE_SECONDS:
+        raise WebhookRefused(401, "The webhook's timestamp is too old (or in the future).")
     key = _sendgrid_public_key(str(getattr(settings, "sendgrid_public_key", "") or ""))
     try:
         key.verify(
@@ -293,8 +310,27 @@ def sendgrid_events(
 
 
 def fetch_certificate(url: str) -> bytes:
-    """Amazon's SNS signing certificate (PEM), downloaded once per process and URL."""
-    return _download_certificate(_amazon_url(url, "certificate URL", certificate=True))
+    """Amazon's SNS signing certificate (PEM), downloaded once per process and URL.
+
+    A download that failed is not tried again for FAILED_FETCH_RETRY_SECONDS.
+    """
+    url = _amazon_url(url, "certificate URL", certificate=True)
+    with _failed_lock:
+        failed_at = _failed_fetches.get(url)
+    if failed_at is not None and time.monotonic() - failed_at < FAILED_FETCH_RETRY_SECONDS:
+        raise WebhookRefused(503, "The SNS signing certificate could not be fetched.")
+    try:
+        return _download_certificate(url)
+    except WebhookRefused:
+        with _failed_lock:
+            if len(_failed_fetches) >= 64:
+                _failed_fetches.pop(next(iter(_failed_fetches)))
+            _failed_fetches[url] = time.monotonic()
+        raise
+
+
+_failed_fetches: dict[str, float] = {}
+_failed_lock = threading.Lock()
 
 
 def confirm_subscription(url: str) -> None:
