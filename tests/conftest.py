@@ -49,6 +49,8 @@ TEST_ENV = {
     "NEWSLETTER_ADMIN_TOKEN": "test-admin-token-" + uuid.uuid4().hex,
     "NEWSLETTER_BASE_URL": "http://newsletter.test",
     "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
+    # The feedback loops whose mailed complaints the sample ARF reports come from.
+    "NEWSLETTER_FEEDBACK_LOOP_SOURCES": '["arf.mail.yahoo.com", "hotmail.com"]',
     # Temporary failures come back within a second or two, not half a minute.
     "NEWSLETTER_RETRY_BASE_SECONDS": "0.5",
     "NEWSLETTER_RETRY_MAX_SECONDS": "2",

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     bounce_imap_url: str = Field(
         default="", description="imaps://user:pass@host/INBOX polled for bounces by the beat."
     )
+    # Mailbox providers' feedback loops (sender domains, e.g. ["fbl.yahoo.com"]) whose ARF
+    # complaints by mail are acted on; any other mailed complaint is kept unverified.
+    feedback_loop_sources: list[str] = Field(
+        default_factory=list,
+        description="Sender domains whose mailed ARF complaints unsubscribe (JSON list).",
+    )
     bounce_host: str = "127.0.0.1"
     bounce_port: int = 2525
 
