@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -169,6 +170,30 @@ class Settings(BaseSettings):
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
     )
     feed_poll_minutes: int = Field(default=15, ge=1)
+    # Feeds are fetched from public addresses on these ports only (a feed, or its redirect,
+    # pointing at the service's own machine or network is refused): "80,443" or a JSON list.
+    feed_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+    feed_allow_private: bool = Field(
+        default=False,
+        description="Also fetch feeds from loopback and private networks (a trusted LAN).",
+    )
+
+    @field_validator("feed_allowed_ports", mode="before")
+    @classmethod
+    def _ports_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("feed_allowed_ports")
+    @classmethod
+    def _ports_in_range(cls, value: list[int]) -> list[int]:
+        if not all(1 <= port <= 65535 for port in value):
+            raise ValueError("ports are numbers from 1 to 65535")
+        return value
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
