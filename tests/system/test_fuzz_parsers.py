@@ -361,6 +361,7 @@ def test_no_text_crashes_or_hangs_the_scraped_page_reader(text: str) -> None:
         ("a run of full stops in the lede", "# T\n\nx " + "." * 20_000),
         ("many sentences in one paragraph", "# T\n\n" + "A b. " * 20_000),
         ("front matter nested thousands deep", "---\na: " + "[" * 5_000 + "\n---\n# T\n"),
+        ("emphasis openers that never close (quadratic)", "# T\n\n" + "**a " * 16_384),
     ],
 )
 def test_pathological_articles_are_read_within_a_second(scenario: str, text: str) -> None:
