@@ -267,6 +267,21 @@ def _generated_secret(path: Path) -> str:
 def get_settings() -> Settings:
     """The process's settings, read once; tests call get_settings.cache_clear()."""
     settings = Settings()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    keep_private(settings.var_dir)
     settings.ensure_secrets()
     return settings
+
+
+def keep_private(var_dir: Path) -> None:
+    """Make what this process creates its owner's alone, and var/ too (umask 077, 0700).
+
+    var/ holds the database, the broker's queue, the outbox, uploads, metrics and the
+    secrets: readers' addresses and tokens that other accounts on the machine must not
+    read. Every process reads its settings first, so this runs before any of it is made.
+    """
+    os.umask(0o077)
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A var/ made before (or by hand) is narrowed too; one the service does not own (a
+    # folder an administrator shares on purpose) is left as it is.
+    if var_dir.stat().st_uid == os.getuid() and var_dir.stat().st_mode & 0o077:
+        var_dir.chmod(0o700)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -55,3 +56,21 @@ def test_production_accepts_real_secrets(tmp_path: Path) -> None:
     )
     settings.ensure_secrets()
     assert settings.secret_key == "s" * 40
+
+
+def test_var_and_what_is_made_in_it_are_the_owners_alone(tmp_path: Path) -> None:
+    from newsletter.core.config import keep_private
+
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)  # what an old install left: readable by every account
+    previous = os.umask(0o022)
+    try:
+        keep_private(var)
+        (var / "newsletter.db").write_bytes(b"")
+        (var / "outbox").mkdir()
+        (var / "outbox" / "1.eml").write_bytes(b"")
+    finally:
+        os.umask(previous)
+    for path in (var, var / "newsletter.db", var / "outbox", var / "outbox" / "1.eml"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
