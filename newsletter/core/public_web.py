@@ -129,7 +129,6 @@ class _PublicTransport(httpx.HTTPTransport):
         # other settings as httpx's defaults (TLS verified against the URL's host name).
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
-            max_connections=httpx.Limits().max_connections,
             network_backend=_PublicBackend(reach),
         )
 
@@ -148,8 +147,8 @@ class _PublicBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        if port not in self._reach.allowed_ports:
-            raise httpcore.ConnectError(
+        if port not in self._reach.allowed_ports:  # checked on the URL already; kept here too
+            raise AddressRefusedAtConnect(
                 f"port {port} is not allowed ({_ports_allowed(self._reach)})"
             )
         try:
@@ -165,15 +164,14 @@ class _PublicBackend(httpcore.SyncBackend):
                 raise AddressRefusedAtConnect(problem)
         if not addresses:
             raise httpcore.ConnectError(f"{host} has no address")
-        last: Exception | None = None
+        failures: list[httpcore.ConnectError] = []
         for address in addresses:
             try:
                 # The IP, not the name: resolving again here could give another answer.
                 return super().connect_tcp(address, port, timeout, local_address, socket_options)
             except httpcore.ConnectError as exc:
-                last = exc
-        assert last is not None
-        raise last
+                failures.append(exc)
+        raise failures[-1]
 
 
 class AddressRefusedAtConnect(httpcore.ConnectError):

@@ -614,3 +614,13 @@ def test_dns_rebinding_connects_to_the_address_that_was_checked(
 def test_other_addresses_and_ports_are_refused(strict: FeedServer, url: str, words: str) -> None:
     assert_refused(fetch(url), strict, words)
     assert strict.seen == []
+
+
+def test_redirects_are_followed_a_bounded_number_of_times(feeds: FeedServer) -> None:
+    feeds.serve_file("/moved.rss", "macau-pt.rss")
+    feeds.routes["/old.rss"] = Route(location=feeds.url("/moved.rss"))
+    feeds.routes["/loop.rss"] = Route(location=feeds.url("/loop.rss"))
+
+    assert fetch(feeds.url("/old.rss")).imported == 2
+    assert_failed(fetch(feeds.url("/loop.rss")), "redirects too many times")
+    assert [path for path, _ in feeds.seen].count("/loop.rss") == 6  # the first ask and 5 more
