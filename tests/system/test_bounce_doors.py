@@ -254,6 +254,9 @@ def dovecot(dovecot_program: tuple[str, str]) -> Iterator[Dovecot]:
     directory = make_temp_dir("newsletter-dovecot-")
     port = free_port()
     user, password = "bounces", secrets.token_hex(12)
+    # Dovecot drops to its own users: what is made for it must be readable by them, whatever
+    # umask the newsletter's settings gave this process (077, see core.config.keep_private).
+    previous_umask = os.umask(0o022)
     (directory / "users").write_text(f"{user}:{{PLAIN}}{password}\n")
     (directory / "mail").mkdir()
     if os.geteuid() == 0:
@@ -282,6 +285,7 @@ def dovecot(dovecot_program: tuple[str, str]) -> Iterator[Dovecot]:
         if process is not None:
             stop_process_group(process)
         shutil.rmtree(directory, ignore_errors=True)
+        os.umask(previous_umask)
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
@@ -500,6 +504,9 @@ def postfix(postfix_programs: None) -> Iterator[Postfix]:
     directory = make_temp_dir("newsletter-postfix-")
     instance = Postfix(directory, port=free_port(), receiver_port=free_port())
     config = instance.config
+    mail_domain = get_settings().mail_domain
+    # Postfix's daemons run as postfix: as for Dovecot, its files must be readable by them.
+    previous_umask = os.umask(0o022)
     config.mkdir()
     (directory / "queue").mkdir()
     (directory / "data").mkdir()
@@ -508,7 +515,7 @@ def postfix(postfix_programs: None) -> Iterator[Postfix]:
     (config / "master.cf").write_text(POSTFIX_MASTER_CF.format(port=instance.port))
     (config / "transport").write_text(
         f"{DEAD_END_DOMAIN} error:5.1.1 mailbox unavailable\n"
-        f"{get_settings().mail_domain} smtp:[127.0.0.1]:{instance.receiver_port}\n"
+        f"{mail_domain} smtp:[127.0.0.1]:{instance.receiver_port}\n"
     )
     postfix = postfix_program("postfix")
     started = False
@@ -526,6 +533,7 @@ def postfix(postfix_programs: None) -> Iterator[Postfix]:
     finally:
         stop_postfix(postfix, instance, started=started)
         shutil.rmtree(directory, ignore_errors=True)
+        os.umask(previous_umask)
 
 
 def stop_postfix(postfix: str, instance: Postfix, *, started: bool) -> None:

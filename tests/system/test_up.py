@@ -130,7 +130,7 @@ def test_what_the_service_keeps_in_var_is_its_owners_alone(
     outbox_messages(var, 1)
     made = [p for p in var.rglob("*") if p.name != "up.log"]  # up.log is the test's own
     names = {p.relative_to(var).as_posix() for p in made}
-    assert {"newsletter.db", "broker.db", "outbox", "metrics", "secret_key"} <= names
+    assert {"newsletter.db", "broker.db", "outbox", "secret_key"} <= names
     assert stat.S_IMODE(var.stat().st_mode) == 0o700
     readable = [f"{p.relative_to(var)} {stat.S_IMODE(p.stat().st_mode):o}" for p in made]
     assert [line for line, p in zip(readable, made, strict=True) if p.stat().st_mode & 0o077] == []
