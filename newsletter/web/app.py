@@ -24,6 +24,11 @@ from newsletter.web.deps import page, wants_json
 log = logging.getLogger("newsletter.web")
 # The dashboard's own caps (20 MB a CSV, 2 MB an article file) apply below this.
 ADMIN_UPLOAD_BYTES = 25 * 1024 * 1024
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+UNREADABLE_BODY = (
+    "The request body cannot be read: it is not well-formed JSON or form data, "
+    "or it is nested too deeply."
+)
 
 
 def create_app(*, queue: Queue | None = None) -> FastAPI:
@@ -48,8 +53,10 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
             "/api/": settings.max_api_request_bytes,
             # SendGrid posts batches of events of up to 768 KB.
             "/webhooks/": settings.max_api_request_bytes,
-            # Editors upload subscriber CSVs and article files from the dashboard.
+            # Editors upload subscriber CSVs and article files from the dashboard; the
+            # sign-in form is small, and anyone may post it.
             "/admin/": ADMIN_UPLOAD_BYTES,
+            "/admin/login": settings.max_request_bytes,
         },
     )
     app.add_exception_handler(TokenError, _token_error)
@@ -119,6 +126,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     titles = {400: "Link not valid", 404: "Not found", 405: "Not allowed", 413: "Too large"}
     detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
+    if detail == FASTAPI_UNREADABLE_BODY:
+        # FastAPI's words for any body it could not parse, JSON nested too deep among them.
+        detail = UNREADABLE_BODY
     response = _problem(request, exc.status_code, titles.get(exc.status_code, "Error"), detail)
     for header, value in (exc.headers or {}).items():
         response.headers[header] = value
@@ -132,7 +142,13 @@ def _problem(request: Request, status: int, title: str, message: str, **extra: A
 
 
 class BodySizeLimit:
-    """Refuse request bodies over max_bytes with 413 before the route reads them."""
+    """Refuse request bodies over max_bytes with 413 before the route reads them.
+
+    A declared Content-Length is checked before the route runs. A chunked body has none:
+    its size is counted as it arrives, and once past the limit the route is stopped, and
+    whatever it would have answered (a form parser's 400, an unhandled error's 500) is
+    replaced by the 413.
+    """
 
     def __init__(
         self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
@@ -145,8 +161,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The longest matching prefix wins: /admin/login takes less than the rest of /admin.
         limit = next(
-            (size for prefix, size in self.larger.items() if scope["path"].startswith(prefix)),
+            (
+                size
+                for prefix, size in sorted(self.larger.items(), key=lambda item: -len(item[0]))
+                if scope["path"].startswith(prefix)
+            ),
             self.max_bytes,
         )
         declared = dict(scope["headers"]).get(b"content-length")
@@ -154,17 +175,35 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
+        too_large = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, "The request is too large.")
+                    too_large = True
+                    raise _TooLarge()
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:
+                return  # the route's own answer to a body it could not finish reading
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            # Whatever the route made of the interrupted read (FastAPI wraps it, a
+            # middleware's task group groups it), the cause is the size.
+            if not too_large:
+                raise
+        if too_large and not started:
+            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = b'{"detail":"The request is too large."}'
@@ -179,3 +218,7 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    """A chunked body grew past its route's limit while being read."""

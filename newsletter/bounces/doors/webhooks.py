@@ -351,7 +351,10 @@ def _amazon_url(value: object, what: str, *, certificate: bool = False) -> str:
     """The URL, if it is https on an SNS host of Amazon's and nothing else (no user, port...)."""
     if not isinstance(value, str) or any(c.isspace() or c == "\\" for c in value):
         raise WebhookRefused(403, f"The SNS {what} is not Amazon's.")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. a full-width solidus, which NFKC would turn into a "/"
+        raise WebhookRefused(403, f"The SNS {what} is not Amazon's.") from None
     # The whole netloc must be the host: "sns...amazonaws.com@evil.test" or ":8443" fail.
     if parts.scheme != "https" or not SNS_HOST.fullmatch(parts.netloc) or parts.fragment:
         raise WebhookRefused(403, f"The SNS {what} is not Amazon's.")
