@@ -6,7 +6,6 @@ far date already stored (before the bound) still renders on every page that show
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +18,11 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Article, Digest, DigestState, Subscriber
 from newsletter.subscribers.newsletters import get_by_slug
+from newsletter.web.admin.auth import SESSION_COOKIE
 from newsletter.web.app import create_app
 from tests.factories import add_article
 from tests.fakes import RecordingQueue
+from tests.integration.test_security import concrete, routes, sign_in
 
 # 30,000 deep: past Python's recursion limit, so json.loads raises RecursionError.
 DEEP = "[" * 30_000 + "]" * 30_000
@@ -163,6 +164,8 @@ def test_a_chunked_form_over_the_limit_under_admin_is_refused_with_413(
             yield b"a" * 1024 * 1024
 
     for path in ("/admin/login", "/admin/subscribers/import", "/admin/digests"):
+        if path != "/admin/login":
+            sign_in(client)  # past the sign-in check, to the body's limit
         response = client.post(
             path,
             content=chunks(),
@@ -207,15 +210,7 @@ def far_rows() -> list[int]:
 
 def test_far_dates_already_stored_render_on_every_page(client: TestClient) -> None:
     digest_ids = far_rows()
-    token = client.get("/admin/login")
-    form_token = re.search(r'name="csrf_token" value="([^"]+)"', token.text)
-    assert form_token
-    signed_in = client.post(
-        "/admin/login",
-        data={"token": get_settings().admin_token, "csrf_token": form_token.group(1)},
-        follow_redirects=False,
-    )
-    assert signed_in.status_code == 303
+    sign_in(client)
     pages = [
         "/admin",
         "/admin/digests",
@@ -237,3 +232,73 @@ def test_far_dates_already_stored_render_on_every_page(client: TestClient) -> No
     for path in ["/api/articles", *(f"/api/digests/{digest_id}" for digest_id in digest_ids)]:
         response = client.get(path, headers=admin())
         assert response.status_code == 200, (path, response.status_code)
+
+
+# --- item 17: the dashboard reads no body before it knows who sends it -------------------
+
+
+def admin_posts(client: TestClient) -> list[str]:
+    """Every dashboard route that takes a POST, with its parameters filled."""
+    return sorted(
+        concrete(found.path)
+        for found in routes(client.app, "/admin", "POST")
+        if found.path != "/admin/login"
+    )
+
+
+class Upload:
+    """A chunked multipart body that notes whether the app read any of it."""
+
+    def __init__(self, megabytes: int) -> None:
+        self.consumed = False
+        self.megabytes = megabytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.consumed = True
+        # Malformed from the first byte (no boundary): a parser would refuse it with a 400.
+        yield b"not multipart at all\r\n"
+        for _ in range(self.megabytes):
+            yield b"x" * 1024 * 1024
+
+
+@pytest.mark.parametrize("cookie", [None, "forged.cookie", "WyJub3QtYS1zZXNzaW9uIl0.bad"])
+def test_posts_to_the_dashboard_without_a_session_are_refused_unread(
+    client: TestClient, cookie: str | None
+) -> None:
+    paths = admin_posts(client)
+    assert "/admin/subscribers/import" in paths and len(paths) > 10
+    for path in paths:
+        if cookie:
+            client.cookies.set(SESSION_COOKIE, cookie, path="/admin")
+        upload = Upload(megabytes=24)
+        response = client.post(
+            path,
+            content=upload,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303, (path, response.status_code)
+        assert response.headers["location"].startswith("/admin/login"), path
+        assert not upload.consumed, f"{path} read the body of a post from no session"
+        script = client.post(
+            path,
+            content=Upload(megabytes=1),
+            headers={
+                "Content-Type": "multipart/form-data; boundary=b",
+                "Accept": "application/json",
+            },
+        )
+        assert script.status_code == 401 and "Sign in" in script.json()["detail"], path
+        client.cookies.clear()
+
+
+def test_the_sign_in_form_takes_only_a_small_body(client: TestClient) -> None:
+    sign_in_page = client.get("/admin/login")
+    assert sign_in_page.status_code == 200
+    for body in (b"token=" + b"a" * 70 * 1024, Upload(megabytes=2)):
+        response = client.post(
+            "/admin/login",
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 413, response.text[:200]
