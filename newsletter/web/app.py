@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.app import queue as jobs_queue
@@ -36,7 +38,15 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     settings = get_settings()
     # Configured here, not at import: the broker, and the folder /metrics reads.
     celery = jobs_queue.configure(settings)
-    app = FastAPI(title=f"{settings.publisher_name} newsletter", version="0.1.0")
+    docs = settings.api_docs_enabled
+    app = FastAPI(
+        title=f"{settings.publisher_name} newsletter",
+        version="0.1.0",
+        # The spec maps every door: served in production only when the operator asks.
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.queue = queue if queue is not None else jobs_queue.CeleryQueue(celery)
     app.include_router(reader.router)
     app.include_router(health.router)
@@ -45,6 +55,7 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.include_router(digests_api.router)
     app.include_router(webhooks.router)
     admin.install(app)
+    app.middleware("http")(_reader_headers)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
@@ -59,6 +70,11 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
             "/admin/login": settings.max_request_bytes,
         },
     )
+    # Outermost: a Host header not ours is refused before anything else reads the request
+    # (the Host is what redirects and absolute links are built from).
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.allowed_host_list, www_redirect=False
+    )
     app.add_exception_handler(TokenError, _token_error)
     app.add_exception_handler(UnknownSubscriber, _not_found)
     app.add_exception_handler(InvalidInput, _invalid_input)
@@ -66,6 +82,29 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+# Readers' pages (signup, preferences, articles, digests' web copies) run no script and
+# are framed nowhere; a digest's copy may show pictures from the articles' sites.
+READER_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+async def _reader_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    # The dashboard sets its own (admin.install); the API and webhooks answer JSON; the
+    # API docs (development) load their scripts from a CDN.
+    if not request.url.path.startswith(("/admin", "/api/", "/webhooks/", "/docs", "/redoc")):
+        response.headers.setdefault("Content-Security-Policy", READER_CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        # Links in readers' pages carry tokens: the address never leaves in a Referer.
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
