@@ -119,7 +119,8 @@ def ses_events(
     """
     message = _json_object(body)
     message_type = message.get("Type")
-    if message_type not in SNS_SIGNED_FIELDS:
+    # A list or an object is no type (and cannot be looked up: unhashable).
+    if not isinstance(message_type, str) or message_type not in SNS_SIGNED_FIELDS:
         raise WebhookRefused(400, "This is not an SNS message.")
     for field in SNS_SIGNED_FIELDS[message_type]:
         if field == "Subject" and field not in message:
