@@ -22,6 +22,7 @@ from newsletter.web.admin.auth import SESSION_COOKIE
 from newsletter.web.app import create_app
 from tests.factories import add_article
 from tests.fakes import RecordingQueue
+from tests.integration.test_cli import newsletter
 from tests.integration.test_security import concrete, routes, sign_in
 
 # 30,000 deep: past Python's recursion limit, so json.loads raises RecursionError.
@@ -302,3 +303,23 @@ def test_the_sign_in_form_takes_only_a_small_body(client: TestClient) -> None:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert response.status_code == 413, response.text[:200]
+
+
+# --- the same rule at the command line -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # Bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape).
+        ("subscribers", "add", "ana@example.com", "--name", "A\udced\udca0\udc80na"),
+        ("subscribers", "add", "a\udcffb@example.com"),
+        ("digest", "preview", "--since", "0001-01-01T00:00:00+14:00"),
+    ],
+)
+def test_hostile_arguments_are_one_line_on_stderr(clean_db: str, args: tuple[str, ...]) -> None:
+    result = newsletter(*args, database_url=clean_db)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-500:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert count(Subscriber) == 0
