@@ -94,7 +94,8 @@ HOSTILE_SCALARS = st.sampled_from(
         '"\\ud800"',
         '"a\\udfffb"',
         '"\\u0000"',
-        "1" + "0" * 4000,  # 10**4000: past int()'s default digit limit
+        "1" + "0" * 4000,  # 10**4000: a number no field takes
+        "1" + "0" * 5000,  # 10**5000: past int()'s default digit limit (4300)
         "1e400",  # a float past its range
         "-1e400",
         "NaN",
