@@ -10,6 +10,7 @@ BENCHMARKS = {
     "render": ("bench.render", "digest composition and rendering, µs per message"),
     "send": ("bench.send", "a digest end to end through real workers, against the raw SMTP limit"),
     "scale": ("bench.scale", "one digest to a million subscribers: times, memory, database size"),
+    "markdown": ("bench.markdown", "Markdown import of crafted lines: seconds by size (linear?)"),
     "signup": (
         "bench.signup",
         "POST /subscribe under load (wrk), against a minimal one-row endpoint",

@@ -52,6 +52,8 @@ TEST_ENV = {
     # The base URL's host, TestClient's "testserver", and loopback (where system tests run
     # the service): the Host check stays on, as in production, for every other name.
     "NEWSLETTER_ALLOWED_HOSTS": "newsletter.test,testserver,localhost,127.0.0.1,::1",
+    # The feedback loops whose mailed complaints the sample ARF reports come from.
+    "NEWSLETTER_FEEDBACK_LOOP_SOURCES": '["arf.mail.yahoo.com", "hotmail.com"]',
     # Temporary failures come back within a second or two, not half a minute.
     "NEWSLETTER_RETRY_BASE_SECONDS": "0.5",
     "NEWSLETTER_RETRY_MAX_SECONDS": "2",

@@ -156,7 +156,14 @@ def sns_message(
     return body
 
 
+def our_message_id(email: str) -> str:
+    """The Message-ID of the digest a test sent to this address (tests/factories.sent_delivery)."""
+    return f"<{email.partition('@')[0]}.digest@plataforma.test>"
+
+
 def ses_bounce(*emails: str, bounce_type: str = "Permanent", message_id: str = "") -> str:
+    """A bounce of our mail to the first address (its Message-ID, unless one is given)."""
+    message_id = message_id or (our_message_id(emails[0]) if emails else "")
     return json.dumps(
         {
             "notificationType": "Bounce",
@@ -186,7 +193,7 @@ def ses_bounce(*emails: str, bounce_type: str = "Permanent", message_id: str = "
     )
 
 
-def ses_complaint(email: str) -> str:
+def ses_complaint(email: str, message_id: str = "") -> str:
     return json.dumps(
         {
             "notificationType": "Complaint",
@@ -198,7 +205,7 @@ def ses_complaint(email: str) -> str:
             },
             "mail": {
                 "messageId": "0102018c-ses-internal-id",
-                "headers": [{"name": "Message-ID", "value": "<x@plataforma.test>"}],
+                "headers": [{"name": "Message-ID", "value": message_id or our_message_id(email)}],
             },
         }
     )

@@ -27,8 +27,8 @@ from newsletter.articles.store import (
     lede_summary,
     store_article,
 )
-from newsletter.core import clock
-from newsletter.core.config import LANGUAGES
+from newsletter.core import clock, public_web
+from newsletter.core.config import LANGUAGES, get_settings
 from newsletter.core.models import Article, Feed
 from newsletter.core.validation import MAX_TOPICS, InvalidInput, clean_topics
 
@@ -155,58 +155,81 @@ def _download(
     # httpx's timeout bounds each connect and read; a server that trickles bytes could
     # still hold us for ever, so the whole download has a deadline too.
     deadline = time.monotonic() + timeout
+    reach = _reach()
     try:
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5) as client,
-            client.stream("GET", url, headers=headers) as response,
-        ):
-            etag = _header(response, "etag", ETAG_MAX_CHARS)
-            last_modified = _header(response, "last-modified", LAST_MODIFIED_MAX_CHARS)
-            if response.status_code == 304:
-                return _Download(url, "not-modified", etag=etag, last_modified=last_modified)
-            if response.status_code >= 400:
-                reason = response.reason_phrase or "error"
-                return _Download(
-                    url, "failed", f"the server answered HTTP {response.status_code} ({reason})"
-                )
-            if response.status_code != 200:
-                return _Download(
-                    url, "failed", f"the server answered HTTP {response.status_code}, not a feed"
-                )
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_FEED_BYTES:
-                return _Download(url, "failed", _too_large())
-            chunks: list[bytes] = []
-            size = 0
-            # iter_bytes decompresses: counting what it yields caps gzip bombs as well.
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_FEED_BYTES:
-                    return _Download(url, "failed", _too_large())
-                if time.monotonic() > deadline:
-                    return _Download(url, "failed", _timed_out(timeout))
-                chunks.append(chunk)
-            return _Download(
-                url,
-                "imported",
-                content=b"".join(chunks),
-                headers={
-                    name: response.headers[name]
-                    for name in ("content-type", "content-language")
-                    if name in response.headers
-                }
-                | {"content-location": str(response.url)},
-                etag=etag,
-                last_modified=last_modified,
-            )
+        with public_web.public_client(reach, timeout=timeout, headers=headers) as client:
+            request = client.build_request("GET", url)
+            with public_web.send_following(client, request, reach) as response:
+                return _read_response(url, response, deadline=deadline, timeout=timeout)
+    except public_web.AddressRefused as exc:
+        return _Download(url, "failed", _refused(str(exc)))
     except httpx.TimeoutException:
         return _Download(url, "failed", _timed_out(timeout))
     except httpx.ConnectError as exc:
+        if isinstance(exc.__cause__, public_web.AddressRefusedAtConnect):
+            return _Download(url, "failed", _refused(str(exc)))
         return _Download(url, "failed", f"cannot connect to the server ({_describe(exc)})")
     except httpx.TooManyRedirects:
         return _Download(url, "failed", "the server redirects too many times")
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return _Download(url, "failed", f"the download failed ({_describe(exc)})")
+
+
+def _read_response(
+    url: str, response: httpx.Response, *, deadline: float, timeout: float
+) -> _Download:
+    """What the server's (streamed) answer brings: a feed, a 304, or why not."""
+    etag = _header(response, "etag", ETAG_MAX_CHARS)
+    last_modified = _header(response, "last-modified", LAST_MODIFIED_MAX_CHARS)
+    if response.status_code == 304:
+        return _Download(url, "not-modified", etag=etag, last_modified=last_modified)
+    if response.status_code >= 400:
+        reason = response.reason_phrase or "error"
+        return _Download(
+            url, "failed", f"the server answered HTTP {response.status_code} ({reason})"
+        )
+    if response.status_code != 200:
+        return _Download(
+            url, "failed", f"the server answered HTTP {response.status_code}, not a feed"
+        )
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FEED_BYTES:
+        return _Download(url, "failed", _too_large())
+    chunks: list[bytes] = []
+    size = 0
+    # iter_bytes decompresses: counting what it yields caps gzip bombs as well.
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_FEED_BYTES:
+            return _Download(url, "failed", _too_large())
+        if time.monotonic() > deadline:
+            return _Download(url, "failed", _timed_out(timeout))
+        chunks.append(chunk)
+    return _Download(
+        url,
+        "imported",
+        content=b"".join(chunks),
+        headers={
+            name: response.headers[name]
+            for name in ("content-type", "content-language")
+            if name in response.headers
+        }
+        | {"content-location": str(response.url)},
+        etag=etag,
+        last_modified=last_modified,
+    )
+
+
+def _reach() -> public_web.Reach:
+    settings = get_settings()
+    return public_web.Reach(
+        allowed_ports=frozenset(settings.feed_allowed_ports),
+        allow_private=settings.feed_allow_private,
+    )
+
+
+def _refused(reason: str) -> str:
+    return f"the feed address is refused: {reason}"
 
 
 def _url_problem(url: str) -> str:

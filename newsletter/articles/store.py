@@ -8,13 +8,15 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -710,114 +712,64 @@ def _published_at_field(meta: dict[str, Any], source: str) -> datetime | None:
     raise _error(source, f"published_at {value!r} is not a date or an ISO 8601 time")
 
 
-_FENCE = re.compile(r"^\s{0,3}(```+|~~~+)")
-_ATX_HEADING = re.compile(r"^\s{0,3}(#{1,6})(?:\s+(.*?))?(?:\s+#+)?\s*$")
-_SETEXT_UNDERLINE = re.compile(r"^\s{0,3}(=+|-+)\s*$")
-_RULE = re.compile(r"^\s{0,3}([-*_])(?:\s*\1){2,}\s*$")
-_REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S+.*$")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$")
-_QUOTE = re.compile(r"^\s{0,3}>\s?")
+class _TextReader(MarkdownIt):
+    """markdown-it-py set to read Markdown for its text."""
+
+    def __init__(self) -> None:
+        super().__init__("commonmark", {"html": False})
+        self.enable("strikethrough")
+        # Entities stay as written, like HTML: the text is shown as text, never as markup.
+        self.disable("entity")
+
+    def validateLink(self, url: str) -> bool:
+        # Nothing here becomes an href (links are unwrapped to their text), so no target
+        # is refused: [text](javascript:…) reads "text", as a link anywhere else does.
+        return True
+
+
+# markdown-it-py: a CommonMark parser, linear in its input (delimiter runs are matched
+# with a bound per run), where hand-written patterns were quadratic on crafted lines.
+# Raw HTML is off: tags in the source stay text.
+_MARKDOWN = _TextReader()
 
 
 def _markdown_blocks(markdown: str) -> list[_Block]:
-    """Markdown as plain-text blocks: headings and paragraphs, markup removed."""
+    """Markdown as plain-text blocks: headings, paragraphs, lists (one item a line) and
+    code (as written), markup removed."""
     blocks: list[_Block] = []
-    paragraph: list[str] = []
-    fence: str | None = None
-    code: list[str] = []
-
-    def end_paragraph() -> None:
-        if paragraph:
-            blocks.extend(_paragraph_blocks(paragraph))
-            paragraph.clear()
-
-    for line in markdown.split("\n"):
-        if fence is not None:
-            if line.strip().startswith(fence):
-                if any(c.strip() for c in code):
-                    blocks.append(_Block("\n".join(c.rstrip() for c in code).strip("\n")))
-                fence, code = None, []
+    lists: list[int | None] = []  # per open list: the next number, or None for bullets
+    items: list[list[str]] = []  # the outermost open list's items, nested ones flattened
+    heading = 0  # the level of the heading being read, 0 outside one
+    for token in _MARKDOWN.parse(markdown):
+        kind = token.type
+        if kind == "heading_open":
+            heading = int(token.tag.removeprefix("h"))
+        elif kind == "heading_close":
+            heading = 0
+        elif kind in {"bullet_list_open", "ordered_list_open"}:
+            lists.append(int(token.attrGet("start") or 1) if kind == "ordered_list_open" else None)
+        elif kind in {"bullet_list_close", "ordered_list_close"}:
+            lists.pop()
+            if not lists:
+                text = "\n".join(" ".join(item) for item in items if len(item) > 1)
+                blocks.append(_Block(text))
+                items = []
+        elif kind == "list_item_open":
+            number = lists[-1]
+            items.append([f"{token.info or number}." if number is not None else "-"])
+        elif kind in {"inline", "fence", "code_block"}:
+            text = _inline_text(token) if kind == "inline" else _code_text(token.content)
+            if not text:
+                continue
+            if items:
+                items[-1].append(_collapse(text))
             else:
-                code.append(line)
-            continue
-        opening = _FENCE.match(line)
-        if opening:
-            end_paragraph()
-            fence = opening.group(1)
-            continue
-        if not line.strip():
-            end_paragraph()
-            continue
-        paragraph.append(line)
-    if fence is not None and any(c.strip() for c in code):
-        blocks.append(_Block("\n".join(c.rstrip() for c in code).strip("\n")))
-    end_paragraph()
+                blocks.append(_Block(_collapse(text) if heading else text, heading))
     return [b for b in blocks if b.text.strip()]
 
 
-def _paragraph_blocks(lines: list[str]) -> Iterator[_Block]:
-    """One Markdown paragraph's lines as blocks; headings inside it become their own."""
-    pending: list[str] = []
-    for line in lines:
-        line = _QUOTE.sub("", line)
-        heading = _ATX_HEADING.match(line)
-        underline = _SETEXT_UNDERLINE.match(line)
-        if heading:
-            yield from _text_block(pending)
-            pending = []
-            yield _Block(_collapse(_inline_markdown(heading.group(2) or "")), len(heading.group(1)))
-        elif underline and pending and not _LIST_ITEM.match(pending[-1]):
-            level = 1 if underline.group(1).startswith("=") else 2
-            title = pending.pop()
-            yield from _text_block(pending)
-            pending = []
-            yield _Block(_collapse(_inline_markdown(title)), level)
-        elif _RULE.match(line) or _REFERENCE_DEFINITION.match(line):
-            yield from _text_block(pending)
-            pending = []
-        else:
-            pending.append(line)
-    yield from _text_block(pending)
-
-
-def _text_block(lines: list[str]) -> Iterator[_Block]:
-    if not lines:
-        return
-    if any(_LIST_ITEM.match(line) for line in lines):
-        # A list keeps one item a line; continuation lines join their item.
-        items: list[list[str]] = []
-        for line in lines:
-            item = _LIST_ITEM.match(line)
-            if item or not items:
-                marker = f"{item.group(1)}." if item and item.group(1) else "-"
-                items.append([f"{marker} {item.group(2)}" if item else line])
-            else:
-                items[-1].append(line)
-        text = "\n".join(_inline_markdown(_join_lines(item)) for item in items)
-    else:
-        text = _inline_markdown(_join_lines(lines))
-    if text.strip():
-        yield _Block(text)
-
-
-# A code span opens with a run of backticks and closes at the next run of the same length;
-# matched run by run (see _park_code_spans), as a pattern it is cubic in a run of backticks.
-_BACKTICKS = re.compile(r"`+")
-_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!>~|])")
-# Link texts and targets stop at the next bracket: a pattern that may run past it rescans
-# the rest of the line from every "[" or "<", quadratic in a line of thousands of them.
-_IMAGE = re.compile(r"!\[([^\[\]]*)\]\((?:[^()\s\[\]]|\([^()]*\))*(?:\s+[\"'][^\"']*[\"'])?\s*\)")
-_LINK = re.compile(r"\[([^\[\]]+)\]\((?:[^()\s\[\]]|\([^()]*\))*(?:\s+[\"'][^\"']*[\"'])?\s*\)")
-_REFERENCE_LINK = re.compile(r"\[([^\[\]]+)\]\[[^\[\]]*\]")
-_AUTOLINK = re.compile(r"<((?:https?://|mailto:)[^<>\s]+)>", re.IGNORECASE)
-_EMPHASIS = (
-    re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*"),
-    re.compile(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)"),
-    re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])"),
-    re.compile(r"(?<!\w)_(?=[^\s_])(.+?)(?<=[^\s_])_(?!\w)"),
-    re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"),
-)
-_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+def _code_text(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.split("\n")).strip("\n")
 
 
 def _inline_markdown(text: str) -> str:
@@ -825,50 +777,30 @@ def _inline_markdown(text: str) -> str:
 
     Anything else, HTML included, stays exactly as written: it is text, not markup.
     """
-    # Code spans and escaped characters are literal: park them where no rule can touch them
-    # (control characters are already gone from the text, so \x00 cannot clash).
-    kept: list[str] = []
-
-    def park(value: str) -> str:
-        kept.append(value)
-        return f"\x00{len(kept) - 1}\x00"
-
-    text = _park_code_spans(text, park)
-    text = _ESCAPE.sub(lambda m: park(m.group(1)), text)
-    text = _IMAGE.sub(r"\1", text)
-    text = _LINK.sub(r"\1", text)
-    text = _REFERENCE_LINK.sub(r"\1", text)
-    text = _AUTOLINK.sub(r"\1", text)
-    for pattern in _EMPHASIS:
-        text = pattern.sub(r"\1", text)
-    return _PLACEHOLDER.sub(lambda m: kept[int(m.group(1))], text)
+    tokens = _MARKDOWN.parseInline(text)
+    return _inline_text(tokens[0]) if tokens else ""
 
 
-def _park_code_spans(text: str, park: Callable[[str], str]) -> str:
-    """Each code span's content parked; a run of backticks with no partner stays as text."""
-    runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
-    # For each run, the next run of the same length: one pass from the end.
-    partner: list[int | None] = [None] * len(runs)
-    last_of_length: dict[int, int] = {}
-    for index in range(len(runs) - 1, -1, -1):
-        length = runs[index][1] - runs[index][0]
-        partner[index] = last_of_length.get(length)
-        last_of_length[length] = index
-    pieces: list[str] = []
-    position = index = 0
-    while index < len(runs):
-        closing = partner[index]
-        if closing is None:
-            index += 1
-            continue
-        pieces += [
-            text[position : runs[index][0]],
-            park(text[runs[index][1] : runs[closing][0]].strip()),
-        ]
-        position = runs[closing][1]
-        index = closing + 1
-    pieces.append(text[position:])
-    return "".join(pieces)
+def _inline_text(token: Token) -> str:
+    """The text of an inline token; its wrapped lines joined as _join_lines does."""
+    lines = [""]
+    for piece in _inline_pieces(token.children or []):
+        if piece is None:
+            lines.append("")
+        else:
+            lines[-1] += piece
+    return _join_lines(lines)
+
+
+def _inline_pieces(children: list[Token]) -> Iterator[str | None]:
+    """Each child's text, or None for a line break."""
+    for child in children:
+        if child.type in {"text", "text_special", "code_inline"}:
+            yield child.content
+        elif child.type in {"softbreak", "hardbreak"}:
+            yield None
+        elif child.type == "image":
+            yield from _inline_pieces(child.children or [])
 
 
 # --- Storage ---------------------------------------------------------------------------

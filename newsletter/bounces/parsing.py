@@ -44,6 +44,8 @@ class BounceReport:
     verp_tokens: list[str] = field(default_factory=list)
     original_message_id: str | None = None
     feedback_type: str | None = None
+    # The domain of the report's From: whom a mailed complaint says it comes from.
+    sender_domain: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,7 @@ def parse_bounce(raw: bytes, *, envelope_recipients: Sequence[str] = ()) -> Boun
             ]
         ),
         original_message_id=_original_message_id(walk, returned),
+        sender_domain=_sender_domain(message),
     )
     complaint = _complaint(message, walk, returned, found)
     if complaint is not None:
@@ -106,12 +109,14 @@ class _Found:
 
     verp_tokens: list[str]
     original_message_id: str | None
+    sender_domain: str | None = None
 
     def report(self, kind: str, **fields: Any) -> BounceReport:
         return BounceReport(
             kind,
             verp_tokens=self.verp_tokens,
             original_message_id=self.original_message_id,
+            sender_domain=self.sender_domain,
             **fields,
         )
 
@@ -494,6 +499,11 @@ def _is_auto_reply(message: Message) -> bool:
     if _header(message, "auto-submitted").strip().lower().startswith("auto-replied"):
         return True
     return bool(_AUTO_REPLY_SUBJECT.search(_subject(message)))
+
+
+def _sender_domain(message: Message) -> str | None:
+    addresses = [a for _name, a in _parsed_addresses([_header(message, "from")]) if "@" in a]
+    return addresses[0].rpartition("@")[2].strip().lower() or None if addresses else None
 
 
 def _is_from_daemon(message: Message) -> bool:

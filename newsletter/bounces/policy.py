@@ -1,9 +1,12 @@
 """Bounces and complaints: find whom they are about, record them, and act on the reader.
 
-Staged as Mailman does it: find the reader (VERP token first, then the addresses and the
-returned Message-ID), register the event once (a provider's event id or the message's
-hash makes a second copy count for nothing), then act: a hard bounce suppresses at once,
-soft bounces are scored over a window, a complaint unsubscribes from everything.
+Staged as Mailman does it: find the reader the report proves it is about (find_reader: a
+VERP token of ours, or the Message-ID of a delivery really sent to that address; an
+address alone proves nothing, since anyone can write one), register the event once (a
+provider's event id or the message's hash makes a second copy count for nothing), then
+act: a hard bounce suppresses at once, soft bounces are scored over a window, a complaint
+unsubscribes from everything. A report that proves nothing is kept, unverified, for the
+operator to see, and changes no reader.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from newsletter.core.models import (
     SubscriberEvent,
     SubscriberStatus,
     Suppression,
+    WebhookToken,
 )
 from newsletter.core.tokens import TokenError, read_verp_token
-from newsletter.core.validation import email_hash, without_address
+from newsletter.core.validation import email_hash, storable_text, without_address
 from newsletter.email.addresses import AddressKind, read_reader_address
 from newsletter.sending import ledger
 from newsletter.subscribers.store import get_subscriber, record_event, unsubscribe
@@ -45,12 +49,29 @@ from newsletter.subscribers.suppressions import suppress
 log = logging.getLogger("newsletter.bounces")
 
 
+# A DSN or a provider's event is a few kilobytes; more of it is never needed to judge it.
+RAW_KEPT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Proof:
+    """The reader and delivery a report proved it is about, or why it proved nothing."""
+
+    subscriber_id: int | None
+    delivery_id: int | None
+    why: str  # "verp token", "message id", or what was missing
+
+    @property
+    def verified(self) -> bool:
+        return self.subscriber_id is not None
+
+
 @dataclass(frozen=True)
 class BounceOutcome:
     """What one bounce, complaint or mailed unsubscribe did (or why it did nothing)."""
 
     kind: str
-    action: str  # suppressed, scored, unsubscribed, ignored, duplicate
+    action: str  # suppressed, scored, unsubscribed, unverified, ignored, duplicate
     subscriber_id: int | None = None
     delivery_id: int | None = None
     detail: str = ""
@@ -77,6 +98,7 @@ def record_hard_bounce(
         diagnostic=reply[:1000],
         raw=None,
         event_key=None,
+        verified=True,
         soft_limit=1,
         soft_window=timedelta(days=14),
         now=now,
@@ -95,12 +117,25 @@ def record(
     diagnostic: str | None,
     raw: str | None,
     event_key: str | None,
+    verified: bool,
     soft_limit: int,
     soft_window: timedelta,
     now: datetime | None = None,
 ) -> BounceOutcome:
-    """Register one event (once per event_key) and act on its reader."""
+    """Register one event (once per event_key) and, when it is verified, act on its reader.
+
+    An unverified event keeps what it claimed (kind, recipient, status) for the operator,
+    without a reader, a delivery or its raw source, and changes nothing.
+    """
     now = now or utcnow()
+    if not verified:
+        subscriber_id = delivery_id = None
+        raw = None
+    # Every door's text comes from outside: a NUL in it would lose the event on PostgreSQL.
+    recipient, status, diagnostic, event_key = (
+        storable_text(value) for value in (recipient, status, diagnostic, event_key)
+    )
+    raw = storable_text(raw[:RAW_KEPT]) if raw else None
     if event_key and session.scalar(
         select(BounceEvent.id).where(BounceEvent.event_key == event_key)
     ):
@@ -115,6 +150,7 @@ def record(
         status=status,
         diagnostic=(diagnostic or "")[:2000] or None,
         raw=raw,
+        verified=verified,
         created_at=now,
     )
     try:
@@ -122,6 +158,8 @@ def record(
             session.add(event)
     except IntegrityError:  # the same event, recorded a moment ago by another process
         return BounceOutcome(kind, "duplicate", subscriber_id, delivery_id)
+    if not verified:
+        return BounceOutcome(kind, "unverified", None, None, "proves no delivery of ours")
     if subscriber_id is None:
         return BounceOutcome(kind, "ignored", None, delivery_id, "no reader to act on")
     subscriber = get_subscriber(session, subscriber_id)
@@ -154,40 +192,116 @@ def find_reader(
     session: Session,
     *,
     settings: Settings,
+    kind: str,
     verp_tokens: list[str],
     addresses: list[str],
     message_id: str | None,
-) -> tuple[int | None, int | None]:
-    """(subscriber, delivery) a bounce is about: VERP first, then Message-ID, then address.
+    mailed_from: str | None = None,
+) -> Proof:
+    """Which reader (and delivery) a report may act on: the one rule every door uses.
 
-    A forged VERP token is ignored (and logged); an address we never mailed finds nobody.
+    Proof is a VERP token we made (and, when it names a delivery, a delivery of that same
+    reader), or the Message-ID of a delivery really sent (not merely queued) whose reader's
+    address is the one the report names. An address alone proves nothing. A complaint that
+    came by mail (`mailed_from`: its sender's domain) counts only from a feedback loop in
+    NEWSLETTER_FEEDBACK_LOOP_SOURCES; an ESP's signed webhook (mailed_from None) is its own.
     """
     # Values from outside may hold a NUL, which PostgreSQL refuses in text: such a value
     # names nobody.
-    addresses = [a for a in addresses if a and "\x00" not in a]
+    named = {a.strip().lower() for a in addresses if a and "\x00" not in a}
     if message_id and "\x00" in message_id:
         message_id = None
+    if (
+        kind == BounceKind.COMPLAINT
+        and mailed_from is not None
+        and not is_feedback_loop(mailed_from, settings)
+    ):
+        log.warning("complaint mailed from %.100s, no feedback loop of ours", mailed_from)
+        return Proof(None, None, "complaint from a source that is not a feedback loop")
     for token in verp_tokens:
         try:
             claims = read_verp_token(settings.secret_key, token)
         except TokenError:
-            log.warning("bounce with a VERP token we did not make: %s", token[:60])
+            log.warning("bounce with a VERP token we did not make: %s", token[:20])
             continue
-        if session.get(Subscriber, claims.subscriber_id) is not None:
-            return claims.subscriber_id, _delivery_of(session, claims.delivery_id)
+        if session.get(Subscriber, claims.subscriber_id) is None:
+            continue
+        delivery = session.get(Delivery, claims.delivery_id) if claims.delivery_id else None
+        if delivery is not None and delivery.subscriber_id != claims.subscriber_id:
+            log.warning("VERP token whose delivery %s is another reader's", delivery.id)
+            continue
+        return Proof(claims.subscriber_id, delivery.id if delivery else None, "verp token")
     if message_id:
         row = session.execute(
-            select(Delivery.id, Delivery.subscriber_id).where(Delivery.message_id == message_id)
+            select(Delivery.id, Delivery.subscriber_id, Subscriber.email_key)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(
+                Delivery.message_id == message_id,
+                Delivery.sent_at.is_not(None),
+                Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.BOUNCED]),
+            )
         ).first()
-        if row is not None and row.subscriber_id is not None:
-            return row.subscriber_id, row.id
-    for address in addresses:
-        subscriber_id = session.scalar(
-            select(Subscriber.id).where(Subscriber.email_key == address.strip().lower())
+        if row is not None and (not named or row.email_key in named):
+            return Proof(row.subscriber_id, row.id, "message id")
+    return Proof(None, None, "no VERP token of ours, no Message-ID of a delivery sent there")
+
+
+def is_feedback_loop(sender_domain: str, settings: Settings) -> bool:
+    """Whether a mailed complaint comes from a feedback loop the operator named (or below it)."""
+    domain = sender_domain.strip().lower().rstrip(".")
+    if not domain:
+        return False
+    for source in settings.feedback_loop_sources:
+        source = source.strip().lower().rstrip(".")
+        if source and (domain == source or domain.endswith("." + source)):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class UnverifiedReport:
+    """A report that proved no delivery of ours, as the operator sees it (address masked)."""
+
+    kind: str
+    source: str
+    recipient: str
+    status: str | None
+    created_at: datetime
+
+
+def unverified_reports(
+    session: Session, *, limit: int = 10, days: int = 30, now: datetime | None = None
+) -> tuple[int, list[UnverifiedReport]]:
+    """How many reports of the last `days` proved nothing, and the newest of them.
+
+    Many of them may mean a forger at work, or a door whose proof is missing (a provider
+    whose events do not carry our Message-ID, a feedback loop not configured).
+    """
+    since = (now or utcnow()) - timedelta(days=days)
+    recent = BounceEvent.verified.is_(False), BounceEvent.created_at >= since
+    total = int(session.scalar(select(func.count()).select_from(BounceEvent).where(*recent)) or 0)
+    rows = session.execute(
+        select(
+            BounceEvent.kind,
+            BounceEvent.source,
+            BounceEvent.recipient,
+            BounceEvent.status,
+            BounceEvent.created_at,
         )
-        if subscriber_id is not None:
-            return subscriber_id, None
-    return None, None
+        .where(*recent)
+        .order_by(BounceEvent.created_at.desc(), BounceEvent.id.desc())
+        .limit(limit)
+    ).all()
+    return total, [
+        UnverifiedReport(
+            kind=row.kind,
+            source=row.source,
+            recipient=mask_address(row.recipient) if row.recipient else "",
+            status=row.status,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
 
 
 def reset_bounces(session: Session, *, subscriber_id: int, now: datetime | None = None) -> None:
@@ -335,6 +449,7 @@ def _soft_score(
             .where(
                 BounceEvent.subscriber_id == subscriber.id,
                 BounceEvent.kind == BounceKind.SOFT,
+                BounceEvent.verified.is_(True),
                 BounceEvent.created_at >= since,
             )
         )
@@ -360,12 +475,6 @@ def _bounce_delivery(session: Session, delivery_id: int | None) -> None:
     ledger.mark_bounced_later(session, delivery_id=delivery_id)
 
 
-def _delivery_of(session: Session, delivery_id: int | None) -> int | None:
-    if delivery_id is None:
-        return None
-    return delivery_id if session.get(Delivery, delivery_id) is not None else None
-
-
 def process_message(
     session: Session,
     raw: bytes,
@@ -386,31 +495,34 @@ def process_message(
     report = parse_bounce(raw, envelope_recipients=envelope_recipients)
     if report.kind == "none":
         return BounceOutcome("none", "ignored", detail="not a bounce (an auto-reply?)")
-    subscriber_id, delivery_id = find_reader(
+    proof = find_reader(
         session,
         settings=settings,
+        kind=report.kind,
         verp_tokens=report.verp_tokens,
         addresses=report.recipients,
         message_id=report.original_message_id,
+        mailed_from=report.sender_domain or "",
     )
-    if subscriber_id is None:
+    if not proof.verified:
         log.info(
-            "%s bounce about nobody we mail (%s); ignored",
+            "%s report that proves no delivery of ours (%s: %s); kept unverified",
             report.kind,
-            ", ".join(mask_address(r) for r in report.recipients),
+            proof.why,
+            ", ".join(mask_address(r) for r in report.recipients[:5]),
         )
-        return BounceOutcome(report.kind, "ignored", detail="about no reader of ours")
     return record(
         session,
         kind=report.kind,
         source=source,
-        subscriber_id=subscriber_id,
-        delivery_id=delivery_id,
+        subscriber_id=proof.subscriber_id,
+        delivery_id=proof.delivery_id,
         recipient=report.recipients[0] if report.recipients else None,
         status=report.status,
         diagnostic=report.diagnostic,
-        raw=raw.decode("utf-8", "replace"),
+        raw=raw[:RAW_KEPT].decode("utf-8", "replace"),
         event_key=event_key_of(raw),
+        verified=proof.verified,
         soft_limit=settings.soft_bounce_limit,
         soft_window=timedelta(days=settings.soft_bounce_window_days),
         now=now,
@@ -452,10 +564,15 @@ def record_provider_event(
     raw: str = "",
     now: datetime | None = None,
 ) -> BounceOutcome:
-    """An ESP's bounce or complaint (webhook); the same event id twice counts once."""
-    subscriber_id, delivery_id = find_reader(
+    """An ESP's bounce or complaint (a verified webhook); the same event id twice counts once.
+
+    The provider's signature vouches for where the event comes from, not for whom it is
+    about: it acts only when its message id is a delivery sent to its address.
+    """
+    proof = find_reader(
         session,
         settings=settings,
+        kind=kind,
         verp_tokens=[],
         addresses=[email] if email else [],
         message_id=_bracketed(message_id),
@@ -464,17 +581,40 @@ def record_provider_event(
         session,
         kind=kind,
         source=provider,
-        subscriber_id=subscriber_id,
-        delivery_id=delivery_id,
+        subscriber_id=proof.subscriber_id,
+        delivery_id=proof.delivery_id,
         recipient=email,
         status=status,
         diagnostic=diagnostic,
-        raw=raw[:200_000],
+        raw=raw,
         event_key=f"{provider}:{event_id}"[:300],
+        verified=proof.verified,
         soft_limit=settings.soft_bounce_limit,
         soft_window=timedelta(days=settings.soft_bounce_window_days),
         now=now,
     )
+
+
+def claim_webhook_token(
+    session: Session, *, provider: str, token: str, max_age: timedelta, now: datetime | None = None
+) -> bool:
+    """Take a webhook signature's one-time token: True the first time, in any process.
+
+    The unique key decides between processes racing with the same token; tokens older than
+    the signature's freshness window are purged (their signatures are refused as stale).
+    """
+    now = now or utcnow()
+    session.execute(
+        delete(WebhookToken)
+        .where(WebhookToken.seen_at < now - max_age - timedelta(minutes=1))
+        .execution_options(synchronize_session=False)
+    )
+    try:
+        with session.begin_nested():
+            session.add(WebhookToken(provider=provider, token=token, seen_at=now))
+    except IntegrityError:
+        return False
+    return True
 
 
 def accepts_recipient(address: str, settings: Settings) -> bool:

@@ -716,13 +716,15 @@ def bounces_parse(path: Path, as_json: bool) -> None:
         raise CommandError(f"{path}: {exc}") from None
     delivery_id = None
     with session_scope() as session:
-        _, delivery_id = bounces.find_reader(
+        delivery_id = bounces.find_reader(
             session,
             settings=get_settings(),
+            kind=report.kind,
             verp_tokens=report.verp_tokens,
-            addresses=[],
+            addresses=report.recipients,
             message_id=report.original_message_id,
-        )
+            mailed_from=report.sender_domain or "",
+        ).delivery_id
         session.rollback()
     result = {
         "kind": report.kind,

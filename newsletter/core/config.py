@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -155,6 +156,12 @@ class Settings(BaseSettings):
     bounce_imap_url: str = Field(
         default="", description="imaps://user:pass@host/INBOX polled for bounces by the beat."
     )
+    # Mailbox providers' feedback loops (sender domains, e.g. ["fbl.yahoo.com"]) whose ARF
+    # complaints by mail are acted on; any other mailed complaint is kept unverified.
+    feedback_loop_sources: list[str] = Field(
+        default_factory=list,
+        description="Sender domains whose mailed ARF complaints unsubscribe (JSON list).",
+    )
     bounce_host: str = "127.0.0.1"
     bounce_port: int = 2525
 
@@ -202,6 +209,30 @@ class Settings(BaseSettings):
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
     )
     feed_poll_minutes: int = Field(default=15, ge=1)
+    # Feeds are fetched from public addresses on these ports only (a feed, or its redirect,
+    # pointing at the service's own machine or network is refused): "80,443" or a JSON list.
+    feed_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+    feed_allow_private: bool = Field(
+        default=False,
+        description="Also fetch feeds from loopback and private networks (a trusted LAN).",
+    )
+
+    @field_validator("feed_allowed_ports", mode="before")
+    @classmethod
+    def _ports_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("feed_allowed_ports")
+    @classmethod
+    def _ports_in_range(cls, value: list[int]) -> list[int]:
+        if not all(1 <= port <= 65535 for port in value):
+            raise ValueError("ports are numbers from 1 to 65535")
+        return value
 
     _generated_secrets: set[str] = PrivateAttr(default_factory=set)
 
@@ -352,6 +383,21 @@ def _generated_secret(path: Path) -> tuple[str, bool]:
 def get_settings() -> Settings:
     """The process's settings, read once; tests call get_settings.cache_clear()."""
     settings = Settings()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    keep_private(settings.var_dir)
     settings.ensure_secrets()
     return settings
+
+
+def keep_private(var_dir: Path) -> None:
+    """Make what this process creates its owner's alone, and var/ too (umask 077, 0700).
+
+    var/ holds the database, the broker's queue, the outbox, uploads, metrics and the
+    secrets: readers' addresses and tokens that other accounts on the machine must not
+    read. Every process reads its settings first, so this runs before any of it is made.
+    """
+    os.umask(0o077)
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A var/ made before (or by hand) is narrowed too; one the service does not own (a
+    # folder an administrator shares on purpose) is left as it is.
+    if var_dir.stat().st_uid == os.getuid() and var_dir.stat().st_mode & 0o077:
+        var_dir.chmod(0o700)

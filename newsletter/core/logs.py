@@ -104,22 +104,48 @@ class JSONFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time level logger: message [digest_id=… delivery_id=…]` for a person at a terminal."""
+    """`time level logger: message [digest_id=… delivery_id=…]` for a person at a terminal.
+
+    One event is one line: control characters in the message (an address, a header or a
+    path an outsider chose) are written as escapes, so that a CR or LF cannot start a line
+    that looks like another event. A traceback follows on lines of its own, each indented,
+    so that no line of it can pass for the start of an event either.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        first, _newline, rest = super().format(record).partition("\n")
         ids = [
-            f"{name}={getattr(record, name)}"
+            f"{name}={escape_controls(str(getattr(record, name)))}"
             for name in EXTRA_IDS
             if getattr(record, name, None) is not None
         ]
-        if not ids:
-            return line
-        first, newline, rest = line.partition("\n")
-        return f"{first} [{' '.join(ids)}]{newline}{rest}"
+        if ids:
+            first = f"{first} [{' '.join(ids)}]"
+        if not rest:
+            return first
+        details = (f"    {escape_controls(line)}" for line in rest.split("\n"))
+        return "\n".join([first, *details])
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators some viewers break on.
+_LINE_BREAKERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Text on one line: CR, LF and every other control character written as an escape."""
+    return _LINE_BREAKERS.sub(lambda c: _NAMED_ESCAPES.get(c.group()) or _escape(c.group()), text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 _HANDLER_NAME = "newsletter"

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultExecutionContext
@@ -370,9 +372,30 @@ class BounceEvent(Base):
     recipient: Mapped[str | None] = mapped_column(String(320))
     status: Mapped[str | None] = mapped_column(String(16))
     diagnostic: Mapped[str | None] = mapped_column(Text)
-    # Kept for NEWSLETTER_BOUNCE_RAW_DAYS, then cleared (it may hold personal data).
+    # Kept for NEWSLETTER_BOUNCE_RAW_DAYS, then cleared (it may hold personal data); only
+    # for verified events, truncated.
     raw: Mapped[str | None] = mapped_column(Text)
+    # Whether the report proved which delivery it is about (a VERP token of ours, or the
+    # Message-ID of a delivery sent to that address): only verified events act on a reader;
+    # the others are kept for the operator to see and change nothing.
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookToken(Base):
+    """A provider's one-time signature token already taken, shared by every web process.
+
+    Mailgun signs only a timestamp and a token: the unique key refuses a replay whichever
+    process (or restart) it reaches; rows older than the freshness window are purged.
+    """
+
+    __tablename__ = "webhook_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(128))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    __table_args__ = (UniqueConstraint("provider", "token"),)
 
 
 class AdminSession(Base):

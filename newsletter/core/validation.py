@@ -77,6 +77,11 @@ def _email_hash_key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), b"suppression-hash", hashlib.sha256).digest()
 
 
+def storable_text(value: str | None) -> str | None:
+    """Outside text as PostgreSQL can keep it: a NUL (which it refuses in text) becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value else value
+
+
 def clean_text(field: str, value: str | None, *, max_length: int = MAX_NAME_LENGTH) -> str:
     if value is None:
         return ""

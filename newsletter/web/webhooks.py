@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -41,8 +42,23 @@ def ses(body: RawBody, session: SessionDep, settings: SettingsDep) -> JSONRespon
 @router.post("/mailgun")
 def mailgun(body: RawBody, session: SessionDep, settings: SettingsDep) -> JSONResponse:
     """Mailgun's failed and complained events."""
+
+    def claim(token: str, signed_at: int) -> bool:
+        taken = bounces.claim_webhook_token(
+            session,
+            provider="mailgun",
+            token=token,
+            max_age=timedelta(seconds=webhooks.MAILGUN_MAX_AGE_SECONDS),
+        )
+        # Committed at once: a request refused later (a bad event-data) still used it up.
+        session.commit()
+        return taken
+
     return _take(
-        "mailgun", lambda: webhooks.mailgun_events(body, settings=settings), session, settings
+        "mailgun",
+        lambda: webhooks.mailgun_events(body, settings=settings, claim=claim),
+        session,
+        settings,
     )
 
 

@@ -628,6 +628,25 @@ def test_the_import_page_explains_the_file(client: TestClient, csrf: str) -> Non
 # --- Suppressions ----------------------------------------------------------------------
 
 
+def test_unverified_bounce_reports_are_shown_masked(client: TestClient, csrf: str) -> None:
+    subscriber_id = add_reader("alice@example.com")
+    with db.session_scope() as session:
+        outcome = bounces.record_provider_event(
+            session,
+            provider="postmark",
+            event_id="forged-1",
+            kind="hard",
+            settings=get_settings(),
+            email="alice@example.com",
+        )
+    assert outcome.action == "unverified"
+    page = client.get("/admin/suppressions")
+    assert "Unverified bounce reports" in page.text and "(1 in 30 days)" in page.text
+    assert "al…@example.com" in page.text and "alice@example.com" not in page.text
+    with db.session_scope() as session:
+        assert subscribers.get_subscriber(session, subscriber_id).status == "active"
+
+
 def test_an_address_is_suppressed_and_removed(client: TestClient, csrf: str) -> None:
     response = post(client, "/admin/suppressions", csrf, email="Spam@Example.com", reason="asked")
     assert response.status_code == 303

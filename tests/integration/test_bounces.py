@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import smtplib
 import subprocess
@@ -78,6 +79,14 @@ def events() -> int:
         return int(session.scalar(select(func.count()).select_from(BounceEvent)) or 0)
 
 
+def unverified() -> int:
+    """Reports kept for the operator that proved no delivery of ours (and acted on nobody)."""
+    with db.session_scope() as session:
+        rows = session.execute(select(BounceEvent.verified, BounceEvent.subscriber_id)).all()
+        assert all(row.verified == (row.subscriber_id is not None) for row in rows)
+        return sum(1 for row in rows if not row.verified)
+
+
 def process(raw: bytes, recipients: list[str] | None = None) -> bounces.BounceOutcome:
     with db.session_scope() as session:
         return bounces.process_message(
@@ -124,6 +133,7 @@ def test_the_same_bounce_twice_counts_once(clean_db: str) -> None:
 
 def test_three_soft_bounces_without_a_delivery_between_bounce_the_reader(clean_db: str) -> None:
     subscriber_id = reader()
+    sent_delivery(subscriber_id, message_id="<soft@plataforma.test>")
     settings = get_settings()
     outcomes = []
     for n in range(3):
@@ -136,6 +146,7 @@ def test_three_soft_bounces_without_a_delivery_between_bounce_the_reader(clean_d
                     kind="soft",
                     settings=settings,
                     email=READER,
+                    message_id="<soft@plataforma.test>",
                     status="4.2.2",
                     diagnostic="mailbox full",
                 )
@@ -150,6 +161,7 @@ def test_three_soft_bounces_without_a_delivery_between_bounce_the_reader(clean_d
 
 def test_a_delivery_between_soft_bounces_resets_the_score(clean_db: str) -> None:
     subscriber_id = reader()
+    sent_delivery(subscriber_id, message_id="<first@plataforma.test>")
     settings = get_settings()
 
     def soft(n: int) -> str:
@@ -161,6 +173,7 @@ def test_a_delivery_between_soft_bounces_resets_the_score(clean_db: str) -> None
                 kind="soft",
                 settings=settings,
                 email=READER,
+                message_id="<first@plataforma.test>",
             ).action
 
     assert soft(1) == "scored 1 of 3" and soft(2) == "scored 2 of 3"
@@ -208,8 +221,8 @@ def test_a_forged_token_or_an_address_we_never_mailed_changes_nothing(clean_db: 
     forged = corpus("postfix_user_unknown.eml").replace(
         READER.encode(), b"stranger@example.org"
     )  # the fixed token in the file was never made with our key
-    assert process(forged).action == "ignored"
-    assert state(subscriber_id) == before and events() == 0
+    assert process(forged).action == "unverified"
+    assert state(subscriber_id) == before and unverified() == 1
 
 
 def test_a_mailed_unsubscribe_leaves_everything(clean_db: str) -> None:
@@ -347,3 +360,280 @@ def test_suppression_and_bounce_reset_commands(clean_db: str, tmp_path: Path) ->
     imported.write_text("email,reason\nx@example.com,manual\nnot-an-address,manual\n")
     result = cli("suppressions", "import", str(imported), database_url=clean_db)
     assert "added 1" in result.stdout and "line 3" in result.stdout
+
+
+# --- forged reports (issue 14): an address alone proves nothing --------------------------
+
+
+def forged_dsn(victim: str, *, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """A DSN anyone can write: it names the victim, but carries no token or Message-ID of ours."""
+    return on_the_wire(
+        f"""From: Mail Delivery System <MAILER-DAEMON@mx.attacker.example>
+To: bounces+forged0000@plataforma.test
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <{os.urandom(6).hex()}@mx.attacker.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"
+
+--b
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--b
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.attacker.example
+
+Final-Recipient: rfc822; {victim}
+Original-Recipient: rfc822; {victim}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; 550 5.1.1 user unknown
+
+--b--
+""".encode()
+    )
+
+
+def forged_arf(victim: str, *, sender: str = "abuse@attacker.example", token: str = "") -> bytes:
+    return on_the_wire(
+        f"""From: {sender}
+To: fbl@plataforma.test
+Subject: complaint
+Message-ID: <{os.urandom(6).hex()}@attacker.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b"
+
+--b
+Content-Type: text/plain
+
+This is an abuse report.
+
+--b
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: Forger/1.0
+Version: 1
+Original-Mail-From: <bounces+{token or "forged0000"}@plataforma.test>
+Original-Rcpt-To: {victim}
+
+--b
+Content-Type: text/rfc822-headers
+
+From: Plataforma <news@plataforma.test>
+To: {victim}
+Subject: Digest
+
+--b--
+""".encode()
+    )
+
+
+def mail_to_receiver(
+    port: int, raw: bytes, rcpt: str = "bounces+forged0000@plataforma.test"
+) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.sendmail("MAILER-DAEMON@mx.attacker.example", [rcpt], raw)
+
+
+def test_forged_reports_by_smtp_leave_every_reader_as_they_were(receiver: int) -> None:
+    alice = add_reader("alice@example.com")
+    bob = add_reader("bob@example.com")
+    carol = add_reader("carol@example.com")
+    for subscriber_id in (alice, bob, carol):
+        sent_delivery(subscriber_id, message_id=f"<d{subscriber_id}@plataforma.test>")
+    before = {s: state(s) for s in (alice, bob, carol)}
+    mail_to_receiver(receiver, forged_dsn("alice@example.com"))
+    mail_to_receiver(receiver, forged_arf("bob@example.com"), "bounces+forged0001@plataforma.test")
+    for _ in range(3):
+        mail_to_receiver(
+            receiver, forged_dsn("carol@example.com", action="delayed", status="4.4.7")
+        )
+    wait_for(lambda: unverified() == 5)
+    assert {s: state(s) for s in (alice, bob, carol)} == before
+    with db.session_scope() as session:
+        kept = session.scalars(select(BounceEvent).order_by(BounceEvent.id)).all()
+        assert sorted(e.kind for e in kept) == ["complaint", "hard", "soft", "soft", "soft"]
+        assert all(e.raw is None and e.delivery_id is None for e in kept)
+        assert {e.recipient for e in kept} == {
+            "alice@example.com",
+            "bob@example.com",
+            "carol@example.com",
+        }
+
+
+def test_a_genuine_bounce_by_verp_token_or_sent_message_id_still_acts(clean_db: str) -> None:
+    by_token = add_reader("token@example.com")
+    delivery = sent_delivery(by_token, message_id="<t@plataforma.test>")
+    token = make_verp_token(get_settings().secret_key, by_token, delivery)
+    dsn = forged_dsn("token@example.com").replace(b"forged0000", token.encode())
+    outcome = process(dsn, [f"bounces+{token}@plataforma.test"])
+    assert (outcome.action, outcome.subscriber_id, outcome.delivery_id) == (
+        "suppressed",
+        by_token,
+        delivery,
+    )
+
+    by_message_id = add_reader("quoted@example.com")
+    delivery = sent_delivery(by_message_id, message_id="<quoted.1@plataforma.test>")
+    dsn = forged_dsn("quoted@example.com").replace(
+        b"--b--",
+        b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <quoted.1@plataforma.test>\r\nTo: quoted@example.com\r\n\r\n--b--",
+    )
+    outcome = process(dsn)
+    assert (outcome.action, outcome.delivery_id) == ("suppressed", delivery)
+    assert state(by_message_id)[0] == SubscriberStatus.BOUNCED
+
+
+def test_a_message_id_proves_only_a_delivery_sent_to_the_named_address(clean_db: str) -> None:
+    alice = add_reader("alice@example.com")
+    mallory = add_reader("mallory@example.com")
+    sent_delivery(mallory, message_id="<mallory@plataforma.test>")
+    with_quoted = forged_dsn("alice@example.com").replace(
+        b"--b--",
+        b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <mallory@plataforma.test>\r\n\r\n--b--",
+    )
+    # Mallory's own Message-ID, quoted in a report that names Alice, proves nothing.
+    assert process(with_quoted).action == "unverified"
+    # A delivery that was only queued, never sent, is no proof either.
+    queued_id = sent_delivery(alice, message_id="<queued@plataforma.test>")
+    with db.session_scope() as session:
+        queued = session.get(Delivery, queued_id)
+        assert queued is not None
+        queued.status, queued.sent_at = DeliveryStatus.QUEUED, None
+    settings = get_settings()
+    with db.session_scope() as session:
+        outcome = bounces.record_provider_event(
+            session,
+            provider="ses",
+            event_id="queued-1",
+            kind="hard",
+            settings=settings,
+            email="alice@example.com",
+            message_id="<queued@plataforma.test>",
+        )
+    assert outcome.action == "unverified"
+    # A VERP token of ours that names another reader's delivery is inconsistent.
+    token = make_verp_token(settings.secret_key, alice, queued_id + 1000)
+    assert process(
+        forged_dsn("alice@example.com"), [f"bounces+{token}@plataforma.test"]
+    ).action == (
+        "suppressed"  # the delivery does not exist: the token still names Alice
+    )
+    mallory_delivery = sent_delivery(mallory, message_id="<m2@plataforma.test>")
+    token = make_verp_token(settings.secret_key, alice, mallory_delivery)
+    before = state(mallory)
+    assert process(forged_dsn("x@example.com"), [f"bounces+{token}@plataforma.test"]).action == (
+        "unverified"
+    )
+    assert state(mallory) == before
+
+
+def test_a_complaint_counts_only_from_a_configured_feedback_loop(clean_db: str) -> None:
+    subscriber_id = reader()
+    delivery = sent_delivery(subscriber_id)
+    token = make_verp_token(get_settings().secret_key, subscriber_id, delivery)
+    before = state(subscriber_id)
+    # A genuine token, but the report comes from nobody the operator named.
+    assert process(forged_arf(READER, token=token)).action == "unverified"
+    assert state(subscriber_id) == before
+    trusted = forged_arf(READER, sender="feedback@arf.mail.yahoo.com", token=token)
+    assert process(trusted).action == "unsubscribed and suppressed"
+    assert state(subscriber_id)[0] == SubscriberStatus.COMPLAINED
+
+
+def test_a_nul_byte_in_a_bounce_loses_nothing(clean_db: str) -> None:
+    # PostgreSQL refuses NUL in text: the bounce was lost with a DataError.
+    subscriber_id = reader()
+    delivery = sent_delivery(subscriber_id)
+    token = make_verp_token(get_settings().secret_key, subscriber_id, delivery)
+    dsn = forged_dsn(READER).replace(b"forged0000", token.encode())
+    dsn = dsn.replace(b"user unknown", b"user\x00unknown").replace(b"--b--", b"\x00--b--")
+    outcome = process(dsn, [f"bounces+{token}@plataforma.test"])
+    assert outcome.action == "suppressed"
+    with db.session_scope() as session:
+        event = session.scalars(select(BounceEvent)).one()
+        assert event.raw and "\x00" not in event.raw and "\x00" not in (event.diagnostic or "")
+    # A forged one with a NUL in the address it names is kept, unverified.
+    assert process(forged_dsn("x\x00y@example.com")).kind in ("hard", "none")
+
+
+# --- the receiver's limits, and what it logs ---------------------------------------------
+
+
+@pytest.fixture
+def bare_receiver() -> Iterator[tuple[int, list[list[str]]]]:
+    """The SMTP receiver handing messages to a list: its limits need no worker."""
+    handed: list[list[str]] = []
+    port = free_port()
+    controller = start_receiver(
+        get_settings(),
+        lambda raw, rcpts: handed.append(rcpts),
+        host="127.0.0.1",
+        port=port,
+        per_client_minute=3,
+    )
+    yield port, handed
+    controller.stop()
+
+
+def test_the_receiver_caps_recipients_size_and_messages_per_client(
+    bare_receiver: tuple[int, list[list[str]]],
+) -> None:
+    port, handed = bare_receiver
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.ehlo()
+        smtp.mail("MAILER-DAEMON@mx.example.com")
+        answers = [
+            smtp.rcpt(f"bounces+s{n}-0123456789abcdef0123@plataforma.test")[0] for n in range(60)
+        ]
+        assert answers[:50] == [250] * 50 and set(answers[50:]) == {452}
+        smtp.rset()
+        # 1.1 MB: no DSN is that large (the receiver took up to 10 MB, stored whole).
+        big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1100
+        with pytest.raises(smtplib.SMTPException):
+            smtp.sendmail("a@example.net", ["bounces+s1-0123456789abcdef0123@plataforma.test"], big)
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for _ in range(3):
+            smtp.sendmail(
+                "a@example.net", ["bounces+s1-x@plataforma.test"], b"Subject: x\r\n\r\nx\r\n"
+            )
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail(
+                "a@example.net", ["bounces+s1-x@plataforma.test"], b"Subject: x\r\n\r\nx\r\n"
+            )
+        assert refused.value.smtp_code == 451
+    assert len(handed) == 3
+
+
+def test_the_receiver_logs_no_token_and_no_address(
+    bare_receiver: tuple[int, list[list[str]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, _ = bare_receiver
+    token = make_verp_token(get_settings().secret_key, 42)
+    with caplog.at_level(logging.DEBUG), smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.sendmail(
+            "leitora@example.com",
+            [f"unsubscribe+{token}@plataforma.test", "someone@elsewhere.example"],
+            b"Subject: unsubscribe\r\n\r\n",
+        )
+    assert caplog.records, "the receiver logged nothing at all"
+    assert token not in caplog.text and "leitora@example.com" not in caplog.text
+    assert "someone@elsewhere" not in caplog.text
+
+
+def test_only_a_verified_events_raw_is_kept_and_cut_short(clean_db: str) -> None:
+    subscriber_id = reader()
+    token = make_verp_token(get_settings().secret_key, subscriber_id)
+    dsn = forged_dsn(READER).replace(b"forged0000", token.encode())
+    dsn = dsn.replace(
+        b"--b--", b"--b\r\nContent-Type: text/plain\r\n\r\n" + b"y" * 900_000 + b"\r\n--b--"
+    )
+    assert process(dsn, [f"bounces+{token}@plataforma.test"]).action == "suppressed"
+    with db.session_scope() as session:
+        raw = session.scalars(select(BounceEvent.raw)).one()
+        assert raw is not None and len(raw) <= bounces.RAW_KEPT

@@ -130,7 +130,9 @@ def test_add_show_export_and_erase_a_subscriber(clean_db: str, redis_broker: str
     assert again.returncode != 0 and "suppression" in again.stderr
 
 
-def test_articles_fetch_imports_a_feed_and_names_a_broken_one(clean_db: str) -> None:
+def test_articles_fetch_imports_a_feed_and_names_a_broken_one(
+    clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import http.server
     import threading
     from functools import partial
@@ -138,6 +140,9 @@ def test_articles_fetch_imports_a_feed_and_names_a_broken_one(clean_db: str) -> 
     from tests.conftest import free_port
 
     port = free_port()
+    # The test's feed server is on loopback: the operator's escape hatch lets it be read.
+    monkeypatch.setenv("NEWSLETTER_FEED_ALLOW_PRIVATE", "true")
+    monkeypatch.setenv("NEWSLETTER_FEED_ALLOWED_PORTS", f"80,443,{port}")
     handler = partial(
         http.server.SimpleHTTPRequestHandler, directory=str(ROOT / "tests" / "data" / "feeds")
     )
@@ -160,3 +165,39 @@ def test_articles_fetch_imports_a_feed_and_names_a_broken_one(clean_db: str) -> 
     assert len(errors) == 1 and "404" in errors[0]
     listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
     assert listed
+
+
+def test_articles_fetch_refuses_a_feed_on_loopback_in_one_line(
+    clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.server
+    import threading
+    from functools import partial
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    # The port is allowed, so that the address alone is refused.
+    monkeypatch.setenv("NEWSLETTER_FEED_ALLOWED_PORTS", f"80,443,{port}")
+    handler = partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(ROOT / "tests" / "data" / "feeds")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        loopback = newsletter(
+            "articles", "fetch", f"http://localhost:{port}/macau-pt.rss", database_url=clean_db
+        )
+        other_port = newsletter(
+            "articles", "fetch", "http://[::ffff:127.0.0.1]:8080/feed.rss", database_url=clean_db
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert loopback.returncode == 1 and other_port.returncode == 1
+    for result, words in ((loopback, "loopback"), (other_port, "port 8080 is not allowed")):
+        errors = result.stderr.strip().splitlines()
+        assert len(errors) == 1 and errors[0].startswith("newsletter: the feed address is refused")
+        assert words in errors[0]
+    listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
+    assert listed == []

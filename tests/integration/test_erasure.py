@@ -78,7 +78,7 @@ def a_reader_with_a_history() -> int:
     with db.session_scope() as session:
         outcome = bounces.process_message(session, raw.encode(), settings=settings)
     assert outcome.action == "suppressed", outcome
-    # An ESP's report naming the address (matched by it today, or kept unmatched).
+    # An ESP's report naming the address without our Message-ID: kept unverified.
     with db.session_scope() as session:
         bounces.record_provider_event(
             session,
@@ -104,6 +104,7 @@ def a_reader_with_a_history() -> int:
             diagnostic=f"over quota (forwarded from {ADDRESS})",
             raw=f"To: outra@example.com\nCc: {ADDRESS}\n\nover quota",
             event_key="mail:other",
+            verified=True,
             soft_limit=3,
             soft_window=timedelta(days=14),
         )

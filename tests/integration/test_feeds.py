@@ -5,14 +5,19 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
 
+import httpcore
 import pytest
 from sqlalchemy import func, select
 
@@ -23,6 +28,7 @@ from newsletter.articles.feeds import (
     fetch_feed,
 )
 from newsletter.core import db
+from newsletter.core.config import get_settings
 from newsletter.core.models import Article, Feed
 from tests.conftest import ROOT, free_port
 
@@ -44,6 +50,8 @@ class Route:
     delay: float = 0.0
     # Stream this many bytes of filler, without Content-Length, after the body.
     endless: int = 0
+    # Answer 302 to this address.
+    location: str = ""
 
 
 @dataclass
@@ -75,6 +83,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if route.delay:
             time.sleep(route.delay)
+        if route.location:
+            self.send_response(302)
+            self.send_header("Location", route.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if route.conditional and route.status == 200:
             etag_matches = route.etag and self.headers.get("If-None-Match") == route.etag
             date_matches = (
@@ -141,10 +155,30 @@ def http_server() -> Iterator[FeedServer]:
 
 
 @pytest.fixture
-def feeds(http_server: FeedServer, clean_db: str) -> FeedServer:
+def feeds(
+    http_server: FeedServer, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FeedServer]:
+    """The test server on loopback, with the operator's escape hatch open to reach it."""
     http_server.routes.clear()
     http_server.seen.clear()
-    return http_server
+    with reach(monkeypatch, allow_private=True, port=urlsplit(http_server.base_url).port):
+        yield http_server
+
+
+@contextmanager
+def reach(
+    monkeypatch: pytest.MonkeyPatch, *, allow_private: bool, port: int | None
+) -> Iterator[None]:
+    """Settings for where feeds may be fetched from: private networks or not, one more port."""
+    monkeypatch.setenv("NEWSLETTER_FEED_ALLOW_PRIVATE", "true" if allow_private else "false")
+    monkeypatch.setenv("NEWSLETTER_FEED_ALLOWED_PORTS", f"80,443,{port}" if port else "80,443")
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.delenv("NEWSLETTER_FEED_ALLOW_PRIVATE", raising=False)
+        monkeypatch.delenv("NEWSLETTER_FEED_ALLOWED_PORTS", raising=False)
+        get_settings.cache_clear()
 
 
 def fetch(url: str, *, timeout: float = 5.0, now: datetime | None = None) -> FeedReport:
@@ -391,8 +425,12 @@ def test_a_server_slower_than_the_timeout_fails_quickly(feeds: FeedServer) -> No
     assert article_count() == 0
 
 
-def test_a_server_that_does_not_listen_fails(feeds: FeedServer) -> None:
-    assert_failed(fetch(f"http://127.0.0.1:{free_port()}/feed.rss"), "cannot connect")
+def test_a_server_that_does_not_listen_fails(
+    feeds: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    with reach(monkeypatch, allow_private=True, port=port):
+        assert_failed(fetch(f"http://127.0.0.1:{port}/feed.rss"), "cannot connect")
 
 
 @pytest.mark.parametrize(
@@ -432,3 +470,157 @@ def test_configured_feeds_are_fetched_in_turn_and_one_failure_stops_none(
 def test_a_naive_now_is_a_programming_error(feeds: FeedServer) -> None:
     with db.session_scope() as session, pytest.raises(ValueError, match="timezone-aware"):
         fetch_feed(session, feeds.url("/x"), now=datetime(2026, 1, 1))
+
+
+# --- Addresses that are not the public web (SSRF) ---------------------------------------
+
+# A public address (example.com's) that the tests' network delivers to the test server.
+PUBLIC_IP = "93.184.215.14"
+
+
+@pytest.fixture
+def strict(
+    http_server: FeedServer, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FeedServer]:
+    """The default reach (public addresses only), with the test server's port allowed so
+    that only the address decides; connections to PUBLIC_IP reach the test server."""
+    http_server.routes.clear()
+    http_server.seen.clear()
+    port = urlsplit(http_server.base_url).port
+    assert port is not None
+    real_connect = httpcore.SyncBackend.connect_tcp
+
+    def network(self: Any, host: str, *args: Any, **kwargs: Any) -> Any:
+        return real_connect(self, "127.0.0.1" if host == PUBLIC_IP else host, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", network)
+    with reach(monkeypatch, allow_private=False, port=port):
+        yield http_server
+
+
+def resolver(monkeypatch: pytest.MonkeyPatch, name: str, *answers: str) -> list[str]:
+    """Make `name` resolve to each answer in turn (the last one from then on); the list
+    returned fills with the answers given."""
+    real = socket.getaddrinfo
+    given: list[str] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        address = answers[min(len(given), len(answers) - 1)]
+        given.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return given
+
+
+def assert_refused(report: FeedReport, server: FeedServer, *words: str) -> None:
+    assert_failed(report, "refused", *words)
+    assert server.seen == [] or all(path != "/secret.rss" for path, _ in server.seen)
+    assert article_count() == 0
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "0x7f.1", "2130706433", "127.1"],
+)
+def test_a_feed_on_loopback_is_refused_and_nothing_stored(strict: FeedServer, host: str) -> None:
+    strict.serve_file("/secret.rss", "macau-pt.rss")
+    port = urlsplit(strict.base_url).port
+
+    report = fetch(f"http://{host}:{port}/secret.rss")
+
+    assert_refused(report, strict, "loopback", "NEWSLETTER_FEED_ALLOW_PRIVATE")
+    assert strict.seen == []
+
+
+def test_a_redirect_to_loopback_is_refused(strict: FeedServer) -> None:
+    port = urlsplit(strict.base_url).port
+    strict.serve_file("/secret.rss", "macau-pt.rss")
+    strict.routes["/feed.rss"] = Route(location=f"http://127.0.0.1:{port}/secret.rss")
+
+    report = fetch(f"http://{PUBLIC_IP}:{port}/feed.rss")
+
+    assert_refused(report, strict, "127.0.0.1", "loopback")
+    assert [path for path, _ in strict.seen] == ["/feed.rss"]
+
+
+def test_a_public_feed_is_still_fetched_by_default(
+    strict: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = urlsplit(strict.base_url).port
+    strict.serve_file("/feed.rss", "macau-pt.rss")
+    resolver_answers = resolver(monkeypatch, "feeds.example", PUBLIC_IP)
+
+    report = fetch(f"http://feeds.example:{port}/feed.rss")
+
+    assert report.status == "imported" and report.imported == 2, report.errors
+    assert resolver_answers == [PUBLIC_IP]
+    assert strict.seen[0][1]["host"] == f"feeds.example:{port}"
+
+
+def test_a_name_that_resolves_to_loopback_is_refused(
+    strict: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strict.serve_file("/secret.rss", "macau-pt.rss")
+    port = urlsplit(strict.base_url).port
+    resolver(monkeypatch, "inside.example", "10.0.0.5", "127.0.0.1")
+
+    assert_refused(fetch(f"http://inside.example:{port}/secret.rss"), strict, "10.0.0.5", "private")
+    assert_refused(fetch(f"http://inside.example:{port}/secret.rss"), strict, "loopback")
+    assert strict.seen == []
+
+
+def test_dns_rebinding_connects_to_the_address_that_was_checked(
+    strict: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name answers a public address, then 127.0.0.1 to whoever asks again: the
+    connection is made to the address checked, never to the second answer."""
+    strict.serve_file("/feed.rss", "macau-pt.rss")
+    port = urlsplit(strict.base_url).port
+    answers = resolver(monkeypatch, "rebind.example", PUBLIC_IP, "127.0.0.1")
+    connected: list[str] = []
+    network = httpcore.SyncBackend.connect_tcp
+
+    def recording(self: Any, host: str, *args: Any, **kwargs: Any) -> Any:
+        connected.append(host)
+        return network(self, host, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", recording)
+
+    report = fetch(f"http://rebind.example:{port}/feed.rss")
+
+    assert answers == [PUBLIC_IP]
+    assert connected == [PUBLIC_IP]
+    assert report.status == "imported"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        (f"http://{PUBLIC_IP}:8080/feed.rss", "port 8080 is not allowed"),
+        (f"https://{PUBLIC_IP}:22/feed.rss", "port 22 is not allowed"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::1]/feed.rss", "loopback"),
+        ("http://[64:ff9b::7f00:1]/feed.rss", "loopback"),
+        ("http://[2002:7f00:1::]/feed.rss", "loopback"),
+        ("http://0.0.0.0/feed.rss", "unspecified"),
+        ("http://192.168.1.1/feed.rss", "private"),
+        ("http://100.64.0.1/feed.rss", "non-public"),
+        ("http://240.0.0.1/feed.rss", "reserved"),
+    ],
+)
+def test_other_addresses_and_ports_are_refused(strict: FeedServer, url: str, words: str) -> None:
+    assert_refused(fetch(url), strict, words)
+    assert strict.seen == []
+
+
+def test_redirects_are_followed_a_bounded_number_of_times(feeds: FeedServer) -> None:
+    feeds.serve_file("/moved.rss", "macau-pt.rss")
+    feeds.routes["/old.rss"] = Route(location=feeds.url("/moved.rss"))
+    feeds.routes["/loop.rss"] = Route(location=feeds.url("/loop.rss"))
+
+    assert fetch(feeds.url("/old.rss")).imported == 2
+    assert_failed(fetch(feeds.url("/loop.rss")), "redirects too many times")
+    assert [path for path, _ in feeds.seen].count("/loop.rss") == 6  # the first ask and 5 more

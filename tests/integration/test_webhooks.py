@@ -10,7 +10,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +40,7 @@ from newsletter.core.models import (
 from newsletter.subscribers import suppressions
 from newsletter.web import webhooks as webhook_routes
 from newsletter.web.app import create_app
+from tests.conftest import ROOT
 from tests.factories import add_reader
 from tests.factories import sent_delivery as make_delivery
 from tests.providers import (
@@ -47,6 +51,7 @@ from tests.providers import (
     TOPIC,
     Amazon,
     Signer,
+    our_message_id,
     ses_bounce,
     ses_complaint,
     sns_message,
@@ -77,7 +82,20 @@ def client(clean_db: str, provider_secrets: None, sns: Amazon) -> Iterator[TestC
 
 
 def reader(email: str = READER) -> int:
-    return add_reader(email)
+    """A reader we sent a digest to: the providers' events name its Message-ID."""
+    subscriber_id = add_reader(email)
+    make_delivery(subscriber_id, message_id=our_message_id(email))
+    return subscriber_id
+
+
+def unverified_events() -> list[tuple[str, str | None, str]]:
+    with db.session_scope() as session:
+        rows = session.execute(
+            select(BounceEvent.source, BounceEvent.recipient, BounceEvent.kind)
+            .where(BounceEvent.verified.is_(False))
+            .order_by(BounceEvent.id)
+        )
+        return [(source, recipient, kind) for source, recipient, kind in rows]
 
 
 @dataclass(frozen=True)
@@ -192,14 +210,24 @@ def test_ses_complaint_signed_with_sha256_unsubscribes_the_reader(
 def test_ses_bounce_finds_the_reader_by_our_message_id_and_bounces_the_delivery(
     client: TestClient, amazon: Signer
 ) -> None:
-    # The reader's mail was forwarded: the address that bounced is not the one we know.
     delivery_id = sent_delivery(reader(), "<d7.0a1b2c@plataforma.test>")
-    message = sns_message(
-        amazon, ses_bounce("forwarded@elsewhere.example", message_id="<d7.0a1b2c@plataforma.test>")
-    )
+    message = sns_message(amazon, ses_bounce(READER, message_id="<d7.0a1b2c@plataforma.test>"))
     assert post_sns(client, message).status_code == 200
     bounced()
     assert delivery_status(delivery_id) == DeliveryStatus.BOUNCED
+
+
+def test_ses_bounce_naming_another_address_than_the_deliverys_acts_on_nobody(
+    client: TestClient, amazon: Signer
+) -> None:
+    # Our Message-ID, but an address that is not the one it was sent to (a forwarded
+    # mailbox, or someone reusing a Message-ID they saw): kept unverified, nobody changes.
+    reader()
+    reader(OTHER)
+    message = sns_message(amazon, ses_bounce(OTHER, message_id=our_message_id(READER)))
+    assert post_sns(client, message).status_code == 200
+    assert state() == ACTIVE and state(OTHER) == ACTIVE
+    assert unverified_events() == [("ses", OTHER, "hard")]
 
 
 def test_ses_bounce_of_several_recipients_is_one_event_each(
@@ -210,7 +238,9 @@ def test_ses_bounce_of_several_recipients_is_one_event_each(
     message = sns_message(amazon, ses_bounce(READER, OTHER))
     assert answer(post_sns(client, message)) == (200, {"recorded": 2, "duplicates": 0})
     bounced()
-    bounced(OTHER)
+    # The mail was the one sent to READER: OTHER rides along on it and changes nothing.
+    assert state(OTHER) == ACTIVE
+    assert unverified_events() == [("ses", OTHER, "hard")]
     keys = [key for _, key, _ in bounce_events()]
     assert keys == [f"ses:{message['MessageId']}:0", f"ses:{message['MessageId']}:1"]
 
@@ -221,6 +251,21 @@ def test_ses_transient_bounce_is_scored_not_suppressed(client: TestClient, amazo
     assert post_sns(client, message).status_code == 200
     assert state() == ReaderState("active", False, ACTIVE.subscriptions, 1)
     assert bounce_events()[0][2] == "soft"
+
+
+def test_ses_fields_with_a_nul_byte_are_stored_not_a_500(
+    client: TestClient, amazon: Signer
+) -> None:
+    # PostgreSQL refuses NUL in text: the event answered 500 and was lost.
+    reader()
+    reader(OTHER)
+    notification = json.loads(ses_bounce(READER, OTHER))
+    notification["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550\x00 unknown"
+    notification["bounce"]["bouncedRecipients"][1]["emailAddress"] = "outro\x00@example.com"
+    message = sns_message(amazon, json.dumps(notification))
+    assert answer(post_sns(client, message)) == (200, {"recorded": 2, "duplicates": 0})
+    bounced()
+    assert state(OTHER) == ACTIVE
 
 
 def test_ses_notifications_that_are_no_bounce_change_nothing(
@@ -371,7 +416,7 @@ def mailgun_event(
         "timestamp": time.time(),
         "recipient": email,
         "reason": "bounce",
-        "message": {"headers": {"message-id": "d9.abc@plataforma.test", "to": email}},
+        "message": {"headers": {"message-id": our_message_id(email).strip("<>"), "to": email}},
         "delivery-status": {
             "code": 550,
             "message": "5.1.1 The email account that you tried to reach does not exist",
@@ -457,6 +502,46 @@ def test_mailgun_replayed_token_is_refused_even_for_another_event(client: TestCl
     assert state(OTHER) == ACTIVE
 
 
+# A second web process (or this one after a restart): it shares the database, nothing else.
+SECOND_PROCESS = """
+import json, sys
+from fastapi.testclient import TestClient
+from newsletter.web.app import create_app
+from newsletter.web import webhooks
+app = create_app()
+if not any(getattr(r, "path", "").startswith("/webhooks/") for r in app.routes):
+    app.include_router(webhooks.router)
+with TestClient(app) as client:
+    response = client.post("/webhooks/mailgun", content=sys.stdin.buffer.read())
+print(json.dumps([response.status_code, response.json()]))
+"""
+
+
+def test_mailgun_replay_to_a_second_process_is_refused(clean_db: str, client: TestClient) -> None:
+    reader()
+    reader(OTHER)
+    first = mailgun_payload(mailgun_event(READER))
+    assert client.post("/webhooks/mailgun", json=first).status_code == 200
+    replay = {**first, "event-data": mailgun_event(OTHER)}
+    second = subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS],
+        input=json.dumps(replay).encode(),
+        capture_output=True,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": clean_db,
+            "NEWSLETTER_MAILGUN_SIGNING_KEY": MAILGUN_KEY,
+            "PYTHONPATH": str(ROOT),
+        },
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    status, body = json.loads(second.stdout.decode().strip().splitlines()[-1])
+    assert status == 401 and "replay" in body["detail"]
+    assert state(OTHER) == ACTIVE and len(bounce_events()) == 1
+
+
 def test_mailgun_without_a_configured_key_refuses_everything(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -479,8 +564,12 @@ def test_mailgun_malformed_body_is_a_400(client: TestClient) -> None:
 # --- Postmark ------------------------------------------------------------------------
 
 
-def postmark_bounce(email: str, *, bounce_type: str = "HardBounce", record_id: int = 0) -> Any:
+def postmark_bounce(
+    email: str, *, bounce_type: str = "HardBounce", record_id: int = 0, message_id: str = ""
+) -> Any:
+    """A Postmark record; with `message_id`, our Message-ID as the sender put it in Metadata."""
     return {
+        **({"Metadata": {"message-id": message_id}} if message_id else {}),
         "RecordType": "Bounce",
         "ID": record_id or secrets.randbelow(10**12),
         "Type": bounce_type,
@@ -498,7 +587,7 @@ def postmark_bounce(email: str, *, bounce_type: str = "HardBounce", record_id: i
 
 def postmark_complaint(email: str) -> Any:
     return {
-        **postmark_bounce(email, bounce_type="SpamComplaint"),
+        **postmark_bounce(email, bounce_type="SpamComplaint", message_id=our_message_id(email)),
         "RecordType": "SpamComplaint",
     }
 
@@ -506,9 +595,19 @@ def postmark_complaint(email: str) -> Any:
 POSTMARK_AUTH = (POSTMARK_USER, POSTMARK_PASSWORD)
 
 
+def test_postmark_bounce_without_our_message_id_is_kept_unverified(client: TestClient) -> None:
+    # Postmark's MessageID is its own: with only an address, the event proves nothing.
+    reader()
+    record = postmark_bounce(READER)
+    response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
+    assert answer(response) == (200, {"recorded": 1, "duplicates": 0})
+    assert state() == ACTIVE
+    assert unverified_events() == [("postmark", READER, "hard")]
+
+
 def test_postmark_hard_bounce_suppresses_the_reader_once(client: TestClient) -> None:
     reader()
-    record = postmark_bounce(READER, record_id=4323372036854775)
+    record = postmark_bounce(READER, record_id=4323372036854775, message_id=our_message_id(READER))
     response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
     assert answer(response) == (200, {"recorded": 1, "duplicates": 0})
     bounced()
@@ -525,8 +624,8 @@ def test_postmark_spam_complaint_unsubscribes_and_soft_bounce_is_scored(
     reader(OTHER)
     for record in (
         postmark_complaint(READER),
-        postmark_bounce(OTHER, bounce_type="SoftBounce"),
-        postmark_bounce(OTHER, bounce_type="AutoResponder"),
+        postmark_bounce(OTHER, bounce_type="SoftBounce", message_id=our_message_id(OTHER)),
+        postmark_bounce(OTHER, bounce_type="AutoResponder", message_id=our_message_id(OTHER)),
         {"RecordType": "Delivery", "MessageID": "x", "Recipient": OTHER},
     ):
         response = client.post("/webhooks/postmark", json=record, auth=POSTMARK_AUTH)
@@ -593,10 +692,11 @@ def sendgrid_post(
     key: ec.EllipticCurvePrivateKey | None,
     *,
     signed_body: bytes | None = None,
+    signed_at: float | None = None,
 ) -> Any:
     headers = {"content-type": "application/json"}
     if key is not None:
-        timestamp = str(int(time.time()))
+        timestamp = str(int(time.time() if signed_at is None else signed_at))
         signature = key.sign(
             timestamp.encode() + (body if signed_body is None else signed_body),
             ec.ECDSA(hashes.SHA256()),
@@ -610,7 +710,7 @@ def sendgrid_event(email: str, event: str, **extra: str) -> dict[str, Any]:
     return {
         "email": email,
         "timestamp": int(time.time()),
-        "smtp-id": "<d11.abc@plataforma.test>",
+        "smtp-id": our_message_id(email),
         "event": event,
         "sg_event_id": secrets.token_urlsafe(16),
         "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
@@ -684,6 +784,18 @@ def test_sendgrid_unsigned_forged_or_foreign_key_changes_nothing(
         },
     )
     assert garbled.status_code == 401
+    nothing_changed()
+
+
+def test_sendgrid_stale_or_future_signature_changes_nothing(
+    client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey
+) -> None:
+    # A captured signed batch was good forever: the timestamp was never checked.
+    reader()
+    body = json.dumps([sendgrid_event(READER, "bounce", type="bounce")]).encode()
+    for signed_at in (time.time() - 3600, time.time() + 3600):
+        response = sendgrid_post(client, body, sendgrid_key, signed_at=signed_at)
+        assert response.status_code == 401 and "timestamp" in response.json()["detail"]
     nothing_changed()
 
 

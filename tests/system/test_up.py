@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -20,8 +22,16 @@ from tests.embedded import running_up
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict[str, str]]]:
-    with running_up(tmp_path_factory.mktemp("var")) as up:
-        yield up.base_url, up.var, up.env
+    var = tmp_path_factory.mktemp("var")
+    # Started as a shell usually starts it: umask 022, var/ readable by every account.
+    var.chmod(0o755)
+    previous = os.umask(0o022)
+    try:
+        with running_up(var) as up:
+            os.umask(previous)
+            yield up.base_url, up.var, up.env
+    finally:
+        os.umask(previous)
 
 
 def outbox_messages(var: Path, count: int, timeout: float = 30) -> list[EmailMessage]:
@@ -108,3 +118,19 @@ def test_ready_on_the_embedded_defaults(service: tuple[str, Path, dict[str, str]
     response = httpx.get(f"{base}/readyz", timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "ready"
+
+
+def test_what_the_service_keeps_in_var_is_its_owners_alone(
+    service: tuple[str, Path, dict[str, str]],
+) -> None:
+    """The database, the broker's, the outbox, metrics and secrets: no other account on the
+    machine may read them (the service is started with the usual umask, 022)."""
+    _base, var, _env = service
+    assert httpx.post(f"{_base}/subscribe", data={"email": "modes@example.com"}).status_code == 202
+    outbox_messages(var, 1)
+    made = [p for p in var.rglob("*") if p.name != "up.log"]  # up.log is the test's own
+    names = {p.relative_to(var).as_posix() for p in made}
+    assert {"newsletter.db", "broker.db", "outbox", "metrics", "secret_key"} <= names
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    readable = [f"{p.relative_to(var)} {stat.S_IMODE(p.stat().st_mode):o}" for p in made]
+    assert [line for line, p in zip(readable, made, strict=True) if p.stat().st_mode & 0o077] == []

@@ -35,6 +35,8 @@ SNS_MAX_AGE = timedelta(hours=1)
 # Mailgun's signature covers only timestamp and token, not the event: a captured one must
 # not be reusable, so it is fresh for five minutes and good for one request.
 MAILGUN_MAX_AGE_SECONDS = 5 * 60
+# Mailgun's tokens are 50 characters; the replay store keeps up to this many.
+MAILGUN_TOKEN_MAX = 128
 FETCH_TIMEOUT_SECONDS = 10.0
 # The bounce record's columns: a longer value would be refused by PostgreSQL.
 EMAIL_MAX = 320
@@ -43,7 +45,13 @@ STATUS_MAX = 16
 # Only Amazon's SNS endpoints, named by a region ("sns.eu-west-1.amazonaws.com"): the
 # region must look like one, because "sns.s3.amazonaws.com" is somebody's S3 bucket.
 SNS_HOST = re.compile(r"sns\.[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}\.amazonaws\.com(?:\.cn)?")
-SNS_CERTIFICATE_PATH = re.compile(r"/[A-Za-z0-9._-]+\.pem")
+# Amazon's signing certificates are all named so; nothing else on those hosts is fetched.
+SNS_CERTIFICATE_PATH = re.compile(r"/SimpleNotificationService-[A-Za-z0-9]{1,64}\.pem")
+# A certificate that could not be fetched is not asked for again for this long: forged
+# messages naming it must not make us fetch once per request.
+FAILED_FETCH_RETRY_SECONDS = 300.0
+# SendGrid signs each request when it sends it: an older signature is a replay.
+SENDGRID_MAX_AGE_SECONDS = 10 * 60
 
 # The fields SNS signs, in this order, for each type of message (a missing Subject is
 # left out of a Notification's string). A subscription's confirmation and its end are
@@ -146,13 +154,19 @@ def ses_events(
     return _ses_notification(message, raw=body.decode("utf-8", "replace"))
 
 
-def mailgun_events(
-    body: bytes, *, settings: Settings, now: float | None = None
-) -> list[ProviderEvent]:
-    """A Mailgun webhook: HMAC-signed, fresh, and with a token never seen before.
+# Takes a signature's token once, for every process (bounces.policy.claim_webhook_token):
+# False when it was taken before.
+ClaimToken = Callable[[str, int], bool]
 
-    Seen tokens are remembered in this process only; across processes a replayed event
-    still counts once, because events are recorded once per Mailgun event id.
+
+def mailgun_events(
+    body: bytes, *, settings: Settings, claim: ClaimToken, now: float | None = None
+) -> list[ProviderEvent]:
+    """A Mailgun webhook: HMAC-signed, fresh, and with a token never taken before.
+
+    The token is claimed through `claim`, in the database shared by every web process, so
+    a captured signature replayed with another event-data after a restart, or to another
+    process, is refused.
     """
     payload = _json_object(body)
     signature = payload.get("signature")
@@ -174,7 +188,7 @@ def mailgun_events(
         raise WebhookRefused(401, "The webhook's timestamp is not a number.") from None
     if abs(now - signed_at) > MAILGUN_MAX_AGE_SECONDS:
         raise WebhookRefused(401, "The webhook's timestamp is too old (or in the future).")
-    if not _mailgun_tokens.claim(token, signed_at=signed_at, now=now):
+    if len(token) > MAILGUN_TOKEN_MAX or not claim(token, signed_at):
         raise WebhookRefused(401, "This webhook was already received (a replay).")
 
     data = payload.get("event-data")
@@ -208,7 +222,9 @@ def postmark_events(
 ) -> list[ProviderEvent]:
     """A Postmark bounce or spam complaint webhook, behind HTTP basic auth.
 
-    Postmark's MessageID is its own, not our Message-ID: the reader is found by address.
+    Postmark's MessageID is its own, not our Message-ID: only our Message-ID, when the
+    message carried it as metadata (an X-PM-Metadata-message-id header), proves whose
+    delivery it was; without it the event is kept unverified.
     """
     _check_basic_auth(
         authorization,
@@ -228,7 +244,7 @@ def postmark_events(
             event_id=str(event_id),
             kind=kind,
             email=_text(record.get("Email"), EMAIL_MAX),
-            message_id=None,
+            message_id=_text(_dict(record.get("Metadata")).get("message-id"), 500),
             status=enhanced_status(_text(record.get("Details"))),
             diagnostic=_text(record.get("Details")) or _text(record.get("Description")),
             raw=body.decode("utf-8", "replace"),
@@ -237,14 +253,24 @@ def postmark_events(
 
 
 def sendgrid_events(
-    body: bytes, *, signature: str | None, timestamp: str | None, settings: Settings
+    body: bytes,
+    *,
+    signature: str | None,
+    timestamp: str | None,
+    settings: Settings,
+    now: float | None = None,
 ) -> list[ProviderEvent]:
     """A batch of SendGrid events, signed with ECDSA P-256 over timestamp + body.
 
-    A replayed batch changes nothing: every event is recorded once per sg_event_id.
+    The timestamp must be fresh (SENDGRID_MAX_AGE_SECONDS); a batch replayed within it
+    changes nothing: every event is recorded once per sg_event_id.
     """
     if not signature or not timestamp:
         raise WebhookRefused(401, "The webhook is not signed.")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise WebhookRefused(401, "The webhook's timestamp is not a number.")
+    if abs((time.time() if now is None else now) - int(timestamp)) > SENDGRID_MAX_AGE_SECONDS:
+        raise WebhookRefused(401, "The webhook's timestamp is too old (or in the future).")
     key = _sendgrid_public_key(str(getattr(settings, "sendgrid_public_key", "") or ""))
     try:
         key.verify(
@@ -285,8 +311,27 @@ def sendgrid_events(
 
 
 def fetch_certificate(url: str) -> bytes:
-    """Amazon's SNS signing certificate (PEM), downloaded once per process and URL."""
-    return _download_certificate(_amazon_url(url, "certificate URL", certificate=True))
+    """Amazon's SNS signing certificate (PEM), downloaded once per process and URL.
+
+    A download that failed is not tried again for FAILED_FETCH_RETRY_SECONDS.
+    """
+    url = _amazon_url(url, "certificate URL", certificate=True)
+    with _failed_lock:
+        failed_at = _failed_fetches.get(url)
+    if failed_at is not None and time.monotonic() - failed_at < FAILED_FETCH_RETRY_SECONDS:
+        raise WebhookRefused(503, "The SNS signing certificate could not be fetched.")
+    try:
+        return _download_certificate(url)
+    except WebhookRefused:
+        with _failed_lock:
+            if len(_failed_fetches) >= 64:
+                _failed_fetches.pop(next(iter(_failed_fetches)))
+            _failed_fetches[url] = time.monotonic()
+        raise
+
+
+_failed_fetches: dict[str, float] = {}
+_failed_lock = threading.Lock()
 
 
 def confirm_subscription(url: str) -> None:
@@ -434,28 +479,6 @@ def _ses_message_id(mail: dict[str, Any]) -> str | None:
 
 
 # --- Mailgun -------------------------------------------------------------------------
-
-
-class _SeenTokens:
-    """Mailgun tokens taken in the last few minutes (older ones are refused as stale anyway)."""
-
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._seen: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, token: str, *, signed_at: int, now: float) -> bool:
-        """True the first time a token is seen; False for a replay."""
-        with self._lock:
-            for old in [t for t, at in self._seen.items() if at < now - self.max_age - 60]:
-                del self._seen[old]
-            if token in self._seen:
-                return False
-            self._seen[token] = signed_at
-            return True
-
-
-_mailgun_tokens = _SeenTokens(MAILGUN_MAX_AGE_SECONDS)
 
 
 def _mailgun_kind(data: dict[str, Any]) -> str | None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.app.admin_sessions import SignedIn
+from newsletter.bounces.policy import unverified_reports
 from newsletter.core import db, spreadsheets
 from newsletter.core.validation import InvalidInput
 from newsletter.subscribers import suppressions
@@ -142,6 +143,7 @@ def _page(
     total = suppressions.count(session)
     shown = paging(total=total, page=page, size=PAGE_SIZE)
     entries = suppressions.page(session, limit=shown.limit, offset=shown.offset)
+    unverified_total, unverified = unverified_reports(session)
     return admin_page(
         request,
         "suppressions.html",
@@ -154,6 +156,8 @@ def _page(
             "error": error,
             "email": email,
             "report": report,
+            "unverified_total": unverified_total,
+            "unverified": unverified,
         },
         status_code=status_code,
     )

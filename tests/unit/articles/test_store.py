@@ -335,3 +335,31 @@ def test_text_file_with_front_matter_is_read_as_markdown(tmp_path: Path) -> None
     parsed = parse_article_file(path)
 
     assert (parsed.title, parsed.body, parsed.language) == ("From a txt", "Body.", "en")
+
+
+def test_crafted_emphasis_runs_are_read_as_text() -> None:
+    """64 KB of `**a ` took the hand-written patterns seconds (quadratic; a 2 MB upload,
+    hours): read by a linear parser, it is text. Timings: `python -m bench markdown`."""
+    crafted = "**a " * (64 * 1024 // 4)
+
+    parsed = parse_markdown(f"# Crafted\n\n{crafted}\n", source="crafted.md")
+
+    assert parsed.body == crafted.strip()
+
+
+def test_markdown_html_stays_text_and_links_give_only_their_text() -> None:
+    parsed = parse_markdown(
+        "# Safety\n\n<script>alert(1)</script> &amp; <b>bold</b>\n\n"
+        "A [trap](javascript:alert(1)) and ![a *chart*](chart.png), ~~gone~~ "
+        "<https://plataforma.example/a> *em* __strong__ `<i>`.\n\n"
+        "1. one\n   - nested\n2. two\n\nSetext heading\n---\n\n    indented code *kept*\n",
+        source="safety.md",
+    )
+
+    assert parsed.body.split("\n\n") == [
+        "<script>alert(1)</script> &amp; <b>bold</b>",
+        "A trap and a chart, gone https://plataforma.example/a em strong <i>.",
+        "1. one\n- nested\n2. two",
+        "Setext heading",
+        "indented code *kept*",
+    ]

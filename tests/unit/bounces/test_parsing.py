@@ -216,6 +216,7 @@ def test_a_complaint_carries_its_feedback_type_and_the_report_is_plain_data() ->
         "verp_tokens": [TOKEN],
         "original_message_id": ORIGINAL,
         "feedback_type": "abuse",
+        "sender_domain": "arf.mail.yahoo.com",
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 import stat
 from pathlib import Path
@@ -154,3 +155,21 @@ def _generate(folder: str) -> str:
     settings = Settings(var_dir=Path(folder), secret_key="", admin_token="")
     settings.ensure_secrets()
     return settings.admin_token
+
+
+def test_var_and_what_is_made_in_it_are_the_owners_alone(tmp_path: Path) -> None:
+    from newsletter.core.config import keep_private
+
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)  # what an old install left: readable by every account
+    previous = os.umask(0o022)
+    try:
+        keep_private(var)
+        (var / "newsletter.db").write_bytes(b"")
+        (var / "outbox").mkdir()
+        (var / "outbox" / "1.eml").write_bytes(b"")
+    finally:
+        os.umask(previous)
+    for path in (var, var / "newsletter.db", var / "outbox", var / "outbox" / "1.eml"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

@@ -47,3 +47,32 @@ def test_json_logs_are_one_object_a_line_with_the_ids(
     assert first["logger"] == "newsletter.delivery" and first["time"].endswith("+00:00")
     assert (first["digest_id"], first["delivery_id"]) == (3, 17) and "subscriber_id" not in first
     assert second["subscriber_id"] == 9 and "RuntimeError: relay gone" in second["exception"]
+
+
+def test_text_logs_cannot_be_forged_by_a_crlf_in_what_an_outsider_sent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    level = root.level
+    configure_logging(get_settings().model_copy(update={"log_format": "text"}))
+    forged = "ana@example.com\r\n2026-01-01 00:00:00,000 INFO forged\u2028\x85\x00"
+    try:
+        log = logging.getLogger("newsletter.bounces")
+        log.info("report for %s refused", forged, extra={"delivery_id": 4})
+        try:
+            raise ValueError(f"bad header {forged}")
+        except ValueError:
+            log.exception("cannot read %r", "x\ny")
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "newsletter"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith(
+        "INFO newsletter.bounces: report for ana@example.com\\r\\n"
+        "2026-01-01 00:00:00,000 INFO forged\\u2028\\x85\\x00 refused [delivery_id=4]"
+    )
+    # The traceback's lines are indented under their event: none starts like an event.
+    events = [line for line in lines if not line.startswith("    ")]
+    assert len(events) == 2 and "cannot read 'x\\ny'" in events[1]
+    assert any("INFO forged" in line for line in lines[2:])

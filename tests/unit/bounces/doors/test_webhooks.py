@@ -4,7 +4,9 @@ the subscription is confirmed only there, checked before anything reaches the da
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import httpx
 import pytest
 
 from newsletter.bounces.doors import webhooks
@@ -34,6 +36,9 @@ REAL_CONFIRM_SUBSCRIPTION = webhooks.confirm_subscription
         # An S3 bucket named "sns" is not Amazon's SNS.
         "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",
         "https://sns.eu-west-1.amazonaws.com\n/x.pem",
+        # Any file on Amazon's host is not a signing certificate.
+        "https://sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com/uploads/SimpleNotificationService-1.pem",
     ],
 )
 def test_ses_certificate_urls_other_than_amazons_are_refused_before_fetching(
@@ -71,3 +76,22 @@ def test_ses_default_confirmation_refuses_foreign_hosts() -> None:
     with pytest.raises(WebhookRefused) as refused:
         REAL_CONFIRM_SUBSCRIPTION("https://evil.example/?Action=ConfirmSubscription")
     assert refused.value.status_code == 403
+
+
+def test_a_certificate_that_could_not_be_fetched_is_not_fetched_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each forged message naming an unreachable certificate made one more outgoing fetch.
+    calls: list[str] = []
+
+    def unreachable(url: str, **_: Any) -> httpx.Response:
+        calls.append(url)
+        raise httpx.ConnectError("unreachable")
+
+    monkeypatch.setattr(httpx, "get", unreachable)
+    url = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-unreachable1.pem"
+    for _ in range(5):
+        with pytest.raises(WebhookRefused) as refused:
+            REAL_FETCH_CERTIFICATE(url)
+        assert refused.value.status_code == 503
+    assert calls == [url]
