@@ -49,6 +49,9 @@ TEST_ENV = {
     "NEWSLETTER_ADMIN_TOKEN": "test-admin-token-" + uuid.uuid4().hex,
     "NEWSLETTER_BASE_URL": "http://newsletter.test",
     "NEWSLETTER_FROM_ADDRESS": "news@plataforma.test",
+    # The base URL's host, TestClient's "testserver", and loopback (where system tests run
+    # the service): the Host check stays on, as in production, for every other name.
+    "NEWSLETTER_ALLOWED_HOSTS": "newsletter.test,testserver,localhost,127.0.0.1,::1",
     # The feedback loops whose mailed complaints the sample ARF reports come from.
     "NEWSLETTER_FEEDBACK_LOOP_SOURCES": '["arf.mail.yahoo.com", "hotmail.com"]',
     # Temporary failures come back within a second or two, not half a minute.

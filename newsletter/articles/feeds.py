@@ -27,7 +27,7 @@ from newsletter.articles.store import (
     lede_summary,
     store_article,
 )
-from newsletter.core import public_web
+from newsletter.core import clock, public_web
 from newsletter.core.config import LANGUAGES, get_settings
 from newsletter.core.models import Article, Feed
 from newsletter.core.validation import MAX_TOPICS, InvalidInput, clean_topics
@@ -476,9 +476,12 @@ def _entry_time(entry: Any) -> datetime | None:
         if value is None:
             continue
         try:
-            return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+            moment = datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
         except (OverflowError, ValueError, OSError, TypeError):
             continue
+        # Outside the clock's years (a feed dated year 1 or 9999) the time is not believed.
+        if clock.FIRST_YEAR <= moment.year <= clock.LAST_YEAR:
+            return moment
     return None
 
 

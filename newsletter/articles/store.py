@@ -20,6 +20,7 @@ from markdown_it.token import Token
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from newsletter.core import clock
 from newsletter.core.config import LANGUAGES
 from newsletter.core.models import Article
 from newsletter.core.validation import InvalidInput
@@ -700,11 +701,14 @@ def _published_at_field(meta: dict[str, Any], source: str) -> datetime | None:
             raise _error(
                 source, f"published_at {value!r} is not a date or an ISO 8601 time"
             ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time(0))
     if isinstance(value, datetime):
-        # A time without a zone is taken as UTC.
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(0), tzinfo=UTC)
+        # The clock's years, as for every time read from outside; no zone means UTC.
+        try:
+            return clock.to_utc(value, time_zone="UTC", field="published_at")
+        except InvalidInput as exc:
+            raise _error(source, exc.message) from None
     raise _error(source, f"published_at {value!r} is not a date or an ISO 8601 time")
 
 

@@ -14,7 +14,10 @@ from zoneinfo import ZoneInfo
 
 from newsletter.core.validation import InvalidInput, clean_time_zone
 
-# The far ends of the calendar overflow when moved between zones; no newsletter needs them.
+# Every time read from outside (API, CLI, dashboard forms, article files) is within these
+# years: the far ends of the calendar overflow when moved between zones or shown, and no
+# newsletter sends before 1970 or plans past 9000 (far-future times stay usable as
+# "nothing is due before then" windows).
 FIRST_YEAR = 1970
 LAST_YEAR = 9000
 _EXAMPLE = "such as 2026-11-26 07:00 (on the newsletter's clock) or 2026-11-26T07:00+08:00"
@@ -82,8 +85,9 @@ def to_utc(
 def in_zone(moment: datetime, time_zone: str | ZoneInfo) -> datetime:
     """An instant on the wall clock of a zone, for showing it (its date, its hour).
 
-    A zone name this machine does not know (stored before its tz database lost it, say)
-    shows the instant in UTC rather than failing a page or an email.
+    A zone name this machine does not know (stored before its tz database lost it, say),
+    or an instant the zone's offset would push off the calendar, shows the instant in UTC
+    rather than failing a page or an email.
     """
     if moment.tzinfo is None:
         raise ValueError("a timezone-aware datetime is needed, got a naive one")
@@ -91,7 +95,12 @@ def in_zone(moment: datetime, time_zone: str | ZoneInfo) -> datetime:
         local = zone(time_zone)
     except InvalidInput:
         local = ZoneInfo("UTC")
-    return moment.astimezone(local)
+    try:
+        return moment.astimezone(local)
+    except OverflowError:
+        # A date at the calendar's very end (stored before times were bounded) has no
+        # wall-clock time past it: it is shown as it was stored, in UTC.
+        return moment.astimezone(UTC)
 
 
 def local_text(moment: datetime, time_zone: str | ZoneInfo) -> str:

@@ -61,6 +61,12 @@ class SettingsError(RuntimeError):
     """The configuration cannot be used as it is."""
 
 
+def _bracketed(host: str) -> str:
+    """An IPv6 address as a Host header carries it ([::1]); other names as they are."""
+    host = host.strip("[]") if host.startswith("[") else host
+    return f"[{host}]" if ":" in host else host
+
+
 class Settings(BaseSettings):
     """Everything the service needs to know about where it runs."""
 
@@ -191,6 +197,13 @@ class Settings(BaseSettings):
     # The reverse proxies whose X-Forwarded-For names the client (addresses or networks,
     # comma-separated); none by default: the client is whoever connects.
     trusted_proxies: str = ""
+    # The Host names the web app answers to (comma-separated; "*.example.com" for
+    # subdomains, "*" for any); empty: the host of base_url, and localhost, 127.0.0.1 and
+    # ::1 (for probes on the machine). Any other Host header is a 400: it would otherwise
+    # be reflected in redirects and links.
+    allowed_hosts: str = ""
+    # /docs and /openapi.json: on in development, off in production unless set true.
+    api_docs: bool | None = None
 
     feeds: list[str] = Field(
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
@@ -251,6 +264,22 @@ class Settings(BaseSettings):
     def trusted_proxy_list(self) -> list[str]:
         """NEWSLETTER_TRUSTED_PROXIES as a list of addresses and networks."""
         return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        """NEWSLETTER_ALLOWED_HOSTS as a list, or the default: base_url's host and loopback.
+
+        IPv6 addresses are written bracketed, as they appear in a Host header.
+        """
+        hosts = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        if not hosts:
+            hosts = [urlsplit(self.base_url).hostname or "", "localhost", "127.0.0.1", "::1"]
+        return list(dict.fromkeys(_bracketed(host) for host in hosts if host))
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        """Whether /docs and /openapi.json are served: NEWSLETTER_API_DOCS, else development."""
+        return self.api_docs if self.api_docs is not None else not self.is_production
 
     @property
     def is_production(self) -> bool:

@@ -114,6 +114,11 @@ def clean_topics(values: Iterable[str] | str | None) -> list[str]:
         return []
     if isinstance(values, str):
         values = values.split(",")
+    if not isinstance(values, list | tuple):
+        # JSON sends 5, true or 1.5 as readily as a list.
+        raise InvalidInput(
+            "topics", "The topics must be a list of names or a comma-separated string."
+        )
     topics: list[str] = []
     for raw in values:
         if not isinstance(raw, str):
@@ -161,6 +166,30 @@ def clean_slugs(values: Iterable[str] | str | None) -> list[str]:
     return slugs
 
 
+def refuse_lone_surrogates(value: object, field: str = "request") -> None:
+    """InvalidInput if any text in `value` (a JSON document: strings, lists, objects, keys)
+    holds half of a UTF-16 surrogate pair: JSON's \\ud800 escape decodes to one, and such a
+    string cannot be stored, encoded for a database or sent as UTF-8."""
+    pending: list[tuple[str, object]] = [(field, value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise InvalidInput(
+                    where,
+                    f"The {where} contains a lone surrogate (\\ud800-\\udfff): it is not text.",
+                )
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                name = key if isinstance(key, str) and not _SURROGATE.search(key) else where
+                pending += [(where, key), (name if where == field else where, inner)]
+        elif isinstance(item, list | tuple):
+            pending += [(where, inner) for inner in item]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _refuse_control_characters(field: str, value: str) -> None:
     # CR/LF in a name would become a header injection once the name reaches a To: header.
     # Bidi overrides are refused too: they disguise what a name or address says.
@@ -168,3 +197,4 @@ def _refuse_control_characters(field: str, value: str) -> None:
         unicodedata.category(char) in {"Cc", "Zl", "Zp"} or char in _BIDI_CONTROLS for char in value
     ):
         raise InvalidInput(field, f"The {field} contains control characters or line breaks.")
+    refuse_lone_surrogates(value, field)

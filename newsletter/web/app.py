@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.app import queue as jobs_queue
@@ -24,6 +26,11 @@ from newsletter.web.deps import page, wants_json
 log = logging.getLogger("newsletter.web")
 # The dashboard's own caps (20 MB a CSV, 2 MB an article file) apply below this.
 ADMIN_UPLOAD_BYTES = 25 * 1024 * 1024
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+UNREADABLE_BODY = (
+    "The request body cannot be read: it is not well-formed JSON or form data, "
+    "or it is nested too deeply."
+)
 
 
 def create_app(*, queue: Queue | None = None) -> FastAPI:
@@ -31,7 +38,15 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     settings = get_settings()
     # Configured here, not at import: the broker, and the folder /metrics reads.
     celery = jobs_queue.configure(settings)
-    app = FastAPI(title=f"{settings.publisher_name} newsletter", version="0.1.0")
+    docs = settings.api_docs_enabled
+    app = FastAPI(
+        title=f"{settings.publisher_name} newsletter",
+        version="0.1.0",
+        # The spec maps every door: served in production only when the operator asks.
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.queue = queue if queue is not None else jobs_queue.CeleryQueue(celery)
     app.include_router(reader.router)
     app.include_router(health.router)
@@ -40,6 +55,7 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.include_router(digests_api.router)
     app.include_router(webhooks.router)
     admin.install(app)
+    app.middleware("http")(_reader_headers)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
@@ -48,9 +64,16 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
             "/api/": settings.max_api_request_bytes,
             # SendGrid posts batches of events of up to 768 KB.
             "/webhooks/": settings.max_api_request_bytes,
-            # Editors upload subscriber CSVs and article files from the dashboard.
+            # Editors upload subscriber CSVs and article files from the dashboard; the
+            # sign-in form is small, and anyone may post it.
             "/admin/": ADMIN_UPLOAD_BYTES,
+            "/admin/login": settings.max_request_bytes,
         },
+    )
+    # Outermost: a Host header not ours is refused before anything else reads the request
+    # (the Host is what redirects and absolute links are built from).
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.allowed_host_list, www_redirect=False
     )
     app.add_exception_handler(TokenError, _token_error)
     app.add_exception_handler(UnknownSubscriber, _not_found)
@@ -59,6 +82,29 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+# Readers' pages (signup, preferences, articles, digests' web copies) run no script and
+# are framed nowhere; a digest's copy may show pictures from the articles' sites.
+READER_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+async def _reader_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    # The dashboard sets its own (admin.install); the API and webhooks answer JSON; the
+    # API docs (development) load their scripts from a CDN.
+    if not request.url.path.startswith(("/admin", "/api/", "/webhooks/", "/docs", "/redoc")):
+        response.headers.setdefault("Content-Security-Policy", READER_CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        # Links in readers' pages carry tokens: the address never leaves in a Referer.
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -119,6 +165,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     titles = {400: "Link not valid", 404: "Not found", 405: "Not allowed", 413: "Too large"}
     detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
+    if detail == FASTAPI_UNREADABLE_BODY:
+        # FastAPI's words for any body it could not parse, JSON nested too deep among them.
+        detail = UNREADABLE_BODY
     response = _problem(request, exc.status_code, titles.get(exc.status_code, "Error"), detail)
     for header, value in (exc.headers or {}).items():
         response.headers[header] = value
@@ -132,7 +181,13 @@ def _problem(request: Request, status: int, title: str, message: str, **extra: A
 
 
 class BodySizeLimit:
-    """Refuse request bodies over max_bytes with 413 before the route reads them."""
+    """Refuse request bodies over max_bytes with 413 before the route reads them.
+
+    A declared Content-Length is checked before the route runs. A chunked body has none:
+    its size is counted as it arrives, and once past the limit the route is stopped, and
+    whatever it would have answered (a form parser's 400, an unhandled error's 500) is
+    replaced by the 413.
+    """
 
     def __init__(
         self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
@@ -145,8 +200,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The longest matching prefix wins: /admin/login takes less than the rest of /admin.
         limit = next(
-            (size for prefix, size in self.larger.items() if scope["path"].startswith(prefix)),
+            (
+                size
+                for prefix, size in sorted(self.larger.items(), key=lambda item: -len(item[0]))
+                if scope["path"].startswith(prefix)
+            ),
             self.max_bytes,
         )
         declared = dict(scope["headers"]).get(b"content-length")
@@ -154,17 +214,35 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
+        too_large = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, "The request is too large.")
+                    too_large = True
+                    raise _TooLarge()
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:
+                return  # the route's own answer to a body it could not finish reading
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            # Whatever the route made of the interrupted read (FastAPI wraps it, a
+            # middleware's task group groups it), the cause is the size.
+            if not too_large:
+                raise
+        if too_large and not started:
+            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = b'{"detail":"The request is too large."}'
@@ -179,3 +257,7 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    """A chunked body grew past its route's limit while being read."""

@@ -5,13 +5,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,9 +37,10 @@ from newsletter.articles.store import (
     list_articles,
     store_article,
 )
+from newsletter.core import clock
 from newsletter.core.config import LANGUAGES
 from newsletter.core.models import Article
-from newsletter.core.validation import clean_text, clean_topics
+from newsletter.core.validation import clean_text, clean_topics, refuse_lone_surrogates
 from newsletter.web.deps import AdminDep, SessionDep, refusals
 
 BODY_MAX_BYTES = 200 * 1024
@@ -62,6 +71,13 @@ class ArticleSubmission(BaseModel):
     priority: StrictInt = Field(default=0, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
     slug: str | None = None
     hidden: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        # Before any field: a lone surrogate cannot be stored or sent, in any field.
+        refuse_lone_surrogates(data)
+        return data
 
     @field_validator("title")
     @classmethod
@@ -148,9 +164,10 @@ class ArticleSubmission(BaseModel):
     @field_validator("published_at")
     @classmethod
     def _published_at(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # Within the clock's years, like every time read from outside; no zone means UTC.
+        return clock.to_utc(
+            value, time_zone="UTC", field="published_at", label="the publication time"
+        )
 
     @field_validator("slug")
     @classmethod

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from email import message_from_bytes, policy
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from newsletter.app import editors
 from newsletter.core import clock
-from newsletter.core.validation import clean_text
+from newsletter.core.validation import clean_text, refuse_lone_surrogates
 from newsletter.digests import lifecycle, reports
 from newsletter.digests import render as digests
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
@@ -43,6 +43,13 @@ class DigestRequest(BaseModel):
         default=None, description="ISO 8601; without a zone, on the newsletter's clock."
     )
     subject: str | None = Field(default=None, max_length=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        # A lone surrogate cannot be stored, looked up or sent, in any field.
+        refuse_lone_surrogates(data)
+        return data
 
 
 @router.post("", status_code=201)

@@ -24,7 +24,7 @@ from newsletter.core.config import LANGUAGES, Settings
 from newsletter.core.i18n import duration
 from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.tokens import Purpose, TokenClaims, TokenError, read_reader_token, read_token
-from newsletter.core.validation import InvalidInput
+from newsletter.core.validation import InvalidInput, refuse_lone_surrogates
 from newsletter.digests import render as digests
 from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers import store as subscribers
@@ -408,10 +408,14 @@ async def _signup_form(request: Request, *, as_json: bool) -> subscribers.Signup
     if as_json:
         try:
             data = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInput("body", "The request body is not valid JSON.") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested thousands deep.
+            raise InvalidInput(
+                "body", "The request body is not valid JSON (or is nested too deeply)."
+            ) from None
         if not isinstance(data, dict):
             raise InvalidInput("body", "The request body must be a JSON object.")
+        refuse_lone_surrogates(data)
         newsletters = data.get("newsletters") or []
         if isinstance(newsletters, str):
             newsletters = [newsletters]

@@ -308,6 +308,14 @@ def test_ses_subscription_confirmation_fetches_the_subscribe_url(
             lambda m: m.update(SigningCertURL="https://evil.example/sns.pem"),
             403,
         ),
+        (
+            # urlsplit refuses a netloc that NFKC would change: a refusal, not a 500.
+            "a certificate URL with a full-width solidus",
+            lambda m: m.update(
+                SigningCertURL="https://sns.us-east-1.amazonaws.com\uff0f@evil.example/a.pem"
+            ),
+            403,
+        ),
     ],
 )
 def test_ses_forged_or_foreign_messages_change_nothing(

@@ -127,7 +127,8 @@ def ses_events(
     """
     message = _json_object(body)
     message_type = message.get("Type")
-    if message_type not in SNS_SIGNED_FIELDS:
+    # A list or an object is no type (and cannot be looked up: unhashable).
+    if not isinstance(message_type, str) or message_type not in SNS_SIGNED_FIELDS:
         raise WebhookRefused(400, "This is not an SNS message.")
     for field in SNS_SIGNED_FIELDS[message_type]:
         if field == "Subject" and field not in message:
@@ -396,7 +397,10 @@ def _amazon_url(value: object, what: str, *, certificate: bool = False) -> str:
     """The URL, if it is https on an SNS host of Amazon's and nothing else (no user, port...)."""
     if not isinstance(value, str) or any(c.isspace() or c == "\\" for c in value):
         raise WebhookRefused(403, f"The SNS {what} is not Amazon's.")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. a full-width solidus, which NFKC would turn into a "/"
+        raise WebhookRefused(403, f"The SNS {what} is not Amazon's.") from None
     # The whole netloc must be the host: "sns...amazonaws.com@evil.test" or ":8443" fail.
     if parts.scheme != "https" or not SNS_HOST.fullmatch(parts.netloc) or parts.fragment:
         raise WebhookRefused(403, f"The SNS {what} is not Amazon's.")

@@ -8,6 +8,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.core.config import TEMPLATES_DIR
 from newsletter.web.admin import (
@@ -45,7 +47,41 @@ def install(app: FastAPI) -> None:
     )
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(CSRFRefused, _csrf_refused)
+    # Added before the headers, so that they wrap its answers too.
+    app.add_middleware(SignInBeforeBody)
     app.middleware("http")(_admin_headers)
+
+
+class SignInBeforeBody:
+    """Posts to the dashboard from no live session are answered before their body is read.
+
+    FastAPI reads and parses a route's form (up to 25 MB of upload) before the route's
+    dependencies run, the sign-in check among them: so the check is made here first, from
+    the cookie alone. Only the sign-in form itself is read from anyone, under the small
+    limit of readers' forms.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in {"GET", "HEAD", "OPTIONS"}
+            and (
+                scope["path"] == auth.COOKIE_PATH
+                or scope["path"].startswith(auth.COOKIE_PATH + "/")
+            )
+            and scope["path"] not in auth.OPEN_TO_ANYONE
+        ):
+            request = Request(scope)
+            cookie = request.cookies.get(auth.SESSION_COOKIE)
+            if await run_in_threadpool(auth.live_session, cookie) is None:
+                # As the routes answer it: a redirect to sign in, or a 401 for scripts.
+                response = await _sign_in_required(request, SignInRequired())
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _admin_headers(

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.app import admin_sessions
@@ -41,18 +42,34 @@ class CSRFRefused(Exception):
 
 def current_admin(request: Request, session: SessionDep) -> SignedIn:
     """The signed-in admin of this request, or SignInRequired."""
-    settings = get_settings()
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
-        raise SignInRequired()
-    try:
-        session_id = str(_cookie_serializer(settings).loads(raw))
-    except BadSignature:
-        raise SignInRequired() from None
-    found = admin_sessions.find(session, session_id, admin_token=settings.admin_token)
+    found = signed_in_admin(session, request.cookies.get(SESSION_COOKIE))
     if found is None:
         raise SignInRequired()
     return found
+
+
+def signed_in_admin(session: Session, cookie: str | None) -> SignedIn | None:
+    """The live admin session a session cookie names; None for none, a forged or an old one."""
+    settings = get_settings()
+    if not cookie:
+        return None
+    try:
+        session_id = str(_cookie_serializer(settings).loads(cookie))
+    except BadSignature:
+        return None
+    return admin_sessions.find(session, session_id, admin_token=settings.admin_token)
+
+
+# Posts the dashboard reads from someone not signed in.
+OPEN_TO_ANYONE = frozenset({"/admin/login"})
+
+
+def live_session(cookie: str | None) -> SignedIn | None:
+    """signed_in_admin, in a database session of its own (for code outside a route)."""
+    if not cookie:
+        return None
+    with db.session_scope() as session:
+        return signed_in_admin(session, cookie)
 
 
 Admin = Annotated[SignedIn, Depends(current_admin)]

@@ -3,7 +3,12 @@ and storing feeds, from a real HTTP server on loopback: tests/integration/test_f
 
 from __future__ import annotations
 
-from newsletter.articles.feeds import html_to_text
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from newsletter.articles.feeds import _entry_time, html_to_text
 
 
 def test_html_to_text_drops_scripts_and_keeps_paragraphs() -> None:
@@ -20,3 +25,19 @@ def test_html_to_text_drops_scripts_and_keeps_paragraphs() -> None:
     )
     assert html_to_text("<script>alert(1)") == ""
     assert html_to_text("plain & simple < 3") == "plain & simple < 3"
+
+
+@pytest.mark.parametrize(
+    ("published", "expected"),
+    [
+        ("2026-11-20T08:15:00Z", datetime(2026, 11, 20, 8, 15, tzinfo=UTC)),
+        # Off the clock's years: stored, they would fail pages that show them in a zone.
+        ("0001-01-01T00:00:00Z", None),
+        ("9999-12-31T23:59:59Z", None),
+    ],
+)
+def test_feed_times_off_the_clocks_years_are_not_believed(
+    published: str, expected: datetime | None
+) -> None:
+    parsed = time.strptime(published, "%Y-%m-%dT%H:%M:%SZ")
+    assert _entry_time({"published_parsed": parsed}) == expected

@@ -245,6 +245,16 @@ def test_markdown_dates_become_utc(front_matter: str, expected: datetime) -> Non
     assert parsed.published_at == expected
 
 
+@pytest.mark.parametrize(
+    "front_matter",
+    ["published_at: 0001-01-01", "published_at: '9999-12-31T23:59:59'", "published_at: 1969-12-31"],
+)
+def test_markdown_dates_off_the_clocks_years_are_refused(front_matter: str) -> None:
+    # Year 1 or 9999 would be stored, then fail every page that shows it in a zone.
+    with pytest.raises(ArticleParseError, match="between 1970 and 9000"):
+        parse_markdown(f"---\ntitle: T\n{front_matter}\n---\nBody.\n", source="d.md")
+
+
 def test_markdown_topics_may_be_a_comma_separated_string() -> None:
     parsed = parse_markdown(
         "---\ntitle: T\ntopics: 'Macau, Brasil ,macau,, Angola'\n---\nBody.\n", source="t.md"
