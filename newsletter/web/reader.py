@@ -376,29 +376,26 @@ def digest_web_copy(
 def _signup_limited(request: Request, limited: SignupLimited, *, as_json: bool) -> Response:
     """429, the same words for every address: known, new or suppressed alike."""
     log.info("signup refused: over the hourly limit per %s", limited.by)
-    headers = {"Retry-After": str(limited.retry_after)}
-    if as_json:
-        return JSONResponse({"detail": SIGNUP_LIMITED}, status_code=429, headers=headers)
-    response = page(
-        request,
-        "message.html",
-        {"title": "Please try again later", "message": SIGNUP_LIMITED},
-        status_code=429,
-    )
-    response.headers.update(headers)
-    return response
+    return _try_later(request, SIGNUP_LIMITED, 429, limited.retry_after, as_json=as_json)
 
 
 def _signups_unavailable(request: Request, *, as_json: bool) -> Response:
     """503: the signup was not taken (it is not recorded anywhere), the same for every address."""
-    headers = {"Retry-After": "60"}
+    return _try_later(request, SIGNUP_UNAVAILABLE, 503, 60, as_json=as_json)
+
+
+def _try_later(
+    request: Request, message: str, status_code: int, retry_after: int, *, as_json: bool
+) -> Response:
+    """A signup not taken now: the words, with Retry-After, as JSON or as a page."""
+    headers = {"Retry-After": str(retry_after)}
     if as_json:
-        return JSONResponse({"detail": SIGNUP_UNAVAILABLE}, status_code=503, headers=headers)
+        return JSONResponse({"detail": message}, status_code=status_code, headers=headers)
     response = page(
         request,
         "message.html",
-        {"title": "Please try again later", "message": SIGNUP_UNAVAILABLE},
-        status_code=503,
+        {"title": "Please try again later", "message": message},
+        status_code=status_code,
     )
     response.headers.update(headers)
     return response
