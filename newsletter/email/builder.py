@@ -93,6 +93,10 @@ def prepare_email(
         name, {"publisher": settings.publisher_name, **links, **context}, language=language
     )
     headers = list_headers(settings, list_id=list_id, unsubscribe=links or None)
+    if settings.postmark_webhook_user:
+        # Postmark's webhooks name a message by Postmark's own id; our Message-ID comes back
+        # only as metadata, and a bounce acts only on a Message-ID we sent (bounces.policy).
+        headers.append(("X-PM-Metadata-message-id", slot("message_id")))
     template = MessageTemplate(
         rendered,
         from_name=settings.publisher_name,
@@ -117,15 +121,15 @@ def reader_recipient(
     With a delivery, its id is in the VERP token and the Message-ID, so that a bounce
     names the very delivery that bounced.
     """
+    message_id = make_message_id(settings.mail_domain, f"d{delivery_id}" if delivery_id else None)
     return Recipient(
         address=subscriber.email,
         name=subscriber.name,
         envelope_from=bounce_address(settings, subscriber.id, delivery_id),
-        message_id=make_message_id(
-            settings.mail_domain, f"d{delivery_id}" if delivery_id else None
-        ),
+        message_id=message_id,
         values={
             **(reader_links(subscriber, newsletter, settings) if links else {}),
+            "message_id": message_id,
             **(values or {}),
         },
     )

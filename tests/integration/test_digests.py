@@ -383,6 +383,44 @@ def test_hostile_article_text_never_becomes_markup(session: Session, settings: S
     assert message["To"].addresses[0].display_name == '<b>Ana</b> "quoted"'
 
 
+@pytest.mark.parametrize("postmark", [False, True])
+def test_through_postmark_each_message_names_its_message_id_as_metadata(
+    session: Session, settings: Settings, postmark: bool
+) -> None:
+    # Postmark's webhooks name a message by Postmark's own id: without our Message-ID in its
+    # metadata, a Postmark bounce proves no delivery and acts on nobody (bounces.policy).
+    if postmark:
+        settings = settings.model_copy(update={"postmark_webhook_user": "postmark"})
+    article(session, "Macau — a ponte reabre")
+    subscriber = reader(session, "leitora@example.com", language="pt")
+    digest = digest_for(session)
+    prepared = digests.prepare_variant(
+        session,
+        newsletter=get_by_slug(session, "daily"),
+        selection=composer.Selection("pt", tuple(a.id for a in session.query(Article))),
+        settings=settings,
+        view_url=f"http://newsletter.test/digests/{digest.id}",
+    )
+    recipient = digests.reader_recipient(
+        subscriber, get_by_slug(session, "daily"), settings, delivery_id=7
+    )
+    fast = parse(prepared.template.fill(recipient, date=NOW).data)
+    slow = parse(
+        rendering.build_reference_message(
+            prepared.rendered,
+            from_name=settings.publisher_name,
+            from_address=settings.from_address,
+            headers=prepared.headers,
+            recipient=recipient,
+            date=NOW,
+        ).data
+    )
+    for message in (fast, slow):
+        assert message["Message-ID"] == recipient.message_id
+        expected = recipient.message_id if postmark else None
+        assert message["X-PM-Metadata-message-id"] == expected
+
+
 @pytest.mark.parametrize(
     "name",
     ["", "Ana", "Ana Sousa, Jr.", 'Dr. "Zé"', "Inês Conceição", "陈小明", "x" * 150, "a\\b"],
