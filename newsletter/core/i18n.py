@@ -13,11 +13,21 @@ from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.units import format_unit
+from jinja2 import Environment, pass_context
+from jinja2.runtime import Context
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DOMAIN = "messages"
 # The newsletter's three languages and the Babel locale each one is written in.
 BABEL_LOCALES = {"en": "en", "pt": "pt_PT", "zh": "zh_Hans_CN"}
+# What a page says it is written in (`<html lang>`, BCP 47): the catalogs are European
+# Portuguese and Simplified Chinese.
+LANGUAGE_TAGS = {"en": "en", "pt": "pt-PT", "zh": "zh-Hans"}
+# Each language named in itself, for the language switcher and the forms.
+LANGUAGE_NAMES = {"pt": "Português", "en": "English", "zh": "中文"}
+# An Accept-Language header longer than this is a client's mistake or an attack: only its
+# beginning is read.
+_MAX_ACCEPT_LANGUAGE = 500
 
 
 @lru_cache(maxsize=8)
@@ -56,3 +66,48 @@ def duration(seconds: int, language: str) -> str:
         if seconds >= size and seconds % size == 0:
             return format_unit(seconds // size, f"duration-{unit}", locale=babel_locale(language))
     return format_unit(seconds, "duration-second", locale=babel_locale(language))
+
+
+def negotiate_language(accept_language: str | None, *, default: str) -> str:
+    """The newsletter's language a browser asks for most (RFC 9110 Accept-Language), else default.
+
+    Only the primary subtag counts (pt-BR and pt-PT both read Portuguese, zh-TW and zh-CN
+    Chinese); entries are taken by their q-value, the header's order breaking ties, and
+    q=0 means "not this one".
+    """
+    ranked: list[tuple[float, int, str]] = []
+    for position, entry in enumerate((accept_language or "")[:_MAX_ACCEPT_LANGUAGE].split(",")):
+        tag, _, params = entry.strip().partition(";")
+        weight = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                continue
+        language = tag.strip().split("-")[0].lower()
+        if weight > 0 and language in LANGUAGE_TAGS:
+            ranked.append((-weight, position, language))
+    return min(ranked)[2] if ranked else default
+
+
+@pass_context
+def _gettext_of_page(context: Context, message: str) -> str:
+    return translations(context.get("language") or "en").gettext(message)
+
+
+@pass_context
+def _ngettext_of_page(context: Context, singular: str, plural: str, number: int) -> str:
+    return translations(context.get("language") or "en").ngettext(singular, plural, number)
+
+
+def install_page_translations(env: Environment) -> None:
+    """`_()` in the pages, in the language of each page's context (`language`), newstyle.
+
+    One environment serves every request, so the catalog is chosen per render, from the
+    context, not installed once as the emails' environments do.
+    """
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        _gettext_of_page, _ngettext_of_page, newstyle=True
+    )

@@ -15,8 +15,18 @@ from newsletter.app.admin_sessions import admin_token_matches
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core import db
 from newsletter.core.config import TEMPLATES_DIR, Settings, get_settings
+from newsletter.core.i18n import (
+    LANGUAGE_NAMES,
+    LANGUAGE_TAGS,
+    install_page_translations,
+    negotiate_language,
+)
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR / "pages"))
+install_page_translations(templates.env)
+# The cookie that keeps a visitor's choice of language from the switcher (`?lang=pt`).
+LANGUAGE_COOKIE = "lang"
+LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
 
 
 def _session() -> Iterator[Session]:
@@ -41,16 +51,62 @@ OptionalRowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def page_language(request: Request, settings: Settings) -> tuple[str, bool]:
+    """The language of an anonymous page, and whether the visitor just chose it.
+
+    The switcher's `?lang=` first (it sticks, in a cookie), then that cookie, then what the
+    browser asks for in Accept-Language, then the publisher's default.
+    """
+    chosen = request.query_params.get("lang", "")
+    if chosen in LANGUAGE_TAGS:
+        return chosen, True
+    kept = request.cookies.get(LANGUAGE_COOKIE, "")
+    if kept in LANGUAGE_TAGS:
+        return kept, False
+    return negotiate_language(
+        request.headers.get("accept-language"), default=settings.default_language
+    ), False
+
+
 def page(
-    request: Request, name: str, context: dict[str, Any] | None = None, *, status_code: int = 200
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+    language: str | None = None,
 ) -> HTMLResponse:
+    """A page in `language` (a reader's stored one, on pages reached by their token), else
+    in the language the visitor chose or their browser asks for."""
     settings = get_settings()
-    return templates.TemplateResponse(
+    switched = False
+    # A reader's own pages speak their stored language; the switcher is for everyone else.
+    switcher = language not in LANGUAGE_TAGS
+    if language not in LANGUAGE_TAGS:
+        language, switched = page_language(request, settings)
+    response = templates.TemplateResponse(
         request,
         name,
-        {"publisher": settings.publisher_name, **(context or {})},
+        {
+            "publisher": settings.publisher_name,
+            "language": language,
+            "html_lang": LANGUAGE_TAGS[language],
+            "language_names": LANGUAGE_NAMES,
+            "language_switcher": switcher,
+            **(context or {}),
+        },
         status_code=status_code,
     )
+    if switched:
+        response.set_cookie(
+            LANGUAGE_COOKIE,
+            language,
+            max_age=LANGUAGE_COOKIE_SECONDS,
+            httponly=True,
+            samesite="lax",
+            secure=settings.base_url.startswith("https://"),
+        )
+    return response
 
 
 def wants_json(request: Request) -> bool:

@@ -21,7 +21,7 @@ from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.articles.store import get_article_by_slug, public_topics
 from newsletter.core import db
 from newsletter.core.config import LANGUAGES, Settings
-from newsletter.core.i18n import duration
+from newsletter.core.i18n import LANGUAGE_NAMES, duration
 from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.tokens import Purpose, TokenClaims, TokenError, read_reader_token, read_token
 from newsletter.core.validation import InvalidInput, refuse_lone_surrogates
@@ -43,7 +43,6 @@ from newsletter.web.deps import (
 log = logging.getLogger("newsletter.web")
 router = APIRouter()
 
-LANGUAGE_NAMES = {"pt": "Português", "en": "English", "zh": "中文"}
 # What every signup hears, known address or not: nothing may tell them apart.
 SIGNUP_ANSWER = (
     "Thank you. If this address can receive our newsletters, a message is on its way: "
