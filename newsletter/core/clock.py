@@ -9,7 +9,7 @@ the zone as a parameter, so that a reader's own zone can replace the newsletter'
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from newsletter.core.validation import InvalidInput, clean_time_zone
@@ -104,8 +104,33 @@ def in_zone(moment: datetime, time_zone: str | ZoneInfo) -> datetime:
 
 
 def local_text(moment: datetime, time_zone: str | ZoneInfo) -> str:
-    """An instant as an editor reads it on a zone's clock: 2026-11-26 07:00 CST."""
-    return in_zone(moment, time_zone).strftime("%Y-%m-%d %H:%M %Z")
+    """An instant as an editor reads it on a zone's clock: 2026-11-26 07:00 Asia/Macau (UTC+8)."""
+    return f"{in_zone(moment, time_zone):%Y-%m-%d %H:%M} {zone_label(time_zone, moment)}"
+
+
+def zone_label(time_zone: str | ZoneInfo, at: datetime) -> str:
+    """A zone as people can tell it apart: Asia/Macau (UTC+8), Asia/Kolkata (UTC+5:30).
+
+    Never an abbreviation: "CST" is China's, Cuba's and Chicago's. The offset is the one
+    in force at `at` (Europe/Lisbon is UTC+0 in winter, UTC+1 in summer).
+    """
+    name = str(time_zone)
+    try:
+        zone(time_zone)
+    except InvalidInput:
+        # A zone this machine does not know is shown in UTC by in_zone: the label says so.
+        return "UTC"
+    if name in ("UTC", "Etc/UTC"):
+        return "UTC"
+    return f"{name} ({utc_offset_text(in_zone(at, time_zone).utcoffset() or timedelta(0))})"
+
+
+def utc_offset_text(offset: timedelta) -> str:
+    """An offset from UTC as it is written for people: UTC+8, UTC-3, UTC+5:30, UTC+0."""
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
 def _parse(text: str, *, field: str, label: str) -> datetime:

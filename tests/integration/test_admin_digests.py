@@ -239,7 +239,7 @@ def test_a_digest_at_a_local_time_on_the_newsletters_clock(client: TestClient, c
         assert made.subject == "Semana em Macau"
         assert made.newsletter.slug == "macau"
     page = client.get(response.headers["location"]).text
-    assert "scheduled for 2099-01-15 09:30 CST" in page
+    assert "scheduled for 2099-01-15 09:30 Asia/Macau (UTC+8)" in page
     assert "Pause" in page and "Cancel digest" in page and "Resume" not in page
 
 

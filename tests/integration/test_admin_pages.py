@@ -162,7 +162,7 @@ def test_newsletters_are_listed_with_their_schedule_in_words(client: TestClient,
     page = client.get("/admin/newsletters")
     assert "daily: 07:30 on Monday to Friday (Asia/Macau)." in page.text  # the notice
     assert "07:30 on Monday to Friday" in page.text and "next: " in page.text
-    assert re.search(r"next: \d{4}-\d\d-\d\d 07:30 CST", page.text)
+    assert re.search(r"next: \d{4}-\d\d-\d\d 07:30 Asia/Macau \(UTC\+8\)", page.text)
     row = re.search(r"<code>daily</code>.*?</tr>", page.text, re.S)
     assert row and '<td class="num">1</td>' in row.group(0)  # one subscriber
     stored = newsletter("daily")
