@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465; "
         "empty means the built-in sink on sink_host:sink_port.",
     )
+    international_addresses: bool = Field(
+        default=True,
+        description="Take addresses with non-ASCII letters before the @-sign (joão@…), sent "
+        "with SMTPUTF8; turn off when the relay does not offer SMTPUTF8, and signup and "
+        "import refuse them in words instead. A non-ASCII domain alone always goes, as IDNA.",
+    )
     # The Celery queue: one per installation sharing a broker (the tests take their own).
     queue: str = "newsletter"
     # Put before every Redis key the service uses (the broker's queues and bookkeeping, the

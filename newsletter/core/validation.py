@@ -32,8 +32,21 @@ class InvalidInput(ValueError):
         self.message = message
 
 
-def clean_email(value: str) -> tuple[str, str]:
-    """(address as normalised by email-validator, lower-cased key), or InvalidInput."""
+# An address we are asked to mail, with a non-ASCII mailbox name, on an installation
+# whose relay cannot carry one (NEWSLETTER_INTERNATIONAL_ADDRESSES=false).
+NO_INTERNATIONAL_ADDRESSES = (
+    "We cannot send email to an address with letters other than A to Z before the @-sign "
+    "(such as joão@…). Please use another address."
+)
+
+
+def clean_email(value: str, *, to_mail: bool = False) -> tuple[str, str]:
+    """(address as normalised by email-validator, lower-cased key), or InvalidInput.
+
+    With `to_mail` (a signup, an import), an address that needs SMTPUTF8 (a non-ASCII
+    mailbox name) is refused when the installation says its relay cannot carry one; a
+    non-ASCII domain alone goes as IDNA and is always taken (newsletter.email.render).
+    """
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("email", "Please enter your email address.")
     _refuse_control_characters("email", value)
@@ -45,6 +58,8 @@ def clean_email(value: str) -> tuple[str, str]:
     # RFC 5321 caps the local part at 64 octets; email-validator lets longer ones pass.
     if len(checked.local_part.encode()) > 64:
         raise InvalidInput("email", "That email address is too long before the @-sign.")
+    if to_mail and checked.smtputf8 and not get_settings().international_addresses:
+        raise InvalidInput("email", NO_INTERNATIONAL_ADDRESSES)
     return checked.normalized, checked.normalized.lower()
 
 

@@ -219,6 +219,13 @@ class _BatchRun:
 
     def _refused(self, delivery: Delivery, exc: DeliveryError) -> bool:
         """The relay did not take the message: bounce, retry later, or fail for good."""
+        if exc.permanent and not exc.bounce:
+            # Refused before the relay saw it (newsletter.sending.transport): failed for
+            # good, with why, and no fault of the reader's address, so no bounce.
+            self.ledger.release(delivery.id, str(exc), max_attempts=0)
+            self.outcome.failed += 1
+            metrics.count_delivery("failed")
+            return True
         metrics.count_smtp_reply(exc.code)
         if exc.permanent:
             self.ledger.flush()

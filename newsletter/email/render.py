@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 import css_inline
+import idna
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import escape
 
@@ -33,12 +34,16 @@ from newsletter.core.i18n import duration, long_date, translations
 
 # CRLF line ends and RFC-conformant folding: what goes on the wire.
 WIRE_POLICY = email.policy.SMTP
+# The same with raw UTF-8 headers, for a mailbox name that is not ASCII (sent SMTPUTF8).
+SMTPUTF8_POLICY = email.policy.SMTPUTF8
 
 # Per-recipient values enter a prepared template through markers like this one. The
 # nonce, new in each process, keeps article text from ever forging a marker.
 _NONCE = secrets.token_hex(6)
 _MARKER = re.compile(rf"NLSLOT{_NONCE}([a-z_]+)NLEND")
 _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")
+# RFC 6532 counts every non-ASCII character as atext.
+_UTF8_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ \u0080-\U0010ffff-]+$")
 
 
 def slot(name: str) -> str:
@@ -128,9 +133,10 @@ class MessageTemplate:
     def fill(self, recipient: Recipient, *, date: datetime | None = None) -> OutgoingMessage:
         values = recipient.values
         html_values = {key: str(escape(value)) for key, value in values.items()}
+        address = wire_address(recipient.address)
         head = [
             self._from,
-            _fold("To", _address_value(recipient.name, recipient.address)),
+            _to_header(recipient.name, address),
             self._subject,
             f"Date: {format_datetime(date or utcnow())}\r\n",
             f"Message-ID: {recipient.message_id}\r\n",
@@ -150,7 +156,7 @@ class MessageTemplate:
             data = self._signer(data)
         return OutgoingMessage(
             envelope_from=recipient.envelope_from,
-            recipient=recipient.address,
+            recipient=address,
             message_id=recipient.message_id,
             data=data,
         )
@@ -173,9 +179,12 @@ def build_reference_message(
     """
     values = recipient.values
     html_values = {key: str(escape(value)) for key, value in values.items()}
-    message = EmailMessage(policy=WIRE_POLICY)
+    address = wire_address(recipient.address)
+    # To a mailbox whose name is not ASCII, headers go as raw UTF-8 (RFC 6532).
+    wire = WIRE_POLICY if address.isascii() else SMTPUTF8_POLICY
+    message = EmailMessage(policy=wire)
     message["From"] = Address(display_name=from_name, addr_spec=from_address)
-    message["To"] = Address(display_name=recipient.name, addr_spec=recipient.address)
+    message["To"] = Address(display_name=recipient.name, addr_spec=address)
     message["Subject"] = rendered.subject
     message["Date"] = format_datetime(date)
     message["Message-ID"] = recipient.message_id
@@ -188,10 +197,28 @@ def build_reference_message(
     )
     return OutgoingMessage(
         envelope_from=recipient.envelope_from,
-        recipient=recipient.address,
+        recipient=address,
         message_id=recipient.message_id,
-        data=message.as_bytes(policy=WIRE_POLICY.clone(max_line_length=998)),
+        data=message.as_bytes(policy=wire.clone(max_line_length=998)),
     )
+
+
+def wire_address(address: str) -> str:
+    """The address as it goes on the wire, in the envelope and in To:.
+
+    A non-ASCII domain goes as IDNA (xn--), which every relay carries; only a mailbox
+    name that is not ASCII (joão@…) stays UTF-8, and then needs a relay offering
+    SMTPUTF8 (RFC 6531): newsletter.sending.transport refuses to send it otherwise.
+    """
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    try:
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        # Validated at signup, so this is an address kept from before: left as it is.
+        return address
+    return f"{local}@{domain}"
 
 
 def make_message_id(domain: str, local: str | None = None) -> str:
@@ -287,6 +314,24 @@ def _fold_ascii(name: str, value: str) -> str:
         current += " " + word
     lines.append(current)
     return "\r\n".join(lines) + "\r\n"
+
+
+def _to_header(name: str, address: str) -> str:
+    """To:, encoded as ASCII headers are; to a non-ASCII mailbox name, raw UTF-8 instead.
+
+    An RFC 2047 encoded word may not hold an address, so encoding `Name <joão@…>` would
+    leave a To: with no address in it: such a message is written as RFC 6532 wants.
+    """
+    if address.isascii():
+        return _fold("To", _address_value(name, address))
+    name = _LINE_BREAKS.sub(" ", name).strip()
+    if not name:
+        return f"To: {address}\r\n"
+    if not _UTF8_PHRASE.match(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    line = f"To: {name} <{address}>"
+    # RFC 5322's hard limit is 998 octets a line; a long name folds before the address.
+    return line + "\r\n" if len(line.encode()) <= 998 else f"To: {name}\r\n <{address}>\r\n"
 
 
 def _address_value(name: str, address: str) -> str:

@@ -10,12 +10,24 @@ from urllib.parse import unquote, urlsplit
 
 
 class DeliveryError(Exception):
-    """A message was not accepted; `permanent` says whether trying again can help."""
+    """A message was not accepted; `permanent` says whether trying again can help, and
+    `bounce` whether the reader's address is to blame (a permanent refusal of it is)."""
 
-    def __init__(self, message: str, *, code: int | None = None, permanent: bool) -> None:
+    def __init__(
+        self, message: str, *, code: int | None = None, permanent: bool, bounce: bool = True
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.permanent = permanent
+        self.bounce = permanent and bounce
+
+
+# Said when the relay cannot carry a message to a mailbox name that is not ASCII.
+NO_SMTPUTF8 = (
+    "not sent: the address has non-ASCII letters before the @-sign, which needs SMTPUTF8, "
+    "and the relay {host} does not offer it (set NEWSLETTER_INTERNATIONAL_ADDRESSES=false "
+    "to refuse such addresses at signup, or use a relay that offers SMTPUTF8)"
+)
 
 
 class SMTPTransport:
@@ -96,7 +108,13 @@ class SMTPTransport:
         """Send one message; the server's reply on success, DeliveryError otherwise."""
         if self._smtp is None:
             raise RuntimeError("the SMTP session is not open")
+        # A non-ASCII mailbox name goes raw in RCPT TO and in To: (newsletter.email.render
+        # .wire_address); only a relay offering SMTPUTF8 may be given either. Without it
+        # the message is not sent at all: no retry makes the relay learn it, and mangling
+        # the address would deliver it nowhere. It is no bounce either: the address is good.
         options = ["SMTPUTF8"] if not recipient.isascii() else []
+        if options and not self._smtp.has_extn("smtputf8"):
+            raise DeliveryError(NO_SMTPUTF8.format(host=self.host), permanent=True, bounce=False)
         try:
             if self._smtp.has_extn("pipelining") and not options:
                 return self._send_pipelined(self._smtp, envelope_from, recipient, data)

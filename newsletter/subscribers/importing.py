@@ -251,7 +251,7 @@ def _parse_row(
     if not raw_email.strip():
         raise _Refused("no email address")
     try:
-        email, key = clean_email(raw_email)
+        email, key = clean_email(raw_email, to_mail=True)
     except InvalidInput as exc:
         raise _Refused(f"{_shown(raw_email)} is not a valid email address: {exc.message}") from None
     try:

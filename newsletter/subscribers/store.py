@@ -85,7 +85,7 @@ def check_signup(
 ) -> CleanSignup:
     """The form's fields cleaned, or InvalidInput. Reads the newsletters only, never the
     readers: the signup page checks a form this way whoever's address it names."""
-    email, key = clean_email(form.email)
+    email, key = clean_email(form.email, to_mail=True)
     name = clean_text("name", form.name)
     language = clean_language(form.language, default=default_language)
     topics = clean_topics(form.topics)

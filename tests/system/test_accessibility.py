@@ -1,0 +1,232 @@
+"""Every reader page and every dashboard page, in light and in dark mode, checked by axe-core
+in a real Chromium on `newsletter up`: no serious or critical violation."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page, expect
+
+from tests.browser import chromium, screenshot_path
+from tests.conftest import ROOT
+from tests.embedded import Service, running_up
+
+ADMIN_TOKEN = "a11y-admin-token-" + uuid.uuid4().hex
+READER = "rita.a11y@example.com"
+DIGEST_READERS = ("ana.a11y@example.com", "wei.a11y@example.com")
+SCHEMES = ("light", "dark")
+# What fails the test; "moderate" and "minor" findings are advice, not barriers.
+BLOCKING = {"serious", "critical"}
+# The previews' frames are sandboxed without scripts, so axe cannot run inside them (it
+# would wait for each frame's answer); the email in them is checked as the digest's web copy.
+AXE_OPTIONS = {"resultTypes": ["violations"], "iframes": False}
+# A few pages worth a person's look, in both schemes (build/screenshots/a11y-*.png).
+SCREENSHOTS = {"signup", "preferences", "article", "dashboard", "digest", "subscribers"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_up(
+        tmp_path_factory.mktemp("var"),
+        NEWSLETTER_ADMIN_TOKEN=ADMIN_TOKEN,
+        NEWSLETTER_ADMIN_SIGNIN_DELAY_SECONDS="0.05",
+        # The second signup for one address within the hour shows the 429 page.
+        NEWSLETTER_SIGNUP_LIMIT_PER_ADDRESS_PER_HOUR="1",
+    ) as up:
+        for email in DIGEST_READERS:
+            newsletter_cli(up, "subscribers", "add", email, "--confirmed")
+        yield up
+
+
+def newsletter_cli(service: Service, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=ROOT,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def emails_to(
+    service: Service, address: str, count: int, timeout: float = 30
+) -> list[EmailMessage]:
+    """The sink's messages to this address, oldest first, once there are at least count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        for path in sorted(service.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime):
+            message = message_from_bytes(path.read_bytes(), policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            if address in str(message["To"]):
+                found.append(message)
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"fewer than {count} message(s) to {address}"
+        time.sleep(0.3)
+
+
+def link_in(message: EmailMessage, path_part: str) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    match = re.search(rf"https?://\S*{re.escape(path_part)}\S*", str(body.get_content()))
+    assert match, f"no {path_part} link in {message['Subject']}"
+    return match.group(0)
+
+
+def wait_for_state(service: Service, digest_id: int, state: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = json.loads(newsletter_cli(service, "digest", "status", str(digest_id), "--json"))
+        if status["state"] == state:
+            return
+        assert time.monotonic() < deadline, f"digest {digest_id} is {status['state']}"
+        time.sleep(0.5)
+
+
+class Audit:
+    """axe-core on each page in both colour schemes; what it finds, gathered for one report."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.axe = Axe()
+        self.found: list[str] = []
+        self.checked: list[str] = []
+
+    def check(self, name: str) -> None:
+        self.page.wait_for_load_state()
+        for scheme in SCHEMES:
+            self.page.emulate_media(color_scheme=scheme)
+            results = self.axe.run(self.page, options=AXE_OPTIONS).response
+            for violation in results["violations"]:
+                if violation["impact"] not in BLOCKING:
+                    continue
+                targets = "; ".join(" ".join(node["target"]) for node in violation["nodes"][:6])
+                self.found.append(
+                    f"{name} ({scheme}): {violation['id']} [{violation['impact']}]"
+                    f" {violation['help']} -> {targets}"
+                )
+            if name in SCREENSHOTS:
+                self.page.screenshot(
+                    path=screenshot_path(f"a11y-{name}-{scheme}.png"), full_page=True
+                )
+        self.page.emulate_media(color_scheme="light")
+        self.checked.append(name)
+
+
+def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1200, "height": 900}, locale="en-GB")
+        page = context.new_page()
+        audit = Audit(page)
+        base = service.base_url
+
+        # A digest for the dashboard's pages and the web copy, sent while the reader signs up.
+        digest_id = json.loads(newsletter_cli(service, "digest", "send", "--json"))["id"]
+
+        # The reader's pages, in the order a reader meets them.
+        page.goto(f"{base}/")
+        audit.check("signup")
+        page.get_by_label("Email address").fill("rita@localhost")
+        page.get_by_role("button", name="Subscribe").click()
+        audit.check("signup refused (422)")
+        page.get_by_label("Email address").fill(READER)
+        page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+        audit.check("check your inbox")
+        page.goto(f"{base}/")
+        page.get_by_label("Email address").fill(READER)
+        page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Please try again later")
+        audit.check("signup limited (429)")
+
+        (confirmation,) = emails_to(service, READER, 1)
+        page.goto(link_in(confirmation, "/confirm/"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Subscription confirmed")
+        audit.check("confirmed")
+        welcome = emails_to(service, READER, 2)[1]
+        page.goto(link_in(welcome, "/preferences/"))
+        audit.check("preferences")
+        page.get_by_label("Erase everything about me").check()
+        page.get_by_role("button", name="Email me the link to erase my data").click()
+        audit.check("erase link sent")
+        page.goto(link_in(emails_to(service, READER, 3)[2], "/erase/"))
+        audit.check("erase")
+        page.goto(link_in(welcome, "/unsubscribe/"))
+        audit.check("unsubscribe")
+        page.get_by_role("button", name="Unsubscribe").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
+        audit.check("unsubscribed")
+
+        articles = json.loads(newsletter_cli(service, "articles", "list", "--json"))
+        page.goto(f"{base}/articles/{articles[0]['slug']}")
+        audit.check("article")
+        page.goto(f"{base}/articles/no-such-article")
+        audit.check("not found (404)")
+        page.goto(f"{base}/digests/not-a-number")
+        audit.check("invalid (422)")
+        wait_for_state(service, digest_id, "sent")
+        page.goto(f"{base}/digests/{digest_id}")
+        audit.check("digest web copy")
+
+        # The dashboard, page by page.
+        page.goto(f"{base}/admin")
+        expect(page).to_have_url(re.compile(r"/admin/login"))
+        audit.check("login")
+        page.get_by_label("Admin token").fill("not-the-token")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_be_visible()
+        audit.check("login refused")
+        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{base}/admin")
+        audit.check("dashboard")
+        for path, name in [
+            ("/admin/digests", "digests"),
+            ("/admin/digests/new", "digest new"),
+            (f"/admin/digests/{digest_id}", "digest"),
+            (f"/admin/digests/{digest_id}/preview", "digest preview"),
+            ("/admin/digests/999999", "digest not found"),
+            ("/admin/newsletters", "newsletters"),
+            ("/admin/articles", "articles"),
+            ("/admin/subscribers", "subscribers"),
+            ("/admin/subscribers/import", "subscribers import"),
+            ("/admin/suppressions", "suppressions"),
+            ("/admin/outbox", "outbox"),
+        ]:
+            page.goto(f"{base}{path}")
+            audit.check(name)
+        page.locator("table a").first.click()
+        expect(page.locator("iframe.preview")).to_be_visible()
+        audit.check("outbox message")
+        page.goto(f"{base}/admin/subscribers")
+        page.get_by_role("link", name=DIGEST_READERS[0]).first.click()
+        expect(page).to_have_url(re.compile(r"/admin/subscribers/\d+$"))
+        audit.check("subscriber")
+        page.goto(f"{base}/admin/subscribers/import")
+        csv = ROOT / "build" / "a11y-import.csv"
+        csv.parent.mkdir(exist_ok=True)
+        csv.write_text("email,name\nnova.a11y@example.com,Nova\nnot an address,Bad\n")
+        page.locator("input[type=file]").first.set_input_files(Path(csv))
+        page.locator("form[enctype='multipart/form-data'] button[type=submit]").click()
+        audit.check("subscribers import check")
+        context.close()
+
+    assert len(audit.checked) == 31, audit.checked
+    assert not audit.found, "axe-core found {} barrier(s):\n{}".format(
+        len(audit.found), "\n".join(audit.found)
+    )
