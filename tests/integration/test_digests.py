@@ -201,7 +201,9 @@ def test_articles_already_sent_to_a_reader_are_not_repeated(session: Session) ->
     assert sorted(select(session, rui)) == ["New today", "Sent yesterday"]
 
 
-def test_a_story_had_in_one_language_is_not_offered_in_another(session: Session) -> None:
+def test_a_story_had_in_one_language_is_not_offered_in_another(
+    session: Session, settings: Settings
+) -> None:
     bridge_pt = article(session, "Macau reabre a ponte", language="pt", hours_ago=30)
     bridge_en = article(session, "Macau reopens the bridge", hours_ago=2)
     unrelated = article(session, "Lisbon trams run late", hours_ago=3)
@@ -226,6 +228,16 @@ def test_a_story_had_in_one_language_is_not_offered_in_another(session: Session)
     session.flush()
     assert select(session, maria) == [unrelated.title]
     assert select(session, ana) == [bridge_en.title, unrelated.title]
+    # The editor's preview of Maria's next digest says the same.
+    preview = digests.preview(
+        session,
+        newsletter_slug="daily",
+        settings=settings,
+        subscriber_email=maria.email,
+        since=NOW - timedelta(hours=24),
+        now=NOW,
+    )
+    assert preview.selection.article_ids == (unrelated.id,)
 
 
 def test_history_counts_every_started_digest_but_the_one_being_composed(
