@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
+import hashlib
 import re
 import time
 import unicodedata
@@ -291,7 +293,15 @@ def _record(session: Session, download: _Download, *, now: datetime) -> FeedRepo
     return report
 
 
-def _read_feed(download: _Download) -> tuple[list[ParsedArticle | str], str, str]:
+@dataclass(frozen=True)
+class _Entry:
+    """A feed entry as an article, and the addresses of its translations (hreflang)."""
+
+    article: ParsedArticle
+    translations: tuple[str, ...] = ()
+
+
+def _read_feed(download: _Download) -> tuple[list[_Entry | str], str, str]:
     """(entries as articles or one-line problems, why the feed is unusable, a warning)."""
     try:
         parsed: Any = feedparser.parse(download.content, response_headers=download.headers)
@@ -317,12 +327,13 @@ def _read_feed(download: _Download) -> tuple[list[ParsedArticle | str], str, str
 
 
 def _store_entries(
-    session: Session, entries: list[ParsedArticle | str], report: FeedReport, *, now: datetime
+    session: Session, entries: list[_Entry | str], report: FeedReport, *, now: datetime
 ) -> None:
-    for number, item in enumerate(entries, start=1):
-        if isinstance(item, str):
-            report.errors.append(f"entry {number}: {item}")
+    for number, entry in enumerate(entries, start=1):
+        if isinstance(entry, str):
+            report.errors.append(f"entry {number}: {entry}")
             continue
+        item = _with_story(session, entry)
         # A feed re-publishes an entry after fixing a typo: the same link stays one
         # article, or the next digest would carry the story twice.
         if item.url is not None and session.scalar(
@@ -363,7 +374,24 @@ def _note_on_feed(
     session.flush()
 
 
-def _entry_article(entry: Any, source: str, feed_language: str | None) -> ParsedArticle | str:
+def _with_story(session: Session, entry: _Entry) -> ParsedArticle:
+    """The entry's article, with the story key its translations already stored carry.
+
+    Versions stored without a key (before their other versions were known, this entry's
+    own earlier copy too) are tied to the entry's key now.
+    """
+    if not entry.translations:
+        return entry.article
+    urls = [*entry.translations, *([entry.article.url] if entry.article.url else [])]
+    known = list(session.scalars(select(Article).where(Article.url.in_(urls))))
+    story = next((a.story for a in known if a.story), entry.article.story)
+    for translation in known:
+        if translation.story is None:
+            translation.story = story
+    return dataclasses.replace(entry.article, story=story)
+
+
+def _entry_article(entry: Any, source: str, feed_language: str | None) -> _Entry | str:
     """One feed entry as an article to store, or a one-line reason why it cannot be."""
     title = _clean(_detail_text(entry.get("title_detail"), entry.get("title")))
     title = _one_line(title)
@@ -377,16 +405,59 @@ def _entry_article(entry: Any, source: str, feed_language: str | None) -> Parsed
     language = _declared_language(entry, content, feed_language) or guess_language(
         title, "\n\n".join(body_paragraphs)
     )
-    return ParsedArticle(
+    url, translations = _entry_links(entry, language)
+    article = ParsedArticle(
         title=title,
         body="\n\n".join(body_paragraphs),
         summary=lede_summary(summary_paragraphs),
-        url=_entry_url(entry.get("link")),
+        url=url,
         language=language,
         topics=_entry_topics(entry.get("tags")),
         published_at=_entry_time(entry),
         source=source,
+        story=_derived_story(url, translations),
     )
+    return _Entry(article, translations)
+
+
+def _entry_links(entry: Any, language: str) -> tuple[str | None, tuple[str, ...]]:
+    """The entry's own address, and those of its translations: the alternate links whose
+    hreflang names another language (<link rel="alternate" hreflang="pt" href="...">).
+
+    feedparser's entry.link is the last alternate link, which may be a translation's.
+    """
+    own: str | None = None
+    translations: list[str] = []
+    alternates = [
+        link for link in entry.get("links") or [] if link.get("rel", "alternate") == "alternate"
+    ]
+    for link in alternates:
+        url = _entry_url(link.get("href"))
+        if url is None:
+            continue
+        hreflang = link.get("hreflang")
+        other = isinstance(hreflang, str) and _language_of(hreflang) != language
+        if other and url not in translations:
+            translations.append(url)
+        elif not other and own is None:
+            own = url
+    if own is None and not translations:
+        own = _entry_url(entry.get("link"))
+    return own, tuple(t for t in translations if t != own)
+
+
+def _derived_story(url: str | None, translations: Sequence[str]) -> str | None:
+    """A story key every version of the entry computes alike: from the smallest of the
+    addresses (its own and its translations'), which each version lists."""
+    if not translations:
+        return None
+    smallest = min([url, *translations] if url else translations)
+    return "feed-" + hashlib.sha256(smallest.encode("utf-8")).hexdigest()[:24]
+
+
+def _language_of(tag: str) -> str:
+    # pt-BR, zh-Hans: the newsletter knows languages, not regions or scripts.
+    return re.split(r"[-_]", tag.strip().casefold(), maxsplit=1)[0]
 
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
@@ -437,8 +508,7 @@ def _declared_language(entry: Any, content: Any, feed_language: str | None) -> s
     declared = next((c for c in candidates if isinstance(c, str) and c.strip()), None)
     if declared is None:
         return None
-    # pt-BR, zh-CN, zh-Hans: the newsletter knows languages, not regions or scripts.
-    language = re.split(r"[-_]", declared.strip().casefold(), maxsplit=1)[0]
+    language = _language_of(declared)
     return language if language in LANGUAGES else None
 
 

@@ -34,7 +34,8 @@ SLUG_MAX_CHARS = 80
 
 ARTICLE_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
-FRONT_MATTER_KEYS = ("title", "url", "published_at", "language", "topics", "summary")
+FRONT_MATTER_KEYS = ("title", "url", "published_at", "language", "topics", "summary", "story")
+STORY_MAX_CHARS = 100
 # The editor's priority: higher comes first in a digest.
 # Front matter is six flat keys; a list in a list is already unusual.
 MAX_FRONT_MATTER_DEPTH = 50
@@ -62,6 +63,8 @@ class ParsedArticle:
     topics: list[str]
     published_at: datetime | None
     source: str
+    # The story the article is a version of (translations share it); None: its own story.
+    story: str | None = None
 
 
 @dataclass
@@ -155,7 +158,39 @@ def parse_markdown(text: str, *, source: str) -> ParsedArticle:
         topics=_topics_field(meta, source),
         published_at=_published_at_field(meta, source),
         source=source,
+        story=_story_field(meta, source),
     )
+
+
+_STORY = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def clean_story(value: str | None) -> str | None:
+    """A story key as an editor types it ("macau-bridge"), lower-cased; None when blank.
+
+    Raises InvalidInput: a key is a short slug (letters, digits, single dashes), so that
+    it never looks like the key of an article that is its own story ("article:12").
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("story", "The story must be text, such as macau-bridge.")
+    story = value.strip().lower()
+    if not story:
+        return None
+    if len(story) > STORY_MAX_CHARS or not _STORY.fullmatch(story):
+        raise InvalidInput(
+            "story",
+            f"The story {value[:40]!r} is not a story key: use lower-case letters and digits "
+            f"joined by single dashes, at most {STORY_MAX_CHARS} characters, "
+            "such as macau-bridge.",
+        )
+    return story
+
+
+def story_key(article: Article) -> str:
+    """The story an article tells: its key, or for an article without one, itself alone."""
+    return article.story or f"article:{article.id}"
 
 
 def store_article(
@@ -187,6 +222,7 @@ def store_article(
         priority=0,
         hidden=False,
         created_at=now,
+        story=parsed.story,
     )
     session.add(article)
     session.flush()
@@ -217,9 +253,15 @@ def import_paths(
 
 
 def list_articles(
-    session: Session, *, limit: int = 100, include_hidden: bool = False, offset: int = 0
+    session: Session,
+    *,
+    limit: int = 100,
+    include_hidden: bool = False,
+    offset: int = 0,
+    story: str | None = None,
 ) -> list[Article]:
-    """The newest articles first (by publication time), skipping the first `offset`."""
+    """The newest articles first (by publication time), skipping the first `offset`;
+    with `story`, only the versions of that story."""
     if limit < 0 or offset < 0:
         raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
     query = (
@@ -230,6 +272,8 @@ def list_articles(
     )
     if not include_hidden:
         query = query.where(Article.hidden.is_(False))
+    if story is not None:
+        query = query.where(Article.story == story)
     return list(session.scalars(query))
 
 
@@ -275,6 +319,18 @@ def set_hidden(session: Session, *, article_id: int, hidden: bool) -> Article:
     return article
 
 
+def set_story(session: Session, *, article_id: int, story: str | None) -> Article:
+    """Tie an article to a story (its translations share the key), or None to untie it.
+
+    UnknownArticle or InvalidInput (see clean_story).
+    """
+    key = clean_story(story)
+    article = get_article(session, article_id)
+    article.story = key
+    session.flush()
+    return article
+
+
 def get_article_by_slug(session: Session, slug: str) -> Article | None:
     # No slug holds a control character (PostgreSQL refuses a NUL in text): nothing to ask.
     if len(slug) > 200 or not slug.isprintable():
@@ -299,6 +355,7 @@ def article_as_dict(article: Article) -> dict[str, Any]:
         "priority": article.priority,
         "hidden": article.hidden,
         "created_at": article.created_at.isoformat() if article.created_at else None,
+        "story": article.story,
     }
 
 
@@ -668,6 +725,13 @@ def _language_field(meta: dict[str, Any], source: str) -> str | None:
     if language not in LANGUAGES:
         raise _error(source, f"unknown language {value!r} (expected one of {', '.join(LANGUAGES)})")
     return language
+
+
+def _story_field(meta: dict[str, Any], source: str) -> str | None:
+    try:
+        return clean_story(_text_field(meta, "story", source))
+    except InvalidInput as exc:
+        raise _error(source, exc.message) from None
 
 
 def _topics_field(meta: dict[str, Any], source: str) -> list[str]:

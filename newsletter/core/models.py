@@ -211,6 +211,9 @@ class Article(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     hidden: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Translations of one story share this key; None: the article is a story of its own
+    # (articles.store.story_key says which key that is).
+    story: Mapped[str | None] = mapped_column(String(100), index=True)
 
 
 class Digest(Base):

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.articles.store import story_key
 from newsletter.core.models import (
     Article,
     Delivery,
@@ -30,6 +31,8 @@ class Reader:
     language: str
     topics: frozenset[str]
     already_sent: frozenset[int] = frozenset()
+    # The stories (keys) they had in an earlier digest, in whatever language.
+    stories_read: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -83,20 +86,32 @@ def candidate_articles(session: Session, *, since: datetime, until: datetime) ->
 def select_articles(
     reader: Reader, candidates: Sequence[Article], *, fallback_language: str, cap: int
 ) -> Selection:
-    """One reader's selection: their topics (all when none), their language or the fallback.
+    """One reader's selection: one version of each story on their topics (all when none).
 
-    `candidates` come in the order candidate_articles gives; articles the reader had in an
-    earlier digest are left out.
+    The version is the one in the reader's language, else the one in the fallback (the
+    newsletter's language), else the story is left out. A story the reader had in an
+    earlier digest, in any language, is left out whole. A story is on the reader's topics
+    when any of its versions is: translations are tagged apart, and a tag missing on one
+    version must not turn the reader to another language. `candidates` come in the order
+    candidate_articles gives, and the stories keep the order of their chosen versions.
     """
-    fresh = [
-        a
-        for a in candidates
-        if a.id not in reader.already_sent
-        and (not reader.topics or reader.topics.intersection(a.topics))
-    ]
-    chosen = [a for a in fresh if a.language == reader.language] or [
-        a for a in fresh if a.language == fallback_language
-    ]
+    versions: dict[str, list[Article]] = {}
+    for article in candidates:
+        versions.setdefault(story_key(article), []).append(article)
+    chosen: list[Article] = []
+    for story, story_versions in versions.items():
+        if story in reader.stories_read or any(a.id in reader.already_sent for a in story_versions):
+            continue
+        if reader.topics and not any(reader.topics.intersection(a.topics) for a in story_versions):
+            continue
+        version = next(
+            (a for a in story_versions if a.language == reader.language),
+            next((a for a in story_versions if a.language == fallback_language), None),
+        )
+        if version is not None:
+            chosen.append(version)
+    order = {article.id: position for position, article in enumerate(candidates)}
+    chosen.sort(key=lambda a: order[a.id])
     return Selection(reader.language, tuple(a.id for a in chosen[:cap]))
 
 
@@ -147,7 +162,11 @@ def select_for_readers(
             select_articles(reader, candidates, fallback_language=fallback_language, cap=cap),
         )
         for reader in with_history(
-            session, readers, newsletter_id=newsletter_id, exclude_digest_id=digest_id
+            session,
+            readers,
+            newsletter_id=newsletter_id,
+            exclude_digest_id=digest_id,
+            candidates=candidates,
         )
     ]
 
@@ -175,9 +194,11 @@ def with_history(
     readers: Sequence[Reader],
     *,
     newsletter_id: int,
+    candidates: Sequence[Article],
     exclude_digest_id: int | None = None,
 ) -> list[Reader]:
-    """The readers, each with the articles already sent to them by this newsletter."""
+    """The readers, each with the articles and the candidates' stories this newsletter
+    already sent them (two queries for the whole page of readers, whatever its size)."""
     sent: dict[int, set[int]] = {r.subscriber_id: set() for r in readers}
     earlier = _started_digest_ids(session, newsletter_id, exclude_digest_id) if sent else []
     # The first digest of a list (a fresh import of a million readers) has no history to
@@ -197,10 +218,30 @@ def with_history(
         for subscriber_id, article_ids in rows:
             if subscriber_id is not None:
                 sent[subscriber_id].update(article_ids or ())
+    versions = _story_versions(session, candidates) if earlier else {}
     return [
-        Reader(r.subscriber_id, r.language, r.topics, frozenset(sent[r.subscriber_id]))
+        Reader(
+            r.subscriber_id,
+            r.language,
+            r.topics,
+            frozenset(sent[r.subscriber_id]),
+            frozenset(versions[i] for i in sent[r.subscriber_id] if i in versions),
+        )
         for r in readers
     ]
+
+
+def _story_versions(session: Session, candidates: Sequence[Article]) -> dict[int, str]:
+    """Every article (id) of the candidates' stories, with its story key.
+
+    Only the candidates' stories matter to a reader's history: the versions of those, by
+    the story index, rather than the key of every article a reader ever had.
+    """
+    stories = {a.story for a in candidates if a.story is not None}
+    if not stories:
+        return {}
+    rows = session.execute(select(Article.id, Article.story).where(Article.story.in_(stories)))
+    return {article_id: story for article_id, story in rows if story is not None}
 
 
 def _started_digest_ids(

@@ -207,18 +207,11 @@ def preview(
     """Exactly what one reader (or a reader with no preferences) would get if sent now."""
     now = now or utcnow()
     newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
-    if subscriber_email:
-        subscriber = find_by_email(session, subscriber_email)
-        (reader,) = composer.with_history(
-            session,
-            [composer.Reader(subscriber.id, subscriber.language, frozenset(subscriber.topics))],
-            newsletter_id=newsletter.id,
-        )
-    else:
-        subscriber = Subscriber(
-            id=0, email="reader@example.com", name="", language=newsletter.language
-        )
-        reader = composer.Reader(0, newsletter.language, frozenset())
+    subscriber = (
+        find_by_email(session, subscriber_email)
+        if subscriber_email
+        else Subscriber(id=0, email="reader@example.com", name="", language=newsletter.language)
+    )
     since, until = composer.digest_window(
         session,
         newsletter_id=newsletter.id,
@@ -231,6 +224,14 @@ def preview(
         raise NothingToSend(
             f"No article was published between {since:%Y-%m-%d %H:%M} and "
             f"{until:%Y-%m-%d %H:%M} UTC: there is nothing to send."
+        )
+    reader = composer.Reader(subscriber.id, newsletter.language, frozenset())
+    if subscriber_email:
+        (reader,) = composer.with_history(
+            session,
+            [composer.Reader(subscriber.id, subscriber.language, frozenset(subscriber.topics))],
+            newsletter_id=newsletter.id,
+            candidates=candidates,
         )
     selection = composer.select_articles(
         reader, candidates, fallback_language=newsletter.language, cap=settings.digest_max_articles

@@ -1,4 +1,5 @@
-"""The editors' article API: add an article as JSON, list the newest (admin token needed)."""
+"""The editors' article API: add an article as JSON, list the newest, tie translations into
+one story (admin token needed)."""
 
 from __future__ import annotations
 
@@ -27,21 +28,25 @@ from sqlalchemy.orm import Session
 from newsletter.articles.store import (
     CONTROL_CHARS,
     SLUG_MAX_CHARS,
+    STORY_MAX_CHARS,
     TITLE_MAX_CHARS,
     URL_MAX_CHARS,
     ParsedArticle,
+    UnknownArticle,
     article_as_dict,
+    clean_story,
     content_hash,
     guess_language,
     lede_summary,
     list_articles,
+    set_story,
     store_article,
 )
 from newsletter.core import clock
 from newsletter.core.config import LANGUAGES
 from newsletter.core.models import Article
 from newsletter.core.validation import clean_text, clean_topics, refuse_lone_surrogates
-from newsletter.web.deps import AdminDep, SessionDep, refusals
+from newsletter.web.deps import AdminDep, RowId, SessionDep, refusals
 
 BODY_MAX_BYTES = 200 * 1024
 SUMMARY_MAX_CHARS = 1000
@@ -71,6 +76,11 @@ class ArticleSubmission(BaseModel):
     priority: StrictInt = Field(default=0, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
     slug: str | None = None
     hidden: StrictBool = False
+    story: str | None = Field(
+        default=None,
+        description="The story this article is a version of: translations share the key "
+        "(such as macau-bridge).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +192,25 @@ class ArticleSubmission(BaseModel):
             )
         return slug
 
+    @field_validator("story", mode="before")
+    @classmethod
+    def _story(cls, value: Any) -> str | None:
+        # InvalidInput is a ValueError: its sentence becomes the 422 answer.
+        return clean_story(value)
+
+
+class ArticleChanges(BaseModel):
+    """What an editor may change on a stored article: the story it belongs to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    story: str | None = Field(description="The story key, or null: a story of its own.")
+
+    @field_validator("story", mode="before")
+    @classmethod
+    def _story(cls, value: Any) -> str | None:
+        return clean_story(value)
+
 
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -209,10 +238,29 @@ def get_articles(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     include_hidden: bool = False,
+    story: Annotated[
+        str | None,
+        Query(max_length=STORY_MAX_CHARS, description="Only the versions of this story."),
+    ] = None,
 ) -> dict[str, Any]:
     """The newest articles first."""
-    articles = list_articles(session, limit=limit, include_hidden=include_hidden)
+    articles = list_articles(
+        session, limit=limit, include_hidden=include_hidden, story=clean_story(story)
+    )
     return {"articles": [article_as_dict(article) for article in articles]}
+
+
+@router.patch("/articles/{article_id}", responses=refusals(404))
+def patch_article(
+    article_id: RowId, changes: ArticleChanges, session: SessionDep
+) -> dict[str, Any]:
+    """Tie an article to a story (its translations share the key), or untie it (null)."""
+    try:
+        article = set_story(session, article_id=article_id, story=changes.story)
+    except UnknownArticle as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    session.commit()
+    return article_as_dict(article)
 
 
 def submit_article(
@@ -228,6 +276,7 @@ def submit_article(
     priority: int = 0,
     slug: str | None = None,
     hidden: bool = False,
+    story: str | None = None,
     source: str = API_SOURCE,
     now: datetime | None = None,
 ) -> tuple[Article, bool]:
@@ -249,6 +298,7 @@ def submit_article(
         topics=list(topics),
         published_at=published_at,
         source=source,
+        story=story,
     )
     try:
         return _store_once(session, parsed, slug=slug, priority=priority, hidden=hidden, now=now)

@@ -362,8 +362,35 @@ def test_an_article_gets_a_priority_and_is_hidden_and_shown(client: TestClient, 
     assert client.get("/articles/macau-reabre-a-ponte").status_code == 200
 
 
+def test_an_editor_ties_translations_into_one_story(client: TestClient, csrf: str) -> None:
+    upload(client, "/admin/articles/import", csrf, [("ponte.md", MARKDOWN)], "files")
+    article_id = articles()["Macau reabre a ponte"].id
+
+    response = post(client, f"/admin/articles/{article_id}/story", csrf, story=" Macau-Bridge ")
+    assert response.status_code == 303, response.text
+    assert articles()["Macau reabre a ponte"].story == "macau-bridge"
+    page = client.get("/admin/articles").text
+    assert "is a version of the story macau-bridge" in page
+    assert 'name="story" value="macau-bridge"' in page
+
+    for bad in ("macau bridge", "article:1", "x" * 101):
+        response = post(client, f"/admin/articles/{article_id}/story", csrf, story=bad)
+        assert response.status_code == 422, bad
+        assert "lower-case letters and digits joined by single dashes" in response.text
+    assert articles()["Macau reabre a ponte"].story == "macau-bridge"
+
+    assert post(client, f"/admin/articles/{article_id}/story", csrf, story="").status_code == 303
+    assert articles()["Macau reabre a ponte"].story is None
+    assert "is a story of its own" in client.get("/admin/articles").text
+
+
 def test_an_unknown_article_is_a_404(client: TestClient, csrf: str) -> None:
-    for action, data in (("priority", {"priority": "3"}), ("hide", {}), ("unhide", {})):
+    for action, data in (
+        ("priority", {"priority": "3"}),
+        ("story", {"story": "macau-bridge"}),
+        ("hide", {}),
+        ("unhide", {}),
+    ):
         response = post(client, f"/admin/articles/999999/{action}", csrf, **data)
         assert response.status_code == 404 and "No article with id 999999." in response.text
     assert post(client, "/admin/articles/0/hide", csrf).status_code == 422
@@ -730,6 +757,7 @@ def test_suppressions_are_paged(
         ("/admin/newsletters/daily/schedule", {"cron": "0 7 * * *", "action": "set"}),
         ("/admin/articles/{article}/priority", {"priority": "9"}),
         ("/admin/articles/{article}/hide", {}),
+        ("/admin/articles/{article}/story", {"story": "macau-bridge"}),
         ("/admin/subscribers/{reader}/reset-bounces", {}),
         ("/admin/subscribers/import/confirm", {"upload_id": "{upload}"}),
         ("/admin/suppressions", {"email": "new@example.com"}),
@@ -760,6 +788,7 @@ def test_a_form_without_the_csrf_token_is_refused_and_changes_nothing(
                 newsletter("daily").schedule_cron,  # type: ignore[union-attr]
                 stored.priority,
                 stored.hidden,
+                stored.story,
                 subscriber(reader).soft_bounce_count,
                 count(Subscriber),
                 suppressed(),

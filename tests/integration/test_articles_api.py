@@ -222,6 +222,9 @@ def test_hostile_html_is_stored_verbatim_as_text(client: TestClient) -> None:
         ({"slug": "Bad Slug"}, "lower-case letters and digits"),
         ({"slug": "a" * 81}, "at most 80 characters"),
         ({"hidden": "yes"}, "hidden"),
+        ({"story": "macau bridge"}, "lower-case letters and digits joined by single dashes"),
+        ({"story": "article:12"}, "is not a story key"),
+        ({"story": ["macau"]}, "The story must be text"),
         ({"titel": "typo"}, "titel: Extra inputs are not permitted"),
     ],
 )
@@ -297,3 +300,60 @@ def test_a_bad_limit_is_refused_in_words(client: TestClient, limit: str) -> None
     response = client.get("/api/articles", params={"limit": limit})
     assert response.status_code == 422
     assert response.json()["detail"].startswith("limit:")
+
+
+# --- Stories ---------------------------------------------------------------------------
+
+
+def test_translations_are_tied_into_one_story_and_listed_by_it(client: TestClient) -> None:
+    pt = client.post("/api/articles", json={**ARTICLE, "story": "Macau-Bridge"})
+    assert pt.status_code == 201, pt.text
+    assert pt.json()["story"] == "macau-bridge"
+    en = client.post(
+        "/api/articles",
+        json={"title": "Macau reopens the bridge", "body": "The bridge reopened at 8 today."},
+    )
+    assert en.json()["story"] is None
+    other = client.post("/api/articles", json={"title": "Lisbon trams", "body": "Late again."})
+    assert other.status_code == 201
+
+    tied = client.patch(f"/api/articles/{en.json()['id']}", json={"story": "macau-bridge"})
+    assert tied.status_code == 200, tied.text
+    assert tied.json()["story"] == "macau-bridge"
+    assert stored(en.json()["id"]).story == "macau-bridge"
+
+    versions = client.get("/api/articles", params={"story": "macau-bridge"}).json()["articles"]
+    assert sorted(a["title"] for a in versions) == [
+        "Macau reabre a ponte",
+        "Macau reopens the bridge",
+    ]
+    untied = client.patch(f"/api/articles/{en.json()['id']}", json={"story": None})
+    assert untied.json()["story"] is None
+    versions = client.get("/api/articles", params={"story": "macau-bridge"}).json()["articles"]
+    assert [a["title"] for a in versions] == ["Macau reabre a ponte"]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "words"),
+    [
+        ("/api/articles/{id}", {"story": "not a key"}, 422, "is not a story key"),
+        ("/api/articles/{id}", {"story": 5}, 422, "The story must be text"),
+        ("/api/articles/{id}", {}, 422, "story: Field required"),
+        ("/api/articles/{id}", {"story": "x", "title": "y"}, 422, "Extra inputs"),
+        ("/api/articles/999999", {"story": "macau-bridge"}, 404, "No article with id 999999"),
+    ],
+)
+def test_a_bad_story_change_is_refused_in_words_and_changes_nothing(
+    client: TestClient, path: str, payload: dict[str, Any], status: int, words: str
+) -> None:
+    created = client.post("/api/articles", json={**ARTICLE, "story": "macau-bridge"}).json()
+    response = client.patch(path.format(id=created["id"]), json=payload)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert stored(created["id"]).story == "macau-bridge"
+
+
+def test_a_bad_story_filter_is_refused_in_words(client: TestClient) -> None:
+    response = client.get("/api/articles", params={"story": "no such: key"})
+    assert response.status_code == 422
+    assert "is not a story key" in response.json()["detail"]

@@ -74,6 +74,31 @@ def test_articles_import_reports_the_bad_file_and_imports_the_rest(
     assert [a["title"] for a in listed] == ["Macau reabre a ponte"]
 
 
+def test_articles_import_ties_translations_and_refuses_a_bad_story_in_one_line(
+    clean_db: str, tmp_path: Path
+) -> None:
+    (tmp_path / "pt.md").write_text(
+        "---\ntitle: Macau reabre a ponte\nlanguage: pt\nstory: macau-bridge\n---\nA ponte.\n"
+    )
+    (tmp_path / "en.md").write_text(
+        "---\ntitle: Macau reopens the bridge\nlanguage: en\nstory: macau-bridge\n---\nIt.\n"
+    )
+    good = newsletter("articles", "import", str(tmp_path), database_url=clean_db)
+    assert good.returncode == 0, good.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "zh.md").write_text("---\ntitle: 澳门大桥\nstory: 澳门 大桥\n---\n大桥。\n")
+    refused = newsletter("articles", "import", str(bad), database_url=clean_db)
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "zh.md" in line and "is not a story key" in line
+    listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
+    assert sorted((a["language"], a["story"]) for a in listed) == [
+        ("en", "macau-bridge"),
+        ("pt", "macau-bridge"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

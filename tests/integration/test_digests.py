@@ -102,6 +102,7 @@ def select(
         session,
         [composer.Reader(who.id, who.language, frozenset(who.topics))],
         newsletter_id=get_by_slug(session, "daily").id,
+        candidates=candidates,
     )
     selection = composer.select_articles(with_history, candidates, fallback_language="en", cap=cap)
     titles = {a.id: a.title for a in candidates}
@@ -158,11 +159,17 @@ def test_topics_filter_and_no_topics_means_all(session: Session) -> None:
 
 def test_language_falls_back_to_the_newsletters_own(session: Session) -> None:
     article(session, "Notícia em português", language="pt")
-    article(session, "English story", language="en")
+    article(session, "English story", language="en", hours_ago=1.5)
+    article(session, "Só em português", language="pt", hours_ago=2)
     portuguese = reader(session, "pt@example.com", language="pt")
     chinese = reader(session, "zh@example.com", language="zh")
-    assert select(session, portuguese) == ["Notícia em português"]
-    assert select(session, chinese) == ["English story"]  # no Chinese article: the fallback
+    # Each article is a story of its own: the English one has no Portuguese version.
+    assert select(session, portuguese) == [
+        "Notícia em português",
+        "English story",
+        "Só em português",
+    ]
+    assert select(session, chinese) == ["English story"]  # no Chinese version: the fallback
 
 
 def test_the_cap_keeps_the_first_articles(session: Session) -> None:
@@ -194,6 +201,45 @@ def test_articles_already_sent_to_a_reader_are_not_repeated(session: Session) ->
     assert sorted(select(session, rui)) == ["New today", "Sent yesterday"]
 
 
+def test_a_story_had_in_one_language_is_not_offered_in_another(
+    session: Session, settings: Settings
+) -> None:
+    bridge_pt = article(session, "Macau reabre a ponte", language="pt", hours_ago=30)
+    bridge_en = article(session, "Macau reopens the bridge", hours_ago=2)
+    unrelated = article(session, "Lisbon trams run late", hours_ago=3)
+    for version in (bridge_pt, bridge_en):
+        version.story = "macau-bridge"
+    maria = reader(session, "maria@example.com", language="pt")
+    ana = reader(session, "ana@example.com")
+    earlier = digest_for(session, since_hours=48)
+    variant = DigestVariant(
+        digest_id=earlier.id, key="k", language="pt", article_ids=[bridge_pt.id]
+    )
+    session.add(variant)
+    session.flush()
+    session.add(
+        Delivery(
+            digest_id=earlier.id,
+            subscriber_id=maria.id,
+            variant_id=variant.id,
+            status=DeliveryStatus.SENT,
+        )
+    )
+    session.flush()
+    assert select(session, maria) == [unrelated.title]
+    assert select(session, ana) == [bridge_en.title, unrelated.title]
+    # The editor's preview of Maria's next digest says the same.
+    preview = digests.preview(
+        session,
+        newsletter_slug="daily",
+        settings=settings,
+        subscriber_email=maria.email,
+        since=NOW - timedelta(hours=24),
+        now=NOW,
+    )
+    assert preview.selection.article_ids == (unrelated.id,)
+
+
 def test_history_counts_every_started_digest_but_the_one_being_composed(
     session: Session,
 ) -> None:
@@ -223,7 +269,7 @@ def test_history_counts_every_started_digest_but_the_one_being_composed(
 
     def history(exclude: int | None) -> frozenset[int]:
         (found,) = composer.with_history(
-            session, [me], newsletter_id=newsletter_id, exclude_digest_id=exclude
+            session, [me], newsletter_id=newsletter_id, candidates=[], exclude_digest_id=exclude
         )
         return found.already_sent
 

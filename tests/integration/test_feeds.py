@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from newsletter.articles.feeds import (
     MAX_FEED_BYTES,
@@ -624,3 +624,102 @@ def test_redirects_are_followed_a_bounded_number_of_times(feeds: FeedServer) -> 
     assert fetch(feeds.url("/old.rss")).imported == 2
     assert_failed(fetch(feeds.url("/loop.rss")), "redirects too many times")
     assert [path for path, _ in feeds.seen].count("/loop.rss") == 6  # the first ask and 5 more
+
+
+# --- Translations: hreflang alternates ---------------------------------------------------
+
+
+def atom(language: str, *entries: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="{language}">'
+        "<title>Plataforma</title><id>urn:plataforma</id>"
+        "<updated>2026-11-21T10:00:00Z</updated>" + "".join(entries) + "</feed>"
+    ).encode()
+
+
+def entry(title: str, own: str, *translations: tuple[str, str]) -> str:
+    alternates = "".join(
+        f'<link rel="alternate" hreflang="{lang}" href="{href}"/>' for lang, href in translations
+    )
+    return (
+        f"<entry><title>{title}</title><id>urn:{own}</id>"
+        "<updated>2026-11-21T09:00:00Z</updated>"
+        f'<link rel="alternate" href="{own}"/>{alternates}'
+        f"<summary>{title}. Texto, text.</summary></entry>"
+    )
+
+
+EN_BRIDGE = "https://plataforma.example/en/2026/11/bridge"
+PT_BRIDGE = "https://plataforma.example/pt/2026/11/ponte"
+ZH_BRIDGE = "https://plataforma.example/zh/2026/11/bridge"
+
+
+def stories() -> dict[str | None, str | None]:
+    return {a.url: a.story for a in articles()}
+
+
+def test_translations_named_by_hreflang_share_one_story(feeds: FeedServer) -> None:
+    feeds.routes["/en.atom"] = Route(
+        body=atom(
+            "en",
+            entry("Macau reopens the bridge", EN_BRIDGE, ("pt", PT_BRIDGE), ("zh", ZH_BRIDGE)),
+            entry("Lisbon trams run late", "https://plataforma.example/en/trams"),
+        )
+    )
+    feeds.routes["/pt.atom"] = Route(
+        body=atom("pt", entry("Macau reabre a ponte", PT_BRIDGE, ("en", EN_BRIDGE)))
+    )
+    assert fetch(feeds.url("/en.atom")).imported == 2
+    assert fetch(feeds.url("/pt.atom")).imported == 1
+
+    found = stories()
+    # The entry's own link, not feedparser's last alternate (the Chinese translation's).
+    assert set(found) == {EN_BRIDGE, PT_BRIDGE, "https://plataforma.example/en/trams"}
+    assert found[EN_BRIDGE] == found[PT_BRIDGE]
+    assert found[EN_BRIDGE] is not None and found[EN_BRIDGE].startswith("feed-")
+    assert found["https://plataforma.example/en/trams"] is None
+
+
+def test_each_version_alone_derives_the_same_story(feeds: FeedServer) -> None:
+    feeds.routes["/zh.atom"] = Route(
+        body=atom(
+            "zh", entry("澳门大桥今天重新开放", ZH_BRIDGE, ("en", EN_BRIDGE), ("pt", PT_BRIDGE))
+        )
+    )
+    assert fetch(feeds.url("/zh.atom")).imported == 1
+    with db.session_scope() as session:
+        zh_story = session.scalar(select(Article.story).where(Article.url == ZH_BRIDGE))
+        session.execute(delete(Article))
+    feeds.routes["/en.atom"] = Route(
+        body=atom("en", entry("Macau reopens", EN_BRIDGE, ("zh", ZH_BRIDGE), ("pt", PT_BRIDGE)))
+    )
+    assert fetch(feeds.url("/en.atom")).imported == 1
+    assert stories() == {EN_BRIDGE: zh_story}
+
+
+def test_a_translation_takes_the_key_of_a_version_already_stored(feeds: FeedServer) -> None:
+    # The English version came first from a feed that named no translation.
+    feeds.routes["/en.atom"] = Route(body=atom("en", entry("Macau reopens", EN_BRIDGE)))
+    feeds.routes["/pt.atom"] = Route(
+        body=atom("pt", entry("Macau reabre a ponte", PT_BRIDGE, ("en", EN_BRIDGE)))
+    )
+    feeds.routes["/zh.atom"] = Route(
+        body=atom("zh", entry("澳门大桥今天重新开放", ZH_BRIDGE, ("en", EN_BRIDGE)))
+    )
+    assert fetch(feeds.url("/en.atom")).imported == 1
+    assert stories() == {EN_BRIDGE: None}
+    with db.session_scope() as session:
+        english = session.scalar(select(Article).where(Article.url == EN_BRIDGE))
+        assert english is not None
+        english.story = "macau-bridge"  # as an editor would set it
+    assert fetch(feeds.url("/pt.atom")).imported == 1
+    assert stories() == {EN_BRIDGE: "macau-bridge", PT_BRIDGE: "macau-bridge"}
+
+    # Untied again: the next translation ties the stored version to its own key.
+    with db.session_scope() as session:
+        session.execute(update(Article).values(story=None))
+    assert fetch(feeds.url("/zh.atom")).imported == 1
+    found = stories()
+    assert found[EN_BRIDGE] == found[ZH_BRIDGE] is not None
+    assert found[PT_BRIDGE] is None

@@ -1,4 +1,4 @@
-"""Admin dashboard: articles, newest first; importing files; priority; hiding."""
+"""Admin dashboard: articles, newest first; importing files; priority; story; hiding."""
 
 from __future__ import annotations
 
@@ -108,6 +108,30 @@ def set_priority(
     )
 
 
+@router.post("/articles/{article_id}/story")
+def set_story(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    article_id: RowId,
+    story: Annotated[str, Form(max_length=200)] = "",
+    page: PageField = 1,
+) -> Response:
+    try:
+        article = article_store.set_story(session, article_id=article_id, story=story)
+    except UnknownArticle as exc:
+        session.rollback()
+        return _page(request, admin, session, page=page, error=str(exc), status_code=404)
+    except InvalidInput as exc:
+        session.rollback()
+        return _page(request, admin, session, page=page, error=exc.message, status_code=422)
+    session.commit()
+    done = (
+        f"is a version of the story {article.story}" if article.story else "is a story of its own"
+    )
+    return redirect(f"/admin/articles?page={page}", f"“{article.title}” {done}.")
+
+
 @router.post("/articles/{article_id}/hide")
 def hide(
     request: Request, admin: AdminForm, session: SessionDep, article_id: RowId, page: PageField = 1
@@ -206,6 +230,7 @@ def _page(
             "suffixes": ", ".join(sorted(ARTICLE_SUFFIXES)),
             "min_priority": article_store.MIN_PRIORITY,
             "max_priority": article_store.MAX_PRIORITY,
+            "story_max_chars": article_store.STORY_MAX_CHARS,
         },
         status_code=status_code,
     )

@@ -255,6 +255,21 @@ def test_markdown_dates_off_the_clocks_years_are_refused(front_matter: str) -> N
         parse_markdown(f"---\ntitle: T\n{front_matter}\n---\nBody.\n", source="d.md")
 
 
+def test_markdown_story_ties_translations_together() -> None:
+    parsed = parse_markdown("---\ntitle: T\nstory: Macau-Bridge\n---\nBody.\n", source="s.md")
+    alone = parse_markdown("---\ntitle: T\n---\nBody.\n", source="a.md")
+
+    assert parsed.story == "macau-bridge"
+    assert alone.story is None
+
+
+@pytest.mark.parametrize("story", ["'macau bridge'", "'article:12'", "[macau, bridge]"])
+def test_markdown_story_that_is_not_a_key_is_refused_in_one_line(story: str) -> None:
+    with pytest.raises(ArticleParseError, match=r"^s\.md: ") as refused:
+        parse_markdown(f"---\ntitle: T\nstory: {story}\n---\nBody.\n", source="s.md")
+    assert "\n" not in str(refused.value)
+
+
 def test_markdown_topics_may_be_a_comma_separated_string() -> None:
     parsed = parse_markdown(
         "---\ntitle: T\ntopics: 'Macau, Brasil ,macau,, Angola'\n---\nBody.\n", source="t.md"
