@@ -249,15 +249,6 @@ def wave_statuses(
     return shown
 
 
-def describe_wave(status: WaveStatus) -> str:
-    """One line: 07:00 UTC+8 Asia/Macau — 23:00 UTC, 12 readers, sent."""
-    zones = ", ".join(status.zones) or "no reader's zone now"
-    return (
-        f"{status.local_time} {status.local_day:%Y-%m-%d} {status.utc_offset} {zones} — "
-        f"{status.due:%Y-%m-%d %H:%M} UTC, {status.readers} reader(s), {status.state}"
-    )
-
-
 # --- helpers -------------------------------------------------------------------------
 
 

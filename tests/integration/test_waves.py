@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.articles.store import ParsedArticle, store_article
+from newsletter.cli.status import wave_line
 from newsletter.core import clock, db
 from newsletter.core.models import (
     Delivery,
@@ -199,6 +200,28 @@ def test_status_shows_the_day_s_waves(world: Mailbox) -> None:
     assert (macau.readers, macau.state, macau.local_day) == (2, "sent", date(2026, 12, 5))
     lisbon = by_due[utc(2026, 12, 5, 7)]
     assert (lisbon.utc_offset, lisbon.readers, lisbon.state) == ("UTC+0", 1, "next")
+    line = wave_line(macau.as_dict())
+    assert line.startswith("07:00 2026-12-05 UTC+8") and "Asia/Macau" in line
+    assert "2026-12-04 23:00 UTC" in line and line.endswith(f"sent  #{macau.digest_id}")
+
+
+def test_status_json_lists_a_local_time_newsletter_s_waves(clean_db: str) -> None:
+    reader_in("macau@example.com", "Asia/Macau")
+    reader_in("saopaulo@example.com", "America/Sao_Paulo")
+    schedule_local_time("07:00")
+
+    result = run_newsletter("status", "--json", "--timeout", "0.5", database_url=clean_db)
+
+    assert result.returncode == 0, result.stderr
+    [daily] = json.loads(result.stdout)["waves"]
+    assert daily["newsletter"] == "daily" and daily["schedule"] == "0 7 * * *"
+    offsets = {(w["utc_offset"], tuple(w["zones"])) for w in daily["waves"]}
+    assert offsets == {("UTC+8", ("Asia/Macau",)), ("UTC-3", ("America/Sao_Paulo",))}
+    assert [w["state"] for w in daily["waves"]].count("next") == 1
+    assert all(w["local_time"] == "07:00" and w["readers"] == 1 for w in daily["waves"])
+    text = run_newsletter("status", "--timeout", "0.5", database_url=clean_db)
+    assert "Waves of daily (each reader's own clock)" in text.stdout
+    assert "UTC+8" in text.stdout and "Asia/Macau" in text.stdout
 
 
 # --- the command line ----------------------------------------------------------------
