@@ -5,17 +5,21 @@ each reader's 07:00, across Lisbon's clock change, one digest a day, dated their
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.cli.status import wave_line
 from newsletter.core import clock, db
+from newsletter.core.config import get_settings
 from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
@@ -26,8 +30,10 @@ from newsletter.core.models import (
 )
 from newsletter.digests import lifecycle, schedules
 from newsletter.tasks import jobs as tasks
+from newsletter.web.app import create_app
 from tests.conftest import Mailbox, wait_until_tasks_done
 from tests.factories import add_reader
+from tests.integration.test_admin_pages import _csrf_in, post
 from tests.integration.test_cli import newsletter as run_newsletter
 
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
@@ -320,3 +326,65 @@ def test_digest_send_refuses_a_bad_local_time_in_one_line(
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     with db.session_scope() as session:
         assert session.scalars(select(Digest)).all() == []
+
+
+# --- the dashboard -------------------------------------------------------------------
+
+
+@pytest.fixture
+def dashboard(clean_db: str) -> Iterator[tuple[TestClient, str]]:
+    """A client signed in to the dashboard, and its CSRF token."""
+    with TestClient(create_app(), base_url="http://testserver") as client:
+        login = client.post(
+            "/admin/login",
+            data={
+                "token": get_settings().admin_token,
+                "csrf_token": _csrf_in(client.get("/admin/login").text),
+                "next": "/admin",
+            },
+            follow_redirects=False,
+        )
+        assert login.status_code == 303, login.text
+        yield client, _csrf_in(client.get("/admin").text)
+
+
+def test_the_dashboard_sets_a_schedule_on_readers_clocks_and_shows_its_waves(
+    dashboard: tuple[TestClient, str],
+) -> None:
+    client, csrf = dashboard
+    reader_in("macau@example.com", "Asia/Macau")
+    reader_in("lisboa@example.com", "Europe/Lisbon")
+
+    response = post(
+        client, "/admin/newsletters/daily/schedule", csrf, cron="0 7 * * *", clock="readers"
+    )
+
+    assert response.status_code == 303
+    assert stored_schedule() == ("0 7 * * *", True)
+    page = client.get("/admin/newsletters")
+    assert "07:00 every day on each reader&#39;s own clock, in waves" in page.text  # the notice
+    waves_table = re.search(r'<table class="waves">.*?</table>', page.text, re.S)
+    assert waves_table, page.text
+    assert re.search(r"UTC\+8 Asia/Macau</td>\s*<td>\d{4}-\d\d-\d\d 23:00</td>", waves_table[0])
+    assert re.search(r"UTC\+0 Europe/Lisbon</td>\s*<td>\d{4}-\d\d-\d\d 07:00</td>", waves_table[0])
+    assert waves_table[0].count(">next<") == 1
+    assert '<option value="readers" selected>' in page.text
+
+    back = post(
+        client, "/admin/newsletters/daily/schedule", csrf, cron="0 7 * * *", clock="newsletter"
+    )
+    assert back.status_code == 303
+    assert stored_schedule() == ("0 7 * * *", False)
+    assert '<table class="waves">' not in client.get("/admin/newsletters").text
+
+
+def test_a_schedule_without_the_clock_choice_keeps_the_readers_clock(
+    dashboard: tuple[TestClient, str],
+) -> None:
+    client, csrf = dashboard
+    schedule_local_time("07:00")
+
+    response = post(client, "/admin/newsletters/daily/schedule", csrf, cron="0 8 * * *")
+
+    assert response.status_code == 303
+    assert stored_schedule() == ("0 8 * * *", True)
