@@ -267,7 +267,8 @@ def newsletters_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        schedule = f"'{row['schedule']}' {row['time_zone']}" if row["schedule"] else "no schedule"
+        zone = "on each reader's clock" if row["in_reader_zones"] else row["time_zone"]
+        schedule = f"'{row['schedule']}' {zone}" if row["schedule"] else "no schedule"
         next_due = f", next {row['next_due'][:16]} UTC" if row["next_due"] else ""
         click.echo(
             f"{row['slug']}\t{row['name']}\t{row['language']}\t{schedule}{next_due}\t"

@@ -395,8 +395,14 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
     for newsletter in newsletter_store.list_newsletters(session):
         upcoming = None
         if newsletter.schedule_cron:
+            # On readers' clocks, the next is the first wave to come, whichever zone's it is.
+            zones = (
+                set(waves.zones_in_use(session, newsletter)) or {newsletter.time_zone}
+                if newsletter.schedule_in_reader_zones
+                else {newsletter.time_zone}
+            )
             try:
-                upcoming = next_due(newsletter.schedule_cron, newsletter.time_zone, now)
+                upcoming = min(next_due(newsletter.schedule_cron, zone, now) for zone in zones)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
         described.append(

@@ -188,6 +188,53 @@ def test_each_reader_gets_one_digest_at_their_seven_dated_their_day_across_the_c
         assert (lisbon_25.since, lisbon_25.until) == (utc(2026, 10, 24, 6), utc(2026, 10, 25, 7))
 
 
+def test_lisbon_s_morning_moves_an_hour_earlier_in_utc_when_its_clocks_go_forward(
+    world: Mailbox,
+) -> None:
+    lisbon = reader_in("lisboa@example.com", "Europe/Lisbon")
+    macau = reader_in("macau@example.com", "Asia/Macau")
+    for hour in range(0, 24 * 4, 3):
+        moment = utc(2027, 3, 25) + timedelta(hours=hour)
+        publish(f"News of {moment:%d %H}h", moment)
+    schedule_local_time("07:00")
+
+    # Over the night of 28 March 2027, when Lisbon's clocks jump from 01:00 to 02:00.
+    now = utc(2027, 3, 26, 22, 30)
+    while now <= utc(2027, 3, 29, 8):
+        tick_at(now)
+        now += timedelta(minutes=30)
+    wait_until_tasks_done()
+
+    assert sent_waves(lisbon) == [utc(2027, 3, 27, 7), utc(2027, 3, 28, 6), utc(2027, 3, 29, 6)]
+    assert sent_waves(macau) == [utc(2027, 3, d, 23) for d in (26, 27, 28)]
+    days = [f"Daily digest · March {d}, 2027" for d in (27, 28, 29)]
+    assert datelines(world, "lisboa@example.com") == days
+    assert datelines(world, "macau@example.com") == days
+    with db.session_scope() as session:
+        spring = session.scalars(
+            select(Digest).where(Digest.scheduled_for == utc(2027, 3, 28, 6))
+        ).one()
+        # The window of Lisbon's wave is one day on its wall clock: 23 hours that night.
+        assert (spring.since, spring.until) == (utc(2027, 3, 27, 7), utc(2027, 3, 28, 6))
+
+
+def test_newsletters_list_names_a_readers_clock_schedule_and_its_first_wave(
+    clean_db: str,
+) -> None:
+    reader_in("macau@example.com", "Asia/Macau")
+    reader_in("saopaulo@example.com", "America/Sao_Paulo")
+    schedule_local_time("07:00")
+    now = utc(2026, 12, 4, 12)  # Macau's next 07:00 (23:00 UTC) comes before São Paulo's
+
+    with db.session_scope() as session:
+        [daily] = schedules.describe_newsletters(session, now=now)
+
+    assert daily["in_reader_zones"] is True
+    assert daily["next_due"] == "2026-12-04T23:00:00+00:00"
+    listed = run_newsletter("newsletters", "list", database_url=clean_db)
+    assert "'0 7 * * *' on each reader's clock" in listed.stdout
+
+
 def test_status_shows_the_day_s_waves(world: Mailbox) -> None:
     reader_in("lisboa@example.com", "Europe/Lisbon")
     reader_in("macau@example.com", "Asia/Macau")
