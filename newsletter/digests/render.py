@@ -281,6 +281,7 @@ def web_copy(
             subject=digest.subject,
             web_copy=True,
             now=digest.started_at or digest.created_at,
+            dateline=waves.dateline(digest),
         )
     except NothingToSend:  # every article of it hidden or deleted: no public copy is left
         raise LookupError(digest_id) from None

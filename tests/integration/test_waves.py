@@ -28,7 +28,7 @@ from newsletter.core.models import (
     Newsletter,
     Subscriber,
 )
-from newsletter.digests import lifecycle, schedules
+from newsletter.digests import lifecycle, render, schedules
 from newsletter.tasks import jobs as tasks
 from newsletter.web.app import create_app
 from tests.conftest import Mailbox, wait_until_tasks_done
@@ -216,6 +216,14 @@ def test_lisbon_s_morning_moves_an_hour_earlier_in_utc_when_its_clocks_go_forwar
         ).one()
         # The window of Lisbon's wave is one day on its wall clock: 23 hours that night.
         assert (spring.since, spring.until) == (utc(2027, 3, 27, 7), utc(2027, 3, 28, 6))
+        # The web copy of Macau's wave of 28 March (23:00 UTC on the 27th) is dated the 28th.
+        macau_wave = session.scalars(
+            select(Digest).where(Digest.scheduled_for == utc(2027, 3, 27, 23))
+        ).one()
+        page = render.web_copy(
+            session, digest_id=macau_wave.id, variant_id=None, settings=get_settings()
+        )
+        assert "March 28, 2027" in page and "March 27, 2027" not in page
 
 
 def test_newsletters_list_names_a_readers_clock_schedule_and_its_first_wave(
