@@ -279,18 +279,6 @@ def day_waves(
     (`digest send --local-time`) in the same span.
     """
     now = now or utcnow()
-    counted = waves.zones_in_use(session, newsletter)
-    zones = set(counted) or {newsletter.time_zone}
-    planned: list[waves.Wave] = []
-    if newsletter.schedule_cron and newsletter.schedule_in_reader_zones:
-        try:
-            planned = [
-                wave
-                for wave in waves_due(newsletter.schedule_cron, zones, now=now, upcoming=True)
-                if abs(wave.due - now) <= _WAVES_SPAN
-            ]
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
     made = session.scalars(
         select(Digest)
         .where(
@@ -301,6 +289,21 @@ def day_waves(
         )
         .order_by(Digest.scheduled_for, Digest.id)
     ).all()
+    recurring = bool(newsletter.schedule_cron and newsletter.schedule_in_reader_zones)
+    if not recurring and not made:
+        return []  # a newsletter on its own clock: no reader counted for nothing
+    counted = waves.zones_in_use(session, newsletter)
+    zones = set(counted) or {newsletter.time_zone}
+    planned: list[waves.Wave] = []
+    if newsletter.schedule_cron and recurring:
+        try:
+            planned = [
+                wave
+                for wave in waves_due(newsletter.schedule_cron, zones, now=now, upcoming=True)
+                if abs(wave.due - now) <= _WAVES_SPAN
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
     return waves.wave_statuses(planned, made, counted, now=now)
 
 
@@ -451,9 +454,8 @@ def _plan_waves(
     session: Session, newsletter: Newsletter, *, now: datetime, grace: timedelta
 ) -> list[int]:
     """A local-time newsletter's due waves, each made once; the ids of the digests made."""
-    assert newsletter.schedule_cron
     zones = waves.zones_in_use(session, newsletter)
-    if not zones:
+    if not zones or not newsletter.schedule_cron:
         return []
     try:
         due_waves = waves_due(newsletter.schedule_cron, zones, now=now)
