@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -241,6 +242,42 @@ def test_newsletters_list_names_a_readers_clock_schedule_and_its_first_wave(
     assert daily["next_due"] == "2026-12-04T23:00:00+00:00"
     listed = run_newsletter("newsletters", "list", database_url=clean_db)
     assert "'0 7 * * *' on each reader's clock" in listed.stdout
+
+
+def test_a_scheduler_that_loses_the_race_for_a_wave_makes_nothing(clean_db: str) -> None:
+    # The first scheduler has inserted Macau's wave but not committed when the second
+    # looks: the second's insert of the same wave fails on the unique key, in a savepoint.
+    reader_in("macau@example.com", "Asia/Macau")
+    reader_in("saopaulo@example.com", "America/Sao_Paulo")
+    schedule_local_time("07:00")
+    now = utc(2026, 12, 4, 23, 5)  # Macau's 07:00 of 5 December has just gone
+    first_planned = threading.Event()
+    second: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def second_scheduler() -> None:
+        try:
+            first_planned.wait(timeout=10)
+            with db.session_scope() as session:
+                second.append(schedules.plan_recurring(session, now=now))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second_scheduler)
+    thread.start()
+    with db.session_scope() as session:
+        first = schedules.plan_recurring(session, now=now)
+        first_planned.set()
+        thread.join(timeout=0.5)  # long enough for the second to reach its insert
+    thread.join(timeout=30)
+
+    assert errors == []
+    with db.session_scope() as session:
+        [wave] = session.scalars(select(Digest)).all()
+        assert wave.scheduled_for == utc(2026, 12, 4, 23)
+        assert (wave.local_time, wave.local_day) == ("07:00", date(2026, 12, 5))
+        assert first == [wave.id]
+    assert second == [[]]
 
 
 def test_status_shows_the_day_s_waves(world: Mailbox) -> None:
