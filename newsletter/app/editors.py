@@ -15,7 +15,7 @@ from newsletter.app import jobs, readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core.config import Settings
 from newsletter.core.models import Digest
-from newsletter.digests import lifecycle
+from newsletter.digests import lifecycle, schedules
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 from newsletter.subscribers.store import SignupForm, SignupOutcome
@@ -45,6 +45,30 @@ def create_digest(
     work.enqueue(jobs.tick())
     work.commit()
     return digest
+
+
+def send_at_local_time(
+    work: UnitOfWork,
+    *,
+    newsletter_slug: str,
+    local_time: str,
+    since: datetime | None = None,
+    subject: str | None = None,
+    now: datetime | None = None,
+) -> list[Digest]:
+    """A one-off digest at the next `local_time` on each reader's clock: one per wave.
+    UnknownNewsletter or InvalidInput change nothing."""
+    made = schedules.plan_local_time_send(
+        work.session,
+        newsletter_slug=newsletter_slug,
+        local_time=local_time,
+        since=since,
+        subject=subject,
+        now=now,
+    )
+    work.enqueue(jobs.tick())
+    work.commit()
+    return made
 
 
 def pause_digest(work: UnitOfWork, *, digest_id: int) -> Digest:

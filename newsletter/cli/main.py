@@ -267,7 +267,8 @@ def newsletters_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        schedule = f"'{row['schedule']}' {row['time_zone']}" if row["schedule"] else "no schedule"
+        zone = "on each reader's clock" if row["in_reader_zones"] else row["time_zone"]
+        schedule = f"'{row['schedule']}' {zone}" if row["schedule"] else "no schedule"
         next_due = f", next {row['next_due'][:16]} UTC" if row["next_due"] else ""
         click.echo(
             f"{row['slug']}\t{row['name']}\t{row['language']}\t{schedule}{next_due}\t"
@@ -279,18 +280,46 @@ def newsletters_list(as_json: bool) -> None:
 @click.argument("slug")
 @click.argument("cron", required=False, default="")
 @click.option("--time-zone", default=None, help="IANA name, e.g. Asia/Macau.")
-def newsletters_set_schedule(slug: str, cron: str, time_zone: str | None) -> None:
+@click.option(
+    "--local-time",
+    default=None,
+    help="Every day at this time (e.g. 07:00) on each reader's own clock, sent in waves.",
+)
+@click.option(
+    "--reader-zones/--newsletter-zone",
+    "in_reader_zones",
+    default=None,
+    help="Read the schedule on each reader's clock, or (back) on the newsletter's.",
+)
+def newsletters_set_schedule(
+    slug: str,
+    cron: str,
+    time_zone: str | None,
+    local_time: str | None,
+    in_reader_zones: bool | None,
+) -> None:
     """Send SLUG's digest on a cron schedule in its time zone; no CRON clears it."""
     from newsletter.core.db import session_scope
     from newsletter.digests import schedules
 
     with _user_errors(), session_scope() as session:
-        newsletter = schedules.set_schedule(session, slug=slug, cron=cron, time_zone=time_zone)
-        described = (
-            f"'{newsletter.schedule_cron}' in {newsletter.time_zone}"
-            if newsletter.schedule_cron
-            else "no schedule"
+        newsletter = schedules.set_schedule(
+            session,
+            slug=slug,
+            cron=cron,
+            time_zone=time_zone,
+            local_time=local_time,
+            in_reader_zones=in_reader_zones,
         )
+        if not newsletter.schedule_cron:
+            described = "no schedule"
+        elif newsletter.schedule_in_reader_zones:
+            described = (
+                f"'{newsletter.schedule_cron}' on each reader's clock "
+                f"(readers without a zone: {newsletter.time_zone})"
+            )
+        else:
+            described = f"'{newsletter.schedule_cron}' in {newsletter.time_zone}"
     click.echo(f"{slug}: {described}")
 
 
@@ -312,20 +341,45 @@ def digest() -> None:
 @click.option(
     "--at", "send_at", default=None, help="Send then (ISO 8601; no zone: the newsletter's)."
 )
+@click.option(
+    "--local-time",
+    default=None,
+    help="Send at the next such time (e.g. 07:00) on each reader's own clock, in waves.",
+)
 @click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"id": …, "state": …}.')
 def digest_send(
     newsletter_slug: str,
     since: str | None,
     send_at: str | None,
+    local_time: str | None,
     subject: str | None,
     as_json: bool,
 ) -> None:
-    """Create a digest and send it now, or at --at."""
+    """Create a digest and send it now, or at --at, or in waves at --local-time."""
     from newsletter.app import editors
     from newsletter.app.unit_of_work import unit_of_work
     from newsletter.subscribers import newsletters as newsletter_store
 
+    if local_time is not None and send_at is not None:
+        raise CommandError("Give --at or --local-time, not both.")
+    if local_time is not None:
+        with _user_errors(), unit_of_work() as work:
+            newsletter = newsletter_store.get_by_slug(work.session, newsletter_slug)
+            made = editors.send_at_local_time(
+                work,
+                newsletter_slug=newsletter_slug,
+                local_time=local_time,
+                since=_parse_when(since, "--since", time_zone=newsletter.time_zone),
+                subject=subject,
+            )
+            shown = [(d.id, d.state, d.scheduled_for, d.local_time, d.local_day) for d in made]
+        if as_json:
+            click.echo(json.dumps([{"id": i, "state": state} for i, state, *_ in shown]))
+            return
+        for digest_id, state, when, at, day in shown:
+            click.echo(f"digest {digest_id}: {state} for {when:%Y-%m-%d %H:%M} UTC ({at} {day})")
+        return
     with _user_errors(), unit_of_work() as work:
         newsletter = newsletter_store.get_by_slug(work.session, newsletter_slug)
         digest = editors.create_digest(

@@ -65,6 +65,12 @@ def render(report: dict[str, Any]) -> list[str]:
         when = (digest["scheduled_for"] or "")[:16].replace("T", " ")
         subject = f"  “{digest['subject']}”" if digest["subject"] else ""
         lines.append(f"  #{digest['id']} {digest['newsletter']} at {when} UTC{subject}")
+    for newsletter in report.get("waves", []):
+        lines.append(f"Waves of {newsletter['newsletter']} (each reader's own clock)")
+        if not newsletter["waves"]:
+            lines.append("  none from a day ago to a day ahead")
+        for wave in newsletter["waves"]:
+            lines.append("  " + wave_line(wave))
     lines.append(f"Last errors ({len(report['errors'])})")
     for error in report["errors"]:
         at = error["at"][:19].replace("T", " ")
@@ -73,6 +79,17 @@ def render(report: dict[str, Any]) -> list[str]:
             f"{error['address'] or '(erased)'}: {error['error']}"
         )
     return lines
+
+
+def wave_line(wave: dict[str, Any]) -> str:
+    """`07:00 2026-12-05 UTC+8 Asia/Macau  2026-12-04 23:00 UTC  2 reader(s)  sent`."""
+    utc_time = wave["utc"][:16].replace("T", " ")
+    zones = ", ".join(wave["zones"]) or "(no reader's zone now)"
+    return (
+        f"{wave['local_time']} {wave['local_day']} {wave['utc_offset']:<9} {zones:<32} "
+        f"{utc_time} UTC  {wave['readers']:>6,} reader(s)  {wave['state']}"
+        + (f"  #{wave['digest_id']}" if wave["digest_id"] else "")
+    )
 
 
 def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -128,6 +128,11 @@ class Newsletter(Base):
     language: Mapped[str] = mapped_column(String(8), default="en")
     schedule_cron: Mapped[str | None] = mapped_column(String(100))
     time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Lisbon")
+    # The schedule is read on each reader's own clock (07:00 in Lisbon, in Macau, ...),
+    # sent in waves, rather than once on the newsletter's clock.
+    schedule_in_reader_zones: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="newsletter")
@@ -241,6 +246,10 @@ class Digest(Base):
     # 0004's, which gave the digests of that day a cursor.
     dispatch_cursor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     dispatched_at: Mapped[datetime | None]
+    # A wave of a local-time send: the readers' wall-clock time ("07:00") and calendar
+    # day at `scheduled_for`; only readers whose zone puts that instant there get it.
+    local_time: Mapped[str | None] = mapped_column(String(5))
+    local_day: Mapped[date | None]
 
     newsletter: Mapped[Newsletter] = relationship()
 

@@ -27,7 +27,7 @@ from newsletter.core.models import (
     DigestVariant,
     Subscriber,
 )
-from newsletter.digests import lifecycle
+from newsletter.digests import lifecycle, waves
 from newsletter.digests.composer import Selection
 from newsletter.digests.render import PreparedVariant, prepare_variant, reader_recipient, view_url
 from newsletter.email.render import OutgoingMessage
@@ -336,6 +336,7 @@ def _message(
             subject=digest.subject,
             view_url=view_url(settings, digest.id, variant.id),
             now=digest.started_at,
+            dateline=waves.dateline(digest),
         )
         session.commit()
         variants[key] = prepared

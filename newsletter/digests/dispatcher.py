@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState
-from newsletter.digests import composer, lifecycle
+from newsletter.digests import composer, lifecycle, waves
 from newsletter.sending import ledger
 
 log = logging.getLogger("newsletter.dispatch")
@@ -63,7 +63,14 @@ def dispatch_page(
     if last_id is None:
         digest.dispatched_at = now
         if not lifecycle.has_deliveries(session, digest.id):
-            lifecycle.finish_empty(digest, now, "Nobody is subscribed to this newsletter yet.")
+            lifecycle.finish_empty(
+                digest,
+                now,
+                f"No reader's clock read {digest.local_time} at this wave's time, or each "
+                "had this day's digest already."
+                if digest.local_day
+                else "Nobody is subscribed to this newsletter yet.",
+            )
         elif lifecycle.count_deliveries(
             session, digest.id, DeliveryStatus.SKIPPED
         ) == lifecycle.count_deliveries(session, digest.id):
@@ -76,6 +83,11 @@ def dispatch_page(
         session.flush()
         lifecycle.finish_if_done(session, digest_id=digest.id, now=now)
         return DispatchPage([], done=True)
+    if digest.local_day is not None:
+        # A wave: only the readers whose clock reads its time now, once a day each. The
+        # cursor still moves over the whole page, so the walk stays keyset-paged.
+        mine = waves.wave_readers(session, digest, [r.subscriber_id for r in readers])
+        readers = [r for r in readers if r.subscriber_id in mine]
     variants = composer.compose(
         session,
         digest,

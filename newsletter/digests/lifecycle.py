@@ -7,7 +7,7 @@ ask it what each state allows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -58,9 +58,16 @@ def create_digest(
     send_at: datetime | None = None,
     subject: str | None = None,
     schedule_key: str | None = None,
+    until: datetime | None = None,
+    local_time: str | None = None,
+    local_day: date | None = None,
     now: datetime | None = None,
 ) -> Digest:
-    """A digest waiting for its time (now, when no time is given); the beat tick starts it."""
+    """A digest waiting for its time (now, when no time is given); the beat tick starts it.
+
+    A wave of a local-time send names its readers' wall-clock time and day, and comes
+    with its window (since, until) already set.
+    """
     now = now or utcnow()
     newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
     subject = clean_text("subject", subject, max_length=300) or None
@@ -73,6 +80,9 @@ def create_digest(
         since=since,
         scheduled_for=send_at or now,
         schedule_key=schedule_key,
+        until=until,
+        local_time=local_time,
+        local_day=local_day,
     )
     session.add(digest)
     session.flush()

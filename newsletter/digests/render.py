@@ -14,7 +14,7 @@ from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.i18n import translations
 from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber
-from newsletter.digests import composer
+from newsletter.digests import composer, waves
 from newsletter.email import builder
 from newsletter.email.render import (
     MessageTemplate,
@@ -62,11 +62,13 @@ def prepare_variant(
     web_copy: bool = False,
     now: datetime | None = None,
     time_zone: str | None = None,
+    dateline: datetime | None = None,
 ) -> PreparedVariant:
     """Render one variant: Jinja, CSS inlining and MIME layout happen here, once.
 
     Its dates are written on the clock of `time_zone`: the newsletter's unless another
     is given (a reader's own, once readers have one). `now` is the instant it is dated.
+    `dateline`, a moment already on the readers' clock (a wave's), dates it instead.
     """
     articles = _articles_in_order(session, selection.article_ids)
     if not articles:
@@ -78,7 +80,7 @@ def prepare_variant(
         "newsletter_name": newsletter.name,
         "subject": subject,
         # The dateline is the day on the readers' clock: Macau's 07:00 is 23:00 UTC the day before.
-        "date": clock.in_zone(now or utcnow(), time_zone or newsletter.time_zone),
+        "date": dateline or clock.in_zone(now or utcnow(), time_zone or newsletter.time_zone),
         "preheader": articles[0].summary or articles[0].title,
         "articles": [
             {
@@ -150,6 +152,7 @@ def render_for_readers(
                 subject=digest.subject,
                 view_url=view_url(settings, digest.id, variant.id),
                 now=digest.started_at or until,
+                dateline=waves.dateline(digest),
             )
             batch.variants_rendered += 1
         delivery_id = (delivery_ids or {}).get(subscriber.id)
@@ -279,6 +282,7 @@ def web_copy(
             subject=digest.subject,
             web_copy=True,
             now=digest.started_at or digest.created_at,
+            dateline=waves.dateline(digest),
         )
     except NothingToSend:  # every article of it hidden or deleted: no public copy is left
         raise LookupError(digest_id) from None

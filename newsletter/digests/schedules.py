@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -24,7 +24,7 @@ from newsletter.core.validation import (
     clean_text,
     clean_time_zone,
 )
-from newsletter.digests import lifecycle
+from newsletter.digests import lifecycle, waves
 from newsletter.subscribers import newsletters as newsletter_store
 
 log = logging.getLogger("newsletter.schedules")
@@ -55,6 +55,10 @@ _EXAMPLE = "for example '0 7 * * *' (07:00 every day) or '0 7 * * 1-5' (07:00 on
 # Wider than any clock change (a fall-back repeats at most two hours of the wall clock):
 # how far past `now` on the wall clock a due time may lie and still be in the past.
 _CLOCK_CHANGE_MARGIN = timedelta(hours=3)
+# Just before a due time: the previous due time is the latest at or before this.
+_JUST_BEFORE = timedelta(microseconds=1)
+# How far around now the operators' view of "the day's waves" reaches.
+_WAVES_SPAN = timedelta(hours=24)
 
 
 def validate_cron(expression: str) -> str:
@@ -174,6 +178,9 @@ def plan_recurring(
     for newsletter in scheduled:
         if not newsletter.schedule_cron:
             continue
+        if newsletter.schedule_in_reader_zones:
+            created.extend(_plan_waves(session, newsletter, now=now, grace=grace))
+            continue
         try:
             due = latest_due(newsletter.schedule_cron, newsletter.time_zone, now)
         except (ValueError, KeyError, TypeError) as exc:
@@ -205,17 +212,132 @@ def plan_recurring(
     return created
 
 
+def waves_due(
+    cron: str, zones: Iterable[str], *, now: datetime, upcoming: bool = False
+) -> list[waves.Wave]:
+    """A schedule read on each zone's own clock: its waves, zones sharing an instant together.
+
+    Each zone's latest due time at or before now (with `upcoming`, its first after now
+    too), DST-correct: Lisbon's 07:00 is 07:00 UTC in winter and 06:00 UTC in summer.
+    Each wave's window starts at its previous due time, a day earlier on its wall clock.
+    """
+    dues = []
+    for zone in set(zones):
+        for due in [latest_due(cron, zone, now)] + (
+            [next_due(cron, zone, now)] if upcoming else []
+        ):
+            dues.append((zone, due, latest_due(cron, zone, due - _JUST_BEFORE)))
+    return waves.group_waves(dues)
+
+
+def plan_local_time_send(
+    session: Session,
+    *,
+    newsletter_slug: str,
+    local_time: str,
+    since: datetime | None = None,
+    subject: str | None = None,
+    now: datetime | None = None,
+) -> list[Digest]:
+    """A one-off send at the next `local_time` on each reader's clock: one digest per wave.
+
+    Raises UnknownNewsletter or InvalidInput, and then creates nothing.
+    """
+    now = now or utcnow()
+    clean_time = waves.validate_local_time(local_time)
+    newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+    zones = waves.zones_in_use(session, newsletter) or {newsletter.time_zone: 0}
+    cron = waves.daily_cron(clean_time)
+    dues = []
+    for zone in zones:
+        due = next_due(cron, zone, now)
+        dues.append((zone, due, latest_due(cron, zone, due - _JUST_BEFORE)))
+    made = []
+    for wave in waves.group_waves(dues):
+        made.append(
+            lifecycle.create_digest(
+                session,
+                newsletter_slug=newsletter.slug,
+                since=since or wave.since,
+                until=wave.due,
+                send_at=wave.due,
+                subject=subject,
+                local_time=wave.local_time,
+                local_day=wave.local_day,
+                now=now,
+            )
+        )
+    return made
+
+
+def day_waves(
+    session: Session, newsletter: Newsletter, *, now: datetime | None = None
+) -> list[waves.WaveStatus]:
+    """A local-time newsletter's waves from a day ago to a day ahead: sent, sending, next.
+
+    The recurring waves of its schedule, whether made yet or not, and the one-off waves
+    (`digest send --local-time`) in the same span.
+    """
+    now = now or utcnow()
+    made = session.scalars(
+        select(Digest)
+        .where(
+            Digest.newsletter_id == newsletter.id,
+            Digest.local_day.is_not(None),
+            Digest.scheduled_for >= now - _WAVES_SPAN,
+            Digest.scheduled_for <= now + _WAVES_SPAN,
+        )
+        .order_by(Digest.scheduled_for, Digest.id)
+    ).all()
+    recurring = bool(newsletter.schedule_cron and newsletter.schedule_in_reader_zones)
+    if not recurring and not made:
+        return []  # a newsletter on its own clock: no reader counted for nothing
+    counted = waves.zones_in_use(session, newsletter)
+    zones = set(counted) or {newsletter.time_zone}
+    planned: list[waves.Wave] = []
+    if newsletter.schedule_cron and recurring:
+        try:
+            planned = [
+                wave
+                for wave in waves_due(newsletter.schedule_cron, zones, now=now, upcoming=True)
+                if abs(wave.due - now) <= _WAVES_SPAN
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
+    return waves.wave_statuses(planned, made, counted, now=now)
+
+
 def set_schedule(
-    session: Session, *, slug: str, cron: str | None, time_zone: str | None
+    session: Session,
+    *,
+    slug: str,
+    cron: str | None,
+    time_zone: str | None,
+    local_time: str | None = None,
+    in_reader_zones: bool | None = None,
 ) -> Newsletter:
     """Give a newsletter a schedule (None or '' clears it) and, if given, a time zone.
 
+    `local_time` ("07:00") is the schedule "every day at that time on each reader's own
+    clock", instead of a cron; `in_reader_zones` says whether a cron is read on each
+    reader's clock (True) or the newsletter's (False); None keeps what it was, except
+    that a `local_time` always means readers' clocks.
     Everything is checked before anything changes. Raises UnknownNewsletter or InvalidInput.
     """
     newsletter = newsletter_store.get_by_slug(session, slug)
-    new_cron = validate_cron(cron) if cron and cron.strip() else None
+    if local_time is not None and cron and cron.strip():
+        raise InvalidInput(
+            "local_time", "Give either a cron schedule or a local time such as 07:00, not both."
+        )
+    if local_time is not None:
+        new_cron: str | None = waves.daily_cron(local_time)
+        in_reader_zones = True
+    else:
+        new_cron = validate_cron(cron) if cron and cron.strip() else None
     new_time_zone = validate_time_zone(time_zone) if time_zone is not None else None
     newsletter.schedule_cron = new_cron
+    if in_reader_zones is not None:
+        newsletter.schedule_in_reader_zones = in_reader_zones
     if new_time_zone is not None:
         newsletter.time_zone = new_time_zone
     session.flush()
@@ -276,8 +398,14 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
     for newsletter in newsletter_store.list_newsletters(session):
         upcoming = None
         if newsletter.schedule_cron:
+            # On readers' clocks, the next is the first wave to come, whichever zone's it is.
+            zones = (
+                set(waves.zones_in_use(session, newsletter)) or {newsletter.time_zone}
+                if newsletter.schedule_in_reader_zones
+                else {newsletter.time_zone}
+            )
             try:
-                upcoming = next_due(newsletter.schedule_cron, newsletter.time_zone, now)
+                upcoming = min(next_due(newsletter.schedule_cron, zone, now) for zone in zones)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
         described.append(
@@ -287,6 +415,7 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
                 "language": newsletter.language,
                 "time_zone": newsletter.time_zone,
                 "schedule": newsletter.schedule_cron or None,
+                "in_reader_zones": newsletter.schedule_in_reader_zones,
                 "next_due": upcoming.isoformat() if upcoming else None,
                 "subscribers": subscribed.get(newsletter.id, 0),
             }
@@ -319,6 +448,59 @@ def describe_schedule(cron: str) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _plan_waves(
+    session: Session, newsletter: Newsletter, *, now: datetime, grace: timedelta
+) -> list[int]:
+    """A local-time newsletter's due waves, each made once; the ids of the digests made."""
+    zones = waves.zones_in_use(session, newsletter)
+    if not zones or not newsletter.schedule_cron:
+        return []
+    try:
+        due_waves = waves_due(newsletter.schedule_cron, zones, now=now)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
+        return []
+    created = []
+    for wave in due_waves:
+        if now - wave.due > grace or wave.due < newsletter.created_at:
+            continue
+        key = f"{newsletter.id}@{wave.due.isoformat()}~{wave.local_time}"
+        if session.scalar(select(Digest.id).where(Digest.schedule_key == key)) is not None:
+            continue
+        _begin_before_savepoint(session)
+        try:
+            with session.begin_nested():
+                digest = lifecycle.create_digest(
+                    session,
+                    newsletter_slug=newsletter.slug,
+                    since=wave.since,
+                    until=wave.due,
+                    send_at=wave.due,
+                    schedule_key=key,
+                    local_time=wave.local_time,
+                    local_day=wave.local_day,
+                    now=now,
+                )
+        except IntegrityError:
+            log.info(
+                "newsletter %s: the wave due %s came from another scheduler",
+                newsletter.slug,
+                wave.due,
+            )
+            continue
+        log.info(
+            "newsletter %s: wave %s (%s %s, %s) scheduled for %s",
+            newsletter.slug,
+            digest.id,
+            wave.local_time,
+            waves.utc_offset_text(wave.utc_offset),
+            " ".join(wave.zones),
+            wave.due,
+        )
+        created.append(digest.id)
+    return created
 
 
 def _check_field(name: str, field: str, syntax: re.Pattern[str]) -> None:

@@ -21,8 +21,15 @@ from newsletter.core import db
 from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import mask_address, mask_addresses
-from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState, Subscriber
-from newsletter.digests import reports
+from newsletter.core.models import (
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    DigestState,
+    Newsletter,
+    Subscriber,
+)
+from newsletter.digests import reports, schedules
 
 # kombu's Redis transport keeps a queue's priorities in lists named <queue><sep><priority>.
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
@@ -51,6 +58,7 @@ def status(session: Session, app: Any, broker_url: str, *, timeout: float = 1.0)
         "workers": workers(app, timeout=timeout),
         "sending": sending_digests(session),
         "scheduled": scheduled_digests(session),
+        "waves": local_time_waves(session),
         "errors": last_errors(session),
     }
 
@@ -154,6 +162,23 @@ def scheduled_digests(session: Session, *, limit: int = 20) -> list[dict[str, An
         }
         for digest in rows
     ]
+
+
+def local_time_waves(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each local-time newsletter's waves from a day ago to a day ahead: sent, sending, next."""
+    now = now or utcnow()
+    found = []
+    for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
+        shown = schedules.day_waves(session, newsletter, now=now)
+        if shown or (newsletter.schedule_cron and newsletter.schedule_in_reader_zones):
+            found.append(
+                {
+                    "newsletter": newsletter.slug,
+                    "schedule": newsletter.schedule_cron,
+                    "waves": [wave.as_dict() for wave in shown],
+                }
+            )
+    return found
 
 
 def last_errors(

@@ -14,7 +14,7 @@ from newsletter.core import clock
 from newsletter.core.config import LANGUAGES, get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules
-from newsletter.subscribers.newsletters import UnknownNewsletter
+from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import SessionDep
 
@@ -64,9 +64,13 @@ def set_schedule(
     slug: str,
     cron: ShortText = "",
     time_zone: ShortText = "",
+    clock_of: Annotated[str, Form(alias="clock", max_length=20)] = "",
     action: ShortText = "set",
 ) -> Response:
     clearing = action == "clear"
+    # "readers": the cron is read on each reader's own clock (sent in waves); "newsletter":
+    # on the newsletter's; anything else (a form without the choice) keeps what it was.
+    in_reader_zones = {"readers": True, "newsletter": False}.get(clock_of.strip())
     if not clearing and not cron.strip():
         return _page(
             request,
@@ -81,6 +85,7 @@ def set_schedule(
             slug=slug,
             cron=None if clearing else cron,
             time_zone=None if clearing or not time_zone.strip() else time_zone,
+            in_reader_zones=None if clearing else in_reader_zones,
         )
     except UnknownNewsletter as exc:
         session.rollback()
@@ -92,6 +97,12 @@ def set_schedule(
     if newsletter.schedule_cron is None:
         return redirect("/admin/newsletters", f"{newsletter.slug}: no schedule any more.")
     words = schedules.describe_schedule(newsletter.schedule_cron)
+    if newsletter.schedule_in_reader_zones:
+        return redirect(
+            "/admin/newsletters",
+            f"{newsletter.slug}: {words} on each reader's own clock, in waves "
+            f"(readers without a zone: {newsletter.time_zone}).",
+        )
     return redirect("/admin/newsletters", f"{newsletter.slug}: {words} ({newsletter.time_zone}).")
 
 
@@ -111,6 +122,10 @@ def _page(
             schedules.describe_schedule(row["schedule"]) if row["schedule"] else None
         )
         row["next_local"] = _local_time(row["next_due"], row["time_zone"])
+        row["waves"] = [
+            wave.as_dict()
+            for wave in schedules.day_waves(session, get_by_slug(session, row["slug"]))
+        ]
     return admin_page(
         request,
         "newsletters.html",
