@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015_local_time_waves"
-down_revision: str | None = "0013_bounce_trust"
+down_revision: str | None = "0014_story_key"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
