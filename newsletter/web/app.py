@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,6 +39,11 @@ ERROR_TITLES = {
     404: N_("Not found"),
     405: N_("Not allowed"),
     413: N_("Too large"),
+}
+# What a refusal says when the route gave no words of its own.
+STATUS_DETAILS = {
+    404: N_("There is nothing here."),
+    405: N_("This address does not take this kind of request."),
 }
 
 
@@ -173,7 +179,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else N_("The request cannot be served.")
-    if detail == FASTAPI_UNREADABLE_BODY:
+    if detail == HTTPStatus(exc.status_code).phrase:
+        # Starlette's bare "Not Found" (no such route): words a person understands.
+        detail = STATUS_DETAILS.get(exc.status_code, detail)
+    elif detail == FASTAPI_UNREADABLE_BODY:
         # FastAPI's words for any body it could not parse, JSON nested too deep among them.
         detail = UNREADABLE_BODY
     title = ERROR_TITLES.get(exc.status_code) or N_("Error")
