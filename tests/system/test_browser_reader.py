@@ -80,7 +80,7 @@ def test_a_reader_signs_up_confirms_changes_preferences_and_leaves(service: Serv
         page.goto(f"{service.base_url}/")
         page.get_by_label("Email address").fill(READER)
         page.get_by_label("Name").fill("João Conceição")
-        page.get_by_label("Language").select_option("pt")
+        page.get_by_label("Language", exact=True).select_option("pt")
         page.screenshot(path=screenshot_path("signup.png"), full_page=True)
         page.get_by_role("button", name="Subscribe").click()
         # The browser asks for Portuguese (locale pt-PT): the answer is in it.
