@@ -537,7 +537,8 @@ def _current_reader(session: Session, subscriber_id: int, version: int) -> Subsc
     try:
         return subscribers.reader_of_link(session, subscriber_id=subscriber_id, version=version)
     except subscribers.LinkWithdrawn as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+        # Its words as given (a Phrase): the page writes them in the visitor's language.
+        raise HTTPException(status_code=400, detail=exc.args[0]) from None
 
 
 def _reader_language(session: Session, subscriber_id: int) -> str | None:

@@ -18,6 +18,7 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import Article, Digest, DigestState, DigestVariant
 from newsletter.core.tokens import Purpose, make_reader_token
 from newsletter.subscribers import newsletters, notices, signup_limits
+from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug, newsletter_text
 from newsletter.web.app import create_app
 from tests.factories import add_article, add_reader, link_token
@@ -143,6 +144,22 @@ def test_error_pages_speak_the_visitor_language(
         broken_link.text,
         language,
         {"en": "Link not valid", "pt": "Ligação inválida", "zh": "链接无效"},
+    )
+    # A link withdrawn since: the store's words, in the visitor's language.
+    reader = add_reader("ana@example.com")
+    with db.session_scope() as session:
+        subscribers.revoke_links(session, subscriber_id=reader)
+    token = make_reader_token(get_settings().secret_key, Purpose.PREFERENCES, reader, 0)
+    withdrawn = client.get(f"/preferences/{token}", headers=headers)
+    assert withdrawn.status_code == 400
+    assert in_language(
+        withdrawn.text,
+        language,
+        {
+            "en": "This link was withdrawn",
+            "pt": "Esta ligação foi retirada",
+            "zh": "此链接已被撤销",
+        },
     )
     # The API answers programs, in English, whatever the language asked.
     assert client.get(
