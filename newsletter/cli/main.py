@@ -238,20 +238,96 @@ def newsletters() -> None:
 
 @newsletters.command("add")
 @click.argument("slug")
-@click.option("--name", required=True)
+@click.option(
+    "--name",
+    "names",
+    required=True,
+    multiple=True,
+    help="Its name; again as LANG=NAME for a language: --name pt='Resumo diário'.",
+)
+@click.option(
+    "--description",
+    "descriptions",
+    multiple=True,
+    help="Its description; again as LANG=TEXT for a language.",
+)
 @click.option("--language", default="en", show_default=True, help="pt, en or zh.")
 @click.option("--time-zone", default="Europe/Lisbon", show_default=True)
 @click.option("--schedule", "cron", default=None, help="Cron, e.g. '0 7 * * *' (local time).")
-def newsletters_add(slug: str, name: str, language: str, time_zone: str, cron: str | None) -> None:
+def newsletters_add(
+    slug: str,
+    names: tuple[str, ...],
+    descriptions: tuple[str, ...],
+    language: str,
+    time_zone: str,
+    cron: str | None,
+) -> None:
     """Add a newsletter readers can subscribe to."""
     from newsletter.core.db import session_scope
     from newsletter.digests import schedules
 
+    name, names_in = _texts_by_language(names, "--name")
+    description, descriptions_in = _texts_by_language(descriptions, "--description")
+    if name is None:
+        raise CommandError("--name: give the newsletter's own name (without LANG=).")
     with _user_errors(), session_scope() as session:
         schedules.add_newsletter(
-            session, slug=slug, name=name, language=language, time_zone=time_zone, cron=cron
+            session,
+            slug=slug,
+            name=name,
+            language=language,
+            time_zone=time_zone,
+            cron=cron,
+            description=description or "",
+            names=names_in,
+            descriptions=descriptions_in,
         )
     click.echo(f"added newsletter {slug}")
+
+
+@newsletters.command("set")
+@click.argument("slug")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="Its name in a language, LANG=NAME: --name zh='每日摘要' (LANG= removes it).",
+)
+@click.option("--description", "descriptions", multiple=True, help="LANG=TEXT, as --name.")
+def newsletters_set(slug: str, names: tuple[str, ...], descriptions: tuple[str, ...]) -> None:
+    """Give SLUG its name and description in the readers' languages."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import newsletters as newsletter_store
+
+    name, names_in = _texts_by_language(names, "--name")
+    description, descriptions_in = _texts_by_language(descriptions, "--description")
+    if name is not None or description is not None:
+        raise CommandError("--name and --description take LANG=TEXT here, e.g. pt='Resumo'.")
+    if not names_in and not descriptions_in:
+        raise CommandError("nothing to set: give --name LANG=TEXT or --description LANG=TEXT.")
+    with _user_errors(), session_scope() as session:
+        newsletter = newsletter_store.translate_newsletter(
+            session, slug=slug, names=names_in, descriptions=descriptions_in
+        )
+        given = ", ".join(sorted(newsletter.translations or {})) or "none"
+    click.echo(f"{slug}: names and descriptions in {given}")
+
+
+def _texts_by_language(values: tuple[str, ...], option: str) -> tuple[str | None, dict[str, str]]:
+    """`--name 'Daily' --name pt='Resumo diário'`: the own text, and the text per language."""
+    from newsletter.core.config import LANGUAGES
+
+    own: str | None = None
+    by_language: dict[str, str] = {}
+    for value in values:
+        language, equals, text = value.partition("=")
+        if equals and language.strip() in LANGUAGES:
+            by_language[language.strip()] = text
+        elif own is None:
+            own = value
+        else:
+            raise CommandError(f"{option} is given twice without a language (LANG=TEXT).")
+    return own, by_language
 
 
 @newsletters.command("list")

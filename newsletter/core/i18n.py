@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import gettext
 import io
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeAlias
 
 from babel import Locale
-from babel.dates import format_date
+from babel.dates import format_date, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.units import format_unit
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
+
+from newsletter.core import clock
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DOMAIN = "messages"
@@ -50,6 +54,16 @@ def long_date(moment: datetime, language: str) -> str:
     The date is the one on `moment`'s own clock: give it on the reader's (clock.in_zone).
     """
     return format_date(moment.date(), format="long", locale=babel_locale(language))
+
+
+def local_date_time(moment: datetime, time_zone: str, language: str) -> str:
+    """An instant as a reader of that language reads it on a zone's clock, the zone named:
+    26 de novembro de 2026, 07:00 · Asia/Macau (UTC+8)."""
+    local = clock.in_zone(moment, time_zone)
+    written = format_time(local, format="short", locale=babel_locale(language))
+    # Chinese writes no comma between a date and its time.
+    between = " " if language == "zh" else ", "
+    return f"{long_date(local, language)}{between}{written} · {clock.zone_label(time_zone, moment)}"
 
 
 def babel_locale(language: str) -> Locale:
@@ -89,6 +103,55 @@ def negotiate_language(accept_language: str | None, *, default: str) -> str:
         if weight > 0 and language in LANGUAGE_TAGS:
             ranked.append((-weight, position, language))
     return min(ranked)[2] if ranked else default
+
+
+# A value put into a phrase: text, another phrase, or text that depends on the language
+# (a duration, a date), given as a function of it.
+PhraseValue: TypeAlias = "str | int | Phrase | Callable[[str], str]"
+
+
+class Phrase(str):
+    """A text to be written in a language chosen later: a page's, once the page knows it.
+
+    Made with N_(), which Babel extracts. As a str it is the English text, formatted (what
+    JSON answers and logs carry); `in_language` gives it in another.
+    """
+
+    message: str
+    values: dict[str, PhraseValue]
+
+    def __new__(cls, message: str, values: dict[str, PhraseValue]) -> Phrase:
+        phrase = super().__new__(cls, _format(message, values, "en"))
+        phrase.message = message
+        phrase.values = values
+        return phrase
+
+    def in_language(self, language: str) -> str:
+        return _format(translations(language).gettext(self.message), self.values, language)
+
+
+def N_(message: str, **values: PhraseValue) -> Phrase:
+    """Mark a text for translation now and write it later, in the language of its page."""
+    return Phrase(message, values)
+
+
+def in_language(text: str, language: str) -> str:
+    """A text in `language` if it is a Phrase; any other text as it is."""
+    return text.in_language(language) if isinstance(text, Phrase) else text
+
+
+def _format(message: str, values: dict[str, PhraseValue], language: str) -> str:
+    if not values:
+        return message
+    return message % {name: _value(value, language) for name, value in values.items()}
+
+
+def _value(value: PhraseValue, language: str) -> str | int:
+    if isinstance(value, Phrase):
+        return value.in_language(language)
+    if callable(value):
+        return value(language)
+    return value
 
 
 @pass_context

@@ -126,6 +126,10 @@ class Newsletter(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     language: Mapped[str] = mapped_column(String(8), default="en")
+    # The name and description in other languages, as the editor gives them:
+    # {"pt": {"name": "Resumo diário", "description": "..."}, "zh": {...}}. None or a
+    # language missing: the newsletter's own (subscribers.newsletters.newsletter_text).
+    translations: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
     schedule_cron: Mapped[str | None] = mapped_column(String(100))
     time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Lisbon")
     # The schedule is read on each reader's own clock (07:00 in Lisbon, in Macau, ...),

@@ -77,7 +77,7 @@ def prepare_variant(
     subject = subject or compose_subject(articles, language)
     context = {
         "publisher": settings.publisher_name,
-        "newsletter_name": newsletter.name,
+        "newsletter_name": newsletter_store.newsletter_text(newsletter, language).name,
         "subject": subject,
         # The dateline is the day on the readers' clock: Macau's 07:00 is 23:00 UTC the day before.
         "date": dateline or clock.in_zone(now or utcnow(), time_zone or newsletter.time_zone),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -26,13 +26,13 @@ from newsletter.core.validation import (
 )
 from newsletter.digests import lifecycle, waves
 from newsletter.subscribers import newsletters as newsletter_store
+from newsletter.subscribers.newsletters import clean_description as _clean_description
 
 log = logging.getLogger("newsletter.schedules")
 
 # A digest every minute is a mistake, not a newsletter.
 MIN_MINUTES_BETWEEN_DIGESTS = 15
 MAX_CRON_LENGTH = 100
-MAX_DESCRIPTION_LENGTH = 2000
 DEFAULT_GRACE = timedelta(hours=1)
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
@@ -353,6 +353,8 @@ def add_newsletter(
     time_zone: str = "Europe/Lisbon",
     cron: str | None = None,
     description: str = "",
+    names: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> Newsletter:
     """A new newsletter readers can subscribe to, or InvalidInput and nothing added.
 
@@ -377,6 +379,8 @@ def add_newsletter(
         schedule_cron=clean_cron,
         description=clean_description,
     )
+    # Its name and description in the readers' other languages, if the editor gave them.
+    newsletter_store.set_translations(newsletter, names=names, descriptions=descriptions)
     session.add(newsletter)
     try:
         session.flush()
@@ -412,6 +416,7 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
             {
                 "slug": newsletter.slug,
                 "name": newsletter.name,
+                "translations": newsletter.translations or {},
                 "language": newsletter.language,
                 "time_zone": newsletter.time_zone,
                 "schedule": newsletter.schedule_cron or None,
@@ -604,25 +609,6 @@ def _slug_taken(slug: str) -> InvalidInput:
     return InvalidInput(
         "slug", f"There is already a newsletter called {slug!r}; choose another short name."
     )
-
-
-def _clean_description(description: str | None) -> str:
-    # Line breaks are welcome in a description; other control characters are not.
-    if description is None:
-        return ""
-    if not isinstance(description, str):
-        raise InvalidInput("description", "The description must be text.")
-    lines = [
-        clean_text("description", line, max_length=MAX_DESCRIPTION_LENGTH)
-        for line in description.replace("\r\n", "\n").split("\n")
-    ]
-    value = "\n".join(lines).strip()
-    if len(value) > MAX_DESCRIPTION_LENGTH:
-        raise InvalidInput(
-            "description",
-            f"The description is too long (at most {MAX_DESCRIPTION_LENGTH} characters).",
-        )
-    return value
 
 
 _WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")

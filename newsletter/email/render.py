@@ -30,7 +30,7 @@ from markupsafe import escape
 
 from newsletter.core.clock import utcnow
 from newsletter.core.config import TEMPLATES_DIR
-from newsletter.core.i18n import duration, long_date, translations
+from newsletter.core.i18n import LANGUAGE_TAGS, duration, long_date, translations
 
 # CRLF line ends and RFC-conformant folding: what goes on the wire.
 WIRE_POLICY = email.policy.SMTP
@@ -83,7 +83,8 @@ class Recipient:
 def render_email(name: str, context: dict[str, Any], *, language: str) -> RenderedEmail:
     """Render templates/email/<name>/{subject.txt, body.txt, body.html} in one language."""
     env = email_environment(language)
-    context = {**context, "language": language}
+    # html_lang: what the HTML says it is written in (BCP 47: pt-PT, zh-Hans).
+    context = {**context, "language": language, "html_lang": LANGUAGE_TAGS.get(language, language)}
     subject = env.get_template(f"{name}/subject.txt").render(context)
     text = env.get_template(f"{name}/body.txt").render(context)
     html = env.get_template(f"{name}/body.html").render(context)

@@ -1,14 +1,91 @@
-"""Newsletters: the lists readers subscribe to, and the one every install starts with."""
+"""Newsletters: the lists readers subscribe to, their names in each language, and the one
+every install starts with."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.core.config import LANGUAGES
 from newsletter.core.models import Newsletter
+from newsletter.core.validation import InvalidInput, clean_text
 
 DEFAULT_SLUG = "daily"
 DEFAULT_NAME = "Daily digest"
+# The default newsletter's name in the other languages, given when it is created.
+DEFAULT_TRANSLATIONS = {"pt": {"name": "Resumo diário"}, "zh": {"name": "每日摘要"}}
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+
+
+class NewsletterText(NamedTuple):
+    """What a reader is shown of a newsletter: its name and description, in their language."""
+
+    name: str
+    description: str
+
+
+def newsletter_text(newsletter: Newsletter, language: str) -> NewsletterText:
+    """A newsletter's name and description in `language`, as the editor gave them, each
+    falling back to the newsletter's own (in its own language) when not given."""
+    given = (newsletter.translations or {}).get(language) or {}
+    return NewsletterText(
+        name=given.get("name") or newsletter.name,
+        description=given.get("description") or newsletter.description,
+    )
+
+
+def set_translations(
+    newsletter: Newsletter,
+    *,
+    names: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> None:
+    """Give the newsletter's name and/or description in some languages (an empty text
+    removes that language's, which then falls back to the newsletter's own)."""
+    translations = {lang: dict(texts) for lang, texts in (newsletter.translations or {}).items()}
+    for field, given in (("name", names or {}), ("description", descriptions or {})):
+        for language, text in given.items():
+            if language not in LANGUAGES:
+                raise InvalidInput(
+                    field,
+                    f"{language!r} is not one of the newsletter's languages "
+                    f"({', '.join(LANGUAGES)}).",
+                )
+            clean = (
+                clean_description(text)
+                if field == "description"
+                else clean_text(field, text, max_length=MAX_NAME_LENGTH)
+            )
+            texts = translations.setdefault(language, {})
+            if clean:
+                texts[field] = clean
+            else:
+                texts.pop(field, None)
+    # A new dict, so that the JSON column is seen to change.
+    newsletter.translations = {lang: texts for lang, texts in translations.items() if texts}
+
+
+def clean_description(description: str | None) -> str:
+    """A description as stored: line breaks kept, other control characters refused."""
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise InvalidInput("description", "The description must be text.")
+    lines = [
+        clean_text("description", line, max_length=MAX_DESCRIPTION_LENGTH)
+        for line in description.replace("\r\n", "\n").split("\n")
+    ]
+    value = "\n".join(lines).strip()
+    if len(value) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidInput(
+            "description",
+            f"The description is too long (at most {MAX_DESCRIPTION_LENGTH} characters).",
+        )
+    return value
 
 
 class UnknownNewsletter(LookupError):
@@ -22,7 +99,11 @@ def ensure_default_newsletter(session: Session, *, language: str, time_zone: str
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == DEFAULT_SLUG))
     if newsletter is None:
         newsletter = Newsletter(
-            slug=DEFAULT_SLUG, name=DEFAULT_NAME, language=language, time_zone=time_zone
+            slug=DEFAULT_SLUG,
+            name=DEFAULT_NAME,
+            language=language,
+            time_zone=time_zone,
+            translations=DEFAULT_TRANSLATIONS,
         )
         session.add(newsletter)
         session.flush()
@@ -47,3 +128,20 @@ def get_by_slug(session: Session, slug: str) -> Newsletter:
 def get_by_slugs(session: Session, slugs: list[str]) -> list[Newsletter]:
     """The newsletters named, in order, refusing any unknown one; none named means `daily`."""
     return [get_by_slug(session, slug) for slug in dict.fromkeys(slugs or [DEFAULT_SLUG])]
+
+
+def translate_newsletter(
+    session: Session,
+    *,
+    slug: str,
+    names: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> Newsletter:
+    """Give an existing newsletter its name and/or description in some languages.
+
+    Everything is checked before anything changes. Raises UnknownNewsletter or InvalidInput.
+    """
+    newsletter = get_by_slug(session, slug)
+    set_translations(newsletter, names=names, descriptions=descriptions)
+    session.flush()
+    return newsletter

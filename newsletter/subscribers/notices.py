@@ -15,6 +15,7 @@ from newsletter.core.tokens import Purpose, make_confirm_token, make_reader_toke
 from newsletter.email.builder import build_email
 from newsletter.email.render import OutgoingMessage
 from newsletter.subscribers import eligibility
+from newsletter.subscribers.newsletters import newsletter_text
 from newsletter.subscribers.store import get_subscriber
 
 
@@ -44,7 +45,7 @@ def confirmation_message(
     context = {
         "confirm_url": f"{settings.base_url}/confirm/{token}",
         "confirm_expires_in": settings.confirm_token_max_age_seconds,
-        "newsletter_names": _names(pending),
+        "newsletter_names": _names(pending, subscriber.language),
     }
     return build_email(
         "confirmation", context, subscriber=subscriber, newsletter=None, settings=settings
@@ -68,7 +69,7 @@ def welcome_message(
     # The welcome's one-click unsubscribe leaves the newsletter it welcomes to.
     return build_email(
         "welcome",
-        {"newsletter_names": _names(joined)},
+        {"newsletter_names": _names(joined, subscriber.language)},
         subscriber=subscriber,
         newsletter=joined[0],
         settings=settings,
@@ -93,7 +94,10 @@ def goodbye_message(
         return None
     return build_email(
         "goodbye",
-        {"newsletter_names": _names(left), "signup_url": f"{settings.base_url}/"},
+        {
+            "newsletter_names": _names(left, subscriber.language),
+            "signup_url": f"{settings.base_url}/",
+        },
         subscriber=subscriber,
         newsletter=left[0],
         settings=settings,
@@ -138,5 +142,8 @@ def data_link_message(
     )
 
 
-def _names(newsletters: list[Newsletter]) -> str:
-    return ", ".join(f"“{n.name}”" for n in newsletters)
+def _names(newsletters: list[Newsletter], language: str) -> str:
+    """The newsletters as the reader's language names them: “Resumo diário”, “每日摘要”."""
+    # Chinese lists with the enumeration comma.
+    separator = "、" if language == "zh" else ", "
+    return separator.join(f"“{newsletter_text(n, language).name}”" for n in newsletters)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from newsletter.core import metrics
 from newsletter.core.clock import utcnow
+from newsletter.core.i18n import N_
 from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
@@ -336,7 +337,7 @@ def reader_of_link(session: Session, *, subscriber_id: int, version: int) -> Sub
     version; UnknownSubscriber (erased) or LinkWithdrawn (revoked) otherwise."""
     subscriber = get_subscriber(session, subscriber_id)
     if subscriber.token_version != version:
-        raise LinkWithdrawn("This link was withdrawn; the newest email has one that works.")
+        raise LinkWithdrawn(N_("This link was withdrawn; the newest email has one that works."))
     return subscriber
 
 

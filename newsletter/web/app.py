@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter.app import queue as jobs_queue
 from newsletter.app.unit_of_work import Queue
 from newsletter.core.config import get_settings
+from newsletter.core.i18n import N_
 from newsletter.core.tokens import TokenError
 from newsletter.core.validation import InvalidInput
 from newsletter.subscribers.store import UnknownSubscriber
@@ -27,10 +29,22 @@ log = logging.getLogger("newsletter.web")
 # The dashboard's own caps (20 MB a CSV, 2 MB an article file) apply below this.
 ADMIN_UPLOAD_BYTES = 25 * 1024 * 1024
 FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
-UNREADABLE_BODY = (
+UNREADABLE_BODY = N_(
     "The request body cannot be read: it is not well-formed JSON or form data, "
     "or it is nested too deeply."
 )
+# The titles of the error pages, by status.
+ERROR_TITLES = {
+    400: N_("Link not valid"),
+    404: N_("Not found"),
+    405: N_("Not allowed"),
+    413: N_("Too large"),
+}
+# What a refusal says when the route gave no words of its own.
+STATUS_DETAILS = {
+    404: N_("There is nothing here."),
+    405: N_("This address does not take this kind of request."),
+}
 
 
 def create_app(*, queue: Queue | None = None) -> FastAPI:
@@ -130,20 +144,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 async def _token_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TokenError)
     message = (
-        "This link has expired. Sign up again to receive a fresh one."
+        N_("This link has expired. Sign up again to receive a fresh one.")
         if exc.expired
-        else "This link is not valid. Please use the link exactly as it appears in the email."
+        else N_("This link is not valid. Please use the link exactly as it appears in the email.")
     )
-    return _problem(request, 400, "Link not valid", message)
+    return _problem(request, 400, ERROR_TITLES[400], message)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return _problem(request, 404, "Not found", "There is nothing here.")
+    return _problem(request, 404, ERROR_TITLES[404], N_("There is nothing here."))
 
 
 async def _invalid_input(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidInput)
-    return _problem(request, 422, "Please check what you entered", exc.message, field=exc.field)
+    return _problem(request, 422, N_("Please check what you entered"), exc.message, field=exc.field)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -156,27 +170,33 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         problems.append(
             f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "")
         )
+    # Pydantic's own words for each problem are English; the page around them is not.
     return _problem(
-        request, 422, "Please check what you sent", "; ".join(problems) or "Invalid input."
+        request, 422, N_("Please check what you sent"), "; ".join(problems) or N_("Invalid input.")
     )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    titles = {400: "Link not valid", 404: "Not found", 405: "Not allowed", 413: "Too large"}
-    detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
-    if detail == FASTAPI_UNREADABLE_BODY:
+    detail = exc.detail if isinstance(exc.detail, str) else N_("The request cannot be served.")
+    if detail == HTTPStatus(exc.status_code).phrase:
+        # Starlette's bare "Not Found" (no such route): words a person understands.
+        detail = STATUS_DETAILS.get(exc.status_code, detail)
+    elif detail == FASTAPI_UNREADABLE_BODY:
         # FastAPI's words for any body it could not parse, JSON nested too deep among them.
         detail = UNREADABLE_BODY
-    response = _problem(request, exc.status_code, titles.get(exc.status_code, "Error"), detail)
+    title = ERROR_TITLES.get(exc.status_code) or N_("Error")
+    response = _problem(request, exc.status_code, title, detail)
     for header, value in (exc.headers or {}).items():
         response.headers[header] = value
     return response
 
 
 def _problem(request: Request, status: int, title: str, message: str, **extra: Any) -> Response:
+    """JSON (in English: it is for programs) or a page in the visitor's language; `title`
+    and `message` are written in it when they are Phrases (N_)."""
     if wants_json(request) or request.url.path.startswith("/api/"):
-        return JSONResponse({"detail": message, **extra}, status_code=status)
+        return JSONResponse({"detail": str(message), **extra}, status_code=status)
     return page(request, "message.html", {"title": title, "message": message}, status_code=status)
 
 

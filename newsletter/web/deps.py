@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -18,12 +20,26 @@ from newsletter.core.config import TEMPLATES_DIR, Settings, get_settings
 from newsletter.core.i18n import (
     LANGUAGE_NAMES,
     LANGUAGE_TAGS,
+    Phrase,
+    in_language,
     install_page_translations,
     negotiate_language,
 )
+from newsletter.core.models import Newsletter
+from newsletter.subscribers.newsletters import NewsletterText, newsletter_text
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR / "pages"))
 install_page_translations(templates.env)
+
+
+@pass_context
+def _newsletter_text_of_page(context: Context, newsletter: Newsletter) -> NewsletterText:
+    return newsletter_text(newsletter, context.get("language") or "en")
+
+
+# `{{ newsletter_text(n).name }}`, `.description`: a newsletter as the editor named it in
+# the page's language.
+templates.env.globals["newsletter_text"] = _newsletter_text_of_page
 # The cookie that keeps a visitor's choice of language from the switcher (`?lang=pt`).
 LANGUAGE_COOKIE = "lang"
 LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
@@ -84,6 +100,11 @@ def page(
     switcher = language not in LANGUAGE_TAGS
     if language not in LANGUAGE_TAGS:
         language, switched = page_language(request, settings)
+    # Texts from the routes (titles, messages: Phrases) are written in the page's language.
+    given = {
+        key: in_language(value, language) if isinstance(value, Phrase) else value
+        for key, value in (context or {}).items()
+    }
     response = templates.TemplateResponse(
         request,
         name,
@@ -93,7 +114,7 @@ def page(
             "html_lang": LANGUAGE_TAGS[language],
             "language_names": LANGUAGE_NAMES,
             "language_switcher": switcher,
-            **(context or {}),
+            **given,
         },
         status_code=status_code,
     )

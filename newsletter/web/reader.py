@@ -21,7 +21,14 @@ from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.articles.store import get_article_by_slug, public_topics
 from newsletter.core import db
 from newsletter.core.config import LANGUAGES, Settings
-from newsletter.core.i18n import LANGUAGE_NAMES, duration
+from newsletter.core.i18n import (
+    LANGUAGE_NAMES,
+    LANGUAGE_TAGS,
+    N_,
+    Phrase,
+    duration,
+    local_date_time,
+)
 from newsletter.core.models import Subscriber, SubscriptionStatus
 from newsletter.core.tokens import Purpose, TokenClaims, TokenError, read_reader_token, read_token
 from newsletter.core.validation import InvalidInput, refuse_lone_surrogates
@@ -44,14 +51,14 @@ log = logging.getLogger("newsletter.web")
 router = APIRouter()
 
 # What every signup hears, known address or not: nothing may tell them apart.
-SIGNUP_ANSWER = (
+SIGNUP_ANSWER = N_(
     "Thank you. If this address can receive our newsletters, a message is on its way: "
     "follow the link in it to confirm your subscription."
 )
 # What every signup hears while the workers' broker does not answer.
-SIGNUP_UNAVAILABLE = "We cannot take signups at the moment. Please try again in a minute."
+SIGNUP_UNAVAILABLE = N_("We cannot take signups at the moment. Please try again in a minute.")
 # What every signup over the hourly limits hears, whichever limit and whatever the address.
-SIGNUP_LIMITED = (
+SIGNUP_LIMITED = N_(
     "There have been too many signups from here or for this address in the last hour. "
     "Please try again later."
 )
@@ -113,7 +120,7 @@ def _subscribe(
     return page(
         request,
         "message.html",
-        {"title": "Check your inbox", "message": SIGNUP_ANSWER},
+        {"title": N_("Check your inbox"), "message": SIGNUP_ANSWER},
         status_code=202,
     )
 
@@ -134,17 +141,25 @@ def confirm(token: str, request: Request, work: UnitOfWorkDep, settings: Setting
         for s in subscriber.subscriptions
     )
     message = (
-        "Your subscription is confirmed. The next issue will reach your inbox."
+        N_("Your subscription is confirmed. The next issue will reach your inbox.")
         if subscribed
-        else "There was nothing left to confirm: this address has no pending subscription."
+        else N_("There was nothing left to confirm: this address has no pending subscription.")
     )
-    return page(request, "message.html", {"title": "Subscription confirmed", "message": message})
+    return page(
+        request,
+        "message.html",
+        {"title": N_("Subscription confirmed"), "message": message},
+        language=subscriber.language,
+    )
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=refusals(400))
-def unsubscribe_page(token: str, request: Request, settings: SettingsDep) -> Response:
-    _claims(settings, Purpose.UNSUBSCRIBE, token)
-    return page(request, "unsubscribe.html", {"token": token})
+def unsubscribe_page(
+    token: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
+    language = _reader_language(session, claims.subscriber_id)
+    return page(request, "unsubscribe.html", {"token": token}, language=language)
 
 
 @router.post("/unsubscribe/{token}", responses=refusals(400, 413))
@@ -180,10 +195,11 @@ async def unsubscribe(
         request,
         "message.html",
         {
-            "title": "You are unsubscribed",
-            "message": "You will receive no more of these emails. We are sorry to see you go.",
+            "title": N_("You are unsubscribed"),
+            "message": N_("You will receive no more of these emails. We are sorry to see you go."),
             "preferences_token": None,
         },
+        language=await run_in_threadpool(_reader_language, work.session, claims.subscriber_id),
     )
 
 
@@ -192,7 +208,12 @@ def preferences_page(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     loaded = _reader(session, settings, token)
-    return page(request, "preferences.html", _preferences_context(session, loaded, token))
+    return page(
+        request,
+        "preferences.html",
+        _preferences_context(session, loaded, token),
+        language=loaded.language,
+    )
 
 
 @router.post(
@@ -232,19 +253,28 @@ def _update_preferences(
         )
     except InvalidInput as exc:
         context = {**_preferences_context(session, loaded, token), "error": exc.message}
-        return page(request, "preferences.html", context, status_code=422), None
+        return page(
+            request, "preferences.html", context, status_code=422, language=loaded.language
+        ), None
     left = loaded.id if left_one else None
     context = {**_preferences_context(session, loaded, token), "saved": True}
-    return page(request, "preferences.html", context), left
+    # In the language the reader may just have chosen.
+    return page(request, "preferences.html", context, language=loaded.language), left
 
 
 # What a reader who asked for their data, or for its erasure, is told, whether or not a
 # link could go (sent a moment ago already, or mail cannot reach them).
 DATA_LINK_SENT = {
-    "export": "We are sending a link to your data to {email}. It works for {expiry}; "
-    "open it from that mailbox to download everything we keep about you.",
-    "erase": "We are sending a link to {email} to confirm the erasure. It works for "
-    "{expiry}; nothing is erased until you open it and confirm.",
+    "export": lambda **values: N_(
+        "We are sending a link to your data to %(email)s. It works for %(expiry)s; "
+        "open it from that mailbox to download everything we keep about you.",
+        **values,
+    ),
+    "erase": lambda **values: N_(
+        "We are sending a link to %(email)s to confirm the erasure. It works for "
+        "%(expiry)s; nothing is erased until you open it and confirm.",
+        **values,
+    ),
 }
 
 
@@ -281,9 +311,9 @@ def _request_erasure(
     if form.get("confirm") != "yes":
         context = {
             **_preferences_context(work.session, loaded, token),
-            "error": "Tick the box to confirm that you want everything about you erased.",
+            "error": N_("Tick the box to confirm that you want everything about you erased."),
         }
-        return page(request, "preferences.html", context, status_code=422)
+        return page(request, "preferences.html", context, status_code=422, language=loaded.language)
     readers.request_data_link(work, subscriber_id=loaded.id, action="erase")
     return _data_link_sent(request, settings, loaded, "erase")
 
@@ -310,14 +340,16 @@ def erase_page(
     """The page the erasure link opens: a button, so that a mail scanner fetching the link
     erases nothing."""
     loaded = _data_link_reader(session, settings, Purpose.ERASE, token)
-    return page(request, "erase.html", {"token": token, "email": loaded.email})
+    return page(
+        request, "erase.html", {"token": token, "email": loaded.email}, language=loaded.language
+    )
 
 
 @router.post("/erase/{token}", response_class=HTMLResponse, responses=refusals(400, 404, 413))
 async def erase(
     token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
 ) -> Response:
-    subscriber_id = await run_in_threadpool(_leave_before_erasure, work, settings, token)
+    subscriber_id, language = await run_in_threadpool(_leave_before_erasure, work, settings, token)
     # Unsubscribed and committed first: a message already on its way goes before the
     # erasure is confirmed, as for an unsubscribe.
     await _after_messages_in_flight(subscriber_id, settings)
@@ -326,34 +358,60 @@ async def erase(
         request,
         "message.html",
         {
-            "title": "Your data is erased",
-            "message": "Everything we kept about you is deleted. We keep only a one-way hash "
-            "of your address, so that we never write to it again.",
+            "title": N_("Your data is erased"),
+            "message": N_(
+                "Everything we kept about you is deleted. We keep only a one-way hash "
+                "of your address, so that we never write to it again."
+            ),
         },
+        # Read before the erasure: the reader's own language, for the last page they see.
+        language=language,
     )
 
 
-def _leave_before_erasure(work: UnitOfWork, settings: Settings, token: str) -> int:
+def _leave_before_erasure(work: UnitOfWork, settings: Settings, token: str) -> tuple[int, str]:
     loaded = _data_link_reader(work.session, settings, Purpose.ERASE, token)
+    language = loaded.language
     readers.leave_before_erasure(work, subscriber_id=loaded.id)
-    return loaded.id
+    return loaded.id, language
 
 
 def _data_link_sent(
     request: Request, settings: Settings, subscriber: Subscriber, action: str
 ) -> Response:
-    expiry = duration(settings.data_link_max_age_seconds, "en")
-    message = DATA_LINK_SENT[action].format(email=subscriber.email, expiry=expiry)
-    return page(request, "message.html", {"title": "Check your inbox", "message": message})
+    seconds = settings.data_link_max_age_seconds
+    message = DATA_LINK_SENT[action](
+        email=subscriber.email, expiry=lambda language: duration(seconds, language)
+    )
+    return page(
+        request,
+        "message.html",
+        {"title": N_("Check your inbox"), "message": message},
+        language=subscriber.language,
+    )
 
 
 @router.get("/articles/{slug}", response_class=HTMLResponse, responses=refusals(404))
-def article_page(slug: str, request: Request, session: SessionDep) -> Response:
+def article_page(
+    slug: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
     article = get_article_by_slug(session, slug)
     if article is None or article.hidden:
-        raise HTTPException(status_code=404, detail="There is no such article.")
+        raise HTTPException(status_code=404, detail=N_("There is no such article."))
+    # The page speaks the article's language, around it and in its date; a visitor is
+    # anonymous here, so the time is on the newsletter's clock.
     return page(
-        request, "article.html", {"article": article, "paragraphs": article.body.split("\n\n")}
+        request,
+        "article.html",
+        {
+            "article": article,
+            "paragraphs": article.body.split("\n\n"),
+            "article_lang": LANGUAGE_TAGS.get(article.language, article.language),
+            "published": local_date_time(
+                article.published_at, settings.default_time_zone, article.language
+            ),
+        },
+        language=article.language,
     )
 
 
@@ -368,7 +426,7 @@ def digest_web_copy(
     try:
         html = digests.web_copy(session, digest_id=digest_id, variant_id=variant, settings=settings)
     except LookupError:
-        raise HTTPException(status_code=404, detail="There is no such digest.") from None
+        raise HTTPException(status_code=404, detail=N_("There is no such digest.")) from None
     return HTMLResponse(html)
 
 
@@ -384,7 +442,7 @@ def _signups_unavailable(request: Request, *, as_json: bool) -> Response:
 
 
 def _try_later(
-    request: Request, message: str, status_code: int, retry_after: int, *, as_json: bool
+    request: Request, message: Phrase, status_code: int, retry_after: int, *, as_json: bool
 ) -> Response:
     """A signup not taken now: the words, with Retry-After, as JSON or as a page."""
     headers = {"Retry-After": str(retry_after)}
@@ -393,7 +451,7 @@ def _try_later(
     response = page(
         request,
         "message.html",
-        {"title": "Please try again later", "message": message},
+        {"title": N_("Please try again later"), "message": message},
         status_code=status_code,
     )
     response.headers.update(headers)
@@ -470,7 +528,7 @@ def _data_link_reader(
             raise
         raise HTTPException(
             status_code=400,
-            detail="This link has expired. Ask for a new one on your preferences page.",
+            detail=N_("This link has expired. Ask for a new one on your preferences page."),
         ) from None
     return _current_reader(session, claims.subscriber_id, claims.version)
 
@@ -479,7 +537,14 @@ def _current_reader(session: Session, subscriber_id: int, version: int) -> Subsc
     try:
         return subscribers.reader_of_link(session, subscriber_id=subscriber_id, version=version)
     except subscribers.LinkWithdrawn as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+        # Its words as given (a Phrase): the page writes them in the visitor's language.
+        raise HTTPException(status_code=400, detail=exc.args[0]) from None
+
+
+def _reader_language(session: Session, subscriber_id: int) -> str | None:
+    """The reader's stored language, for the pages their links open (None: gone since)."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    return subscriber.language if subscriber is not None else None
 
 
 def _in_flight_timeout(settings: Settings) -> float:

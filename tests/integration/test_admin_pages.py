@@ -237,6 +237,53 @@ def test_a_newsletter_is_added(client: TestClient, csrf: str) -> None:
     assert added and added.name == HOSTILE and added.language == "zh"
 
 
+def test_a_newsletter_is_added_with_its_names_in_other_languages(
+    client: TestClient, csrf: str
+) -> None:
+    response = post(
+        client,
+        "/admin/newsletters",
+        csrf,
+        slug="macau-weekly",
+        name="Macau weekly",
+        description="The week in Macau",
+        name_pt="Macau semanal",
+        name_zh="澳门周报",
+        description_zh="澳门一周",
+        name_en="",
+        language="en",
+        time_zone="Asia/Macau",
+    )
+    assert response.status_code == 303
+    added = newsletter("macau-weekly")
+    assert added and added.description == "The week in Macau"
+    assert added.translations == {
+        "pt": {"name": "Macau semanal"},
+        "zh": {"name": "澳门周报", "description": "澳门一周"},
+    }
+    page = client.get("/admin/newsletters")
+    assert 'value="澳门周报"' in page.text and 'value="Macau semanal"' in page.text
+
+
+def test_the_names_of_a_newsletter_in_each_language_are_set_and_removed(
+    client: TestClient, csrf: str
+) -> None:
+    response = post(
+        client, "/admin/newsletters/daily/names", csrf, name_pt="Resumo da manhã", name_zh=""
+    )
+    assert response.status_code == 303
+    stored = newsletter("daily")
+    # The Chinese name `newsletter up` gave is removed: the own name is shown again.
+    assert stored and stored.translations == {"pt": {"name": "Resumo da manhã"}}
+    assert "daily: names in each language saved." in client.get("/admin/newsletters").text
+
+    refused = post(client, "/admin/newsletters/daily/names", csrf, name_pt="A\nB")
+    assert refused.status_code == 422 and "line breaks" in refused.text
+    assert post(client, "/admin/newsletters/nope/names", csrf, name_pt="X").status_code == 404
+    stored = newsletter("daily")
+    assert stored and stored.translations == {"pt": {"name": "Resumo da manhã"}}
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [

@@ -226,3 +226,66 @@ def test_articles_fetch_refuses_a_feed_on_loopback_in_one_line(
         assert words in errors[0]
     listed = json.loads(newsletter("articles", "list", "--json", database_url=clean_db).stdout)
     assert listed == []
+
+
+def test_newsletters_are_named_in_each_language(clean_db: str) -> None:
+    added = newsletter(
+        "newsletters",
+        "add",
+        "macau",
+        "--name",
+        "Macau weekly",
+        "--name",
+        "pt=Macau semanal",
+        "--name",
+        "zh=澳门周报",
+        "--description",
+        "The week in Macau",
+        "--description",
+        "zh=澳门一周",
+        database_url=clean_db,
+    )
+    assert added.returncode == 0, added.stderr
+    changed = newsletter(
+        "newsletters",
+        "set",
+        "daily",
+        "--name",
+        "zh=每日新闻",
+        "--name",
+        "pt=",
+        database_url=clean_db,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "daily: names and descriptions in zh"
+    listed = json.loads(newsletter("newsletters", "list", "--json", database_url=clean_db).stdout)
+    by_slug = {row["slug"]: row for row in listed}
+    assert by_slug["macau"]["name"] == "Macau weekly"
+    assert by_slug["macau"]["translations"] == {
+        "pt": {"name": "Macau semanal"},
+        "zh": {"name": "澳门周报", "description": "澳门一周"},
+    }
+    # `newsletter up` gave `daily` its pt and zh names; pt= removed the Portuguese one.
+    assert by_slug["daily"]["translations"] == {"zh": {"name": "每日新闻"}}
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["set", "daily", "--name", "fr=Résumé"], "take LANG=TEXT"),
+        (["set", "daily", "--name", "Plain"], "take LANG=TEXT"),
+        (["set", "daily"], "nothing to set"),
+        (["set", "nope", "--name", "pt=X"], "There is no newsletter called"),
+        (["set", "daily", "--name", "pt=A\nB"], "line breaks"),
+        (["add", "x", "--name", "pt=Só"], "give the newsletter's own name"),
+        (["add", "x", "--name", "A", "--name", "B"], "twice without a language"),
+    ],
+)
+def test_bad_newsletter_names_are_refused_in_one_line(
+    clean_db: str, args: list[str], words: str
+) -> None:
+    before = newsletter("newsletters", "list", "--json", database_url=clean_db).stdout
+    refused = newsletter("newsletters", *args, database_url=clean_db)
+    assert refused.returncode != 0 and words in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert newsletter("newsletters", "list", "--json", database_url=clean_db).stdout == before

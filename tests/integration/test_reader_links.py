@@ -121,7 +121,8 @@ def test_the_data_and_its_erasure_are_a_link_mailed_to_the_address(
     preferences = links_mailed_to(reader)["preferences_url"]
 
     asked = client.post(f"{preferences}/data")
-    assert asked.status_code == 200 and "Check your inbox" in asked.text
+    # The pages of her links speak her language, as the emails do.
+    assert asked.status_code == 200 and "Consulte a sua caixa de correio" in asked.text
     assert "Leitora" not in asked.text and "subscriptions" not in asked.text
     download = link_in(mailbox, "my-data")
     [message] = mailbox.to(ADDRESS)
@@ -136,13 +137,13 @@ def test_the_data_and_its_erasure_are_a_link_mailed_to_the_address(
 
     mailbox.clear()
     asked = client.post(f"{preferences}/erase", data={"confirm": "yes"})
-    assert asked.status_code == 200 and "nothing is erased until" in asked.text
+    assert asked.status_code == 200 and "nada é eliminado até" in asked.text
     assert subscribed(reader)  # asking erased nothing
     erase = link_in(mailbox, "erase")
     page = client.get(erase)  # what a mail scanner fetching the link does: nothing
     assert page.status_code == 200 and 'method="post"' in page.text and subscribed(reader)
     erased = client.post(erase)
-    assert erased.status_code == 200 and "Your data is erased" in erased.text
+    assert erased.status_code == 200 and "Os seus dados foram eliminados" in erased.text
     with db.session_scope() as session:
         assert session.get(Subscriber, reader) is None
     # Erasure took every link with it: nothing opens for the old reader.

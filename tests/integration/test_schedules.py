@@ -337,6 +337,7 @@ def test_describe_newsletters(clean_db: str) -> None:
             language="pt",
             time_zone="Asia/Macau",
             cron="0 7 * * 1",
+            names={"zh": "澳门周报"},
         )
         for number, status in enumerate(
             [
@@ -360,6 +361,7 @@ def test_describe_newsletters(clean_db: str) -> None:
         {
             "slug": "daily",
             "name": "Daily digest",
+            "translations": {"pt": {"name": "Resumo diário"}, "zh": {"name": "每日摘要"}},
             "language": "en",
             "time_zone": "Europe/Lisbon",
             "schedule": None,
@@ -370,6 +372,7 @@ def test_describe_newsletters(clean_db: str) -> None:
         {
             "slug": "weekly",
             "name": "Weekly",
+            "translations": {"zh": {"name": "澳门周报"}},
             "language": "pt",
             "time_zone": "Asia/Macau",
             "schedule": "0 7 * * 1",

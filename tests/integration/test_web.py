@@ -203,12 +203,13 @@ def test_preferences_save_and_ask_for_data_and_erasure_by_email(client: TestClie
     assert bad.status_code == 422
     # The data and the erasure are a link mailed to the address away, not one click here
     # (tests/integration/test_reader_links.py follows the emails).
+    # Ana chose Portuguese above: her pages speak it now.
     asked = client.post(f"/preferences/{token}/data")
-    assert asked.status_code == 200 and "Check your inbox" in asked.text
+    assert asked.status_code == 200 and "Consulte a sua caixa de correio" in asked.text
     assert "Ana Sousa" not in asked.text
     assert client.post(f"/preferences/{token}/erase", data={}).status_code == 422
     asked = client.post(f"/preferences/{token}/erase", data={"confirm": "yes"})
-    assert asked.status_code == 200 and "nothing is erased until" in asked.text
+    assert asked.status_code == 200 and "nada é eliminado até" in asked.text
     assert subscriber_count() == 1
 
     data = client.get(f"/my-data/{make_reader_token(key, Purpose.EXPORT, subscriber_id, 0)}")
@@ -217,7 +218,7 @@ def test_preferences_save_and_ask_for_data_and_erasure_by_email(client: TestClie
     erase = f"/erase/{make_reader_token(key, Purpose.ERASE, subscriber_id, 0)}"
     assert client.get(erase).status_code == 200 and subscriber_count() == 1
     erased = client.post(erase)
-    assert erased.status_code == 200 and "erased" in erased.text
+    assert erased.status_code == 200 and "Os seus dados foram eliminados" in erased.text
     assert subscriber_count() == 0
     assert client.get(f"/preferences/{token}").status_code == 404
     # The one-click link of an erased reader still answers: they are unsubscribed.

@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from newsletter.app.admin_sessions import SignedIn
 from newsletter.core import clock
 from newsletter.core.config import LANGUAGES, get_settings
+from newsletter.core.i18n import LANGUAGE_NAMES
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules
-from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
+from newsletter.subscribers.newsletters import (
+    UnknownNewsletter,
+    get_by_slug,
+    translate_newsletter,
+)
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
 from newsletter.web.deps import SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 ShortText = Annotated[str, Form(max_length=300)]
+LongText = Annotated[str, Form(max_length=2000)]
+
+
+@dataclass
+class _TranslatedNames:
+    """The form's name_<lang> and description_<lang> fields, by language."""
+
+    names: dict[str, str]
+    descriptions: dict[str, str]
+
+
+async def _translated_names(request: Request) -> _TranslatedNames:
+    form = await request.form()
+
+    def given(prefix: str) -> dict[str, str]:
+        return {
+            code: value
+            for code in LANGUAGES
+            if isinstance(value := form.get(f"{prefix}_{code}"), str)
+        }
+
+    return _TranslatedNames(names=given("name"), descriptions=given("description"))
+
+
+TranslatedNames = Annotated[_TranslatedNames, Depends(_translated_names)]
 
 
 @router.get("/newsletters")
@@ -33,13 +64,24 @@ def add_newsletter(
     request: Request,
     admin: AdminForm,
     session: SessionDep,
+    names: TranslatedNames,
     slug: ShortText = "",
     name: ShortText = "",
     language: ShortText = "",
     time_zone: ShortText = "",
     cron: ShortText = "",
+    description: LongText = "",
 ) -> Response:
-    form = {"slug": slug, "name": name, "language": language, "time_zone": time_zone, "cron": cron}
+    form = {
+        "slug": slug,
+        "name": name,
+        "language": language,
+        "time_zone": time_zone,
+        "cron": cron,
+        "description": description,
+        **{f"name_{code}": text for code, text in names.names.items()},
+        **{f"description_{code}": text for code, text in names.descriptions.items()},
+    }
     try:
         schedules.add_newsletter(
             session,
@@ -48,6 +90,9 @@ def add_newsletter(
             language=language,
             time_zone=time_zone,
             cron=cron or None,
+            description=description,
+            names=names.names,
+            descriptions=names.descriptions,
         )
     except InvalidInput as exc:
         session.rollback()
@@ -106,6 +151,27 @@ def set_schedule(
     return redirect("/admin/newsletters", f"{newsletter.slug}: {words} ({newsletter.time_zone}).")
 
 
+@router.post("/newsletters/{slug}/names")
+def set_names(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    slug: str,
+    names: TranslatedNames,
+) -> Response:
+    """The newsletter's name and description in the readers' languages (empty: its own)."""
+    try:
+        translate_newsletter(session, slug=slug, names=names.names, descriptions=names.descriptions)
+    except UnknownNewsletter as exc:
+        session.rollback()
+        return _page(request, admin, session, error=str(exc), status_code=404)
+    except InvalidInput as exc:
+        session.rollback()
+        return _page(request, admin, session, error=f"{slug}: {exc.message}", status_code=422)
+    session.commit()
+    return redirect("/admin/newsletters", f"{slug}: names in each language saved.")
+
+
 def _page(
     request: Request,
     admin: SignedIn,
@@ -133,6 +199,7 @@ def _page(
         {
             "newsletters": rows,
             "languages": LANGUAGES,
+            "language_names": LANGUAGE_NAMES,
             "error": error,
             "form": form
             or {
@@ -141,6 +208,7 @@ def _page(
                 "language": settings.default_language,
                 "time_zone": settings.default_time_zone,
                 "cron": "",
+                "description": "",
             },
         },
         status_code=status_code,

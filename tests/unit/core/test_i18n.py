@@ -23,7 +23,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.pofile import read_po
 
-from newsletter.core.i18n import BABEL_LOCALES, LOCALES_DIR, long_date
+from newsletter.core.i18n import BABEL_LOCALES, LANGUAGE_TAGS, LOCALES_DIR, long_date
 from newsletter.digests.render import compose_subject, greeting
 from newsletter.email.render import render_email
 from tests.conftest import ROOT
@@ -76,6 +76,11 @@ def test_extraction_reads_the_templates_the_base_layout_and_the_python_code(
     assert "Unsubscribe" in ids  # templates/email/_base, an underscore folder
     assert "Hello %(name)s," in ids  # newsletter/digests.py and the templates
     assert ("%(title)s — and %(num)d more", "%(title)s — and %(num)d more") in ids
+    # The readers' pages, and the texts the routes give them (N_, written per page).
+    assert "News of the Portuguese-speaking countries and China." in ids  # pages/base.html
+    assert "Published" in ids  # pages/article.html
+    assert "Check your inbox" in ids  # newsletter/web/reader.py, N_()
+    assert "Not found" in ids  # newsletter/web/app.py, N_()
 
 
 @pytest.mark.parametrize("language", TRANSLATED)
@@ -169,7 +174,7 @@ def test_confirmation_renders_in_each_language(language: str) -> None:
         assert phrase in rendered.text
     for phrase in expected["html"]:
         assert phrase in rendered.html
-    assert f'<html lang="{language}"' in rendered.html
+    assert f'<html lang="{LANGUAGE_TAGS[language]}"' in rendered.html
     if language != "en":
         for english in ("Hello", "Somebody", "subscription", "ignore this email"):
             assert english not in rendered.text
