@@ -136,7 +136,7 @@ def _subscribe(
         context = {
             **_signup_context(work.session),
             "error": exc.message,
-            "error_field": exc.field,
+            "error_field": _form_field(exc),
             "form": form,
         }
         return page(request, "signup.html", context, status_code=422)
@@ -263,7 +263,9 @@ def _unsubscribe_page(
         "state": state,
         "token": token,
         "email": subscriber.email,
-        "newsletter_names": [names[s.newsletter_id] for s in named if s.newsletter_id in names],
+        "newsletter_names": [names[claims.newsletter_id]]
+        if claims.newsletter_id in names
+        else [names[s.newsletter_id] for s in named if s.newsletter_id in names],
         "all_newsletters": claims.newsletter_id is None,
         "may_resubscribe": any(subscribers.may_resubscribe(s, subscriber) for s in named),
         "preferences_token": _preferences_token(settings, subscriber),
@@ -330,7 +332,7 @@ def _update_preferences(
         context = {
             **_preferences_context(session, loaded, token),
             "error": exc.message,
-            "error_field": exc.field,
+            "error_field": _form_field(exc),
             "form": chosen,
         }
         return page(
@@ -596,6 +598,11 @@ async def _signup_form(request: Request, *, as_json: bool) -> subscribers.Signup
         language=_field(form, "language"),
         time_zone=_field(form, "time_zone"),
     )
+
+
+def _form_field(exc: InvalidInput) -> str:
+    """The form field a refusal is shown next to (validation names "time zone" in words)."""
+    return exc.field.replace(" ", "_")
 
 
 def _field(form: FormData, name: str) -> str | None:

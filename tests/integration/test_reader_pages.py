@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from newsletter.core import db
 from newsletter.core.clock import utcnow
@@ -28,7 +28,7 @@ from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 from newsletter.web.app import create_app
 from tests.conftest import Mailbox, wait_until_tasks_done
-from tests.factories import add_reader, link_token
+from tests.factories import add_article, add_reader, link_token
 from tests.fakes import RecordingQueue
 
 ADDRESS = "leitora@example.com"
@@ -401,3 +401,41 @@ def test_the_readers_pages_speak_their_language(
     )
     assert f'<html lang="{tag}">' in left.text
     assert {"pt": "deixará de receber", "zh": "将不再收到"}[language] in left.text
+
+
+def test_a_line_break_in_the_zone_is_said_next_to_the_zone(client: TestClient) -> None:
+    refused = client.post(
+        "/subscribe", data={"email": ADDRESS, "newsletters": ["", "daily"], "time_zone": "A\nB"}
+    )
+    assert refused.status_code == 422
+    assert re.search(r'id="time_zone-error" role="alert">[^<]*line breaks', refused.text)
+
+
+# --- The topics on offer ---------------------------------------------------------------
+
+
+def test_the_topics_on_offer_are_kept_between_page_views_and_follow_our_own_changes(
+    client: TestClient,
+) -> None:
+    add_article("The bridge reopens", topics=["macau"])
+    preferences = f"/preferences/{link_token(Purpose.PREFERENCES, add_reader(ADDRESS))}"
+    reads: list[str] = []
+
+    def count_article_reads(*args: object) -> None:
+        statement = str(args[2])
+        if statement.startswith("SELECT articles.topics \nFROM articles"):
+            reads.append(statement)
+
+    engine = db.get_engine()
+    event.listen(engine, "before_cursor_execute", count_article_reads)
+    try:
+        assert "macau" in client.get("/").text
+        assert "macau" in client.get("/").text
+        assert "macau" in client.get(preferences).text
+        assert len(reads) == 1  # one read of the articles for three page views
+        # An article stored here, once committed, is offered at the next view.
+        add_article("A new market", topics=["economia"])
+        assert "economia" in client.get("/").text
+        assert len(reads) == 2
+    finally:
+        event.remove(engine, "before_cursor_execute", count_article_reads)
