@@ -15,6 +15,10 @@ BENCHMARKS = {
         "bench.signup",
         "POST /subscribe under load (wrk), against a minimal one-row endpoint",
     ),
+    "topics": (
+        "bench.public_topics",
+        "the topics the reader's pages offer: read afresh per page view, and kept",
+    ),
     "signup-timing": (
         "bench.signup_timing",
         "POST /subscribe's time for new, pending, subscribed and suppressed addresses",

@@ -190,6 +190,18 @@ def unsubscribe(
     return left
 
 
+def resubscribe(work: UnitOfWork, *, subscriber_id: int, newsletter_id: int | None) -> list[int]:
+    """The reader pressed "subscribe again" on the unsubscribe page a moment after leaving:
+    the newsletters subscribed again (see subscribers.store.resubscribe); committed."""
+    back: list[int] = []
+    with contextlib.suppress(subscribers.UnknownSubscriber):  # erased meanwhile
+        back = subscribers.resubscribe(
+            work.session, subscriber_id=subscriber_id, newsletter_id=newsletter_id
+        )
+    work.commit()
+    return back
+
+
 def say_goodbye(
     work: UnitOfWork,
     *,
@@ -275,7 +287,8 @@ def erase(work: UnitOfWork, *, subscriber_id: int) -> None:
 def _plain(form: SignupForm) -> dict[str, Any]:
     """The form as the job's plain JSON."""
     plain = dataclasses.asdict(form)
-    plain["newsletters"] = list(form.newsletters)
+    if form.newsletters is not None:
+        plain["newsletters"] = list(form.newsletters)
     if form.topics is not None and not isinstance(form.topics, str):
         plain["topics"] = list(form.topics)
     return plain

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time as monotonic_clock
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from typing import Any
 import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
-from sqlalchemy import func, or_, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
@@ -226,6 +228,7 @@ def store_article(
     )
     session.add(article)
     session.flush()
+    _topics_changed(session)
     return article, True
 
 
@@ -284,11 +287,52 @@ def count_articles(session: Session, *, include_hidden: bool = False) -> int:
     return int(session.scalar(query) or 0)
 
 
+# The topics offered on the signup and preferences pages are kept a short while in each
+# process: reading them means reading every visible article's topics, on every page view.
+# An article stored or hidden in this process clears them once its session commits; one
+# stored by another process (a worker's feed import) is offered within the lifetime.
+PUBLIC_TOPICS_SECONDS = 60.0
+_public_topics: dict[str, tuple[float, list[str]]] = {}
+_public_topics_lock = threading.Lock()
+_TOPICS_CHANGED = "newsletter.public_topics_changed"
+
+
 def public_topics(session: Session) -> list[str]:
     """The topics of the articles readers may see, sorted: a topic known only from hidden
     (taken-down) articles is not offered to readers."""
+    database = session.get_bind().engine.url.render_as_string(hide_password=True)
+    now = monotonic_clock.monotonic()
+    with _public_topics_lock:
+        kept = _public_topics.get(database)
+    if kept is not None and now - kept[0] < PUBLIC_TOPICS_SECONDS:
+        return list(kept[1])
     rows = session.scalars(select(Article.topics).where(Article.hidden.is_(False)))
-    return sorted({topic for row in rows for topic in (row or [])})
+    topics = sorted({topic for row in rows for topic in (row or [])})
+    with _public_topics_lock:
+        _public_topics[database] = (now, topics)
+    return list(topics)
+
+
+def forget_public_topics() -> None:
+    """The next page reads the topics afresh (articles changed, or a test emptied them)."""
+    with _public_topics_lock:
+        _public_topics.clear()
+
+
+def _topics_changed(session: Session) -> None:
+    """The topics on offer change with this session's commit (an article stored, hidden)."""
+    session.info[_TOPICS_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_topics_on_commit(session: Session) -> None:
+    if session.info.pop(_TOPICS_CHANGED, False):
+        forget_public_topics()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _keep_topics_on_rollback(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_TOPICS_CHANGED, None)
 
 
 def get_article(session: Session, article_id: int) -> Article:
@@ -316,6 +360,7 @@ def set_hidden(session: Session, *, article_id: int, hidden: bool) -> Article:
     article = get_article(session, article_id)
     article.hidden = hidden
     session.flush()
+    _topics_changed(session)
     return article
 
 

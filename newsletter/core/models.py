@@ -105,6 +105,8 @@ class DeliveryStatus(enum.StrEnum):
 class EventKind(enum.StrEnum):
     SIGNED_UP = "signed_up"
     CONFIRMATION_SENT = "confirmation_sent"
+    # A known address signed up again (within the confirmation interval, or subscribed).
+    SIGNUP_REPEATED = "signup_repeated"
     CONFIRMED = "confirmed"
     PREFERENCES_CHANGED = "preferences_changed"
     UNSUBSCRIBED = "unsubscribed"

@@ -48,7 +48,9 @@ class SignupForm:
 
     email: str
     name: str | None = None
-    newsletters: Sequence[str] = ()
+    # None: not asked (an API caller, a script): the default newsletter. A list, even an
+    # empty one, is what the reader ticked: none ticked is refused, not read as `daily`.
+    newsletters: Sequence[str] | None = None
     topics: Sequence[str] | str | None = None
     language: str | None = None
     time_zone: str | None = None
@@ -81,6 +83,10 @@ class CleanSignup:
     newsletters: list[Newsletter]
 
 
+# A signup that asks for no newsletter at all: there would be nothing to confirm.
+NO_NEWSLETTER_CHOSEN = "Choose at least one newsletter to subscribe to."
+
+
 def check_signup(
     session: Session, form: SignupForm, *, default_language: str, default_time_zone: str
 ) -> CleanSignup:
@@ -91,8 +97,11 @@ def check_signup(
     language = clean_language(form.language, default=default_language)
     topics = clean_topics(form.topics)
     time_zone = clean_time_zone(form.time_zone, default=default_time_zone)
+    slugs = clean_slugs(form.newsletters)
+    if form.newsletters is not None and not slugs:
+        raise InvalidInput("newsletters", NO_NEWSLETTER_CHOSEN)
     try:
-        wanted = newsletter_store.get_by_slugs(session, clean_slugs(form.newsletters))
+        wanted = newsletter_store.get_by_slugs(session, slugs)
     except newsletter_store.UnknownNewsletter as exc:
         raise InvalidInput("newsletters", str(exc)) from None
     return CleanSignup(email, key, name, language, topics, time_zone, wanted)
@@ -147,6 +156,9 @@ def subscribe(
         session.add(subscriber)
         session.flush()
         record_event(session, subscriber, EventKind.SIGNED_UP, source=source)
+        repeated = False
+    else:
+        repeated = True
     if subscriber.status != SubscriberStatus.ACTIVE:
         return SignupOutcome(subscriber_id=subscriber.id, suppressed=True)
 
@@ -180,9 +192,39 @@ def subscribe(
         outcome.pending = sorted(s.newsletter_id for s in pending)
     elif due:
         outcome.confirmation_limited = True
+    if repeated:
+        _record_repeated_signup(session, subscriber, signup, outcome, source=source)
     session.flush()  # once, with the confirmation time: no UPDATE right after the INSERT
     metrics.count_signup()
     return outcome
+
+
+def _record_repeated_signup(
+    session: Session,
+    subscriber: Subscriber,
+    signup: CleanSignup,
+    outcome: SignupOutcome,
+    *,
+    source: str,
+) -> None:
+    """A known address signed up again: in the reader's history, what was asked and what
+    it came to (the page answered the same words as for anyone, see web/reader.py)."""
+    if outcome.send_confirmation:
+        confirmation = "sent"
+    elif outcome.confirmation_limited:
+        confirmation = "over the mailbox's limit"
+    elif any(s.status == SubscriptionStatus.PENDING for s in subscriber.subscriptions):
+        confirmation = "within the interval"  # one went a few minutes ago: none again yet
+    else:
+        confirmation = "none due"  # every newsletter asked is subscribed already
+    record_event(
+        session,
+        subscriber,
+        EventKind.SIGNUP_REPEATED,
+        source=source,
+        newsletters=[n.slug for n in signup.newsletters],
+        confirmation=confirmation,
+    )
 
 
 def confirm(
@@ -244,6 +286,74 @@ def unsubscribe(
             left.append(subscription.newsletter_id)
             metrics.count_unsubscribe()
     return left
+
+
+# How long after leaving a reader may come back from the unsubscribe page, with the
+# unsubscribe link alone. That link lives for ever in every email (a forwarded one too) and
+# otherwise only lets one leave: it undoes a click of a moment ago, it does not subscribe
+# anyone who left last year. Later, coming back is a signup, confirmed by email.
+RESUBSCRIBE_WINDOW = timedelta(hours=24)
+
+
+def may_resubscribe(
+    subscription: Subscription, subscriber: Subscriber, *, now: datetime | None = None
+) -> bool:
+    """Whether this subscription, left a moment ago, may be taken back by its unsubscribe link."""
+    now = now or utcnow()
+    return (
+        subscriber.status == SubscriberStatus.ACTIVE
+        and subscription.status == SubscriptionStatus.UNSUBSCRIBED
+        and subscription.unsubscribed_at is not None
+        and now - subscription.unsubscribed_at <= RESUBSCRIBE_WINDOW
+    )
+
+
+def resubscribe(
+    session: Session,
+    *,
+    subscriber_id: int,
+    newsletter_id: int | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """Take back an unsubscribe of the last RESUBSCRIBE_WINDOW (one newsletter, or all the
+    link named); the ids of the newsletters subscribed again. Nothing for a reader who
+    bounced, complained or is on the suppression list."""
+    now = now or utcnow()
+    subscriber = get_subscriber(session, subscriber_id)
+    if suppressions.is_listed(session, subscriber.email_key):
+        return []
+    back = []
+    for subscription in subscriber.subscriptions:
+        if newsletter_id is not None and subscription.newsletter_id != newsletter_id:
+            continue
+        if may_resubscribe(subscription, subscriber, now=now):
+            _activate(session, subscriber, subscription, now=now, source="unsubscribe page")
+            back.append(subscription.newsletter_id)
+    session.flush()
+    return back
+
+
+def confirmation_result(subscriber: Subscriber, newsletter_ids: Collection[int] | None) -> str:
+    """What a confirmation link came to, for its page: "subscribed" (to a newsletter it asked
+    about, now or by an earlier click), "unsubscribed" (the reader left since: the link
+    does not bring them back, see confirm) or "nothing pending"."""
+    asked = [
+        s
+        for s in subscriber.subscriptions
+        if newsletter_ids is None or s.newsletter_id in newsletter_ids
+    ]
+    if any(s.status == SubscriptionStatus.SUBSCRIBED for s in asked):
+        return "subscribed"
+    if any(s.status == SubscriptionStatus.UNSUBSCRIBED for s in asked):
+        return "unsubscribed"
+    return "nothing pending"
+
+
+def may_open_preferences_from_unsubscribe(subscriber: Subscriber) -> bool:
+    """Whether the unsubscribe page may link to the reader's preferences. An unsubscribe
+    link outlives a revocation of links (it only lets one leave): it gives a preferences
+    link only while the email carrying it carries a working one too (links never revoked)."""
+    return subscriber.token_version == 0
 
 
 def sends_in_flight(session: Session, *, subscriber_id: int, within: timedelta) -> int:

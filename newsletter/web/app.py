@@ -98,10 +98,12 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     return app
 
 
-# Readers' pages (signup, preferences, articles, digests' web copies) run no script and
-# are framed nowhere; a digest's copy may show pictures from the articles' sites.
+# Readers' pages (signup, preferences, articles, digests' web copies) run one script only,
+# named by its hash (the signup form's time zone, reader.ZONE_SCRIPT), and are framed
+# nowhere; a digest's copy may show pictures from the articles' sites.
 READER_CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
+    f"default-src 'none'; script-src {reader.ZONE_SCRIPT_SOURCE}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 

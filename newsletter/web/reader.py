@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import time
-from datetime import timedelta
+import zoneinfo
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -19,7 +23,7 @@ from starlette.datastructures import FormData
 from newsletter.app import readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.articles.store import get_article_by_slug, public_topics
-from newsletter.core import db
+from newsletter.core import clock, db
 from newsletter.core.config import LANGUAGES, Settings
 from newsletter.core.i18n import (
     LANGUAGE_NAMES,
@@ -30,7 +34,14 @@ from newsletter.core.i18n import (
     local_date_time,
 )
 from newsletter.core.models import Subscriber, SubscriptionStatus
-from newsletter.core.tokens import Purpose, TokenClaims, TokenError, read_reader_token, read_token
+from newsletter.core.tokens import (
+    Purpose,
+    TokenClaims,
+    TokenError,
+    make_reader_token,
+    read_reader_token,
+    read_token,
+)
 from newsletter.core.validation import InvalidInput, refuse_lone_surrogates
 from newsletter.digests import render as digests
 from newsletter.subscribers import newsletters as newsletter_store
@@ -50,10 +61,27 @@ from newsletter.web.deps import (
 log = logging.getLogger("newsletter.web")
 router = APIRouter()
 
-# What every signup hears, known address or not: nothing may tell them apart.
-SIGNUP_ANSWER = N_(
+# The readers' pages' one script: on the signup form it proposes the browser's time zone
+# (the field stays editable, and without scripts it is simply empty: the default zone).
+# The pages' Content-Security-Policy (web/app.py) lets this exact text run, by its hash.
+ZONE_SCRIPT = (
+    'var f=document.getElementById("time_zone");'
+    'if(f&&!f.value){try{f.value=Intl.DateTimeFormat().resolvedOptions().timeZone||""}'
+    "catch(e){}}"
+)
+ZONE_SCRIPT_SOURCE = (
+    "'sha256-" + base64.b64encode(hashlib.sha256(ZONE_SCRIPT.encode()).digest()).decode() + "'"
+)
+
+# What every signup hears, known address or not: nothing may tell them apart. A second
+# signup within the confirmation interval sends no second message; the answer says so, to
+# everyone alike. This is the JSON answer, in English for programs; signup.html's answer
+# says the same in the page's language.
+SIGNUP_ANSWER = (
     "Thank you. If this address can receive our newsletters, a message is on its way: "
-    "follow the link in it to confirm your subscription."
+    "follow the link in it to confirm your subscription. If one was sent to this address "
+    "a few minutes ago, no second one is sent for a while: look for it in your inbox, and "
+    "in your spam folder."
 )
 # What every signup hears while the workers' broker does not answer.
 SIGNUP_UNAVAILABLE = N_("We cannot take signups at the moment. Please try again in a minute.")
@@ -113,16 +141,16 @@ def _subscribe(
         work.rollback()
         if as_json:
             return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=422)
-        context = {**_signup_context(work.session), "error": exc.message, "form": form}
+        context = {
+            **_signup_context(work.session),
+            "error": exc.message,
+            "error_field": _form_field(exc),
+            "form": form,
+        }
         return page(request, "signup.html", context, status_code=422)
     if as_json:
         return JSONResponse({"status": "accepted", "detail": SIGNUP_ANSWER}, status_code=202)
-    return page(
-        request,
-        "message.html",
-        {"title": N_("Check your inbox"), "message": SIGNUP_ANSWER},
-        status_code=202,
-    )
+    return page(request, "signup.html", {"answered": True}, status_code=202)
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
@@ -134,21 +162,13 @@ def confirm(token: str, request: Request, work: UnitOfWorkDep, settings: Setting
         newsletter_ids=claims.newsletter_ids,
         issued_at=claims.issued_at,
     )
-    # Confirmed: a newsletter this link asked about is subscribed (now, or by an earlier click).
-    subscribed = any(
-        s.status == SubscriptionStatus.SUBSCRIBED
-        and (claims.newsletter_ids is None or s.newsletter_id in claims.newsletter_ids)
-        for s in subscriber.subscriptions
-    )
-    message = (
-        N_("Your subscription is confirmed. The next issue will reach your inbox.")
-        if subscribed
-        else N_("There was nothing left to confirm: this address has no pending subscription.")
-    )
+    # A link made before the reader left does not bring them back (subscribers.confirm):
+    # the page says they are not subscribed, and how to come back.
+    result = subscribers.confirmation_result(subscriber, claims.newsletter_ids)
     return page(
         request,
-        "message.html",
-        {"title": N_("Subscription confirmed"), "message": message},
+        "confirm.html",
+        {"result": result, "email": subscriber.email},
         language=subscriber.language,
     )
 
@@ -158,8 +178,7 @@ def unsubscribe_page(
     token: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
-    language = _reader_language(session, claims.subscriber_id)
-    return page(request, "unsubscribe.html", {"token": token}, language=language)
+    return _unsubscribe_page(request, session, settings, claims, token, state="ask")
 
 
 @router.post("/unsubscribe/{token}", responses=refusals(400, 413))
@@ -191,6 +210,11 @@ async def unsubscribe(
                 settings=settings,
             )
         )
+    if from_page:
+        # A person: the page names what they left and offers the way back.
+        return await run_in_threadpool(
+            _unsubscribe_page, request, work.session, settings, claims, token, state="done"
+        )
     return page(
         request,
         "message.html",
@@ -200,6 +224,70 @@ async def unsubscribe(
             "preferences_token": None,
         },
         language=await run_in_threadpool(_reader_language, work.session, claims.subscriber_id),
+    )
+
+
+@router.post(
+    "/unsubscribe/{token}/resubscribe",
+    response_class=HTMLResponse,
+    responses=refusals(400, 413),
+)
+def resubscribe(
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
+) -> Response:
+    """The unsubscribe page's "subscribe again", a moment after leaving: a POST with the
+    unsubscribe link's token (a GET, which mail scanners make, changes nothing)."""
+    claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
+    back = readers.resubscribe(
+        work, subscriber_id=claims.subscriber_id, newsletter_id=claims.newsletter_id
+    )
+    state = "back" if back else "too late"
+    return _unsubscribe_page(request, work.session, settings, claims, token, state=state)
+
+
+def _unsubscribe_page(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    claims: TokenClaims,
+    token: str,
+    *,
+    state: str,
+) -> Response:
+    """The unsubscribe page, reached by the token: the address and the newsletter named,
+    and the ways back (subscribe again, the preferences) while the reader may take them."""
+    try:
+        subscriber = subscribers.get_subscriber(session, claims.subscriber_id)
+    except subscribers.UnknownSubscriber:  # erased: nothing left to name, nothing to mail
+        return page(request, "unsubscribe.html", {"state": "erased", "token": token})
+    names = {n.id: n.name for n in newsletter_store.list_newsletters(session)}
+    named = [
+        s
+        for s in subscriber.subscriptions
+        if claims.newsletter_id is None or s.newsletter_id == claims.newsletter_id
+    ]
+    if state == "ask" and not any(s.status != SubscriptionStatus.UNSUBSCRIBED for s in named):
+        state = "already"
+    context = {
+        "state": state,
+        "token": token,
+        "email": subscriber.email,
+        "newsletter_names": [names[claims.newsletter_id]]
+        if claims.newsletter_id in names
+        else [names[s.newsletter_id] for s in named if s.newsletter_id in names],
+        "all_newsletters": claims.newsletter_id is None,
+        "may_resubscribe": any(subscribers.may_resubscribe(s, subscriber) for s in named),
+        "preferences_token": _preferences_token(settings, subscriber),
+    }
+    return page(request, "unsubscribe.html", context, language=subscriber.language)
+
+
+def _preferences_token(settings: Settings, subscriber: Subscriber) -> str | None:
+    """A preferences link for the unsubscribe page, when it may offer one."""
+    if not subscribers.may_open_preferences_from_unsubscribe(subscriber):
+        return None
+    return make_reader_token(
+        settings.secret_key, Purpose.PREFERENCES, subscriber.id, subscriber.token_version
     )
 
 
@@ -239,27 +327,76 @@ def _update_preferences(
     """The page to answer with, and the reader's id when they left a newsletter."""
     session = work.session
     loaded = _reader(session, settings, token)
+    chosen = subscribers.Preferences(
+        name=_field(form, "name"),
+        language=_field(form, "language"),
+        topics=[str(t) for t in form.getlist("topics")],
+        newsletters=[str(n) for n in form.getlist("newsletters")],
+        time_zone=_field(form, "time_zone"),
+    )
     try:
-        left_one = readers.update_preferences(
-            work,
-            subscriber_id=loaded.id,
-            preferences=subscribers.Preferences(
-                name=_field(form, "name"),
-                language=_field(form, "language"),
-                topics=[str(t) for t in form.getlist("topics")],
-                newsletters=[str(n) for n in form.getlist("newsletters")],
-                time_zone=_field(form, "time_zone"),
-            ),
-        )
+        left_one = readers.update_preferences(work, subscriber_id=loaded.id, preferences=chosen)
     except InvalidInput as exc:
-        context = {**_preferences_context(session, loaded, token), "error": exc.message}
+        # Nothing saved; the form comes back as the reader filled it, every other edit kept.
+        context = {
+            **_preferences_context(session, loaded, token),
+            "error": exc.message,
+            "error_field": _form_field(exc),
+            "form": chosen,
+        }
         return page(
             request, "preferences.html", context, status_code=422, language=loaded.language
         ), None
     left = loaded.id if left_one else None
     context = {**_preferences_context(session, loaded, token), "saved": True}
-    # In the language the reader may just have chosen.
     return page(request, "preferences.html", context, language=loaded.language), left
+
+
+@router.post(
+    "/preferences/{token}/leave",
+    response_class=HTMLResponse,
+    responses=refusals(400, 404, 413),
+)
+async def unsubscribe_from_everything(
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
+) -> Response:
+    """The preferences page's "unsubscribe from everything": every newsletter left at once,
+    then the goodbye, as for an unsubscribe from our page."""
+    loaded = await run_in_threadpool(_reader, work.session, settings, token)
+    reader_id = loaded.id
+    left = await run_in_threadpool(
+        lambda: readers.unsubscribe(
+            work, subscriber_id=reader_id, newsletter_id=None, source=readers.FROM_OUR_PAGE
+        )
+    )
+    if left:
+        await _after_messages_in_flight(reader_id, settings)
+        await run_in_threadpool(
+            lambda: readers.say_goodbye(
+                work,
+                subscriber_id=reader_id,
+                newsletter_ids=left,
+                source=readers.FROM_OUR_PAGE,
+                settings=settings,
+            )
+        )
+    return await run_in_threadpool(_left_everything_page, request, work.session, reader_id, token)
+
+
+def _left_everything_page(
+    request: Request, session: Session, reader_id: int, token: str
+) -> Response:
+    subscriber = subscribers.get_subscriber(session, reader_id)
+    context: dict[str, Any] = {
+        "state": "done",
+        "token": None,
+        "email": subscriber.email,
+        "newsletter_names": [],
+        "all_newsletters": True,
+        "may_resubscribe": False,
+        "preferences_token": token,
+    }
+    return page(request, "unsubscribe.html", context, language=subscriber.language)
 
 
 # What a reader who asked for their data, or for its erasure, is told, whether or not a
@@ -312,6 +449,7 @@ def _request_erasure(
         context = {
             **_preferences_context(work.session, loaded, token),
             "error": N_("Tick the box to confirm that you want everything about you erased."),
+            "error_field": "confirm",
         }
         return page(request, "preferences.html", context, status_code=422, language=loaded.language)
     readers.request_data_link(work, subscriber_id=loaded.id, action="erase")
@@ -470,10 +608,13 @@ async def _signup_form(request: Request, *, as_json: bool) -> subscribers.Signup
         if not isinstance(data, dict):
             raise InvalidInput("body", "The request body must be a JSON object.")
         refuse_lone_surrogates(data)
-        newsletters = data.get("newsletters") or []
+        # Absent: the default newsletter; an empty list is asking for none (refused).
+        newsletters = data.get("newsletters")
         if isinstance(newsletters, str):
             newsletters = [newsletters]
-        if not isinstance(newsletters, list) or not all(isinstance(n, str) for n in newsletters):
+        if newsletters is not None and (
+            not isinstance(newsletters, list) or not all(isinstance(n, str) for n in newsletters)
+        ):
             raise InvalidInput("newsletters", "Newsletters must be a list of names.")
         for key in ("email", "name", "language", "time_zone"):
             if data.get(key) is not None and not isinstance(data[key], str):
@@ -487,14 +628,22 @@ async def _signup_form(request: Request, *, as_json: bool) -> subscribers.Signup
             time_zone=data.get("time_zone"),
         )
     form = await request.form()
+    # Our page sends an empty `newsletters` with its list, so that none ticked reads as
+    # none (refused), not as a form without the list (a script's: the default newsletter).
+    ticked = form.getlist("newsletters")
     return subscribers.SignupForm(
         email=_field(form, "email") or "",
         name=_field(form, "name"),
-        newsletters=[str(n) for n in form.getlist("newsletters")],
+        newsletters=[str(n) for n in ticked] if ticked else None,
         topics=[str(t) for t in form.getlist("topics")],
         language=_field(form, "language"),
         time_zone=_field(form, "time_zone"),
     )
+
+
+def _form_field(exc: InvalidInput) -> str:
+    """The form field a refusal is shown next to (validation names "time zone" in words)."""
+    return exc.field.replace(" ", "_")
 
 
 def _field(form: FormData, name: str) -> str | None:
@@ -599,8 +748,25 @@ def _signup_context(session: SessionDep) -> dict[str, Any]:
         "newsletters": newsletter_store.list_newsletters(session),
         "topics": public_topics(session),
         "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+        "zones": _zone_choices(clock.utcnow().strftime("%Y-%m-%dT%H")),
+        "zone_script": ZONE_SCRIPT,
         "form": None,
     }
+
+
+# Names zoneinfo lists that are not places a reader lives in.
+_NOT_PLACES = frozenset({"Factory", "localtime", "posixrules"})
+
+
+@lru_cache(maxsize=2)
+def _zone_choices(hour: str) -> list[tuple[str, str]]:
+    """Every zone this machine knows, with its offset at that hour: ("Asia/Macau",
+    "Asia/Macau (UTC+8)"), for the zone list (offsets change with summer time)."""
+    at = datetime.fromisoformat(f"{hour}:00+00:00")
+    return [
+        (name, clock.zone_label(name, at))
+        for name in sorted(zoneinfo.available_timezones() - _NOT_PLACES)
+    ]
 
 
 def _preferences_context(session: SessionDep, subscriber: Subscriber, token: str) -> dict[str, Any]:
@@ -617,4 +783,5 @@ def _preferences_context(session: SessionDep, subscriber: Subscriber, token: str
         "subscribed": subscribed,
         "topics": topics,
         "token": token,
+        "zone_label": clock.zone_label(subscriber.time_zone, clock.utcnow()),
     }

@@ -198,7 +198,9 @@ def test_preferences_save_and_ask_for_data_and_erasure_by_email(client: TestClie
         f"/preferences/{token}",
         data={"name": "Ana Sousa", "language": "pt", "newsletters": "daily", "topics": "macau"},
     )
-    assert saved.status_code == 200 and "saved" in saved.text
+    # Saved, and said in the language the reader just chose.
+    assert saved.status_code == 200 and "As suas preferências foram guardadas." in saved.text
+    assert '<html lang="pt-PT">' in saved.text
     bad = client.post(f"/preferences/{token}", data={"name": "A\nB", "newsletters": "daily"})
     assert bad.status_code == 422
     # The data and the erasure are a link mailed to the address away, not one click here

@@ -10,6 +10,8 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -76,14 +78,15 @@ def test_a_reader_signs_up_confirms_changes_preferences_and_leaves(service: Serv
         context = browser.new_context(viewport={"width": 1200, "height": 900}, locale="pt-PT")
         page = context.new_page()
 
-        # A reader signs up on the public page, in Portuguese.
+        # A reader signs up on the public page, in Portuguese: the browser asks for it, and
+        # the form's language list proposes it.
         page.goto(f"{service.base_url}/")
-        page.get_by_label("Email address").fill(READER)
-        page.get_by_label("Name").fill("João Conceição")
-        page.get_by_label("Language", exact=True).select_option("pt")
+        expect(page.locator("html")).to_have_attribute("lang", "pt-PT")
+        page.get_by_label("Endereço de email").fill(READER)
+        page.get_by_label("Nome").fill("João Conceição")
+        expect(page.get_by_label("Língua")).to_have_value("pt")
         page.screenshot(path=screenshot_path("signup.png"), full_page=True)
-        page.get_by_role("button", name="Subscribe").click()
-        # The browser asks for Portuguese (locale pt-PT): the answer is in it.
+        page.get_by_role("button", name="Subscrever").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Consulte a sua caixa de correio")
 
         # The confirmation arrives in the sink's outbox; an operator opens it on the
@@ -101,7 +104,6 @@ def test_a_reader_signs_up_confirms_changes_preferences_and_leaves(service: Serv
 
         # The link in the email works for a person: a new tab confirms the subscription.
         confirmed = follow_link_in_email(page, "/confirm/")
-        # The reader chose Portuguese: the pages of their links speak it.
         expect(confirmed.get_by_role("heading", level=1)).to_have_text("Subscrição confirmada")
         confirmed.close()
 
@@ -110,12 +112,13 @@ def test_a_reader_signs_up_confirms_changes_preferences_and_leaves(service: Serv
         page.goto(f"{service.base_url}/admin/outbox")
         page.locator("table a").first.click()
         preferences = follow_link_in_email(page, "/preferences/")
-        expect(preferences.get_by_role("heading", level=1)).to_have_text("Your preferences")
-        expect(preferences.get_by_label("Language")).to_have_value("pt")
-        expect(preferences.get_by_label("Name")).to_have_value("João Conceição")
-        preferences.get_by_label("Language").select_option("en")
-        preferences.get_by_label("Time zone").fill("Asia/Macau")
-        preferences.get_by_role("button", name="Save").click()
+        # In the reader's language; saved in English, the page answers in English.
+        expect(preferences.get_by_role("heading", level=1)).to_have_text("As suas preferências")
+        expect(preferences.get_by_label("Língua")).to_have_value("pt")
+        expect(preferences.get_by_label("Nome")).to_have_value("João Conceição")
+        preferences.get_by_label("Língua").select_option("en")
+        preferences.get_by_label("Fuso horário").fill("Asia/Macau")
+        preferences.get_by_role("button", name="Guardar").click()
         expect(preferences.get_by_role("status")).to_have_text("Your preferences are saved.")
         expect(preferences.get_by_label("Language")).to_have_value("en")
         expect(preferences.get_by_label("Time zone")).to_have_value("Asia/Macau")
@@ -166,3 +169,97 @@ def test_a_reader_signs_up_confirms_changes_preferences_and_leaves(service: Serv
     kinds = [e["kind"] for e in events]
     for kind in ("signed_up", "confirmed", "preferences_changed", "unsubscribed"):
         assert kind in kinds
+
+
+def link_mailed_to(service: Service, address: str, path: str) -> str:
+    """The newest link to `path` in a message the outbox holds for this address (its path)."""
+    found = ""
+    for eml in sorted(service.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime):
+        message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        if address not in str(message["To"]):
+            continue
+        assert isinstance(message, EmailMessage)
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        match = re.search(rf"https?://[^/\s]+(/{path}/[^\s>\"]+)", body.get_content())
+        if match:
+            found = match.group(1)
+    return found
+
+
+def wait_for_link(service: Service, address: str, path: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while not (link := link_mailed_to(service, address, path)):
+        assert time.monotonic() < deadline, f"no /{path}/ link mailed to {address}"
+        time.sleep(0.3)
+    return link
+
+
+def test_the_signup_page_proposes_the_browsers_zone_and_the_zone_list_is_searchable(
+    service: Service,
+) -> None:
+    reader = "leitor.macau@example.com"
+    with chromium() as browser:
+        # A reader in Macau whose browser reads Chinese.
+        context = browser.new_context(
+            viewport={"width": 1000, "height": 900}, locale="zh-CN", timezone_id="Asia/Macau"
+        )
+        page = context.new_page()
+        page.goto(f"{service.base_url}/")
+        expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
+        expect(page.get_by_label("语言", exact=True)).to_have_value("zh")
+        # The page's script proposes the browser's zone; the reader may change it.
+        zone = page.get_by_label("时区")
+        expect(zone).to_have_value("Asia/Macau")
+        page.get_by_label("邮箱地址").fill(reader)
+        page.screenshot(path=screenshot_path("signup-zh-macau.png"), full_page=True)
+        page.get_by_role("button", name="订阅").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("请查收邮件")
+        expect(page.locator("main")).to_contain_text("垃圾邮件文件夹")
+        page.screenshot(path=screenshot_path("signup-answer-zh.png"), full_page=True)
+
+        page.goto(service.base_url + wait_for_link(service, reader, "confirm"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("订阅已确认")
+        preferences = wait_for_link(service, reader, "preferences")
+
+        # The preferences: the zone as people tell it, and a list found by typing.
+        page.goto(service.base_url + preferences)
+        expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
+        zone = page.get_by_label("时区")
+        expect(zone).to_have_value("Asia/Macau")
+        expect(page.locator("#time_zone-now")).to_contain_text("Asia/Macau (UTC+8)")
+        zone.fill("")
+        zone.press_sequentially("sao_p")
+        found = zone.evaluate(
+            """field => Array.from(field.list.options)
+                .filter(o => o.value.toLowerCase().includes(field.value.toLowerCase()))
+                .map(o => o.value + " | " + o.label)"""
+        )
+        assert found == ["America/Sao_Paulo | America/Sao_Paulo (UTC-3)"]
+        assert zone.evaluate("field => field.list.options.length") > 300
+        zone.fill("America/Sao_Paulo")
+        page.get_by_role("button", name="保存").click()
+        expect(page.get_by_role("status")).to_have_text("您的偏好设置已保存。")
+        expect(page.locator("#time_zone-now")).to_contain_text("America/Sao_Paulo (UTC-3)")
+
+        # A zone nobody has: refused next to the field, the other edit kept.
+        page.get_by_label("姓名").fill("澳门读者")
+        zone.fill("Mars/Olympus")
+        page.get_by_role("button", name="保存").click()
+        expect(page.locator("#time_zone-error")).to_be_visible()
+        expect(page.get_by_label("姓名")).to_have_value("澳门读者")
+        page.screenshot(path=screenshot_path("preferences-zh-refused.png"), full_page=True)
+
+        # Leaving from the email's link, then taking it back from the same page.
+        page.goto(service.base_url + wait_for_link(service, reader, "unsubscribe"))
+        page.get_by_role("button", name="退订").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("您已退订")
+        expect(page.locator("main")).to_contain_text(reader)
+        page.screenshot(path=screenshot_path("unsubscribed-zh.png"), full_page=True)
+        page.get_by_role("button", name="重新订阅").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("欢迎回来")
+        context.close()
+
+    state = json.loads(newsletter_cli(service, "subscribers", "show", reader, "--json"))
+    assert state["time_zone"] == "America/Sao_Paulo" and state["language"] == "zh"
+    assert [s["status"] for s in state["subscriptions"]] == ["subscribed"]
