@@ -260,7 +260,10 @@ def _unsubscribe_page(
         subscriber = subscribers.get_subscriber(session, claims.subscriber_id)
     except subscribers.UnknownSubscriber:  # erased: nothing left to name, nothing to mail
         return page(request, "unsubscribe.html", {"state": "erased", "token": token})
-    names = {n.id: n.name for n in newsletter_store.list_newsletters(session)}
+    names = {
+        n.id: newsletter_store.newsletter_text(n, subscriber.language).name
+        for n in newsletter_store.list_newsletters(session)
+    }
     named = [
         s
         for s in subscriber.subscriptions

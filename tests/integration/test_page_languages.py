@@ -3,11 +3,13 @@ stored language on the pages of their links; error pages too; newsletters named 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import redis
@@ -104,6 +106,32 @@ def test_the_switcher_cookie_wins_over_accept_language(client: TestClient, langu
         "/subscribe", data={"email": "ana@example.com"}, headers={"Accept-Language": ACCEPT[other]}
     )
     assert in_language(answer.text, language, CHECK_YOUR_INBOX)
+
+
+def test_every_switcher_link_leads_to_a_page_even_from_a_form_answer(client: TestClient) -> None:
+    pages = [
+        ("/", client.get("/")),
+        ("/subscribe", client.post("/subscribe", data={"email": "ana@example.com"})),
+        ("/subscribe", client.post("/subscribe", data={"email": "not an address"})),
+    ]
+    for path, answered in pages:
+        links = re.findall(r'<a href="([^"]*lang=\w+)" lang="(\w+)"', answered.text)
+        assert len(links) == 2, answered.text
+        for href, language in links:
+            followed = client.get(urljoin(f"http://testserver{path}", href))
+            assert followed.status_code == 200, (path, href)
+            assert f"<html {LANG[language]}>" in followed.text
+
+
+def test_the_signup_form_names_each_newsletter_in_the_page_language(client: TestClient) -> None:
+    names = {"en": "Daily digest", "pt": "Resumo diário", "zh": "每日摘要"}
+    with db.session_scope() as session:
+        newsletters.set_translations(
+            get_by_slug(session, "daily"), names={"pt": names["pt"], "zh": names["zh"]}
+        )
+    for language, name in names.items():
+        signup = client.get("/", headers={"Accept-Language": ACCEPT[language]})
+        assert f"> {name}</label>" in signup.text
 
 
 def test_the_signup_answer_is_one_for_every_address_in_each_language(client: TestClient) -> None:
