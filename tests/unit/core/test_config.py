@@ -64,6 +64,18 @@ def test_production_refuses_placeholder_secrets(tmp_path: Path, placeholder: str
 
 
 @pytest.mark.usefixtures("bare_env")
+def test_a_hex_token_with_few_distinct_digits_is_still_a_real_secret(tmp_path: Path) -> None:
+    # 32 random hex digits with only 10 different ones: 1 draw in 60 of `openssl rand -hex
+    # 16` looks like this, and was refused as "not random".
+    token = "6b1f0e3a9c6b1f0e3a9c6b1f0e3a9c6b"
+    settings = Settings(
+        var_dir=tmp_path, environment="production", secret_key=GOOD_KEY, admin_token=token
+    )
+    settings.ensure_secrets()
+    assert settings.admin_token == token
+
+
+@pytest.mark.usefixtures("bare_env")
 def test_production_accepts_real_secrets(tmp_path: Path) -> None:
     key, token = secrets.token_urlsafe(32), secrets.token_hex(16)
     settings = Settings(
