@@ -189,27 +189,45 @@ def plan_recurring(
             continue
         if now - due > grace or due < newsletter.created_at:
             continue
-        key = f"{newsletter.id}@{due.isoformat()}"
-        if session.scalar(select(Digest.id).where(Digest.schedule_key == key)) is not None:
-            continue
-        _begin_before_savepoint(session)
-        try:
-            with session.begin_nested():
-                digest = lifecycle.create_digest(
-                    session,
-                    newsletter_slug=newsletter.slug,
-                    send_at=due,
-                    schedule_key=key,
-                    now=now,
-                )
-        except IntegrityError:
-            log.info(
-                "newsletter %s: the digest due %s came from another scheduler", newsletter.slug, due
-            )
-            continue
-        log.info("newsletter %s: digest %s scheduled for %s", newsletter.slug, digest.id, due)
-        created.append(digest.id)
+        digest = _make_once(
+            session, newsletter, key=f"{newsletter.id}@{due.isoformat()}", due=due, now=now
+        )
+        if digest is not None:
+            log.info("newsletter %s: digest %s scheduled for %s", newsletter.slug, digest.id, due)
+            created.append(digest.id)
     return created
+
+
+def _make_once(
+    session: Session,
+    newsletter: Newsletter,
+    *,
+    key: str,
+    due: datetime,
+    now: datetime,
+    **fields: Any,
+) -> Digest | None:
+    """The digest of one due time, under its unique schedule key; None when it was made
+    already, by an earlier tick or by another scheduler at this very moment (whose insert
+    won: ours fails inside a savepoint, and the rest of the tick goes on)."""
+    if session.scalar(select(Digest.id).where(Digest.schedule_key == key)) is not None:
+        return None
+    _begin_before_savepoint(session)
+    try:
+        with session.begin_nested():
+            return lifecycle.create_digest(
+                session,
+                newsletter_slug=newsletter.slug,
+                send_at=due,
+                schedule_key=key,
+                now=now,
+                **fields,
+            )
+    except IntegrityError:
+        log.info(
+            "newsletter %s: the digest due %s came from another scheduler", newsletter.slug, due
+        )
+        return None
 
 
 def waves_due(
@@ -471,36 +489,25 @@ def _plan_waves(
     for wave in due_waves:
         if now - wave.due > grace or wave.due < newsletter.created_at:
             continue
-        key = f"{newsletter.id}@{wave.due.isoformat()}~{wave.local_time}"
-        if session.scalar(select(Digest.id).where(Digest.schedule_key == key)) is not None:
-            continue
-        _begin_before_savepoint(session)
-        try:
-            with session.begin_nested():
-                digest = lifecycle.create_digest(
-                    session,
-                    newsletter_slug=newsletter.slug,
-                    since=wave.since,
-                    until=wave.due,
-                    send_at=wave.due,
-                    schedule_key=key,
-                    local_time=wave.local_time,
-                    local_day=wave.local_day,
-                    now=now,
-                )
-        except IntegrityError:
-            log.info(
-                "newsletter %s: the wave due %s came from another scheduler",
-                newsletter.slug,
-                wave.due,
-            )
+        digest = _make_once(
+            session,
+            newsletter,
+            key=f"{newsletter.id}@{wave.due.isoformat()}~{wave.local_time}",
+            due=wave.due,
+            now=now,
+            since=wave.since,
+            until=wave.due,
+            local_time=wave.local_time,
+            local_day=wave.local_day,
+        )
+        if digest is None:
             continue
         log.info(
             "newsletter %s: wave %s (%s %s, %s) scheduled for %s",
             newsletter.slug,
             digest.id,
             wave.local_time,
-            waves.utc_offset_text(wave.utc_offset),
+            clock.utc_offset_text(wave.utc_offset),
             " ".join(wave.zones),
             wave.due,
         )

@@ -94,14 +94,6 @@ def local_moment(day: date, local_time: str) -> datetime:
     return datetime.combine(day, time(int(hour), int(minute)))
 
 
-def utc_offset_text(offset: timedelta) -> str:
-    """An offset as people read it: UTC+8, UTC-3, UTC+5:30, UTC+0."""
-    minutes = round(offset.total_seconds() / 60)
-    sign = "-" if minutes < 0 else "+"
-    hours, rest = divmod(abs(minutes), 60)
-    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
-
-
 def reader_zone(time_zone: str | None, fallback: str) -> str:
     """The zone a reader's wave is read on: theirs when this machine knows it, else fallback."""
     return time_zone if time_zone and _known_zone(time_zone) else fallback
@@ -213,7 +205,7 @@ def wave_statuses(
             due=wave.due,
             local_time=wave.local_time,
             local_day=wave.local_day,
-            utc_offset=utc_offset_text(wave.utc_offset),
+            utc_offset=clock.utc_offset_text(wave.utc_offset),
             zones=list(wave.zones),
             readers=sum(readers.get(zone, 0) for zone in wave.zones),
             state="planned",
@@ -234,7 +226,7 @@ def wave_statuses(
                 due=due,
                 local_time=local_time,
                 local_day=local_day,
-                utc_offset=utc_offset_text(offset),
+                utc_offset=clock.utc_offset_text(offset),
                 zones=members,
                 readers=sum(readers.get(zone, 0) for zone in members),
                 state="planned",

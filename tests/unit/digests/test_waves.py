@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from newsletter.core import clock
 from newsletter.core.models import Digest
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules, waves
@@ -35,7 +36,7 @@ def test_three_zones_three_waves_in_lisbon_summer_time() -> None:
         (utc(2026, 10, 24, 6), "07:00", date(2026, 10, 24), ("Europe/Lisbon",)),
         (utc(2026, 10, 24, 10), "07:00", date(2026, 10, 24), ("America/Sao_Paulo",)),
     ]
-    assert [waves.utc_offset_text(w.utc_offset) for w in found] == ["UTC+8", "UTC+1", "UTC-3"]
+    assert [clock.utc_offset_text(w.utc_offset) for w in found] == ["UTC+8", "UTC+1", "UTC-3"]
 
 
 def test_lisbon_falls_back_on_2026_10_25_and_its_window_is_25_hours() -> None:
@@ -43,7 +44,7 @@ def test_lisbon_falls_back_on_2026_10_25_and_its_window_is_25_hours() -> None:
 
     assert wave.due == utc(2026, 10, 25, 7)
     assert wave.local_day == date(2026, 10, 25)
-    assert waves.utc_offset_text(wave.utc_offset) == "UTC+0"
+    assert clock.utc_offset_text(wave.utc_offset) == "UTC+0"
     # The previous 07:00 on Lisbon's wall clock was in summer time: 25 hours earlier.
     assert wave.since == utc(2026, 10, 24, 6)
 
@@ -52,7 +53,7 @@ def test_lisbon_springs_forward_on_2027_03_28_and_its_window_is_23_hours() -> No
     [wave] = schedules.waves_due(DAILY, ["Europe/Lisbon"], now=utc(2027, 3, 28, 8))
 
     assert wave.due == utc(2027, 3, 28, 6)
-    assert waves.utc_offset_text(wave.utc_offset) == "UTC+1"
+    assert clock.utc_offset_text(wave.utc_offset) == "UTC+1"
     assert wave.since == utc(2027, 3, 27, 7)
 
 
@@ -62,8 +63,8 @@ def test_sao_paulo_and_macau_keep_their_offset_all_year() -> None:
             schedules.waves_due(DAILY, [zone], now=now)[0]
             for zone in ("Asia/Macau", "America/Sao_Paulo")
         )
-        assert macau.due.hour == 23 and waves.utc_offset_text(macau.utc_offset) == "UTC+8"
-        assert sao_paulo.due.hour == 10 and waves.utc_offset_text(sao_paulo.utc_offset) == "UTC-3"
+        assert macau.due.hour == 23 and clock.utc_offset_text(macau.utc_offset) == "UTC+8"
+        assert sao_paulo.due.hour == 10 and clock.utc_offset_text(sao_paulo.utc_offset) == "UTC-3"
         assert macau.due - macau.since == timedelta(days=1)
 
 
@@ -74,7 +75,7 @@ def test_a_half_hour_zone_has_a_wave_of_its_own() -> None:
         (utc(2026, 12, 4, 23), "07:00", date(2026, 12, 5), ("Asia/Macau",)),
         (utc(2026, 12, 5, 1, 30), "07:00", date(2026, 12, 5), ("Asia/Kolkata",)),
     ]
-    assert waves.utc_offset_text(found[1].utc_offset) == "UTC+5:30"
+    assert clock.utc_offset_text(found[1].utc_offset) == "UTC+5:30"
 
 
 def test_zones_with_the_same_offset_that_day_share_a_wave() -> None:
