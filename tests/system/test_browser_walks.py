@@ -254,6 +254,16 @@ def test_a_reader_walks_from_signup_to_unsubscribe_and_back_in_their_language(
         "Pressed by mistake?",
         "Your preferences: newsletters, topics, language and time zone",
     )
+    # The other state: the old confirmation link says plainly that the reader is not
+    # subscribed; the unsubscribe link, opened again, still offers the way back.
+    page.goto(link_in(confirmation, "/confirm/"))
+    walk.says(
+        "old-confirmation-link",
+        "You are not subscribed",
+        "To come back, subscribe again on our signup page: we will send a new message to confirm.",
+    )
+    page.goto(link_in(welcome, "/unsubscribe/"))
+    walk.says("unsubscribe-again", "You are unsubscribed", "Pressed by mistake?")
     page.get_by_role("button", name=_("Subscribe again"), exact=True).click()
     walk.says("welcome-back", "Welcome back")
     expect(page.get_by_role("status")).to_contain_text(reader.email)
