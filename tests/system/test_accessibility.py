@@ -15,22 +15,15 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.browser import chromium, screenshot_path
+from tests.browser import Audit, chromium
 from tests.conftest import ROOT
 from tests.embedded import Service, running_up
 
 ADMIN_TOKEN = "a11y-admin-token-" + uuid.uuid4().hex
 READER = "rita.a11y@example.com"
 DIGEST_READERS = ("ana.a11y@example.com", "wei.a11y@example.com")
-SCHEMES = ("light", "dark")
-# What fails the test; "moderate" and "minor" findings are advice, not barriers.
-BLOCKING = {"serious", "critical"}
-# The previews' frames are sandboxed without scripts, so axe cannot run inside them (it
-# would wait for each frame's answer); the email in them is checked as the digest's web copy.
-AXE_OPTIONS = {"resultTypes": ["violations"], "iframes": False}
 # A few pages worth a person's look, in both schemes (build/screenshots/a11y-*.png).
 SCREENSHOTS = {"signup", "preferences", "article", "dashboard", "digest", "subscribers"}
 
@@ -98,41 +91,11 @@ def wait_for_state(service: Service, digest_id: int, state: str, timeout: float 
         time.sleep(0.5)
 
 
-class Audit:
-    """axe-core on each page in both colour schemes; what it finds, gathered for one report."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.axe = Axe()
-        self.found: list[str] = []
-        self.checked: list[str] = []
-
-    def check(self, name: str) -> None:
-        self.page.wait_for_load_state()
-        for scheme in SCHEMES:
-            self.page.emulate_media(color_scheme=scheme)
-            results = self.axe.run(self.page, options=AXE_OPTIONS).response
-            for violation in results["violations"]:
-                if violation["impact"] not in BLOCKING:
-                    continue
-                targets = "; ".join(" ".join(node["target"]) for node in violation["nodes"][:6])
-                self.found.append(
-                    f"{name} ({scheme}): {violation['id']} [{violation['impact']}]"
-                    f" {violation['help']} -> {targets}"
-                )
-            if name in SCREENSHOTS:
-                self.page.screenshot(
-                    path=screenshot_path(f"a11y-{name}-{scheme}.png"), full_page=True
-                )
-        self.page.emulate_media(color_scheme="light")
-        self.checked.append(name)
-
-
 def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1200, "height": 900}, locale="en-GB")
         page = context.new_page()
-        audit = Audit(page)
+        audit = Audit(page, screenshots=SCREENSHOTS)
         base = service.base_url
 
         # A digest for the dashboard's pages and the web copy, sent while the reader signs up.
@@ -229,6 +192,4 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         context.close()
 
     assert len(audit.checked) == 31, audit.checked
-    assert not audit.found, "axe-core found {} barrier(s):\n{}".format(
-        len(audit.found), "\n".join(audit.found)
-    )
+    assert not audit.found, audit.report()
