@@ -16,9 +16,12 @@ test: lint test-unit test-integration test-system
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-# SQLite and PostgreSQL, Redis, a real Celery worker, SMTP on loopback.
+# SQLite and PostgreSQL, Redis, a real Celery worker, SMTP on loopback. The tests mostly
+# wait (for a worker, a relay, a retry), so they run in TEST_PROCESSES processes (xdist),
+# each with its own databases, Redis keys, SMTP port, workers and var/.
+TEST_PROCESSES ?= 3
 test-integration: $(STAMP)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest -n $(TEST_PROCESSES) tests/integration
 
 # `newsletter up`, browsers, Dovecot and Postfix, drills, fuzzing, SpamAssassin, the wheel.
 test-system: $(STAMP)
