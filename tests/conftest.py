@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -179,6 +180,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def clean_db(database_url: str) -> str:
     """Empty every table and recreate the `daily` newsletter, for a test of its own."""
+    settle_jobs()
     engine = db.get_engine()
     with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
@@ -306,6 +308,26 @@ def forget_redis_keys() -> None:
             client.delete(*keys[start : start + 500])
 
 
+# The workers this process started and has not stopped yet (the `worker` fixture).
+_running_workers: list[subprocess.Popen[bytes]] = []
+
+
+def settle_jobs() -> None:
+    """No job an earlier test queued may land in the next test's emptied database.
+
+    With a worker of this process running, wait until it has run them all; with none,
+    drop them (with their Redis counters): nobody was going to run them for that test.
+    """
+    import redis
+
+    if any(process.poll() is None for process in _running_workers):
+        wait_until_tasks_done(poll_seconds=0.03)
+        return
+    # No Redis here: no job was queued there either.
+    with contextlib.suppress(redis.RedisError):
+        forget_redis_keys()
+
+
 @pytest.fixture(scope="session")
 def redis_broker() -> Iterator[str]:
     import redis
@@ -362,7 +384,9 @@ def worker(
             process.kill()
             raise AssertionError(f"the worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+    _running_workers.append(process)
     yield process
+    _running_workers.remove(process)
     process.terminate()
     try:
         process.wait(timeout=20)
@@ -370,7 +394,7 @@ def worker(
         process.kill()
 
 
-def wait_until_tasks_done(timeout: float = 60.0) -> None:
+def wait_until_tasks_done(timeout: float = 60.0, *, poll_seconds: float = 0.1) -> None:
     """Until every task of this run's queue has run: none waiting, none taken and not yet
     acknowledged (a task is acknowledged once it has run; a retry is queued before that).
 
@@ -390,4 +414,4 @@ def wait_until_tasks_done(timeout: float = 60.0) -> None:
         idle = idle + 1 if depth["ready"] == depth["unacked"] == 0 else 0
         if time.monotonic() > deadline:
             raise AssertionError(f"tasks still queued or running after {timeout}s: {depth}")
-        time.sleep(0.1)
+        time.sleep(poll_seconds)
