@@ -492,7 +492,7 @@ def _plan_waves(
         digest = _make_once(
             session,
             newsletter,
-            key=f"{newsletter.id}@{wave.due.isoformat()}~{wave.local_time}",
+            key=wave.schedule_key(newsletter.id),
             due=wave.due,
             now=now,
             since=wave.since,

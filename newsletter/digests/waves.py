@@ -38,8 +38,12 @@ class Wave:
 
     @property
     def utc_offset(self) -> timedelta:
-        wall = self.due.astimezone(UTC).replace(tzinfo=None)
-        return local_moment(self.local_day, self.local_time) - wall
+        return wave_offset(self.due, self.local_time, self.local_day)
+
+    def schedule_key(self, newsletter_id: int) -> str:
+        """The wave's unique key among digests. Its day belongs in it: Pacific/Honolulu's
+        07:00 on the 4th and Pacific/Kiritimati's on the 5th are the same instant."""
+        return f"{newsletter_id}@{self.due.isoformat()}~{self.local_day}~{self.local_time}"
 
 
 @dataclass
@@ -179,13 +183,16 @@ def wave_readers(session: Session, digest: Digest, subscriber_ids: Sequence[int]
     return mine - set(had_one)
 
 
+def wave_offset(due: datetime, local_time: str, local_day: date) -> timedelta:
+    """The UTC offset of a wave's readers: their wall clock at its instant, less UTC's."""
+    return local_moment(local_day, local_time) - due.astimezone(UTC).replace(tzinfo=None)
+
+
 def dateline(digest: Digest) -> datetime | None:
     """A wave's instant on its readers' clock (its date is their day); None for other digests."""
     if digest.local_time is None or digest.local_day is None or digest.scheduled_for is None:
         return None
-    offset = local_moment(digest.local_day, digest.local_time) - digest.scheduled_for.astimezone(
-        UTC
-    ).replace(tzinfo=None)
+    offset = wave_offset(digest.scheduled_for, digest.local_time, digest.local_day)
     return digest.scheduled_for.astimezone(timezone(offset))
 
 
@@ -199,9 +206,10 @@ def wave_statuses(
     """Waves as operators see them: the planned ones, and the wave digests already made
     (by state); the first still to come is "next". `readers` counts readers by zone."""
     zones = sorted(readers)
-    statuses: dict[tuple[datetime, str], WaveStatus] = {}
+    # By instant, day and time: two zones a day apart (UTC-10 and UTC+14) share an instant.
+    statuses: dict[tuple[datetime, date, str], WaveStatus] = {}
     for wave in planned:
-        statuses[(wave.due, wave.local_time)] = WaveStatus(
+        statuses[(wave.due, wave.local_day, wave.local_time)] = WaveStatus(
             due=wave.due,
             local_time=wave.local_time,
             local_day=wave.local_day,
@@ -214,26 +222,27 @@ def wave_statuses(
         if digest.scheduled_for is None or digest.local_time is None or digest.local_day is None:
             continue
         due, local_time, local_day = digest.scheduled_for, digest.local_time, digest.local_day
-        key = (due, local_time)
+        key = (due, local_day, local_time)
         if key not in statuses:
             members = [
                 zone
                 for zone in zones
                 if in_wave(zone, due=due, local_time=local_time, local_day=local_day)
             ]
-            offset = local_moment(local_day, local_time) - due.astimezone(UTC).replace(tzinfo=None)
             statuses[key] = WaveStatus(
                 due=due,
                 local_time=local_time,
                 local_day=local_day,
-                utc_offset=clock.utc_offset_text(offset),
+                utc_offset=clock.utc_offset_text(wave_offset(due, local_time, local_day)),
                 zones=members,
                 readers=sum(readers.get(zone, 0) for zone in members),
                 state="planned",
             )
         statuses[key].state = digest.state
         statuses[key].digest_id = digest.id
-    shown = sorted(statuses.values(), key=lambda status: (status.due, status.local_time))
+    shown = sorted(
+        statuses.values(), key=lambda status: (status.due, status.local_day, status.local_time)
+    )
     for status in shown:
         if status.due > now and status.state in ("planned", "scheduled"):
             status.state = "next"

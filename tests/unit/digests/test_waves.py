@@ -157,3 +157,23 @@ def test_the_first_wave_still_to_come_is_next_and_made_ones_show_their_state() -
     assert by_due[utc(2026, 12, 5, 23)].state == "planned"
     macau = by_due[utc(2026, 12, 5, 23)]
     assert (macau.utc_offset, macau.zones, macau.readers) == ("UTC+8", ["Asia/Macau"], 3)
+
+
+def test_zones_a_day_apart_at_one_instant_are_two_waves_with_two_keys() -> None:
+    # At 17:00 UTC it is 07:00 in Honolulu (UTC-10) on the 4th and 07:00 in Kiritimati
+    # (UTC+14) on the 5th: one instant, two days, two waves. One key for both made the
+    # second wave never, and its readers had no digest, every day.
+    now = utc(2026, 12, 4, 17, 5)
+    found = schedules.waves_due(DAILY, ["Pacific/Honolulu", "Pacific/Kiritimati"], now=now)
+
+    assert instants(found) == [
+        (utc(2026, 12, 4, 17), "07:00", date(2026, 12, 4), ("Pacific/Honolulu",)),
+        (utc(2026, 12, 4, 17), "07:00", date(2026, 12, 5), ("Pacific/Kiritimati",)),
+    ]
+    assert len({wave.schedule_key(1) for wave in found}) == 2
+    readers = {"Pacific/Honolulu": 1, "Pacific/Kiritimati": 2}
+    shown = waves.wave_statuses(found, [], readers, now=now)
+    assert [(s.local_day.day, s.utc_offset, s.readers) for s in shown] == [
+        (4, "UTC-10", 1),
+        (5, "UTC+14", 2),
+    ]
