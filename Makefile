@@ -51,7 +51,7 @@ clean:
 # merge it into the pt and zh catalogs, then translate their new (empty or fuzzy) entries.
 # `_base` template folders are read too: hence --ignore-dirs, whose default skips `_*`.
 messages: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k gettext -k ngettext:1,2 \
+	$(BIN)/pybabel extract -F babel.cfg -k gettext -k ngettext:1,2 -k translatable \
 		--ignore-dirs='.* __pycache__ var build' --add-comments=Translators: \
 		--project=newsletter --sort-by-file -o newsletter/locales/messages.pot .
 	$(BIN)/pybabel update -i newsletter/locales/messages.pot -d newsletter/locales -l pt --ignore-obsolete

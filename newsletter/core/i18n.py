@@ -135,6 +135,14 @@ def N_(message: str, **values: PhraseValue) -> Phrase:
     return Phrase(message, values)
 
 
+def catalog_phrase(text: str) -> Phrase | None:
+    """A rule's refusal the catalogs translate (marked `translatable` where it is written),
+    as a Phrase for its page; None for any other text (one naming what the visitor typed)."""
+    if all(translations(language).gettext(text) == text for language in ("pt", "zh")):
+        return None
+    return Phrase(text, {})
+
+
 def in_language(text: str, language: str) -> str:
     """A text in `language` if it is a Phrase; any other text as it is."""
     return text.in_language(language) if isinstance(text, Phrase) else text

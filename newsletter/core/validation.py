@@ -32,9 +32,16 @@ class InvalidInput(ValueError):
         self.message = message
 
 
+def translatable(message: str) -> str:
+    """Marks a refusal for the catalogs (`make messages` extracts `translatable(...)`): a
+    page shows it in its reader's language (core.i18n.catalog_phrase), JSON and the CLI
+    in English. Core's rules know no language; this only lets Babel find the words."""
+    return message
+
+
 # An address we are asked to mail, with a non-ASCII mailbox name, on an installation
 # whose relay cannot carry one (NEWSLETTER_INTERNATIONAL_ADDRESSES=false).
-NO_INTERNATIONAL_ADDRESSES = (
+NO_INTERNATIONAL_ADDRESSES = translatable(
     "We cannot send email to an address with letters other than A to Z before the @-sign "
     "(such as joão@…). Please use another address."
 )

@@ -30,6 +30,7 @@ from newsletter.core.i18n import (
     LANGUAGE_TAGS,
     N_,
     Phrase,
+    catalog_phrase,
     duration,
     local_date_time,
 )
@@ -141,12 +142,7 @@ def _subscribe(
         work.rollback()
         if as_json:
             return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=422)
-        context = {
-            **_signup_context(work.session),
-            "error": exc.message,
-            "error_field": _form_field(exc),
-            "form": form,
-        }
+        context = {**_signup_context(work.session), **_refusal(exc), "form": form}
         return page(request, "signup.html", context, status_code=422)
     if as_json:
         return JSONResponse({"status": "accepted", "detail": SIGNUP_ANSWER}, status_code=202)
@@ -341,12 +337,7 @@ def _update_preferences(
         left_one = readers.update_preferences(work, subscriber_id=loaded.id, preferences=chosen)
     except InvalidInput as exc:
         # Nothing saved; the form comes back as the reader filled it, every other edit kept.
-        context = {
-            **_preferences_context(session, loaded, token),
-            "error": exc.message,
-            "error_field": _form_field(exc),
-            "form": chosen,
-        }
+        context = {**_preferences_context(session, loaded, token), **_refusal(exc), "form": chosen}
         return page(
             request, "preferences.html", context, status_code=422, language=loaded.language
         ), None
@@ -642,6 +633,18 @@ async def _signup_form(request: Request, *, as_json: bool) -> subscribers.Signup
         language=_field(form, "language"),
         time_zone=_field(form, "time_zone"),
     )
+
+
+def _refusal(exc: InvalidInput) -> dict[str, Any]:
+    """A refused form's words for its page: the rule's own sentence, in the page's language
+    when the catalogs have it (`error_precise`), else the page says what is wrong with the
+    field in its own words (templates/pages/_reader_forms.html)."""
+    phrase = catalog_phrase(exc.message)
+    return {
+        "error": phrase or exc.message,
+        "error_field": _form_field(exc),
+        "error_precise": phrase is not None,
+    }
 
 
 def _form_field(exc: InvalidInput) -> str:

@@ -8,6 +8,7 @@ smtplib raise out of the sending code.
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import subprocess
@@ -24,6 +25,7 @@ from sqlalchemy import select
 
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
+from newsletter.core.i18n import translations
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
 from newsletter.core.validation import NO_INTERNATIONAL_ADDRESSES
 from newsletter.digests import batch, dispatcher, lifecycle, reports
@@ -232,6 +234,16 @@ def test_without_international_addresses_signup_and_import_refuse_them_in_words(
         taken = client.post("/subscribe", json={"email": ANA})
     assert refused.status_code == 422
     assert "letters other than A to Z before the @-sign" in refused.text
+    # A reader who reads Portuguese or Chinese is told the same, in their language: not
+    # that a good address is wrong.
+    for language in ("pt", "zh"):
+        with TestClient(create_app(queue=RecordingQueue())) as client:
+            asked = client.post(
+                "/subscribe", data={"email": JOAO}, headers={"accept-language": language}
+            )
+        assert asked.status_code == 422
+        said = translations(language).gettext(NO_INTERNATIONAL_ADDRESSES)
+        assert said != NO_INTERNATIONAL_ADDRESSES and html.escape(said) in asked.text
     assert as_json.status_code == 422
     assert as_json.json() == {"detail": NO_INTERNATIONAL_ADDRESSES, "field": "email"}
     assert taken.status_code == 202
