@@ -118,6 +118,10 @@ def page(
         },
         status_code=status_code,
     )
+    if switcher:
+        # The same address answers in the language the browser or the cookie asks for: a
+        # shared cache in front must keep one copy per language, not serve the first.
+        response.headers.append("Vary", "Accept-Language, Cookie")
     if switched:
         response.set_cookie(
             LANGUAGE_COOKIE,

@@ -108,6 +108,14 @@ def test_the_switcher_cookie_wins_over_accept_language(client: TestClient, langu
     assert in_language(answer.text, language, CHECK_YOUR_INBOX)
 
 
+def test_a_page_whose_language_the_visitor_chose_varies_by_it_for_caches(
+    client: TestClient,
+) -> None:
+    signup = client.get("/", headers={"Accept-Language": ACCEPT["zh"]})
+    assert "accept-language" in signup.headers["vary"].lower()
+    assert "cookie" in signup.headers["vary"].lower()
+
+
 def test_every_switcher_link_leads_to_a_page_even_from_a_form_answer(client: TestClient) -> None:
     pages = [
         ("/", client.get("/")),
