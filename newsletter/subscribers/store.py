@@ -315,18 +315,25 @@ def resubscribe(
     newsletter_id: int | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """Take back an unsubscribe of the last RESUBSCRIBE_WINDOW (one newsletter, or all the
-    link named); the ids of the newsletters subscribed again. Nothing for a reader who
-    bounced, complained or is on the suppression list."""
+    """Take back the latest unsubscribe, if of the last RESUBSCRIBE_WINDOW (one newsletter,
+    or all that unsubscribe ended); the ids of the newsletters subscribed again. Nothing
+    for a reader who bounced, complained or is on the suppression list."""
     now = now or utcnow()
     subscriber = get_subscriber(session, subscriber_id)
     if suppressions.is_listed(session, subscriber.email_key):
         return []
+    recent = [
+        subscription
+        for subscription in subscriber.subscriptions
+        if (newsletter_id is None or subscription.newsletter_id == newsletter_id)
+        and may_resubscribe(subscription, subscriber, now=now)
+    ]
+    # Only what the latest unsubscribe ended (one moment for "everything"): a newsletter
+    # the reader left on purpose an hour before stays left.
+    latest = max((s.unsubscribed_at for s in recent if s.unsubscribed_at), default=None)
     back = []
-    for subscription in subscriber.subscriptions:
-        if newsletter_id is not None and subscription.newsletter_id != newsletter_id:
-            continue
-        if may_resubscribe(subscription, subscriber, now=now):
+    for subscription in recent:
+        if subscription.unsubscribed_at == latest:
             _activate(session, subscriber, subscription, now=now, source="unsubscribe page")
             back.append(subscription.newsletter_id)
     session.flush()

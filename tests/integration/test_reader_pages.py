@@ -274,6 +274,31 @@ def test_the_unsubscribe_link_takes_back_only_a_recent_unsubscribe(client: TestC
     assert statuses(reader) == {"daily": SubscriptionStatus.UNSUBSCRIBED}
 
 
+def test_taking_back_an_unsubscribe_restores_only_what_it_ended(client: TestClient) -> None:
+    reader = add_reader(ADDRESS)
+    subscribe_to(reader, second_newsletter())
+    # An hour ago the reader left Macau weekly on purpose; now they leave everything.
+    client.post(f"/unsubscribe/{unsubscribe_token(reader, 'macau')}")
+    with db.session_scope() as session:
+        macau = session.scalars(
+            select(Subscription).where(
+                Subscription.newsletter_id == get_by_slug(session, "macau").id
+            )
+        ).one()
+        macau.unsubscribed_at = utcnow() - timedelta(hours=1)
+    everything = unsubscribe_token(reader, None)
+    client.post(f"/unsubscribe/{everything}", headers=AS_A_PERSON)
+    assert set(statuses(reader).values()) == {SubscriptionStatus.UNSUBSCRIBED}
+
+    back = client.post(f"/unsubscribe/{everything}/resubscribe", headers=AS_A_PERSON)
+
+    assert back.status_code == 200
+    assert statuses(reader) == {
+        "daily": SubscriptionStatus.SUBSCRIBED,
+        "macau": SubscriptionStatus.UNSUBSCRIBED,
+    }
+
+
 def test_after_a_revocation_the_unsubscribe_page_opens_no_preferences(
     client: TestClient,
 ) -> None:
