@@ -383,12 +383,23 @@ def _with_story(session: Session, entry: _Entry) -> ParsedArticle:
     if not entry.translations:
         return entry.article
     urls = [*entry.translations, *([entry.article.url] if entry.article.url else [])]
-    known = list(session.scalars(select(Article).where(Article.url.in_(urls))))
+    # A feed speaks for its own site only: an alternate on another host names someone
+    # else's article, which must not be pulled into this feed's story (nor lend it a key).
+    site = _host(entry.article.url or entry.article.source)
+    known = [
+        article
+        for article in session.scalars(select(Article).where(Article.url.in_(urls)))
+        if _host(article.url) == site
+    ]
     story = next((a.story for a in known if a.story), entry.article.story)
     for translation in known:
         if translation.story is None:
             translation.story = story
     return dataclasses.replace(entry.article, story=story)
+
+
+def _host(url: str | None) -> str:
+    return (urlsplit(url or "").hostname or "").lower()
 
 
 def _entry_article(entry: Any, source: str, feed_language: str | None) -> _Entry | str:

@@ -723,3 +723,23 @@ def test_a_translation_takes_the_key_of_a_version_already_stored(feeds: FeedServ
     found = stories()
     assert found[EN_BRIDGE] == found[ZH_BRIDGE] is not None
     assert found[PT_BRIDGE] is None
+
+
+def test_a_feed_cannot_pull_another_sites_article_into_its_story(feeds: FeedServer) -> None:
+    # An editor's story, from the publisher's own site.
+    feeds.routes["/en.atom"] = Route(body=atom("en", entry("Macau reopens", EN_BRIDGE)))
+    assert fetch(feeds.url("/en.atom")).imported == 1
+    with db.session_scope() as session:
+        english = session.scalar(select(Article).where(Article.url == EN_BRIDGE))
+        assert english is not None
+        english.story = "macau-bridge"
+    # Another site's feed names that article as its entry's translation.
+    elsewhere = "https://elsewhere.example/pt/ponte"
+    feeds.routes["/other.atom"] = Route(
+        body=atom("pt", entry("Outra ponte", elsewhere, ("en", EN_BRIDGE)))
+    )
+    assert fetch(feeds.url("/other.atom")).imported == 1
+
+    found = stories()
+    assert found[EN_BRIDGE] == "macau-bridge"
+    assert found[elsewhere] != "macau-bridge"
