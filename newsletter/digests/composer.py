@@ -83,36 +83,72 @@ def candidate_articles(session: Session, *, since: datetime, until: datetime) ->
     )
 
 
+@dataclass(frozen=True)
+class Story:
+    """The versions of one story among a digest's candidates, grouped once for all readers."""
+
+    key: str
+    article_ids: frozenset[int]
+    # A story is on a reader's topics when any of its versions is: translations are tagged
+    # apart, and a tag missing on one version must not turn the reader to another language.
+    topics: frozenset[str]
+    # Per language, its first version in the candidates' order: (position, article id).
+    versions: dict[str, tuple[int, int]]
+
+
+def group_stories(candidates: Sequence[Article]) -> list[Story]:
+    """The candidates' stories, in the order of their first versions."""
+    grouped: dict[str, list[tuple[int, Article]]] = {}
+    for position, article in enumerate(candidates):
+        grouped.setdefault(story_key(article), []).append((position, article))
+    stories = []
+    for key, versions in grouped.items():
+        by_language: dict[str, tuple[int, int]] = {}
+        for position, article in versions:
+            by_language.setdefault(article.language, (position, article.id))
+        stories.append(
+            Story(
+                key=key,
+                article_ids=frozenset(article.id for _, article in versions),
+                topics=frozenset(t for _, article in versions for t in article.topics or ()),
+                versions=by_language,
+            )
+        )
+    return stories
+
+
 def select_articles(
     reader: Reader, candidates: Sequence[Article], *, fallback_language: str, cap: int
+) -> Selection:
+    """One reader's selection from `candidates` (see choose_stories)."""
+    return choose_stories(
+        reader, group_stories(candidates), fallback_language=fallback_language, cap=cap
+    )
+
+
+def choose_stories(
+    reader: Reader, stories: Sequence[Story], *, fallback_language: str, cap: int
 ) -> Selection:
     """One reader's selection: one version of each story on their topics (all when none).
 
     The version is the one in the reader's language, else the one in the fallback (the
     newsletter's language), else the story is left out. A story the reader had in an
-    earlier digest, in any language, is left out whole. A story is on the reader's topics
-    when any of its versions is: translations are tagged apart, and a tag missing on one
-    version must not turn the reader to another language. `candidates` come in the order
-    candidate_articles gives, and the stories keep the order of their chosen versions.
+    earlier digest, in any language, is left out whole. The chosen versions keep the
+    candidates' order (candidate_articles: the editor's priority, then the newest).
     """
-    versions: dict[str, list[Article]] = {}
-    for article in candidates:
-        versions.setdefault(story_key(article), []).append(article)
-    chosen: list[Article] = []
-    for story, story_versions in versions.items():
-        if story in reader.stories_read or any(a.id in reader.already_sent for a in story_versions):
+    chosen: list[tuple[int, int]] = []
+    for story in stories:
+        if story.key in reader.stories_read or not story.article_ids.isdisjoint(
+            reader.already_sent
+        ):
             continue
-        if reader.topics and not any(reader.topics.intersection(a.topics) for a in story_versions):
+        if reader.topics and story.topics.isdisjoint(reader.topics):
             continue
-        version = next(
-            (a for a in story_versions if a.language == reader.language),
-            next((a for a in story_versions if a.language == fallback_language), None),
-        )
+        version = story.versions.get(reader.language) or story.versions.get(fallback_language)
         if version is not None:
             chosen.append(version)
-    order = {article.id: position for position, article in enumerate(candidates)}
-    chosen.sort(key=lambda a: order[a.id])
-    return Selection(reader.language, tuple(a.id for a in chosen[:cap]))
+    chosen.sort()
+    return Selection(reader.language, tuple(article_id for _, article_id in chosen[:cap]))
 
 
 def compose(
@@ -156,10 +192,11 @@ def select_for_readers(
 
     `digest_id` is the digest being composed: its own deliveries are not history.
     """
+    stories = group_stories(candidates)  # once for the page, not once per reader
     return [
         (
             reader.subscriber_id,
-            select_articles(reader, candidates, fallback_language=fallback_language, cap=cap),
+            choose_stories(reader, stories, fallback_language=fallback_language, cap=cap),
         )
         for reader in with_history(
             session,
