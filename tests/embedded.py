@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -90,4 +92,36 @@ def _wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) 
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"newsletter up did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def newsletter_cli(service: Service, *args: str) -> str:
+    """`newsletter ARGS` against the running service's settings; its stdout (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=ROOT,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def emails_to(
+    service: Service, address: str, count: int, timeout: float = 30
+) -> list[EmailMessage]:
+    """The sink's messages to this address, oldest first, once there are at least count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        for path in sorted(service.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime):
+            message = message_from_bytes(path.read_bytes(), policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            if address in str(message["To"]):
+                found.append(message)
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"fewer than {count} message(s) to {address}"
         time.sleep(0.3)

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser import Audit, chromium
 from tests.conftest import ROOT
-from tests.embedded import Service, running_up
+from tests.embedded import Service, emails_to, newsletter_cli, running_up
 
 ADMIN_TOKEN = "a11y-admin-token-" + uuid.uuid4().hex
 READER = "rita.a11y@example.com"
@@ -40,37 +37,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         for email in DIGEST_READERS:
             newsletter_cli(up, "subscribers", "add", email, "--confirmed")
         yield up
-
-
-def newsletter_cli(service: Service, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env=service.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def emails_to(
-    service: Service, address: str, count: int, timeout: float = 30
-) -> list[EmailMessage]:
-    """The sink's messages to this address, oldest first, once there are at least count."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = []
-        for path in sorted(service.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime):
-            message = message_from_bytes(path.read_bytes(), policy=policy.default)
-            assert isinstance(message, EmailMessage)
-            if address in str(message["To"]):
-                found.append(message)
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, f"fewer than {count} message(s) to {address}"
-        time.sleep(0.3)
 
 
 def link_in(message: EmailMessage, path_part: str) -> str:

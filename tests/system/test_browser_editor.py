@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,8 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import chromium, screenshot_path
-from tests.conftest import ROOT
-from tests.embedded import Service, running_up
+from tests.embedded import Service, newsletter_cli, running_up
 
 ADMIN_TOKEN = "browser-editor-token-" + uuid.uuid4().hex
 READERS = ("ana.lima@example.com", "wei.chen@example.com", "joao.reis@example.com")
@@ -51,19 +48,6 @@ def page(browser: Browser) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
-
-
-def newsletter_cli(service: Service, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env=service.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def digest_state(service: Service, digest_id: int) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser import chromium, screenshot_path
-from tests.conftest import ROOT
-from tests.embedded import Service, running_up
+from tests.embedded import Service, newsletter_cli, running_up
 
 ADMIN_TOKEN = "browser-admin-token-" + uuid.uuid4().hex
 READER = "joao.conceicao@example.com"
@@ -52,19 +49,6 @@ def follow_link_in_email(page: Page, href_part: str) -> Page:
     tab = opened.value
     tab.wait_for_load_state()
     return tab
-
-
-def newsletter_cli(service: Service, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env=service.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def subscriber_state(service: Service) -> dict[str, object]:

@@ -8,10 +8,8 @@ the test reads like the English pages and checks that the pages use the catalog.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from functools import cache
 
@@ -21,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from newsletter.core.i18n import LANGUAGE_TAGS, LOCALES_DIR, translations
 from tests.browser import Audit, chromium, screenshot_path
-from tests.embedded import Service, running_up
+from tests.embedded import Service, emails_to, running_up
 
 PUBLISHER = "Plataforma"
 # The name every install's first newsletter starts with; each language has its own.
@@ -134,24 +132,6 @@ class _Everything:
 
     def __contains__(self, name: object) -> bool:
         return True
-
-
-def emails_to(
-    service: Service, address: str, count: int, timeout: float = 30
-) -> list[EmailMessage]:
-    """The sink's messages to this address, oldest first, once there are at least count."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = []
-        for path in sorted(service.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime):
-            message = message_from_bytes(path.read_bytes(), policy=policy.default)
-            assert isinstance(message, EmailMessage)
-            if address in str(message["To"]):
-                found.append(message)
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, f"fewer than {count} message(s) to {address}"
-        time.sleep(0.3)
 
 
 def text_of(message: EmailMessage) -> str:
