@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter.articles.store import ParsedArticle, store_article
 from newsletter.core import db
-from newsletter.core.config import get_settings
+from newsletter.core.config import Settings, get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.core.tokens import Purpose, make_confirm_token, make_token
+from newsletter.digests import schedules
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 
@@ -130,3 +133,51 @@ def dkim_key(folder: Path) -> tuple[Path, bytes]:
         )
     )
     return key_file, public
+
+
+def dkim_settings_and_dns(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *, selector: str, domain: str
+) -> tuple[Settings, Callable[..., bytes]]:
+    """Settings read from an environment with NEWSLETTER_DKIM_* set to a fresh key, and a
+    DNS lookup that knows its public key (for dkim.verify's `dnsfunc`)."""
+    key_file, public = dkim_key(folder)
+    monkeypatch.setenv("NEWSLETTER_DKIM_KEY", str(key_file))
+    monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", selector)
+    monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", domain)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        if name == f"{selector}._domainkey.{domain}.".encode():
+            return b"v=DKIM1; k=rsa; p=" + public
+        return b""
+
+    return Settings(), dns
+
+
+def two_schedulers_at_once(now: datetime) -> tuple[list[int], list[int]]:
+    """What two schedulers' plan_recurring made when they run at the same moment.
+
+    The first has inserted but not committed when the second looks: the second finds no
+    digest, tries the same schedule_key, waits for the first to commit, and its insert
+    fails on the unique key inside its savepoint.
+    """
+    first_planned = threading.Event()
+    second: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def second_scheduler() -> None:
+        try:
+            first_planned.wait(timeout=10)
+            with db.session_scope() as session:
+                second.append(schedules.plan_recurring(session, now=now))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second_scheduler)
+    thread.start()
+    with db.session_scope() as session:
+        first = schedules.plan_recurring(session, now=now)
+        first_planned.set()
+        thread.join(timeout=0.5)  # long enough for the second to reach its insert
+    thread.join(timeout=30)
+    assert errors == [] and len(second) == 1
+    return first, second[0]

@@ -38,7 +38,7 @@ from newsletter.tasks import jobs as tasks
 from newsletter.web.admin import outbox
 from newsletter.web.app import create_app
 from tests.conftest import Mailbox, free_port
-from tests.factories import add_fresh_story, add_reader, dkim_key
+from tests.factories import add_fresh_story, add_reader, dkim_settings_and_dns
 from tests.fakes import RecordingQueue
 
 JOAO = "joão@exemplo.pt"
@@ -64,17 +64,7 @@ def plain_relay() -> Iterator[tuple[Mailbox, int]]:
 def dkim_settings(
     clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Callable[..., bytes]]:
-    key_file, public = dkim_key(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_DKIM_KEY", str(key_file))
-    monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", SELECTOR)
-    monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", DKIM_DOMAIN)
-
-    def dns(name: bytes, timeout: int = 5) -> bytes:
-        if name == f"{SELECTOR}._domainkey.{DKIM_DOMAIN}.".encode():
-            return b"v=DKIM1; k=rsa; p=" + public
-        return b""
-
-    return Settings(), dns
+    return dkim_settings_and_dns(tmp_path, monkeypatch, selector=SELECTOR, domain=DKIM_DOMAIN)
 
 
 @pytest.fixture

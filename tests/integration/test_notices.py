@@ -28,7 +28,7 @@ from newsletter.subscribers import notices
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 from tests.conftest import SMTP_PORT, Mailbox, free_port
-from tests.factories import add_reader, dkim_key
+from tests.factories import add_reader, dkim_settings_and_dns
 
 SELECTOR = "notices2026"
 DKIM_DOMAIN = "plataforma.test"
@@ -39,17 +39,7 @@ def dkim_settings(
     clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Callable[..., bytes]]:
     """Settings read from an environment with NEWSLETTER_DKIM_* set, and the key's DNS."""
-    key_file, public = dkim_key(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_DKIM_KEY", str(key_file))
-    monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", SELECTOR)
-    monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", DKIM_DOMAIN)
-
-    def dns(name: bytes, timeout: int = 5) -> bytes:
-        if name == f"{SELECTOR}._domainkey.{DKIM_DOMAIN}.".encode():
-            return b"v=DKIM1; k=rsa; p=" + public
-        return b""
-
-    return Settings(), dns
+    return dkim_settings_and_dns(tmp_path, monkeypatch, selector=SELECTOR, domain=DKIM_DOMAIN)
 
 
 def notice(kind: str, settings: Settings) -> OutgoingMessage:

@@ -21,6 +21,7 @@ from newsletter.core.models import (
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import schedules
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
+from tests.factories import two_schedulers_at_once
 
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
 # 07:10 in Lisbon, which keeps UTC in winter: ten minutes after a 07:00 digest was due.
@@ -117,34 +118,13 @@ def test_two_schedulers_starting_together_make_one_digest(clean_db: str) -> None
 
 
 def test_a_scheduler_that_loses_the_race_makes_nothing(clean_db: str) -> None:
-    # The first scheduler has inserted but not committed when the second looks: the second
-    # finds no digest, tries the same schedule_key, waits for the first to commit, and its
-    # insert fails on the unique key inside its savepoint.
+    # The second scheduler looks while the first's insert is not yet committed (see
+    # tests.factories.two_schedulers_at_once).
     schedule_daily()
-    first_planned = threading.Event()
-    second: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def second_scheduler() -> None:
-        try:
-            first_planned.wait(timeout=10)
-            with db.session_scope() as session:
-                second.append(schedules.plan_recurring(session, now=NOW))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=second_scheduler)
-    thread.start()
-    with db.session_scope() as session:
-        first = schedules.plan_recurring(session, now=NOW)
-        first_planned.set()
-        thread.join(timeout=0.5)  # long enough for the second to reach its insert
-    thread.join(timeout=30)
-
-    assert errors == []
+    first, second = two_schedulers_at_once(NOW)
     [digest] = digests()
     assert first == [digest.id]
-    assert second == [[]]
+    assert second == []
 
 
 def test_a_rolled_back_tick_leaves_no_digest(clean_db: str) -> None:

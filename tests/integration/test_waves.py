@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from newsletter.digests import lifecycle, render, schedules
 from newsletter.tasks import jobs as tasks
 from newsletter.web.app import create_app
 from tests.conftest import Mailbox, wait_until_tasks_done
-from tests.factories import add_reader
+from tests.factories import add_reader, two_schedulers_at_once
 from tests.integration.test_admin_pages import _csrf_in, post
 from tests.integration.test_cli import newsletter as run_newsletter
 
@@ -251,33 +250,13 @@ def test_a_scheduler_that_loses_the_race_for_a_wave_makes_nothing(clean_db: str)
     reader_in("saopaulo@example.com", "America/Sao_Paulo")
     schedule_local_time("07:00")
     now = utc(2026, 12, 4, 23, 5)  # Macau's 07:00 of 5 December has just gone
-    first_planned = threading.Event()
-    second: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def second_scheduler() -> None:
-        try:
-            first_planned.wait(timeout=10)
-            with db.session_scope() as session:
-                second.append(schedules.plan_recurring(session, now=now))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=second_scheduler)
-    thread.start()
-    with db.session_scope() as session:
-        first = schedules.plan_recurring(session, now=now)
-        first_planned.set()
-        thread.join(timeout=0.5)  # long enough for the second to reach its insert
-    thread.join(timeout=30)
-
-    assert errors == []
+    first, second = two_schedulers_at_once(now)
     with db.session_scope() as session:
         [wave] = session.scalars(select(Digest)).all()
         assert wave.scheduled_for == utc(2026, 12, 4, 23)
         assert (wave.local_time, wave.local_day) == ("07:00", date(2026, 12, 5))
         assert first == [wave.id]
-    assert second == [[]]
+    assert second == []
 
 
 def test_status_shows_the_day_s_waves(world: Mailbox) -> None:
