@@ -206,14 +206,18 @@ def preview(
     since: datetime | None = None,
     subject: str | None = None,
     now: datetime | None = None,
+    language: str | None = None,
 ) -> Preview:
-    """Exactly what one reader (or a reader with no preferences) would get if sent now."""
+    """Exactly what one reader (or a reader with no preferences, in `language` or the
+    newsletter's) would get if sent now."""
     now = now or utcnow()
     newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
     subscriber = (
         find_by_email(session, subscriber_email)
         if subscriber_email
-        else Subscriber(id=0, email="reader@example.com", name="", language=newsletter.language)
+        else Subscriber(
+            id=0, email="reader@example.com", name="", language=language or newsletter.language
+        )
     )
     since, until = composer.digest_window(
         session,
@@ -228,7 +232,7 @@ def preview(
             f"No article was published between {since:%Y-%m-%d %H:%M} and "
             f"{until:%Y-%m-%d %H:%M} UTC: there is nothing to send."
         )
-    reader = composer.Reader(subscriber.id, newsletter.language, frozenset())
+    reader = composer.Reader(subscriber.id, subscriber.language, frozenset())
     if subscriber_email:
         (reader,) = composer.with_history(
             session,
@@ -249,6 +253,30 @@ def preview(
     )
     message = prepared.template.fill(reader_recipient(subscriber, newsletter, settings))
     return Preview(selection, message, prepared.rendered.subject)
+
+
+def preview_digest(
+    session: Session,
+    digest: Digest,
+    *,
+    settings: Settings,
+    subscriber_email: str | None = None,
+    language: str | None = None,
+) -> Preview:
+    """This digest as it stands, as one reader (or a reader with no preferences, in
+    `language` or the newsletter's) would get it: the one preview the dashboard, the API,
+    the CLI and the test sends share. NothingToSend says why there is none."""
+    return preview(
+        session,
+        newsletter_slug=digest.newsletter.slug,
+        settings=settings,
+        subscriber_email=subscriber_email,
+        since=digest.since,
+        subject=digest.subject,
+        # A digest already dispatched has its window; one still waiting ends now.
+        now=digest.until,
+        language=language,
+    )
 
 
 def web_copy(

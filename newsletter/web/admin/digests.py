@@ -279,15 +279,8 @@ def _preview(session: Session, digest_id: int, subscriber: str) -> digests.Previ
     """This digest's email for a reader, or why there is none (as a message and a status)."""
     try:
         digest = lifecycle.get_digest(session, digest_id)
-        return digests.preview(
-            session,
-            newsletter_slug=digest.newsletter.slug,
-            settings=get_settings(),
-            subscriber_email=subscriber or None,
-            since=digest.since,
-            subject=digest.subject,
-            # A digest already dispatched has its window; one still waiting ends now.
-            now=digest.until,
+        return digests.preview_digest(
+            session, digest, settings=get_settings(), subscriber_email=subscriber or None
         )
     except lifecycle.UnknownDigest as exc:
         raise _PreviewRefused(str(exc), 404) from None
