@@ -30,18 +30,31 @@ def create_digest(
     since: datetime | None = None,
     send_at: datetime | None = None,
     subject: str | None = None,
+    draft: bool = False,
     now: datetime | None = None,
 ) -> Digest:
     """A digest to send now, or at send_at (UTC); one due now starts without waiting for
-    the next beat. UnknownNewsletter or InvalidInput change nothing."""
+    the next beat. A draft waits for schedule_digest. UnknownNewsletter or InvalidInput
+    change nothing."""
     digest = lifecycle.create_digest(
         work.session,
         newsletter_slug=newsletter_slug,
         since=since,
         send_at=send_at,
         subject=subject,
+        draft=draft,
         now=now,
     )
+    if not draft:
+        work.enqueue(jobs.tick())
+    work.commit()
+    return digest
+
+
+def schedule_digest(work: UnitOfWork, *, digest_id: int, send_at: datetime | None = None) -> Digest:
+    """Send a draft at send_at (UTC), or now: one due now starts without waiting for the
+    next beat. DigestActionError (not a draft) changes nothing."""
+    digest = lifecycle.schedule(work.session, digest_id=digest_id, send_at=send_at)
     work.enqueue(jobs.tick())
     work.commit()
     return digest

@@ -21,7 +21,7 @@ from newsletter.subscribers import newsletters as newsletter_store
 # The digest's state machine: what an editor may do in each state. The dashboard shows
 # exactly these buttons; the API and the CLI refuse the rest with a sentence.
 ACTIONS: dict[str, frozenset[str]] = {
-    DigestState.DRAFT: frozenset({"cancel"}),
+    DigestState.DRAFT: frozenset({"schedule", "cancel"}),
     DigestState.SCHEDULED: frozenset({"pause", "cancel"}),
     DigestState.SENDING: frozenset({"pause", "cancel"}),
     DigestState.PAUSED: frozenset({"resume", "cancel"}),
@@ -61,12 +61,14 @@ def create_digest(
     until: datetime | None = None,
     local_time: str | None = None,
     local_day: date | None = None,
+    draft: bool = False,
     now: datetime | None = None,
 ) -> Digest:
     """A digest waiting for its time (now, when no time is given); the beat tick starts it.
 
-    A wave of a local-time send names its readers' wall-clock time and day, and comes
-    with its window (since, until) already set.
+    A draft waits for the editor instead: nothing starts it until it is scheduled (its
+    `send_at`, if given, is only proposed). A wave of a local-time send names its readers'
+    wall-clock time and day, and comes with its window (since, until) already set.
     """
     now = now or utcnow()
     newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
@@ -75,10 +77,10 @@ def create_digest(
         raise InvalidInput("since", "The window cannot start in the future.")
     digest = Digest(
         newsletter_id=newsletter.id,
-        state=DigestState.SCHEDULED,
+        state=DigestState.DRAFT if draft else DigestState.SCHEDULED,
         subject=subject,
         since=since,
-        scheduled_for=send_at or now,
+        scheduled_for=send_at if draft else (send_at or now),
         schedule_key=schedule_key,
         until=until,
         local_time=local_time,
@@ -159,6 +161,26 @@ def finish_settled(session: Session, *, now: datetime | None = None) -> list[int
         )
     ).all()
     return [d for d in dispatched if finish_if_done(session, digest_id=d, now=now)]
+
+
+def schedule(
+    session: Session,
+    *,
+    digest_id: int,
+    send_at: datetime | None = None,
+    now: datetime | None = None,
+) -> Digest:
+    """Send a draft at `send_at` (now, when none is given): from here on it is scheduled,
+    and the beat tick starts it when due, like any other."""
+    digest = get_digest(session, digest_id)
+    if "schedule" not in allowed_actions(digest.state):
+        raise DigestActionError(
+            f"Digest {digest_id} is {digest.state}; only a draft can be scheduled."
+        )
+    digest.state = DigestState.SCHEDULED
+    digest.scheduled_for = send_at or now or utcnow()
+    session.flush()
+    return digest
 
 
 def pause(session: Session, *, digest_id: int) -> Digest:

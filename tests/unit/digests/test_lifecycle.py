@@ -5,7 +5,7 @@ PostgreSQL, and how a send ends: tests/integration/test_lifecycle.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ MOVES: dict[str, Callable[..., Any]] = {
     "pause": lifecycle.pause,
     "resume": lifecycle.resume,
     "cancel": lifecycle.cancel,
+    "schedule": lifecycle.schedule,
 }
 
 
@@ -46,7 +47,7 @@ def a_digest(state: str, paused_from: str | None = None) -> tuple[Any, Digest]:
 def test_each_state_allows_what_an_editor_expects() -> None:
     allowed = {state: sorted(lifecycle.allowed_actions(state)) for state in DigestState}
     assert allowed == {
-        DigestState.DRAFT: ["cancel"],
+        DigestState.DRAFT: ["cancel", "schedule"],
         DigestState.SCHEDULED: ["cancel", "pause"],
         DigestState.SENDING: ["cancel", "pause"],
         DigestState.PAUSED: ["cancel", "resume"],
@@ -95,6 +96,16 @@ def test_a_pause_remembers_the_state_it_paused(state: DigestState) -> None:
     assert lifecycle.pause(session, digest_id=5) is digest
     assert (digest.state, digest.paused_from) == (DigestState.PAUSED, state)
     assert session.flushes == 1
+
+
+def test_a_draft_is_scheduled_for_its_time_or_now() -> None:
+    session, digest = a_digest(DigestState.DRAFT)
+    later = NOW + timedelta(hours=3)
+    assert lifecycle.schedule(session, digest_id=5, send_at=later, now=NOW) is digest
+    assert (digest.state, digest.scheduled_for) == (DigestState.SCHEDULED, later)
+    session, digest = a_digest(DigestState.DRAFT)
+    lifecycle.schedule(session, digest_id=5, now=NOW)
+    assert (digest.state, digest.scheduled_for) == (DigestState.SCHEDULED, NOW)
 
 
 def test_a_digest_paused_before_its_time_resumes_scheduled_with_nothing_to_send() -> None:
