@@ -442,13 +442,20 @@ def digest_send(
     from newsletter.app import editors
     from newsletter.app.unit_of_work import unit_of_work
     from newsletter.core.db import session_scope
+    from newsletter.digests.waves import validate_local_time
     from newsletter.subscribers import audience
     from newsletter.subscribers import newsletters as newsletter_store
 
     if local_time is not None and send_at is not None:
         raise CommandError("Give --at or --local-time, not both.")
+    # What the command was given is checked before the reach is said and the question
+    # asked: a refusal is its one line on stderr, nothing else.
     with _user_errors(), session_scope() as session:
         newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+        _parse_when(since, "--since", time_zone=newsletter.time_zone)
+        _parse_when(send_at, "--at", time_zone=newsletter.time_zone)
+        if local_time is not None:
+            validate_local_time(local_time)
         line = audience.reach_line(
             audience.reach(session, newsletter_id=newsletter.id), newsletter.name
         )
