@@ -169,3 +169,27 @@ def test_the_next_recurring_run_shows_on_the_dashboard_the_list_and_status(
     [upcoming] = json.loads(as_json.stdout)["scheduled"]
     assert upcoming["kind"] == "recurring" and upcoming["newsletter"] == "daily"
     assert upcoming["id"] is None and upcoming["scheduled_for"]
+
+
+def test_upcoming_sends_are_scheduled_digests_and_next_runs_soonest_first(clean_db: str) -> None:
+    from datetime import UTC, datetime
+
+    from newsletter.digests import lifecycle, upcoming
+
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # a Friday
+    with db.session_scope() as session:
+        schedules.set_schedule(session, slug="daily", cron="0 7 * * 1", time_zone="Europe/Lisbon")
+        later = lifecycle.create_digest(
+            session, newsletter_slug="daily", send_at=datetime(2026, 12, 9, tzinfo=UTC), now=now
+        )
+        sooner = lifecycle.create_digest(
+            session, newsletter_slug="daily", send_at=datetime(2026, 12, 5, tzinfo=UTC), now=now
+        )
+        lifecycle.create_digest(session, newsletter_slug="daily", draft=True, now=now)
+        shown = upcoming.upcoming_sends(session, now=now)
+        assert [(send.kind, send.digest_id) for send in shown] == [
+            ("digest", sooner.id),
+            ("recurring", None),
+            ("digest", later.id),
+        ]
+        assert shown[1].words == "next run of daily: 2026-12-07 07:00 Europe/Lisbon (UTC+0)"
