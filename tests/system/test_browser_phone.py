@@ -1,4 +1,4 @@
-"""The dashboard at phone width (390 × 844): no page wider than the screen, tables and
+"""The dashboard at phone width (390x844): no page wider than the screen, tables and
 charts scrolling inside their cards, and a screenshot for the README."""
 
 from __future__ import annotations
