@@ -78,6 +78,7 @@ def create_digest(page: Page, *, send_at: str | None = None, subject: str = "") 
     assert match
     digest_id = int(match.group(1))
     expect(page.locator(f'[data-state-of="{digest_id}"]')).to_have_text("draft")
+    page.screenshot(path=screenshot_path("digest-draft.png"), full_page=True)
     if send_at:
         page.get_by_label("Send at (date and time)").fill(send_at)
         page.get_by_role("button", name="Schedule…").click()
