@@ -424,6 +424,7 @@ def digest() -> None:
 )
 @click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"id": …, "state": …}.')
+@click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask before sending (at a terminal).")
 def digest_send(
     newsletter_slug: str,
     since: str | None,
@@ -431,14 +432,39 @@ def digest_send(
     local_time: str | None,
     subject: str | None,
     as_json: bool,
+    yes: bool,
 ) -> None:
-    """Create a digest and send it now, or at --at, or in waves at --local-time."""
+    """Create a digest and send it now, or at --at, or in waves at --local-time.
+
+    Says first how many readers it will reach, by language; at a terminal it then asks
+    "Send? [y/N]" unless --yes. Run from a script (stdin not a terminal) it does not ask.
+    """
     from newsletter.app import editors
     from newsletter.app.unit_of_work import unit_of_work
+    from newsletter.core.db import session_scope
+    from newsletter.digests.waves import validate_local_time
+    from newsletter.subscribers import audience
     from newsletter.subscribers import newsletters as newsletter_store
 
     if local_time is not None and send_at is not None:
         raise CommandError("Give --at or --local-time, not both.")
+    # What the command was given is checked before the reach is said and the question
+    # asked: a refusal is its one line on stderr, nothing else.
+    with _user_errors(), session_scope() as session:
+        newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+        _parse_when(since, "--since", time_zone=newsletter.time_zone)
+        _parse_when(send_at, "--at", time_zone=newsletter.time_zone)
+        if local_time is not None:
+            validate_local_time(local_time)
+        line = audience.reach_line(
+            audience.reach(session, newsletter_id=newsletter.id), newsletter.name
+        )
+    # With --json, stdout holds the JSON alone: the reach goes where people read.
+    click.echo(line, err=as_json)
+    if asks_before_sending(yes=yes, interactive=sys.stdin.isatty()) and not click.confirm(
+        "Send?" if local_time is None and send_at is None else "Schedule?", default=False
+    ):
+        raise CommandError("Nothing sent.")
     if local_time is not None:
         with _user_errors(), unit_of_work() as work:
             newsletter = newsletter_store.get_by_slug(work.session, newsletter_slug)
@@ -470,6 +496,12 @@ def digest_send(
         click.echo(json.dumps({"id": digest_id, "state": state}))
     else:
         click.echo(f"digest {digest_id}: {state} for {when:%Y-%m-%d %H:%M} UTC" if when else "")
+
+
+def asks_before_sending(*, yes: bool, interactive: bool) -> bool:
+    """Whether `digest send` asks before mailing the list: at a terminal, unless --yes.
+    Scripts, cron jobs and drills (stdin not a terminal) go on without asking, as before."""
+    return interactive and not yes
 
 
 @digest.command("status")

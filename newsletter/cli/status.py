@@ -61,10 +61,9 @@ def render(report: dict[str, Any]) -> list[str]:
     for digest in report["sending"]:
         lines.extend(_digest_lines(digest))
     lines.append(f"Scheduled ({len(report['scheduled'])})")
-    for digest in report["scheduled"]:
-        when = (digest["scheduled_for"] or "")[:16].replace("T", " ")
-        subject = f"  “{digest['subject']}”" if digest["subject"] else ""
-        lines.append(f"  #{digest['id']} {digest['newsletter']} at {when} UTC{subject}")
+    # Digests waiting for their time, waves, and each recurring schedule's next run.
+    for send in report["scheduled"]:
+        lines.append(f"  {send['words']}")
     for newsletter in report.get("waves", []):
         lines.append(f"Waves of {newsletter['newsletter']} (each reader's own clock)")
         if not newsletter["waves"]:

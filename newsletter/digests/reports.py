@@ -12,6 +12,7 @@ from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
     Digest,
+    DigestState,
 )
 from newsletter.digests import lifecycle
 
@@ -32,6 +33,63 @@ def list_digests(
     )
     counts = _counts_by_digest(session, [digest.id for digest in found])
     return [_status(digest, counts.get(digest.id, {})) for digest in found], total
+
+
+def banner(state: str, *, scheduled_for_local: str | None = None, note: str | None = None) -> str:
+    """What a digest in this state is doing, in a sentence: the one wording the list, the
+    digest's page and its live progress all show, so a badge and a banner never disagree."""
+    if state == DigestState.DRAFT:
+        return "Draft: it reaches nobody until you send it now or schedule it."
+    if state == DigestState.SCHEDULED:
+        return f"Scheduled for {scheduled_for_local}." if scheduled_for_local else "Scheduled."
+    if state == DigestState.EMPTY:
+        return f"Nothing to send: {note}" if note else "Nothing to send."
+    return STATE_SENTENCES.get(state, state)
+
+
+STATE_SENTENCES: dict[str, str] = {
+    DigestState.SENDING: "Being sent now.",
+    DigestState.PAUSED: "Paused: nothing more is sent until it is resumed.",
+    DigestState.SENT: "Sent.",
+    DigestState.CANCELLED: "Cancelled: nothing more of it will be sent.",
+    DigestState.FAILED: "Failed: see the delivery errors below.",
+}
+
+
+def progress(counts: dict[str, int], *, state: str, note: str | None = None) -> dict[str, Any]:
+    """A progress bar's widths (percent of all deliveries) and the same in words; a digest
+    with no deliveries says why there are none instead of "0%"."""
+    total = counts["total"]
+    done = total - counts["queued"]
+
+    def share(n: int) -> float:
+        return round(100.0 * n / total, 2) if total else 0.0
+
+    if total:
+        words = (
+            f"{counts['sent']:,} of {total:,} sent · {counts['bounced']:,} bounced · "
+            f"{counts['failed']:,} failed"
+        )
+        if counts["skipped"]:
+            words += f" · {counts['skipped']:,} skipped"
+    elif state == DigestState.EMPTY:
+        words = banner(state, note=note)
+    elif state in (DigestState.DRAFT, DigestState.SCHEDULED, DigestState.PAUSED):
+        words = "not started"
+    elif state == DigestState.SENDING:
+        words = "finding its readers"
+    else:
+        words = "no deliveries"
+    return {
+        "sent": share(counts["sent"]),
+        "bounced": share(counts["bounced"]),
+        "failed": share(counts["failed"]),
+        "skipped": share(counts["skipped"]),
+        "done": int(100 * done // total) if total else 0,
+        # No percentage for a bar that has nothing to count: "0%" reads as "stuck".
+        "percent": f"{int(100 * done // total)}%" if total else "",
+        "text": words,
+    }
 
 
 def _status(digest: Digest, by_status: dict[str, int]) -> dict[str, Any]:

@@ -407,6 +407,23 @@ def add_newsletter(
     return newsletter
 
 
+def next_run(session: Session, newsletter: Newsletter, *, now: datetime) -> datetime | None:
+    """When a newsletter's recurring schedule sends next (UTC), or None: no (readable) schedule."""
+    if not newsletter.schedule_cron:
+        return None
+    # On readers' clocks, the next is the first wave to come, whichever zone's it is.
+    zones = (
+        set(waves.zones_in_use(session, newsletter)) or {newsletter.time_zone}
+        if newsletter.schedule_in_reader_zones
+        else {newsletter.time_zone}
+    )
+    try:
+        return min(next_due(newsletter.schedule_cron, zone, now) for zone in zones)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
+        return None
+
+
 def describe_newsletters(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every newsletter as plain data: what `newsletter newsletters list --json` prints."""
     now = now or utcnow()
@@ -418,18 +435,7 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
     subscribed = {newsletter_id: int(count) for newsletter_id, count in rows}
     described = []
     for newsletter in newsletter_store.list_newsletters(session):
-        upcoming = None
-        if newsletter.schedule_cron:
-            # On readers' clocks, the next is the first wave to come, whichever zone's it is.
-            zones = (
-                set(waves.zones_in_use(session, newsletter)) or {newsletter.time_zone}
-                if newsletter.schedule_in_reader_zones
-                else {newsletter.time_zone}
-            )
-            try:
-                upcoming = min(next_due(newsletter.schedule_cron, zone, now) for zone in zones)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("newsletter %s: cannot read its schedule: %s", newsletter.slug, exc)
+        upcoming = next_run(session, newsletter, now=now)
         described.append(
             {
                 "slug": newsletter.slug,

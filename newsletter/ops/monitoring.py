@@ -29,7 +29,7 @@ from newsletter.core.models import (
     Newsletter,
     Subscriber,
 )
-from newsletter.digests import reports, schedules
+from newsletter.digests import reports, schedules, upcoming
 
 # kombu's Redis transport keeps a queue's priorities in lists named <queue><sep><priority>.
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
@@ -57,7 +57,7 @@ def status(session: Session, app: Any, broker_url: str, *, timeout: float = 1.0)
         "queues": queue_depths(broker_url),
         "workers": workers(app, timeout=timeout),
         "sending": sending_digests(session),
-        "scheduled": scheduled_digests(session),
+        "scheduled": [send.as_dict() for send in upcoming.upcoming_sends(session)],
         "waves": local_time_waves(session),
         "errors": last_errors(session),
     }
@@ -143,25 +143,6 @@ def sending_digests(session: Session, *, now: datetime | None = None) -> list[di
         )
         found.append(digest_status)
     return found
-
-
-def scheduled_digests(session: Session, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The digests waiting for their time, soonest first."""
-    rows = session.execute(
-        select(Digest)
-        .where(Digest.state == DigestState.SCHEDULED)
-        .order_by(Digest.scheduled_for, Digest.id)
-        .limit(limit)
-    ).scalars()
-    return [
-        {
-            "id": digest.id,
-            "newsletter": digest.newsletter.slug,
-            "subject": digest.subject,
-            "scheduled_for": digest.scheduled_for.isoformat() if digest.scheduled_for else None,
-        }
-        for digest in rows
-    ]
 
 
 def local_time_waves(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.core.i18n import LANGUAGE_TAGS
 from newsletter.core.models import Subscriber
 from newsletter.subscribers.eligibility import may_be_mailed
 
@@ -35,3 +36,22 @@ def reach(session: Session, *, newsletter_id: int) -> Reach:
     ).all()
     by_language = {language: int(count) for language, count in rows}
     return Reach(newsletter_id, sum(by_language.values()), by_language)
+
+
+def by_language_in_words(reach: Reach, *, separator: str = " · ") -> str:
+    """`pt-PT 300 · en 150 · zh-Hans 58`: the reach per language, by language tag, the
+    dashboard's confirmation and the CLI's alike."""
+    return separator.join(
+        f"{LANGUAGE_TAGS.get(language, language)} {count:,}"
+        for language, count in reach.by_language.items()
+    )
+
+
+def reach_line(reach: Reach, newsletter_name: str) -> str:
+    """`Will reach 508 readers of Daily digest: pt-PT 300, en 150, zh-Hans 58`."""
+    if not reach.total:
+        return f"Will reach no reader of {newsletter_name}: nobody may be mailed it now."
+    readers = "reader" if reach.total == 1 else "readers"
+    return f"Will reach {reach.total:,} {readers} of {newsletter_name}: " + by_language_in_words(
+        reach, separator=", "
+    )

@@ -116,9 +116,7 @@ def test_the_pages_need_a_signed_in_editor(client: TestClient) -> None:
         assert response.headers["location"].startswith("/admin/login?next="), path
     progress = client.get(f"/admin/digests/{made}/progress", headers={"Accept": "application/json"})
     assert progress.status_code == 401
-    created = client.post(
-        "/admin/digests", data={"newsletter": "daily", "send": "now"}, follow_redirects=False
-    )
+    created = client.post("/admin/digests", data={"newsletter": "daily"}, follow_redirects=False)
     assert created.status_code == 303 and created.headers["location"].startswith("/admin/login")
     cancelled = client.post(f"/admin/digests/{made}/cancel", follow_redirects=False)
     assert cancelled.status_code == 303
@@ -158,7 +156,7 @@ def test_the_list_shows_digests_newest_first_with_their_progress(
 
 def test_the_list_is_paged(client: TestClient, csrf: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(digest_pages, "PAGE_SIZE", 2)
-    ids = [digest(subject=f"Digest number {n}") for n in range(3)]
+    ids = [digest(state=DigestState.SENT, subject=f"Digest number {n}") for n in range(3)]
     first = client.get("/admin/digests").text
     assert "Digest number 2" in first and "Digest number 1" in first
     assert "Digest number 0" not in first and "/admin/digests?page=2" in first
@@ -187,49 +185,98 @@ def test_progress_answers_json_for_the_bars(client: TestClient, csrf: str) -> No
 # --- creating -----------------------------------------------------------------------------
 
 
-def test_a_digest_sent_now(client: TestClient, csrf: str, queued: dict[str, list[Any]]) -> None:
-    form = client.get("/admin/digests/new")
-    assert form.status_code == 200
-    assert 'name="csrf_token"' in form.text and '<option value="daily"' in form.text
-    before = utcnow()
-    response = client.post(
-        "/admin/digests",
-        data={"csrf_token": csrf, "newsletter": "daily", "window": "last", "send": "now"},
-        follow_redirects=False,
-    )
+def draft(client: TestClient, csrf: str, **fields: str) -> int:
+    """A draft made through the "New digest" form; its id."""
+    data = {"csrf_token": csrf, "newsletter": "daily", "window": "last", **fields}
+    response = client.post("/admin/digests", data=data, follow_redirects=False)
     assert response.status_code == 303, response.text
     match = re.fullmatch(r"/admin/digests/(\d+)", response.headers["location"])
     assert match
-    digest_id = int(match.group(1))
+    return int(match.group(1))
+
+
+def confirm(client: TestClient, csrf: str, digest_id: int, **fields: str) -> Any:
+    """The confirmation's POST, as its [Send]/[Schedule] button makes it."""
+    data = {"csrf_token": csrf, "send": "now", "send_at": "", **fields}
+    return client.post(f"/admin/digests/{digest_id}/schedule", data=data, follow_redirects=False)
+
+
+def test_a_new_digest_is_a_draft_and_goes_out_only_once_confirmed(
+    client: TestClient, csrf: str, queued: dict[str, list[Any]]
+) -> None:
+    form = client.get("/admin/digests/new")
+    assert form.status_code == 200
+    assert 'name="csrf_token"' in form.text and '<option value="daily"' in form.text
+    assert 'name="send"' not in form.text  # sending is the draft page's, after a confirmation
+    for n in range(3):
+        add_reader(f"en{n}@example.com")
+    add_reader("pt@example.com", language="pt")
+    digest_id = draft(client, csrf)
     with db.session_scope() as session:
         made = session.get(Digest, digest_id)
         assert made is not None
-        assert made.state == DigestState.SCHEDULED and made.since is None
-        assert made.subject is None
+        assert made.state == DigestState.DRAFT and made.since is None
+        assert made.subject is None and made.scheduled_for is None
+    assert queued["tick"] == []  # a draft starts nothing
+    page = client.get(f"/admin/digests/{digest_id}").text
+    assert f"Digest #{digest_id} saved as a draft" in page
+    assert "Draft: it reaches nobody until you send it now or schedule it." in page
+    assert "being sent now" not in page and "no deliveries yet" not in page
+    assert '<strong class="progress-percent"></strong> <span class="progress-text">not started' in (
+        page
+    )
+    assert "since the last digest" in page
+    assert f'action="/admin/digests/{digest_id}/confirm"' in page and "Send now…" in page
+    assert "Schedule…" in page and "Europe/Lisbon (UTC" in page
+
+    asked = client.get(f"/admin/digests/{digest_id}/confirm", params={"send": "now"})
+    assert asked.status_code == 200
+    text = re.sub(r"<[^>]+>", "", asked.text)
+    assert "This digest will reach 4 readers of Daily digest: en 3 · pt-PT 1 — send now?" in (
+        " ".join(text.split())
+    )
+    assert "Send to 4 readers" in asked.text and "Back to the draft" in asked.text
+    assert state_of(digest_id) == DigestState.DRAFT and queued["tick"] == []
+
+    before = utcnow()
+    sent = confirm(client, csrf, digest_id)
+    assert sent.status_code == 303 and sent.headers["location"] == f"/admin/digests/{digest_id}"
+    with db.session_scope() as session:
+        made = session.get(Digest, digest_id)
+        assert made is not None and made.state == DigestState.SCHEDULED
         assert made.scheduled_for is not None and made.scheduled_for >= before
     assert queued["tick"] == [()]  # started at once, not at the next beat
-    page = client.get(response.headers["location"])
-    assert page.status_code == 200
-    assert f"Digest #{digest_id} created" in page.text
-    assert "since the last digest" in page.text
+    page = client.get(sent.headers["location"]).text
+    assert f"Digest #{digest_id} is on its way" in page
+    assert "Scheduled for " in page and "Send now…" not in page
+    # Confirmed once is enough: a second POST finds no draft, and says so.
+    again = confirm(client, csrf, digest_id)
+    assert again.status_code == 409 and "only a draft can be sent or scheduled" in again.text
 
 
-def test_a_digest_at_a_local_time_on_the_newsletters_clock(client: TestClient, csrf: str) -> None:
+def test_a_digest_at_a_local_time_on_the_newsletters_clock(
+    client: TestClient, csrf: str, queued: dict[str, list[Any]]
+) -> None:
     with db.session_scope() as session:
         schedules.add_newsletter(session, slug="macau", name="Macau", time_zone="Asia/Macau")
-    response = client.post(
-        "/admin/digests",
-        data={
-            "csrf_token": csrf,
-            "newsletter": "macau",
-            "window": "since",
-            "since": "2026-01-10T08:00",
-            "subject": "  Semana em Macau  ",
-            "send": "at",
-            "send_at": "2099-01-15T09:30",
-        },
-        follow_redirects=False,
+    digest_id = draft(
+        client,
+        csrf,
+        newsletter="macau",
+        window="since",
+        since="2026-01-10T08:00",
+        subject="  Semana em Macau  ",
     )
+    asked = client.get(
+        f"/admin/digests/{digest_id}/confirm", params={"send": "at", "send_at": "2099-01-15T09:30"}
+    )
+    assert asked.status_code == 200
+    assert "Schedule digest #" in asked.text
+    assert "at 2099-01-15 09:30 Asia/Macau (UTC+8)" in asked.text
+    # Nobody reads Macau: said plainly, and no button that would mail nobody silently.
+    assert "this digest would reach nobody" in asked.text and "Schedule anyway" in asked.text
+    assert "Send to" not in asked.text
+    response = confirm(client, csrf, digest_id, send="at", send_at="2099-01-15T09:30")
     assert response.status_code == 303, response.text
     with db.session_scope() as session:
         made = session.scalars(select(Digest)).one()
@@ -238,9 +285,22 @@ def test_a_digest_at_a_local_time_on_the_newsletters_clock(client: TestClient, c
         assert made.since == datetime(2026, 1, 10, 0, 0, tzinfo=UTC)
         assert made.subject == "Semana em Macau"
         assert made.newsletter.slug == "macau"
+        assert made.state == DigestState.SCHEDULED
     page = client.get(response.headers["location"]).text
-    assert "scheduled for 2099-01-15 09:30 Asia/Macau (UTC+8)" in page
+    assert "Scheduled for 2099-01-15 09:30 Asia/Macau (UTC+8)." in page
+    assert "being sent now" not in page
     assert "Pause" in page and "Cancel digest" in page and "Resume" not in page
+
+
+def test_sending_now_to_nobody_is_refused(
+    client: TestClient, csrf: str, queued: dict[str, list[Any]]
+) -> None:
+    digest_id = draft(client, csrf)
+    asked = client.get(f"/admin/digests/{digest_id}/confirm")
+    assert "this digest would reach nobody" in asked.text and "Send to" not in asked.text
+    refused = confirm(client, csrf, digest_id)
+    assert refused.status_code == 409 and "nobody to send it to" in refused.text
+    assert state_of(digest_id) == DigestState.DRAFT and queued["tick"] == []
 
 
 @pytest.mark.parametrize(
@@ -272,18 +332,8 @@ def test_the_form_reads_a_time_as_every_front_end_does(
 ) -> None:
     with db.session_scope() as session:
         schedules.add_newsletter(session, slug="macau", name="Macau", time_zone="Asia/Macau")
-    response = client.post(
-        "/admin/digests",
-        data={
-            "csrf_token": csrf,
-            "newsletter": "macau",
-            "window": "since",
-            "since": since,
-            "send": "at",
-            "send_at": send_at,
-        },
-        follow_redirects=False,
-    )
+    digest_id = draft(client, csrf, newsletter="macau", window="since", since=since)
+    response = confirm(client, csrf, digest_id, send="at", send_at=send_at)
     assert response.status_code == 303, response.text
     with db.session_scope() as session:
         made = session.scalars(select(Digest)).one()
@@ -294,16 +344,10 @@ def test_the_form_reads_a_time_as_every_front_end_does(
     ("fields", "message"),
     [
         ({"newsletter": "nope"}, "Choose one of the newsletters."),
-        ({"send": "at", "send_at": ""}, "Give the sending time"),
-        ({"send": "at", "send_at": "tomorrow at nine"}, "The sending time is not a date and time"),
-        ({"send": "at", "send_at": "2001-01-01T10:00"}, "That sending time has passed"),
-        # Lisbon's clocks went from 01:00 to 02:00 on 29 March 2099.
-        ({"send": "at", "send_at": "2099-03-29T01:30"}, "does not exist in Europe/Lisbon"),
         ({"window": "since", "since": ""}, "Give the start of the window"),
         ({"window": "since", "since": "2099-01-01T00:00"}, "cannot start in the future"),
         # The ends of the calendar overflow when moved to UTC (was a 500).
         ({"window": "since", "since": "0001-01-01T00:30"}, "between 1970 and 9000"),
-        ({"send": "at", "send_at": "9999-12-31T23:30"}, "between 1970 and 9000"),
         ({"subject": "x" * 301}, "too long"),
         ({"subject": "bad\x00subject"}, "subject"),
     ],
@@ -315,12 +359,36 @@ def test_invalid_input_shows_the_form_again_and_creates_nothing(
     fields: dict[str, str],
     message: str,
 ) -> None:
-    data = {"csrf_token": csrf, "newsletter": "daily", "window": "last", "send": "now", **fields}
+    data = {"csrf_token": csrf, "newsletter": "daily", "window": "last", **fields}
     response = client.post("/admin/digests", data=data, follow_redirects=False)
     assert response.status_code == 422
     assert 'class="error"' in response.text and message in response.text
     assert "<h1>New digest</h1>" in response.text
     assert digest_count() == 0 and queued["tick"] == []
+
+
+@pytest.mark.parametrize(
+    ("send_at", "message"),
+    [
+        ("", "Give the sending time"),
+        ("tomorrow at nine", "The sending time is not a date and time"),
+        ("2001-01-01T10:00", "That sending time has passed"),
+        # Lisbon's clocks went from 01:00 to 02:00 on 29 March 2099.
+        ("2099-03-29T01:30", "does not exist in Europe/Lisbon"),
+        ("9999-12-31T23:30", "between 1970 and 9000"),
+    ],
+)
+def test_a_bad_sending_time_is_refused_at_both_steps_and_keeps_the_draft(
+    client: TestClient, csrf: str, queued: dict[str, list[Any]], send_at: str, message: str
+) -> None:
+    digest_id = draft(client, csrf)
+    asked = client.get(
+        f"/admin/digests/{digest_id}/confirm", params={"send": "at", "send_at": send_at}
+    )
+    assert asked.status_code == 422 and message in asked.text
+    refused = confirm(client, csrf, digest_id, send="at", send_at=send_at)
+    assert refused.status_code == 422 and message in refused.text
+    assert state_of(digest_id) == DigestState.DRAFT and queued["tick"] == []
 
 
 def test_too_long_a_field_is_refused_without_a_500(client: TestClient, csrf: str) -> None:
@@ -445,9 +513,14 @@ def test_a_form_without_this_sessions_csrf_token_is_refused(
         response = client.post(f"/admin/digests/{made}/{action}", data=extra)
         assert response.status_code == 403 and "Form refused" in response.text
     assert state_of(made) == DigestState.SENDING
-    created = client.post("/admin/digests", data={"newsletter": "daily", "send": "now", **extra})
+    created = client.post("/admin/digests", data={"newsletter": "daily", **extra})
     assert created.status_code == 403
     assert digest_count() == 1 and queued["tick"] == []
+    waiting = digest(state=DigestState.DRAFT)
+    add_reader("reader@example.com")
+    sent = client.post(f"/admin/digests/{waiting}/schedule", data={"send": "now", **extra})
+    assert sent.status_code == 403
+    assert state_of(waiting) == DigestState.DRAFT and queued["tick"] == []
 
 
 # --- preview ------------------------------------------------------------------------------

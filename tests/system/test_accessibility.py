@@ -144,6 +144,14 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         page.locator("table a").first.click()
         expect(page.locator("iframe.preview")).to_be_visible()
         audit.check("outbox message")
+        # A draft, and the confirmation before it is sent (left unconfirmed: nothing is sent).
+        page.goto(f"{base}/admin/digests/new")
+        page.get_by_role("button", name="Save draft").click()
+        expect(page.get_by_role("button", name="Send now…")).to_be_visible()
+        audit.check("digest draft")
+        page.get_by_role("button", name="Send now…").click()
+        expect(page.get_by_role("heading", name=re.compile(r"now\?$"))).to_be_visible()
+        audit.check("digest confirmation")
         page.goto(f"{base}/admin/subscribers")
         page.get_by_role("link", name=DIGEST_READERS[0]).first.click()
         expect(page).to_have_url(re.compile(r"/admin/subscribers/\d+$"))
@@ -157,5 +165,5 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         audit.check("subscribers import check")
         context.close()
 
-    assert len(audit.checked) == 31, audit.checked
+    assert len(audit.checked) == 33, audit.checked
     assert not audit.found, audit.report()

@@ -1,5 +1,6 @@
-"""An editor in a real browser, on `newsletter up`: sign in, create a digest, send it now and
-watch its progress bar fill, preview it; and the dashboard's door refusing what it should."""
+"""An editor in a real browser, on `newsletter up`: sign in, create a draft, confirm sending
+it now and watch its progress bar fill, preview it; and the dashboard's door refusing what
+it should."""
 
 from __future__ import annotations
 
@@ -63,23 +64,39 @@ def sign_in(page: Page, service: Service, token: str = ADMIN_TOKEN) -> None:
 
 
 def create_digest(page: Page, *, send_at: str | None = None, subject: str = "") -> int:
-    """Through the form, as an editor would; the new digest's id (from its page's address)."""
+    """Through the form, as an editor would: a draft, then Send now… or Schedule…, and the
+    confirmation's button; the digest's id (from its page's address)."""
     page.get_by_role("navigation", name="Sections").get_by_role("link", name="Digests").click()
     page.get_by_role("link", name="New digest").click()
     page.get_by_label("Newsletter").select_option("daily")
     if subject:
         page.get_by_label("Subject (optional)").fill(subject)
-    if send_at:
-        page.locator('input[name=send][value="at"]').check()
-        page.get_by_label("Send at (date and time)").fill(send_at)
-    else:
-        page.locator('input[name=send][value="now"]').check()
     page.screenshot(path=screenshot_path("digest-new.png"), full_page=True)
-    page.get_by_role("button", name="Create digest").click()
+    page.get_by_role("button", name="Save draft").click()
     expect(page).to_have_url(re.compile(r"/admin/digests/\d+$"))
     match = re.search(r"/admin/digests/(\d+)$", page.url)
     assert match
-    return int(match.group(1))
+    digest_id = int(match.group(1))
+    expect(page.locator(f'[data-state-of="{digest_id}"]')).to_have_text("draft")
+    page.screenshot(path=screenshot_path("digest-draft.png"), full_page=True)
+    if send_at:
+        page.get_by_label("Send at (date and time)").fill(send_at)
+        page.get_by_role("button", name="Schedule…").click()
+        expect(page.get_by_role("heading", name=f"Schedule digest #{digest_id}?")).to_be_visible()
+        expect(page.locator(".reach")).to_contain_text(
+            f"This digest will reach {len(READERS)} readers of Daily digest"
+        )
+        page.get_by_role("button", name="Schedule", exact=True).click()
+    else:
+        page.get_by_role("button", name="Send now…").click()
+        expect(page.get_by_role("heading", name=f"Send digest #{digest_id} now?")).to_be_visible()
+        expect(page.locator(".reach")).to_contain_text(
+            f"This digest will reach {len(READERS)} readers of Daily digest: en {len(READERS)}"
+        )
+        page.screenshot(path=screenshot_path("digest-confirm.png"), full_page=True)
+        page.get_by_role("button", name=f"Send to {len(READERS)} readers").click()
+    expect(page).to_have_url(re.compile(rf"/admin/digests/{digest_id}$"))
+    return digest_id
 
 
 def test_a_wrong_token_is_refused_on_the_sign_in_page(page: Page, service: Service) -> None:
@@ -99,7 +116,7 @@ def test_an_editor_sends_a_digest_now_and_watches_it_go_out(page: Page, service:
 
     before = len(list(service.outbox.glob("*.eml")))
     digest_id = create_digest(page)
-    expect(page.get_by_role("status")).to_contain_text(f"Digest #{digest_id} created")
+    expect(page.get_by_role("status")).to_contain_text(f"Digest #{digest_id} is on its way")
 
     # The bar fills by itself (progress.js polling), without reloading by hand.
     bar = page.locator(f'.digest-progress[data-digest="{digest_id}"]')
@@ -145,6 +162,9 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
     sign_in(page, service)
     digest_id = create_digest(page, send_at="2099-06-01T08:00", subject="Not before 2099")
     expect(page.locator(f'[data-state-of="{digest_id}"]')).to_have_text("scheduled")
+    expect(page.locator(f'[data-banner-of="{digest_id}"]')).to_have_text(
+        re.compile(r"^Scheduled for 2099-06-01 08:00 Europe/Lisbon \(UTC\+1\)\.$")
+    )
     cancel_form = page.locator(f'form[action="/admin/digests/{digest_id}/cancel"]')
     removed = cancel_form.evaluate(
         "form => { const input = form.querySelector('input[name=csrf_token]');"

@@ -14,6 +14,7 @@ from markupsafe import Markup
 from newsletter.app.queue import celery as celery_app
 from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
+from newsletter.digests import upcoming
 from newsletter.ops import charts, monitoring, stats
 from newsletter.ops.charts import Bar, Point, Threshold
 from newsletter.web.admin.auth import Admin, admin_page
@@ -63,6 +64,7 @@ def home(
         {
             "summary": summary,
             "sending": monitoring.sending_digests(session, now=now),
+            "upcoming": upcoming.upcoming_sends(session, now=now),
             "broker": broker,
             "period": period,
             "periods": PERIODS,

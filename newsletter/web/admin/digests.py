@@ -21,9 +21,10 @@ from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
 from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import lifecycle, reports
+from newsletter.digests import composer, lifecycle, reports, upcoming
 from newsletter.digests import render as digests
 from newsletter.ops import monitoring
+from newsletter.subscribers import audience
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, message_page, redirect
@@ -71,6 +72,7 @@ def digests_page(
             "page": page,
             "has_next": page * PAGE_SIZE < total,
             "total": total,
+            "upcoming": upcoming.upcoming_sends(session) if page == 1 else [],
         },
     )
 
@@ -90,43 +92,123 @@ def create_digest(
     window: FormText = "last",
     since: FormText = "",
     subject: FormText = "",
-    send: FormText = "now",
-    send_at: FormText = "",
 ) -> Response:
-    form = {
-        "newsletter": newsletter,
-        "window": window,
-        "since": since,
-        "subject": subject,
-        "send": send,
-        "send_at": send_at,
-    }
-    now = utcnow()
+    """A new digest is a draft: nobody is mailed until the editor confirms a send."""
+    form = {"newsletter": newsletter, "window": window, "since": since, "subject": subject}
     try:
         chosen = _newsletter(session, newsletter)
-        zone = chosen.time_zone
-        since_moment = _local_moment("since", since, zone) if window == "since" else None
-        send_moment = _local_moment("send_at", send_at, zone) if send == "at" else None
-        if send_moment is not None and send_moment < now - PAST_GRACE:
-            raise InvalidInput(
-                "send_at", "That sending time has passed; choose a later one, or send now."
-            )
+        since_moment = (
+            _local_moment("since", since, chosen.time_zone) if window == "since" else None
+        )
         digest = editors.create_digest(
             work,
             newsletter_slug=chosen.slug,
             since=since_moment,
-            send_at=send_moment,
             subject=subject,
-            now=now,
+            draft=True,
+            now=utcnow(),
         )
     except InvalidInput as exc:
         work.rollback()
         return _form_page(request, admin, session, form=form, error=exc.message, status_code=422)
-    digest_id = digest.id
+    return redirect(
+        f"/admin/digests/{digest.id}",
+        f"Digest #{digest.id} saved as a draft: preview it, then send or schedule it.",
+    )
+
+
+@router.get("/digests/{digest_id:int}/confirm")
+def confirm_page(
+    request: Request,
+    admin: Admin,
+    session: SessionDep,
+    digest_id: RowId,
+    send: Annotated[str, Query(max_length=10)] = "now",
+    send_at: Annotated[str, Query(max_length=100)] = "",
+) -> HTMLResponse:
+    """Before a draft goes out: whom it will reach, by language, and the window it covers."""
+    try:
+        digest = lifecycle.get_digest(session, digest_id)
+    except lifecycle.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    try:
+        send_moment = _send_moment(digest, send, send_at)
+    except (InvalidInput, lifecycle.DigestActionError) as exc:
+        message = exc.message if isinstance(exc, InvalidInput) else str(exc)
+        status_code = 422 if isinstance(exc, InvalidInput) else 409
+        return _digest_page(
+            request, admin, session, digest_id, error=message, status_code=status_code
+        )
+    newsletter = digest.newsletter
+    found = audience.reach(session, newsletter_id=newsletter.id)
+    now = utcnow()
+    since, until = composer.digest_window(
+        session,
+        newsletter_id=newsletter.id,
+        since=digest.since,
+        now=send_moment or now,
+        first_window=timedelta(hours=get_settings().digest_first_window_hours),
+    )
+    articles = len(composer.candidate_articles(session, since=since, until=min(until, now)))
+    zone = newsletter.time_zone
+    return admin_page(
+        request,
+        "digest_confirm.html",
+        admin,
+        {
+            "digest": digest,
+            "newsletter": newsletter,
+            "reach": found,
+            "by_language": audience.by_language_in_words(found),
+            "send": "at" if send_moment else "now",
+            "send_at": send_at,
+            "send_at_local": _local(send_moment, zone) if send_moment else None,
+            "since_local": _local(since, zone),
+            "until_local": _local(until, zone),
+            "articles": articles,
+        },
+    )
+
+
+@router.post("/digests/{digest_id:int}/schedule")
+def schedule_digest(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    digest_id: RowId,
+    send: FormText = "now",
+    send_at: FormText = "",
+) -> Response:
+    """The confirmed send: only here does a draft become a digest on its way to readers."""
+    try:
+        digest = lifecycle.get_digest(session, digest_id)
+        send_moment = _send_moment(digest, send, send_at)
+        if (
+            send_moment is None
+            and not audience.reach(session, newsletter_id=digest.newsletter_id).total
+        ):
+            raise lifecycle.DigestActionError(
+                "No reader may be mailed this newsletter now: there is nobody to send it to."
+            )
+        zone = digest.newsletter.time_zone
+        scheduled = editors.schedule_digest(work, digest_id=digest_id, send_at=send_moment)
+    except lifecycle.UnknownDigest as exc:
+        work.rollback()
+        return _not_found(request, admin, str(exc))
+    except InvalidInput as exc:
+        work.rollback()
+        return _digest_page(request, admin, session, digest_id, error=exc.message, status_code=422)
+    except lifecycle.DigestActionError as exc:
+        work.rollback()
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
     if send_moment is None:
-        notice = f"Digest #{digest_id} created: it is being sent now."
+        notice = f"Digest #{digest_id} is on its way: it starts within a few seconds."
     else:
-        notice = f"Digest #{digest_id} scheduled for {_local(send_moment, zone)}."
+        when = _local(scheduled.scheduled_for or send_moment, zone)
+        notice = f"Digest #{digest_id}: " + reports.banner(
+            scheduled.state, scheduled_for_local=when
+        )
     return redirect(f"/admin/digests/{digest_id}", notice)
 
 
@@ -142,6 +224,7 @@ def digest_progress(admin: Admin, session: SessionDep, digest_id: RowId) -> Resp
     """What the progress bars poll (JSON): state, counts, the bar's widths and its words."""
     try:
         status = reports.digest_status(session, digest_id)
+        time_zone = lifecycle.get_digest(session, digest_id).newsletter.time_zone
     except lifecycle.UnknownDigest as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
     return JSONResponse(
@@ -151,7 +234,10 @@ def digest_progress(admin: Admin, session: SessionDep, digest_id: RowId) -> Resp
             "final": status["state"] in lifecycle.FINAL_STATES,
             "poll_ms": poll_interval_ms(status),
             "counts": status["counts"],
-            "progress": progress(status["counts"]),
+            "progress": reports.progress(
+                status["counts"], state=status["state"], note=status["note"]
+            ),
+            "banner": _banner(status, time_zone),
         }
     )
 
@@ -233,30 +319,6 @@ def preview_email(
     )
 
 
-def progress(counts: dict[str, int]) -> dict[str, Any]:
-    """A progress bar's widths (percent of all deliveries) and the same in words."""
-    total = counts["total"]
-    done = total - counts["queued"]
-
-    def share(n: int) -> float:
-        return round(100.0 * n / total, 2) if total else 0.0
-
-    words = (
-        f"{counts['sent']:,} of {total:,} sent · {counts['bounced']:,} bounced · "
-        f"{counts['failed']:,} failed"
-    )
-    if counts["skipped"]:
-        words += f" · {counts['skipped']:,} skipped"
-    return {
-        "sent": share(counts["sent"]),
-        "bounced": share(counts["bounced"]),
-        "failed": share(counts["failed"]),
-        "skipped": share(counts["skipped"]),
-        "done": int(100 * done // total) if total else 0,
-        "text": words if total else "no deliveries yet",
-    }
-
-
 def poll_interval_ms(status: dict[str, Any]) -> int:
     """How soon a progress bar asks again: each second while something moves, else rarely."""
     due = status["scheduled_for"]
@@ -323,6 +385,7 @@ def _digest_page(
             "digest": status,
             "newsletter": newsletter,
             "errors": monitoring.last_errors(session, digest_id=digest_id),
+            "zone_now": clock.zone_label(newsletter.time_zone, utcnow()),
             "error": error,
         },
         status_code=status_code,
@@ -352,11 +415,35 @@ def _form_page(
                 "window": "last",
                 "since": "",
                 "subject": "",
-                "send": "now",
-                "send_at": "",
             },
         },
         status_code=status_code,
+    )
+
+
+def _send_moment(digest: Digest, send: str, send_at: str) -> datetime | None:
+    """When a draft is to go: None for now, or a time on the newsletter's clock (UTC).
+    A digest that is no draft, or a time already gone, is refused with a sentence."""
+    if "schedule" not in lifecycle.allowed_actions(digest.state):
+        raise lifecycle.DigestActionError(
+            f"Digest {digest.id} is {digest.state}; only a draft can be sent or scheduled."
+        )
+    if send != "at":
+        return None
+    moment = _local_moment("send_at", send_at, digest.newsletter.time_zone)
+    if moment < utcnow() - PAST_GRACE:
+        raise InvalidInput(
+            "send_at", "That sending time has passed; choose a later one, or send now."
+        )
+    return moment
+
+
+def _banner(status: dict[str, Any], time_zone: str) -> str:
+    due = status["scheduled_for"]
+    return reports.banner(
+        status["state"],
+        scheduled_for_local=_local(datetime.fromisoformat(due), time_zone) if due else None,
+        note=status["note"],
     )
 
 
@@ -382,14 +469,18 @@ def _local(moment: datetime, time_zone: str) -> str:
 
 def _decorate(status: dict[str, Any], time_zone: str) -> None:
     """Add what a page shows beside the status: the bar, finality, times on local clocks."""
-    status["progress"] = progress(status["counts"])
+    status["progress"] = reports.progress(
+        status["counts"], state=status["state"], note=status["note"]
+    )
     status["final"] = status["state"] in lifecycle.FINAL_STATES
     status["poll_ms"] = poll_interval_ms(status)
     for key in ("scheduled_for", "since", "until", "started_at", "finished_at"):
         iso = status.get(key)
         status[f"{key}_local"] = _local(datetime.fromisoformat(iso), time_zone) if iso else None
+    status["banner"] = _banner(status, time_zone)
     state = status["state"]
     actions = lifecycle.allowed_actions(state)
+    status["can_send"] = "schedule" in actions
     status["can_pause"] = "pause" in actions
     status["can_resume"] = "resume" in actions
     status["can_cancel"] = "cancel" in actions

@@ -13,11 +13,15 @@
       if (span) { span.style.width = p[part] + "%"; }
     });
     bar.querySelector(".progress").setAttribute("aria-valuenow", String(p.done));
-    bar.querySelector(".progress-percent").textContent = p.done + "%";
+    bar.querySelector(".progress-percent").textContent = p.percent;
     bar.querySelector(".progress-text").textContent = p.text;
     document.querySelectorAll('[data-state-of="' + data.id + '"]').forEach(function (badge) {
       badge.textContent = data.state;
       badge.className = "state state-" + data.state;
+    });
+    // The sentence beside the badge comes from the same state, so the two never disagree.
+    document.querySelectorAll('[data-banner-of="' + data.id + '"]').forEach(function (line) {
+      line.textContent = data.banner;
     });
   }
 
