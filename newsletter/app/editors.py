@@ -9,13 +9,13 @@ batches, confirmation emails.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from newsletter.app import jobs, readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core.config import Settings
 from newsletter.core.models import Digest
-from newsletter.digests import lifecycle, schedules
+from newsletter.digests import lifecycle, schedules, shaping
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 from newsletter.subscribers.store import SignupForm, SignupOutcome
@@ -31,20 +31,28 @@ def create_digest(
     send_at: datetime | None = None,
     subject: str | None = None,
     draft: bool = False,
+    shape: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Digest:
     """A digest to send now, or at send_at (UTC); one due now starts without waiting for
-    the next beat. A draft waits for schedule_digest. UnknownNewsletter or InvalidInput
-    change nothing."""
-    digest = lifecycle.create_digest(
-        work.session,
-        newsletter_slug=newsletter_slug,
-        since=since,
-        send_at=send_at,
-        subject=subject,
-        draft=draft,
-        now=now,
-    )
+    the next beat. A draft waits for schedule_digest. `shape`: the editor's note,
+    subjects, pinned and excluded stories (see shaping.edit). UnknownNewsletter or
+    InvalidInput change nothing."""
+    try:
+        digest = lifecycle.create_digest(
+            work.session,
+            newsletter_slug=newsletter_slug,
+            since=since,
+            send_at=send_at,
+            subject=subject,
+            draft=draft,
+            now=now,
+        )
+        if shape:
+            shaping.edit(work.session, digest_id=digest.id, **shape)
+    except Exception:
+        work.rollback()
+        raise
     if not draft:
         work.enqueue(jobs.tick())
     work.commit()
@@ -82,6 +90,18 @@ def send_at_local_time(
     work.enqueue(jobs.tick())
     work.commit()
     return made
+
+
+def edit_digest(work: UnitOfWork, *, digest_id: int, **changes: Any) -> Digest:
+    """Shape a digest not yet started: its note and subjects per language, the stories
+    pinned (in order) or left out (see shaping.edit). A refusal changes nothing."""
+    try:
+        digest = shaping.edit(work.session, digest_id=digest_id, **changes)
+    except Exception:
+        work.rollback()
+        raise
+    work.commit()
+    return digest
 
 
 def pause_digest(work: UnitOfWork, *, digest_id: int) -> Digest:

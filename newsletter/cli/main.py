@@ -423,6 +423,11 @@ def digest() -> None:
     help="Send at the next such time (e.g. 07:00) on each reader's own clock, in waves.",
 )
 @click.option("--subject", default=None, help="The editor's subject instead of the lead's title.")
+@click.option(
+    "--draft",
+    is_flag=True,
+    help="Keep it as a draft to edit, preview and test; `digest schedule ID` sends it.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"id": …, "state": …}.')
 @click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask before sending (at a terminal).")
 def digest_send(
@@ -431,6 +436,7 @@ def digest_send(
     send_at: str | None,
     local_time: str | None,
     subject: str | None,
+    draft: bool,
     as_json: bool,
     yes: bool,
 ) -> None:
@@ -438,6 +444,7 @@ def digest_send(
 
     Says first how many readers it will reach, by language; at a terminal it then asks
     "Send? [y/N]" unless --yes. Run from a script (stdin not a terminal) it does not ask.
+    A --draft is sent to nobody, and asks nothing.
     """
     from newsletter.app import editors
     from newsletter.app.unit_of_work import unit_of_work
@@ -448,6 +455,8 @@ def digest_send(
 
     if local_time is not None and send_at is not None:
         raise CommandError("Give --at or --local-time, not both.")
+    if draft and local_time is not None:
+        raise CommandError("A local-time send goes out in waves; it cannot be a draft.")
     # What the command was given is checked before the reach is said and the question
     # asked: a refusal is its one line on stderr, nothing else.
     with _user_errors(), session_scope() as session:
@@ -460,9 +469,14 @@ def digest_send(
             audience.reach(session, newsletter_id=newsletter.id), newsletter.name
         )
     # With --json, stdout holds the JSON alone: the reach goes where people read.
-    click.echo(line, err=as_json)
-    if asks_before_sending(yes=yes, interactive=sys.stdin.isatty()) and not click.confirm(
-        "Send?" if local_time is None and send_at is None else "Schedule?", default=False
+    if not draft:
+        click.echo(line, err=as_json)
+    if (
+        not draft
+        and asks_before_sending(yes=yes, interactive=sys.stdin.isatty())
+        and not click.confirm(
+            "Send?" if local_time is None and send_at is None else "Schedule?", default=False
+        )
     ):
         raise CommandError("Nothing sent.")
     if local_time is not None:
@@ -490,12 +504,167 @@ def digest_send(
             since=_parse_when(since, "--since", time_zone=newsletter.time_zone),
             send_at=_parse_when(send_at, "--at", time_zone=newsletter.time_zone),
             subject=subject,
+            draft=draft,
         )
         digest_id, state, when = digest.id, digest.state, digest.scheduled_for
     if as_json:
         click.echo(json.dumps({"id": digest_id, "state": state}))
+    elif draft:
+        click.echo(
+            f"digest {digest_id}: draft (edit it with `newsletter digest edit {digest_id}`, "
+            f"send it with `newsletter digest schedule {digest_id}`)"
+        )
     else:
         click.echo(f"digest {digest_id}: {state} for {when:%Y-%m-%d %H:%M} UTC" if when else "")
+
+
+@digest.command("edit")
+@click.argument("digest_id", type=int)
+@click.option(
+    "--subject",
+    "subjects",
+    multiple=True,
+    metavar="[LANG=]TEXT",
+    help="The subject in one language (pt=…), or in every language without its own.",
+)
+@click.option("--note", "notes", multiple=True, metavar="LANG=TEXT", help="The editor's note.")
+@click.option(
+    "--note-file",
+    "note_files",
+    multiple=True,
+    metavar="LANG=PATH",
+    help="The editor's note, read from a Markdown file.",
+)
+@click.option("--pin", "pins", multiple=True, metavar="ARTICLE", help="Pin (id or slug), last.")
+@click.option("--unpin", "unpins", multiple=True, metavar="ARTICLE")
+@click.option("--exclude", "excludes", multiple=True, metavar="ARTICLE", help="Leave it out.")
+@click.option("--include", "includes", multiple=True, metavar="ARTICLE", help="Take it back.")
+@click.option("--order", default=None, metavar="A,B,C", help="The pinned stories, in this order.")
+def digest_edit(
+    digest_id: int,
+    subjects: tuple[str, ...],
+    notes: tuple[str, ...],
+    note_files: tuple[str, ...],
+    pins: tuple[str, ...],
+    unpins: tuple[str, ...],
+    excludes: tuple[str, ...],
+    includes: tuple[str, ...],
+    order: str | None,
+) -> None:
+    """Shape a digest before it starts: its note and subject per language, and its stories
+    pinned to the top (in order, for every reader) or left out. An empty text takes a
+    language's note or subject away."""
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
+    from newsletter.digests import lifecycle
+
+    intro = dict(_language_value(n, "--note") for n in notes)
+    for given in note_files:
+        language, path = _language_value(given, "--note-file")
+        try:
+            intro[language] = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"Cannot read the note {path}: {exc}") from None
+    every_language = [s for s in subjects if not _has_language(s)]
+    per_language = dict(_language_value(s, "--subject") for s in subjects if _has_language(s))
+    with _user_errors(), unit_of_work() as work:
+        digest = lifecycle.get_digest(work.session, digest_id)
+        pinned = list(digest.pinned or ())
+        excluded = list(digest.excluded or ())
+        if order is not None:
+            pinned = [_article_id(work.session, a) for a in order.split(",") if a.strip()]
+        pinned += [i for i in (_article_id(work.session, a) for a in pins) if i not in pinned]
+        unpinned = {_article_id(work.session, a) for a in unpins}
+        added = [_article_id(work.session, a) for a in excludes]
+        taken_back = {_article_id(work.session, a) for a in includes}
+        changes: dict[str, Any] = {
+            "pinned": [i for i in pinned if i not in unpinned],
+            "excluded": [i for i in dict.fromkeys(excluded + added) if i not in taken_back],
+        }
+        if intro:
+            changes["intro"] = intro
+        if per_language:
+            changes["subjects"] = per_language
+        if every_language:
+            changes["subject"] = every_language[-1]
+        editors.edit_digest(work, digest_id=digest_id, **changes)
+        shown = (digest.state, list(digest.pinned or ()), list(digest.excluded or ()))
+        languages = sorted(digest.intro or {})
+    state, now_pinned, now_excluded = shown
+    click.echo(
+        f"digest {digest_id}: {state}; pinned {now_pinned or 'none'}, left out "
+        f"{now_excluded or 'none'}, note in {', '.join(languages) or 'no language'}"
+    )
+
+
+@digest.command("schedule")
+@click.argument("digest_id", type=int)
+@click.option(
+    "--at", "send_at", default=None, help="Send then (ISO 8601; no zone: the newsletter's)."
+)
+@click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask before sending (at a terminal).")
+def digest_schedule(digest_id: int, send_at: str | None, yes: bool) -> None:
+    """Send a draft now, or at --at. Says first how many readers it will reach; at a
+    terminal it asks unless --yes."""
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
+    from newsletter.core.db import session_scope
+    from newsletter.digests import lifecycle
+    from newsletter.subscribers import audience
+
+    with _user_errors(), session_scope() as session:
+        digest = lifecycle.get_digest(session, digest_id)
+        if "schedule" not in lifecycle.allowed_actions(digest.state):
+            raise lifecycle.DigestActionError(
+                f"Digest {digest_id} is {digest.state}; only a draft can be scheduled."
+            )
+        time_zone = digest.newsletter.time_zone
+        when = _parse_when(send_at, "--at", time_zone=time_zone)
+        line = audience.reach_line(
+            audience.reach(session, newsletter_id=digest.newsletter_id), digest.newsletter.name
+        )
+    click.echo(line)
+    if asks_before_sending(yes=yes, interactive=sys.stdin.isatty()) and not click.confirm(
+        "Schedule?" if when else "Send?", default=False
+    ):
+        raise CommandError("Nothing sent.")
+    with _user_errors(), unit_of_work() as work:
+        scheduled = editors.schedule_digest(work, digest_id=digest_id, send_at=when)
+        state, due = scheduled.state, scheduled.scheduled_for
+    click.echo(f"digest {digest_id}: {state} for {due:%Y-%m-%d %H:%M} UTC" if due else state)
+
+
+def _has_language(value: str) -> bool:
+    from newsletter.core.i18n import LANGUAGE_TAGS
+
+    head, sep, _ = value.partition("=")
+    return bool(sep) and head.strip().lower() in LANGUAGE_TAGS
+
+
+def _language_value(value: str, option: str) -> tuple[str, str]:
+    """LANG=TEXT as (lang, text); a missing or unknown language is refused in words."""
+    from newsletter.core.i18n import LANGUAGE_TAGS
+
+    head, sep, text = value.partition("=")
+    if not sep or head.strip().lower() not in LANGUAGE_TAGS:
+        raise CommandError(
+            f"{option} takes LANG=TEXT, with LANG one of {', '.join(LANGUAGE_TAGS)}."
+        )
+    return head.strip().lower(), text
+
+
+def _article_id(session: Any, reference: str) -> int:
+    """An article named by its id or its slug."""
+    from newsletter.articles.store import get_article_by_slug
+    from newsletter.core.models import Article
+
+    reference = reference.strip()
+    if reference.isdigit() and session.get(Article, int(reference)) is not None:
+        return int(reference)
+    article = get_article_by_slug(session, reference)
+    if article is None:
+        raise CommandError(f"There is no article {reference!r} (give its number or its slug).")
+    return article.id
 
 
 def asks_before_sending(*, yes: bool, interactive: bool) -> bool:

@@ -256,6 +256,13 @@ class Digest(Base):
     # day at `scheduled_for`; only readers whose zone puts that instant there get it.
     local_time: Mapped[str | None] = mapped_column(String(5))
     local_day: Mapped[date | None]
+    # The editor's shaping of this one digest (digests/shaping.py): a note above the
+    # stories and a subject, each per language ({"pt": ...}); the articles pinned to the
+    # top, in the editor's order, and those left out (each stands for its whole story).
+    intro: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
+    subjects: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
+    pinned: Mapped[list[int] | None] = mapped_column(default=list)
+    excluded: Mapped[list[int] | None] = mapped_column(default=list)
 
     newsletter: Mapped[Newsletter] = relationship()
 

@@ -116,6 +116,22 @@ def clean_text(field: str, value: str | None, *, max_length: int = MAX_NAME_LENG
     return value
 
 
+def clean_long_text(field: str, value: str | None, *, max_length: int) -> str:
+    """Text of several lines (an editor's note): line breaks and tabs kept (CRLF read as
+    LF), every other control character refused as in clean_text."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"The {field} must be text.")
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    for line in value.split("\n"):
+        _refuse_control_characters(field, line.replace("\t", " "))
+    value = value.strip()
+    if len(value) > max_length:
+        raise InvalidInput(field, f"The {field} is too long (at most {max_length} characters).")
+    return value
+
+
 def clean_language(value: str | None, *, default: str) -> str:
     if value is None or value == "":
         return default

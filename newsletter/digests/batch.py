@@ -27,9 +27,8 @@ from newsletter.core.models import (
     DigestVariant,
     Subscriber,
 )
-from newsletter.digests import lifecycle, waves
-from newsletter.digests.composer import Selection
-from newsletter.digests.render import PreparedVariant, prepare_variant, reader_recipient, view_url
+from newsletter.digests import lifecycle
+from newsletter.digests.render import PreparedVariant, prepare_digest_variant, reader_recipient
 from newsletter.email.render import OutgoingMessage
 from newsletter.sending.ledger import FINAL_STATUSES, Ledger, mark_bounced
 from newsletter.sending.ratelimit import RateLimited, RateLimiter
@@ -328,16 +327,7 @@ def _message(
         variant = session.get(DigestVariant, delivery.variant_id)
         if variant is None:
             raise ValueError(f"variant {delivery.variant_id} is gone")
-        prepared = prepare_variant(
-            session,
-            newsletter=digest.newsletter,
-            selection=Selection(variant.language, tuple(variant.article_ids)),
-            settings=settings,
-            subject=digest.subject,
-            view_url=view_url(settings, digest.id, variant.id),
-            now=digest.started_at,
-            dateline=waves.dateline(digest),
-        )
+        prepared = prepare_digest_variant(session, digest, variant, settings)
         session.commit()
         variants[key] = prepared
     return prepared.template.fill(

@@ -68,9 +68,28 @@ def digest_window(
     return since, now
 
 
-def candidate_articles(session: Session, *, since: datetime, until: datetime) -> list[Article]:
-    """Visible articles published in the window, the editor's priority first, then newest."""
-    return list(
+@dataclass(frozen=True)
+class Shaping:
+    """An editor's say over one digest's stories: some pinned to the top, in this order,
+    for every reader; some left out. An article stands for its whole story."""
+
+    pinned: tuple[int, ...] = ()
+    excluded: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, digest: Digest | None) -> Shaping:
+        if digest is None:
+            return cls()
+        return cls(tuple(digest.pinned or ()), frozenset(digest.excluded or ()))
+
+
+def candidate_articles(
+    session: Session, *, since: datetime, until: datetime, shaping: Shaping = Shaping()
+) -> list[Article]:
+    """The articles a digest may hold, in its order: the pinned stories first (every
+    visible version, wherever it was published), then the visible articles published in
+    the window, the editor's priority first, then newest; the excluded stories never."""
+    window = list(
         session.scalars(
             select(Article)
             .where(
@@ -81,6 +100,53 @@ def candidate_articles(session: Session, *, since: datetime, until: datetime) ->
             .order_by(Article.priority.desc(), Article.published_at.desc(), Article.id.desc())
         )
     )
+    if not shaping.pinned and not shaping.excluded:
+        return window
+    pinned = _pinned_articles(session, shaping.pinned)
+    left_out = {story_key(a) for a in articles_by_id(session, shaping.excluded)}
+    first = [a for a in pinned if story_key(a) not in left_out]
+    taken = {a.id for a in first}
+    return first + [a for a in window if a.id not in taken and story_key(a) not in left_out]
+
+
+def pinned_story_keys(candidates: Sequence[Article], shaping: Shaping) -> frozenset[str]:
+    """The stories of the pinned articles among the candidates."""
+    pinned = set(shaping.pinned)
+    return frozenset(story_key(a) for a in candidates if a.id in pinned)
+
+
+def articles_by_id(
+    session: Session, article_ids: Sequence[int] | frozenset[int] | set[int]
+) -> list[Article]:
+    if not article_ids:
+        return []
+    return list(session.scalars(select(Article).where(Article.id.in_(list(article_ids)))))
+
+
+def _pinned_articles(session: Session, pinned: Sequence[int]) -> list[Article]:
+    """Each pinned article's story, in the editor's order: the article, then its other
+    visible versions (a reader gets theirs); hidden ones never."""
+    by_id = {a.id: a for a in articles_by_id(session, pinned)}
+    stories = {a.story for a in by_id.values() if a.story is not None}
+    versions: dict[str, list[Article]] = {}
+    if stories:
+        for version in session.scalars(
+            select(Article)
+            .where(Article.story.in_(stories), Article.hidden.is_(False))
+            .order_by(Article.priority.desc(), Article.published_at.desc(), Article.id.desc())
+        ):
+            versions.setdefault(version.story or "", []).append(version)
+    ordered: list[Article] = []
+    seen: set[int] = set()
+    for article_id in pinned:
+        article = by_id.get(article_id)
+        if article is None or article.hidden:
+            continue
+        for version in [article, *versions.get(article.story or "", [])]:
+            if version.id not in seen and not version.hidden:
+                seen.add(version.id)
+                ordered.append(version)
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -94,10 +160,15 @@ class Story:
     topics: frozenset[str]
     # Per language, its first version in the candidates' order: (position, article id).
     versions: dict[str, tuple[int, int]]
+    # Pinned by the editor: every reader gets it, whatever their topics.
+    pinned: bool = False
 
 
-def group_stories(candidates: Sequence[Article]) -> list[Story]:
-    """The candidates' stories, in the order of their first versions."""
+def group_stories(
+    candidates: Sequence[Article], *, pinned: frozenset[str] = frozenset()
+) -> list[Story]:
+    """The candidates' stories, in the order of their first versions; `pinned`, the keys
+    of the stories the editor pinned."""
     grouped: dict[str, list[tuple[int, Article]]] = {}
     for position, article in enumerate(candidates):
         grouped.setdefault(story_key(article), []).append((position, article))
@@ -112,24 +183,30 @@ def group_stories(candidates: Sequence[Article]) -> list[Story]:
                 article_ids=frozenset(article.id for _, article in versions),
                 topics=frozenset(t for _, article in versions for t in article.topics or ()),
                 versions=by_language,
+                pinned=key in pinned,
             )
         )
     return stories
 
 
 def select_articles(
-    reader: Reader, candidates: Sequence[Article], *, fallback_language: str, cap: int
+    reader: Reader,
+    candidates: Sequence[Article],
+    *,
+    fallback_language: str,
+    cap: int,
+    shaping: Shaping = Shaping(),
 ) -> Selection:
     """One reader's selection from `candidates` (see choose_stories)."""
-    return choose_stories(
-        reader, group_stories(candidates), fallback_language=fallback_language, cap=cap
-    )
+    stories = group_stories(candidates, pinned=pinned_story_keys(candidates, shaping))
+    return choose_stories(reader, stories, fallback_language=fallback_language, cap=cap)
 
 
 def choose_stories(
     reader: Reader, stories: Sequence[Story], *, fallback_language: str, cap: int
 ) -> Selection:
-    """One reader's selection: one version of each story on their topics (all when none).
+    """One reader's selection: one version of each story on their topics (all when none),
+    and of each story the editor pinned, whatever its topics.
 
     The version is the one in the reader's language, else the one in the fallback (the
     newsletter's language), else the story is left out. A story the reader had in an
@@ -142,7 +219,7 @@ def choose_stories(
             reader.already_sent
         ):
             continue
-        if reader.topics and story.topics.isdisjoint(reader.topics):
+        if reader.topics and not story.pinned and story.topics.isdisjoint(reader.topics):
             continue
         version = story.versions.get(reader.language) or story.versions.get(fallback_language)
         if version is not None:
@@ -174,6 +251,7 @@ def compose(
         fallback_language=newsletter.language,
         cap=cap,
         digest_id=digest.id,
+        shaping=Shaping.of(digest),
     )
     return assign_variants(session, digest, selections)
 
@@ -187,12 +265,14 @@ def select_for_readers(
     fallback_language: str,
     cap: int,
     digest_id: int | None = None,
+    shaping: Shaping = Shaping(),
 ) -> list[tuple[int, Selection]]:
     """Each reader's selection, their history of this newsletter's digests taken into account.
 
     `digest_id` is the digest being composed: its own deliveries are not history.
     """
-    stories = group_stories(candidates)  # once for the page, not once per reader
+    # Once for the page, not once per reader.
+    stories = group_stories(candidates, pinned=pinned_story_keys(candidates, shaping))
     return [
         (
             reader.subscriber_id,

@@ -45,7 +45,12 @@ def dispatch_page(
             now=now,
             first_window=timedelta(hours=settings.digest_first_window_hours),
         )
-    candidates = composer.candidate_articles(session, since=digest.since, until=digest.until)  # type: ignore[arg-type]
+    candidates = composer.candidate_articles(
+        session,
+        since=digest.since,  # type: ignore[arg-type]
+        until=digest.until,
+        shaping=composer.Shaping.of(digest),
+    )
     if not candidates:
         lifecycle.finish_empty(
             digest,

@@ -14,7 +14,7 @@ from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.i18n import translations
 from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber
-from newsletter.digests import composer, waves
+from newsletter.digests import composer, shaping, waves
 from newsletter.email import builder
 from newsletter.email.render import (
     MessageTemplate,
@@ -63,12 +63,14 @@ def prepare_variant(
     now: datetime | None = None,
     time_zone: str | None = None,
     dateline: datetime | None = None,
+    intro: str = "",
 ) -> PreparedVariant:
     """Render one variant: Jinja, CSS inlining and MIME layout happen here, once.
 
     Its dates are written on the clock of `time_zone`: the newsletter's unless another
     is given (a reader's own, once readers have one). `now` is the instant it is dated.
     `dateline`, a moment already on the readers' clock (a wave's), dates it instead.
+    `intro` is the editor's note (Markdown), shown above the stories.
     """
     articles = _articles_in_order(session, selection.article_ids)
     if not articles:
@@ -92,6 +94,8 @@ def prepare_variant(
         ],
         "view_url": view_url,
         "greeting": slot("greeting"),
+        "intro_html": shaping.note_html(intro),
+        "intro_text": intro,
     }
     if web_copy:
         # What a browser shows: nobody's greeting, nobody's links.
@@ -129,7 +133,9 @@ def render_for_readers(
     since, until = digest.since, digest.until
     if since is None or until is None:
         raise ValueError("a digest is rendered once its window is set")
-    candidates = composer.candidate_articles(session, since=since, until=until)
+    candidates = composer.candidate_articles(
+        session, since=since, until=until, shaping=composer.Shaping.of(digest)
+    )
     variants = composer.compose(
         session,
         digest,
@@ -144,22 +150,42 @@ def render_for_readers(
             batch.skipped.append(subscriber.id)
             continue
         if variant.id not in prepared:
-            prepared[variant.id] = prepare_variant(
-                session,
-                newsletter=newsletter,
-                selection=composer.Selection(variant.language, tuple(variant.article_ids)),
-                settings=settings,
-                subject=digest.subject,
-                view_url=view_url(settings, digest.id, variant.id),
-                now=digest.started_at or until,
-                dateline=waves.dateline(digest),
-            )
+            prepared[variant.id] = prepare_digest_variant(session, digest, variant, settings)
             batch.variants_rendered += 1
         delivery_id = (delivery_ids or {}).get(subscriber.id)
         batch.messages[subscriber.id] = prepared[variant.id].template.fill(
             reader_recipient(subscriber, newsletter, settings, delivery_id=delivery_id)
         )
     return batch
+
+
+def prepare_digest_variant(
+    session: Session,
+    digest: Digest,
+    variant: DigestVariant,
+    settings: Settings,
+    *,
+    web_copy: bool = False,
+    article_ids: Sequence[int] | None = None,
+) -> PreparedVariant:
+    """One variant of a digest as its readers get it (or, with `web_copy`, as a browser
+    shows it, of `article_ids` when some were taken down): the editor's subject and note
+    for its language, dated when the digest started, on the readers' clock for a wave.
+    The one rendering the batches, the previews of a batch and the web copies share."""
+    return prepare_variant(
+        session,
+        newsletter=digest.newsletter,
+        selection=composer.Selection(
+            variant.language, tuple(variant.article_ids if article_ids is None else article_ids)
+        ),
+        settings=settings,
+        subject=shaping.subject_for(digest, variant.language),
+        intro=shaping.note_for(digest, variant.language),
+        view_url=None if web_copy else view_url(settings, digest.id, variant.id),
+        web_copy=web_copy,
+        now=digest.started_at or digest.until or digest.created_at,
+        dateline=waves.dateline(digest),
+    )
 
 
 def reader_recipient(
@@ -186,8 +212,11 @@ def greeting(name: str, language: str) -> str:
 
 def compose_subject(articles: Sequence[Article], language: str) -> str:
     """The lead story's title, and how many more follow it."""
-    lead = articles[0].title
-    more = len(articles) - 1
+    return lead_subject(articles[0].title, len(articles) - 1, language)
+
+
+def lead_subject(lead: str, more: int, language: str) -> str:
+    """The lead story's title, and how many more (`more`) follow it."""
     if not more:
         return lead
     ngettext = translations(language).ngettext
@@ -195,6 +224,36 @@ def compose_subject(articles: Sequence[Article], language: str) -> str:
         "title": lead,
         "num": more,
     }
+
+
+def variant_subjects(session: Session, digests: Sequence[Digest]) -> dict[int, list[str]]:
+    """The subjects each digest went out with: one per distinct subject among its variants
+    (the editor's for the variant's language, else its lead story's), in the order its
+    variants were made. Two queries for the whole list, and no rendering."""
+    if not digests:
+        return {}
+    variants = session.execute(
+        select(DigestVariant.digest_id, DigestVariant.language, DigestVariant.article_ids)
+        .where(DigestVariant.digest_id.in_([d.id for d in digests]))
+        .order_by(DigestVariant.digest_id, DigestVariant.id)
+    ).all()
+    leads = {ids[0] for _, _, ids in variants if ids}
+    titles = {
+        row.id: row.title
+        for row in session.execute(select(Article.id, Article.title).where(Article.id.in_(leads)))
+    }
+    by_id = {d.id: d for d in digests}
+    subjects: dict[int, list[str]] = {}
+    for digest_id, language, article_ids in variants:
+        if not article_ids or article_ids[0] not in titles:
+            continue
+        subject = shaping.subject_for(by_id[digest_id], language) or lead_subject(
+            titles[article_ids[0]], len(article_ids) - 1, language
+        )
+        found = subjects.setdefault(digest_id, [])
+        if subject not in found:
+            found.append(subject)
+    return subjects
 
 
 def preview(
@@ -207,9 +266,10 @@ def preview(
     subject: str | None = None,
     now: datetime | None = None,
     language: str | None = None,
+    digest: Digest | None = None,
 ) -> Preview:
     """Exactly what one reader (or a reader with no preferences, in `language` or the
-    newsletter's) would get if sent now."""
+    newsletter's) would get if sent now; of `digest`, shaped as its editor shaped it."""
     now = now or utcnow()
     newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
     subscriber = (
@@ -226,7 +286,8 @@ def preview(
         now=now,
         first_window=timedelta(hours=settings.digest_first_window_hours),
     )
-    candidates = composer.candidate_articles(session, since=since, until=until)
+    shape = composer.Shaping.of(digest)
+    candidates = composer.candidate_articles(session, since=since, until=until, shaping=shape)
     if not candidates:
         raise NothingToSend(
             f"No article was published between {since:%Y-%m-%d %H:%M} and "
@@ -241,7 +302,11 @@ def preview(
             candidates=candidates,
         )
     selection = composer.select_articles(
-        reader, candidates, fallback_language=newsletter.language, cap=settings.digest_max_articles
+        reader,
+        candidates,
+        fallback_language=newsletter.language,
+        cap=settings.digest_max_articles,
+        shaping=shape,
     )
     if not selection.article_ids:
         raise NothingToSend(
@@ -249,7 +314,12 @@ def preview(
             "language, or they have all been sent to them already."
         )
     prepared = prepare_variant(
-        session, newsletter=newsletter, selection=selection, settings=settings, subject=subject
+        session,
+        newsletter=newsletter,
+        selection=selection,
+        settings=settings,
+        subject=subject or shaping.subject_for(digest, selection.language),
+        intro=shaping.note_for(digest, selection.language) if digest is not None else "",
     )
     message = prepared.template.fill(reader_recipient(subscriber, newsletter, settings))
     return Preview(selection, message, prepared.rendered.subject)
@@ -272,10 +342,10 @@ def preview_digest(
         settings=settings,
         subscriber_email=subscriber_email,
         since=digest.since,
-        subject=digest.subject,
         # A digest already dispatched has its window; one still waiting ends now.
         now=digest.until,
         language=language,
+        digest=digest,
     )
 
 
@@ -302,15 +372,8 @@ def web_copy(
     )
     shown = tuple(i for i in variant.article_ids if i not in hidden)
     try:
-        prepared = prepare_variant(
-            session,
-            newsletter=digest.newsletter,
-            selection=composer.Selection(variant.language, shown),
-            settings=settings,
-            subject=digest.subject,
-            web_copy=True,
-            now=digest.started_at or digest.created_at,
-            dateline=waves.dateline(digest),
+        prepared = prepare_digest_variant(
+            session, digest, variant, settings, web_copy=True, article_ids=shown
         )
     except NothingToSend:  # every article of it hidden or deleted: no public copy is left
         raise LookupError(digest_id) from None

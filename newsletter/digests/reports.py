@@ -14,13 +14,17 @@ from newsletter.core.models import (
     Digest,
     DigestState,
 )
-from newsletter.digests import lifecycle
+from newsletter.digests import lifecycle, render
 
 
 def digest_status(session: Session, digest_id: int) -> dict[str, Any]:
     """What editors see: state, times, and how many deliveries stand where."""
     digest = lifecycle.get_digest(session, digest_id)
-    return _status(digest, _counts_by_digest(session, [digest_id]).get(digest_id, {}))
+    return _status(
+        digest,
+        _counts_by_digest(session, [digest_id]).get(digest_id, {}),
+        render.variant_subjects(session, [digest]).get(digest_id, []),
+    )
 
 
 def list_digests(
@@ -32,7 +36,10 @@ def list_digests(
         session.scalars(select(Digest).order_by(Digest.id.desc()).limit(limit).offset(offset))
     )
     counts = _counts_by_digest(session, [digest.id for digest in found])
-    return [_status(digest, counts.get(digest.id, {})) for digest in found], total
+    subjects = render.variant_subjects(session, found)
+    return [
+        _status(digest, counts.get(digest.id, {}), subjects.get(digest.id, [])) for digest in found
+    ], total
 
 
 def banner(state: str, *, scheduled_for_local: str | None = None, note: str | None = None) -> str:
@@ -92,7 +99,7 @@ def progress(counts: dict[str, int], *, state: str, note: str | None = None) -> 
     }
 
 
-def _status(digest: Digest, by_status: dict[str, int]) -> dict[str, Any]:
+def _status(digest: Digest, by_status: dict[str, int], sent_subjects: list[str]) -> dict[str, Any]:
     counts = {
         "total": sum(by_status.values()),
         "queued": by_status.get(DeliveryStatus.QUEUED, 0)
@@ -107,6 +114,13 @@ def _status(digest: Digest, by_status: dict[str, int]) -> dict[str, Any]:
         "newsletter": digest.newsletter.slug,
         "state": digest.state,
         "subject": digest.subject,
+        # The editor's subject per language, and the subjects its variants went out with
+        # (their lead stories' titles when the editor gave none).
+        "subjects": dict(digest.subjects or {}),
+        "sent_subjects": sent_subjects,
+        "intro": dict(digest.intro or {}),
+        "pinned": list(digest.pinned or ()),
+        "excluded": list(digest.excluded or ()),
         "since": _iso(digest.since),
         "until": _iso(digest.until),
         "scheduled_for": _iso(digest.scheduled_for),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from email import message_from_bytes, policy
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from newsletter.app import editors
 from newsletter.core import clock
-from newsletter.core.validation import clean_text, refuse_lone_surrogates
+from newsletter.core.validation import clean_language, clean_text, refuse_lone_surrogates
 from newsletter.digests import lifecycle, reports
 from newsletter.digests import render as digests
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
@@ -43,6 +44,17 @@ class DigestRequest(BaseModel):
         default=None, description="ISO 8601; without a zone, on the newsletter's clock."
     )
     subject: str | None = Field(default=None, max_length=300)
+    draft: bool = Field(
+        default=False, description="Kept as a draft: nothing is sent until it is scheduled."
+    )
+    intro: dict[str, str] | None = Field(
+        default=None, description="The editor's note per language (Markdown): {'pt': '…'}."
+    )
+    subjects: dict[str, str] | None = Field(default=None, description="A subject per language.")
+    pinned: list[int] | None = Field(
+        default=None, description="Articles pinned to the top for every reader, in order."
+    )
+    excluded: list[int] | None = Field(default=None, description="Articles left out.")
 
     @model_validator(mode="before")
     @classmethod
@@ -50,6 +62,46 @@ class DigestRequest(BaseModel):
         # A lone surrogate cannot be stored, looked up or sent, in any field.
         refuse_lone_surrogates(data)
         return data
+
+    def shape(self) -> dict[str, Any]:
+        wanted = {
+            "intro": self.intro,
+            "subjects": self.subjects,
+            "pinned": self.pinned,
+            "excluded": self.excluded,
+        }
+        return {name: value for name, value in wanted.items() if value is not None}
+
+
+class DigestEdit(BaseModel):
+    """What an editor may change before a digest starts; what is not given stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str | None = Field(default=None, max_length=300, description='"" takes it away.')
+    intro: dict[str, str] | None = Field(
+        default=None, description="Per language; an empty text takes that language's away."
+    )
+    subjects: dict[str, str] | None = None
+    pinned: list[int] | None = None
+    excluded: list[int] | None = None
+    send_at: datetime | None = Field(
+        default=None, description="ISO 8601; without a zone, on the newsletter's clock."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        refuse_lone_surrogates(data)
+        return data
+
+
+class ScheduleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    send_at: datetime | None = Field(
+        default=None, description="ISO 8601 (newsletter's clock without a zone); none: now."
+    )
 
 
 @router.post("", status_code=201)
@@ -68,6 +120,8 @@ def create(request: DigestRequest, session: SessionDep, work: UnitOfWorkDep) -> 
                 request.send_at, time_zone=time_zone, field="send_at", label=SEND_AT_WORDS
             ),
             subject=request.subject,
+            draft=request.draft,
+            shape=request.shape(),
         )
     except UnknownNewsletter as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
@@ -77,6 +131,74 @@ def create(request: DigestRequest, session: SessionDep, work: UnitOfWorkDep) -> 
 @router.get("/{digest_id:int}")
 def status(digest_id: RowId, session: SessionDep) -> dict[str, object]:
     return _or_404(lambda: reports.digest_status(session, digest_id))
+
+
+@router.patch("/{digest_id:int}")
+def edit(
+    digest_id: RowId, changes: DigestEdit, session: SessionDep, work: UnitOfWorkDep
+) -> dict[str, object]:
+    """Shape a digest that has not started: note, subjects, pinned and excluded stories."""
+    given = changes.model_dump(exclude_unset=True)
+
+    def apply() -> object:
+        if "send_at" in given:
+            time_zone = lifecycle.get_digest(session, digest_id).newsletter.time_zone
+            given["send_at"] = clock.to_utc(
+                changes.send_at, time_zone=time_zone, field="send_at", label=SEND_AT_WORDS
+            )
+        return editors.edit_digest(work, digest_id=digest_id, **given)
+
+    _act(apply)
+    return reports.digest_status(session, digest_id)
+
+
+@router.post("/{digest_id:int}/schedule")
+def schedule(
+    digest_id: RowId,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    request: ScheduleRequest | None = None,
+) -> dict[str, object]:
+    """Send a draft now, or at `send_at`: the editor's deliberate call, asked nothing more."""
+
+    def apply() -> object:
+        time_zone = lifecycle.get_digest(session, digest_id).newsletter.time_zone
+        send_at = clock.to_utc(
+            request.send_at if request else None,
+            time_zone=time_zone,
+            field="send_at",
+            label=SEND_AT_WORDS,
+        )
+        return editors.schedule_digest(work, digest_id=digest_id, send_at=send_at)
+
+    _act(apply)
+    return reports.digest_status(session, digest_id)
+
+
+@router.get("/{digest_id:int}/preview")
+def digest_preview(
+    digest_id: RowId,
+    session: SessionDep,
+    settings: SettingsDep,
+    subscriber: Annotated[str | None, Query(max_length=320)] = None,
+    language: Annotated[str | None, Query(max_length=8)] = None,
+    format: Literal["html", "text", "eml"] = "html",
+) -> Response:
+    """This digest as it stands, as a reader (or a reader in `language`) would get it."""
+    try:
+        digest = lifecycle.get_digest(session, digest_id)
+        result = digests.preview_digest(
+            session,
+            digest,
+            settings=settings,
+            subscriber_email=subscriber,
+            language=clean_language(language, default="") or None,
+        )
+    except lifecycle.UnknownDigest as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except digests.NothingToSend as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    return _preview_response(result, format)
 
 
 @router.post("/{digest_id:int}/cancel")
@@ -134,12 +256,17 @@ def preview(
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except digests.NothingToSend as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
+    return _preview_response(result, format)
+
+
+def _preview_response(result: digests.Preview, format: str) -> Response:
     if format == "eml":
         return Response(result.message.data, media_type="message/rfc822")
     message = message_from_bytes(result.message.data, policy=policy.default)
     part = message.get_body(preferencelist=("html" if format == "html" else "plain",))
     content = str(part.get_content()) if part is not None else ""
-    headers = {"X-Digest-Subject": result.subject.encode("utf-8").decode("latin-1")}
+    # Percent-encoded UTF-8: a header carries ASCII only, and subjects are in any script.
+    headers = {"X-Digest-Subject": quote(result.subject, safe=" ")}
     if format == "html":
         return HTMLResponse(content, headers=headers)
     return PlainTextResponse(content, headers=headers)

@@ -19,9 +19,10 @@ from newsletter.app.admin_sessions import SignedIn
 from newsletter.core import clock
 from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
+from newsletter.core.i18n import LANGUAGE_NAMES, LANGUAGE_TAGS
 from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import composer, lifecycle, reports, upcoming
+from newsletter.digests import composer, lifecycle, reports, shaping, upcoming
 from newsletter.digests import render as digests
 from newsletter.ops import monitoring
 from newsletter.subscribers import audience
@@ -36,6 +37,8 @@ log = logging.getLogger("newsletter.web.admin")
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 PAGE_SIZE = 25
+# The stories the desk lists: a window holds a few dozen; a list of thousands helps nobody.
+DESK_STORIES = 100
 # A time to send "at" that is this far in the past is a mistake, not "now".
 PAST_GRACE = timedelta(minutes=1)
 # The email preview is shown in a sandboxed frame and may hold hostile article text:
@@ -52,6 +55,7 @@ SOON = timedelta(minutes=1)
 
 # Longer than any valid value, so that a too-long one gets our sentence, not a 422 dump.
 FormText = Annotated[str, Form(max_length=2000)]
+NoteText = Annotated[str, Form(max_length=10_000)]
 EmailQuery = Annotated[str, Query(max_length=320)]
 
 
@@ -149,7 +153,11 @@ def confirm_page(
         now=send_moment or now,
         first_window=timedelta(hours=get_settings().digest_first_window_hours),
     )
-    articles = len(composer.candidate_articles(session, since=since, until=min(until, now)))
+    articles = len(
+        composer.candidate_articles(
+            session, since=since, until=min(until, now), shaping=composer.Shaping.of(digest)
+        )
+    )
     zone = newsletter.time_zone
     return admin_page(
         request,
@@ -210,6 +218,62 @@ def schedule_digest(
             scheduled.state, scheduled_for_local=when
         )
     return redirect(f"/admin/digests/{digest_id}", notice)
+
+
+@router.post("/digests/{digest_id:int}/edit")
+def edit_digest(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    digest_id: RowId,
+    subject: FormText = "",
+    subject_pt: FormText = "",
+    subject_en: FormText = "",
+    subject_zh: FormText = "",
+    note_pt: NoteText = "",
+    note_en: NoteText = "",
+    note_zh: NoteText = "",
+    story: Annotated[list[int], Form(max_length=500)] = [],  # noqa: B006 (FastAPI reads it)
+    order: Annotated[list[str], Form(max_length=500)] = [],  # noqa: B006
+    exclude: Annotated[list[int], Form(max_length=500)] = [],  # noqa: B006
+) -> Response:
+    """The editor's desk: note and subject per language, stories pinned in order or left out."""
+    try:
+        editors.edit_digest(
+            work,
+            digest_id=digest_id,
+            subject=subject,
+            subjects={"pt": subject_pt, "en": subject_en, "zh": subject_zh},
+            intro={"pt": note_pt, "en": note_en, "zh": note_zh},
+            pinned=_pinned_in_order(story, order),
+            excluded=exclude,
+        )
+    except lifecycle.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    except InvalidInput as exc:
+        return _digest_page(request, admin, session, digest_id, error=exc.message, status_code=422)
+    except lifecycle.DigestActionError as exc:
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
+    return redirect(f"/admin/digests/{digest_id}", f"Digest #{digest_id} saved.")
+
+
+def _pinned_in_order(stories: list[int], orders: list[str]) -> list[int]:
+    """The stories given a place (1, 2, …), by their place; a blank place is not pinned."""
+    if len(stories) != len(orders):
+        raise InvalidInput("order", "The list of stories was cut short; reload the page.")
+    placed = []
+    for article_id, place in zip(stories, orders, strict=True):
+        if not place.strip():
+            continue
+        try:
+            number = int(place)
+        except ValueError:
+            raise InvalidInput(
+                "order", f"A story's place is a number (1 for the top), not {place.strip()!r}."
+            ) from None
+        placed.append((number, article_id))
+    return [article_id for _, article_id in sorted(placed)]
 
 
 @router.get("/digests/{digest_id:int}")
@@ -375,7 +439,8 @@ def _digest_page(
         status = reports.digest_status(session, digest_id)
     except lifecycle.UnknownDigest as exc:
         return _not_found(request, admin, str(exc))
-    newsletter = lifecycle.get_digest(session, digest_id).newsletter
+    digest = lifecycle.get_digest(session, digest_id)
+    newsletter = digest.newsletter
     _decorate(status, newsletter.time_zone)
     return admin_page(
         request,
@@ -383,6 +448,7 @@ def _digest_page(
         admin,
         {
             "digest": status,
+            "desk": _desk(session, digest) if shaping.editable(digest) else None,
             "newsletter": newsletter,
             "errors": monitoring.last_errors(session, digest_id=digest_id),
             "zone_now": clock.zone_label(newsletter.time_zone, utcnow()),
@@ -390,6 +456,42 @@ def _digest_page(
         },
         status_code=status_code,
     )
+
+
+def _desk(session: Session, digest: Digest) -> dict[str, Any]:
+    """What the editor's desk shows: each language's note and subject, and the stories of
+    the window as it stands (with the pinned ones first, wherever they were published)."""
+    since, until = composer.digest_window(
+        session,
+        newsletter_id=digest.newsletter_id,
+        since=digest.since,
+        now=utcnow(),
+        first_window=timedelta(hours=get_settings().digest_first_window_hours),
+    )
+    pinned = list(digest.pinned or ())
+    excluded = set(digest.excluded or ())
+    shown = composer.candidate_articles(
+        session, since=since, until=until, shaping=composer.Shaping(tuple(pinned))
+    )
+    # Left-out stories stay on the desk, so that they can be taken back.
+    shown += [a for a in composer.articles_by_id(session, excluded) if a not in shown]
+    return {
+        "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGE_TAGS],
+        "intro": digest.intro or {},
+        "subjects": digest.subjects or {},
+        "stories": [
+            {
+                "id": a.id,
+                "title": a.title,
+                "language": a.language,
+                "topics": ", ".join(a.topics or ()),
+                "place": pinned.index(a.id) + 1 if a.id in pinned else "",
+                "excluded": a.id in excluded,
+            }
+            for a in shown[:DESK_STORIES]
+        ],
+        "more": max(0, len(shown) - DESK_STORIES),
+    }
 
 
 def _form_page(

@@ -13,7 +13,7 @@ import pytest
 from newsletter.articles.store import clean_story, story_key
 from newsletter.core.models import Article
 from newsletter.core.validation import InvalidInput
-from newsletter.digests.composer import Reader, select_articles
+from newsletter.digests.composer import Reader, Shaping, select_articles
 
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 
@@ -124,3 +124,36 @@ def test_other_story_keys_are_refused_with_a_sentence(typed: str) -> None:
         clean_story(typed)
     assert refused.value.field == "story"
     assert "lower-case letters and digits joined by single dashes" in refused.value.message
+
+
+def test_a_pinned_story_reaches_readers_of_other_topics_first_in_their_language() -> None:
+    # Candidates as candidate_articles gives them: the pinned stories first, in order.
+    sport = version(10, "pt", "derby", topics=("sport",))
+    bridge_pt = version(2, "pt", "macau-bridge", topics=("macau",))
+    bridge_en = version(1, "en", "macau-bridge", topics=("macau",))
+    markets = version(11, "pt", "markets", topics=("economy",))
+    candidates = [bridge_pt, bridge_en, markets, sport]
+    sports_fan = Reader(1, "pt", frozenset({"sport"}))
+    pinned = Shaping(pinned=(1,))  # the English version pins the story in every language
+    picked = select_articles(sports_fan, candidates, fallback_language="en", cap=10, shaping=pinned)
+    assert list(picked.article_ids) == [2, 10]
+    # Without the pin, the story is off their topics.
+    assert chosen(sports_fan, candidates) == [10]
+
+
+def test_a_pinned_story_the_reader_had_already_stays_out_and_counts_within_the_cap() -> None:
+    bridge = version(2, "pt", "macau-bridge")
+    others = [version(20 + i, "pt") for i in range(3)]
+    pinned = Shaping(pinned=(2,))
+    had_it = Reader(1, "pt", frozenset(), stories_read=frozenset({"macau-bridge"}))
+    assert list(
+        select_articles(
+            had_it, [bridge, *others], fallback_language="en", cap=10, shaping=pinned
+        ).article_ids
+    ) == [20, 21, 22]
+    fresh = Reader(2, "pt", frozenset())
+    assert list(
+        select_articles(
+            fresh, [bridge, *others], fallback_language="en", cap=2, shaping=pinned
+        ).article_ids
+    ) == [2, 20]
