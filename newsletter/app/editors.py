@@ -8,14 +8,15 @@ batches, confirmation emails.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
 from newsletter.app import jobs, readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core.config import Settings
-from newsletter.core.models import Digest
-from newsletter.digests import lifecycle, schedules, shaping
+from newsletter.core.models import Digest, TestSend, TestSendStatus
+from newsletter.digests import lifecycle, schedules, shaping, trial
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 from newsletter.subscribers.store import SignupForm, SignupOutcome
@@ -102,6 +103,38 @@ def edit_digest(work: UnitOfWork, *, digest_id: int, **changes: Any) -> Digest:
         raise
     work.commit()
     return digest
+
+
+def test_send(
+    work: UnitOfWork,
+    *,
+    to: Sequence[str],
+    settings: Settings,
+    digest_id: int | None = None,
+    newsletter_slug: str | None = None,
+    language: str | None = None,
+    as_reader: str | None = None,
+) -> TestSend:
+    """A test send of a digest as it stands (or of a newsletter's next one), recorded, then
+    handed to a worker; a refusal (InvalidInput, NothingToSend, an unknown digest,
+    newsletter or reader) records nothing."""
+    try:
+        test = trial.request_test_send(
+            work.session,
+            to=to,
+            settings=settings,
+            digest_id=digest_id,
+            newsletter_slug=newsletter_slug,
+            language=language,
+            as_reader=as_reader,
+        )
+    except Exception:
+        work.rollback()
+        raise
+    if test.status == TestSendStatus.QUEUED:
+        work.enqueue(jobs.send_test(test.id))
+    work.commit()
+    return test
 
 
 def pause_digest(work: UnitOfWork, *, digest_id: int) -> Digest:

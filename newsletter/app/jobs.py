@@ -51,6 +51,11 @@ def send_data_link(subscriber_id: int, action: str) -> Job:
     return Job("newsletter.send_data_link", (subscriber_id, action))
 
 
+def send_test(test_send_id: int) -> Job:
+    """An editor's test send: the digest as it stands, marked [TEST], to their addresses."""
+    return Job("newsletter.send_test", (test_send_id,))
+
+
 def tick() -> Job:
     """Start what is due now rather than at the next beat (every 10 s)."""
     return Job("newsletter.tick", nudge=True)

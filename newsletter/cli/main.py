@@ -597,6 +597,76 @@ def digest_edit(
     )
 
 
+@digest.command("test")
+@click.argument("digest_id", type=int, required=False)
+@click.option(
+    "--newsletter",
+    "newsletter_slug",
+    default=None,
+    help="Without an ID: the newsletter's next digest, as it would go now.",
+)
+@click.option(
+    "--to",
+    "to",
+    multiple=True,
+    metavar="EMAIL",
+    help="Where it goes (repeat for more); default: NEWSLETTER_TEST_RECIPIENTS.",
+)
+@click.option("--as", "as_reader", default=None, metavar="EMAIL", help="As this reader gets it.")
+@click.option("--language", default=None, help="Only this language's copy (pt, en, zh).")
+@click.option("--wait", default=60, show_default=True, help="Seconds to wait for the worker.")
+def digest_test(
+    digest_id: int | None,
+    newsletter_slug: str | None,
+    to: tuple[str, ...],
+    as_reader: str | None,
+    language: str | None,
+    wait: int,
+) -> None:
+    """Send a digest as it stands, marked [TEST], to your own addresses: one copy per
+    language its readers read (or --language, or --as a reader). Recorded, never a
+    delivery, never to a suppressed address; its links act for nobody."""
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
+    from newsletter.core.db import session_scope
+    from newsletter.core.models import TestSend, TestSendStatus
+
+    if digest_id is not None and newsletter_slug is not None:
+        raise CommandError("Give a digest's ID or --newsletter, not both.")
+    with _user_errors(), unit_of_work() as work:
+        test = editors.test_send(
+            work,
+            to=list(to),
+            settings=get_settings(),
+            digest_id=digest_id,
+            newsletter_slug=newsletter_slug,
+            language=language,
+            as_reader=as_reader,
+        )
+        test_id = test.id
+    deadline = time.monotonic() + wait
+    while True:
+        with session_scope() as session:
+            found = session.get(TestSend, test_id)
+            assert found is not None
+            status, recipients = found.status, list(found.recipients)
+            subjects, detail = list(found.subjects), found.detail
+        if status != TestSendStatus.QUEUED or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    for subject in subjects:
+        click.echo(f"subject: {subject}")
+    for r in recipients:
+        click.echo(f"{r['email']}: {r['outcome']}" + (f" ({r['detail']})" if r["detail"] else ""))
+    if status == TestSendStatus.QUEUED:
+        raise CommandError(
+            f"Test send {test_id} is still waiting for a worker after {wait} s "
+            "(is `newsletter worker` running?)."
+        )
+    if not any(r["outcome"] == "sent" for r in recipients):
+        raise CommandError(detail or f"Test send {test_id} reached nobody.")
+
+
 @digest.command("schedule")
 @click.argument("digest_id", type=int)
 @click.option(

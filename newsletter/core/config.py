@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     )
     default_language: str = "en"
     default_time_zone: str = "Europe/Lisbon"
+    # The seed list: where an editor's test sends go unless they name other addresses
+    # (comma-separated: "editor@example.com, desk@example.com").
+    test_recipients: str = Field(default="", max_length=4000)
 
     digest_max_articles: int = Field(default=10, ge=1, le=100)
     # The first digest of a newsletter covers this many hours back.

@@ -93,6 +93,14 @@ class DigestState(enum.StrEnum):
     EMPTY = "empty"
 
 
+class TestSendStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"  # to every recipient it could go to
+    PARTLY = "partly"  # to some; the others refused (suppressed) or failed
+    REFUSED = "refused"  # to none: every address suppressed
+    FAILED = "failed"  # to none: the relay would not take it, or it could not be made
+
+
 class DeliveryStatus(enum.StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
@@ -316,6 +324,34 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TestSend(Base):
+    """A digest sent as it stands to the editor's own addresses, marked [TEST]: recorded
+    here, and never a delivery (no reader's history, no counts, no metrics)."""
+
+    __tablename__ = "test_sends"
+    __test__ = False  # a model, not a test class, whatever pytest makes of its name
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    # None: the newsletter's next digest as it would go now (no digest made yet).
+    digest_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), index=True
+    )
+    # [{"email": …, "outcome": "queued|sent|refused|failed", "detail": …}]
+    recipients: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Which copies: one language's, every language's (None), or a reader's (masked address).
+    language: Mapped[str | None] = mapped_column(String(8))
+    as_reader: Mapped[str | None] = mapped_column(String(320))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    subjects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default=TestSendStatus.QUEUED)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
 
 
 class Suppression(Base):

@@ -26,6 +26,10 @@ from newsletter.email.render import (
 from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers.store import find_by_email
 
+# A test send's subject starts with this, in every language (the convention editors know).
+TEST_MARK = "[TEST]"
+# Where a test copy's reader links lead: a page saying they came in a test, and do nothing.
+TEST_LINK_PATH = "/test-link"
 # The parts of a digest that differ from reader to reader.
 READER_SLOTS = ("greeting", "unsubscribe_url", "unsubscribe_mailto", "preferences_url")
 
@@ -49,6 +53,7 @@ class Preview:
     selection: composer.Selection
     message: OutgoingMessage
     subject: str
+    prepared: PreparedVariant
 
 
 def prepare_variant(
@@ -64,19 +69,23 @@ def prepare_variant(
     time_zone: str | None = None,
     dateline: datetime | None = None,
     intro: str = "",
+    test: bool = False,
 ) -> PreparedVariant:
     """Render one variant: Jinja, CSS inlining and MIME layout happen here, once.
 
     Its dates are written on the clock of `time_zone`: the newsletter's unless another
     is given (a reader's own, once readers have one). `now` is the instant it is dated.
     `dateline`, a moment already on the readers' clock (a wave's), dates it instead.
-    `intro` is the editor's note (Markdown), shown above the stories.
+    `intro` is the editor's note (Markdown), shown above the stories. A `test` copy is
+    marked so in its subject and body, and its links act for nobody.
     """
     articles = _articles_in_order(session, selection.article_ids)
     if not articles:
         raise NothingToSend("This selection holds no article.")
     language = selection.language
     subject = subject or compose_subject(articles, language)
+    if test:
+        subject = f"{TEST_MARK} {subject}"
     context = {
         "publisher": settings.publisher_name,
         "newsletter_name": newsletter_store.newsletter_text(newsletter, language).name,
@@ -96,12 +105,23 @@ def prepare_variant(
         "greeting": slot("greeting"),
         "intro_html": shaping.note_html(intro),
         "intro_text": intro,
+        "test_send": test,
     }
     if web_copy:
         # What a browser shows: nobody's greeting, nobody's links.
         context |= {"greeting": "", "unsubscribe_url": "", "preferences_url": ""}
+    if test:
+        # The footer as readers see it, but its links lead to a page that says they came
+        # in a test; and no List-Unsubscribe, which a mail client might act on.
+        inert = f"{settings.base_url}{TEST_LINK_PATH}"
+        context |= {"unsubscribe_url": inert, "preferences_url": inert}
     prepared = builder.prepare_email(
-        "digest", context, language=language, settings=settings, list_id=newsletter.slug
+        "digest",
+        context,
+        language=language,
+        settings=settings,
+        list_id=newsletter.slug,
+        unsubscribe=not test,
     )
     return PreparedVariant(selection, prepared.rendered, prepared.template, prepared.headers)
 
@@ -267,6 +287,7 @@ def preview(
     now: datetime | None = None,
     language: str | None = None,
     digest: Digest | None = None,
+    test: bool = False,
 ) -> Preview:
     """Exactly what one reader (or a reader with no preferences, in `language` or the
     newsletter's) would get if sent now; of `digest`, shaped as its editor shaped it."""
@@ -320,9 +341,19 @@ def preview(
         settings=settings,
         subject=subject or shaping.subject_for(digest, selection.language),
         intro=shaping.note_for(digest, selection.language) if digest is not None else "",
+        test=test,
     )
-    message = prepared.template.fill(reader_recipient(subscriber, newsletter, settings))
-    return Preview(selection, message, prepared.rendered.subject)
+    recipient = (
+        builder.inert_recipient(
+            subscriber.email,
+            settings,
+            values={"greeting": greeting(subscriber.name, subscriber.language)},
+        )
+        if test
+        else reader_recipient(subscriber, newsletter, settings)
+    )
+    message = prepared.template.fill(recipient)
+    return Preview(selection, message, prepared.rendered.subject, prepared)
 
 
 def preview_digest(
@@ -332,10 +363,11 @@ def preview_digest(
     settings: Settings,
     subscriber_email: str | None = None,
     language: str | None = None,
+    test: bool = False,
 ) -> Preview:
     """This digest as it stands, as one reader (or a reader with no preferences, in
     `language` or the newsletter's) would get it: the one preview the dashboard, the API,
-    the CLI and the test sends share. NothingToSend says why there is none."""
+    the CLI and the test sends (`test`) share. NothingToSend says why there is none."""
     return preview(
         session,
         newsletter_slug=digest.newsletter.slug,
@@ -346,6 +378,7 @@ def preview_digest(
         now=digest.until,
         language=language,
         digest=digest,
+        test=test,
     )
 
 

@@ -135,6 +135,21 @@ def reader_recipient(
     )
 
 
+def inert_recipient(
+    address: str, settings: Settings, *, values: Mapping[str, str] | None = None
+) -> Recipient:
+    """A copy for someone who is no reader (an editor's test): no reader's links, and an
+    envelope sender that names no reader, so that a bounce of it marks nobody."""
+    message_id = make_message_id(settings.mail_domain)
+    return Recipient(
+        address=address,
+        name="",
+        envelope_from=settings.from_address,
+        message_id=message_id,
+        values={"message_id": message_id, **(values or {})},
+    )
+
+
 def reader_links(
     subscriber: Subscriber, newsletter: Newsletter | None, settings: Settings
 ) -> dict[str, str]:

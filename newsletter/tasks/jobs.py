@@ -27,6 +27,7 @@ from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import batch as delivery
+from newsletter.digests import trial
 from newsletter.digests.batch import VariantKey
 from newsletter.digests.render import PreparedVariant
 from newsletter.email.render import OutgoingMessage
@@ -110,6 +111,26 @@ def send_data_link(self: Task, subscriber_id: int, action: str) -> str:
         ),
         subscriber_id,
     )
+
+
+@app.task(name="newsletter.send_test")
+def send_test(test_send_id: int) -> str:
+    """An editor's test send, once: what the relay said is recorded, for the editor to read
+    (no retry later: a test is wanted now, and the editor can ask again)."""
+    settings = get_settings()
+
+    def send(message: OutgoingMessage) -> str | None:
+        outcome = single.send_single(
+            message, settings=settings, subscriber_id=0, attempt=0, what="newsletter.send_test"
+        )
+        if outcome.status == single.SingleStatus.SENT:
+            return None
+        return str(outcome.error) if outcome.error else outcome.status.value
+
+    with db.session_scope() as session:
+        return str(
+            trial.send_test(session, test_send_id=test_send_id, settings=settings, send=send).status
+        )
 
 
 def _send_notice(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from newsletter.app import editors
 from newsletter.core import clock
 from newsletter.core.validation import clean_language, clean_text, refuse_lone_surrogates
-from newsletter.digests import lifecycle, reports
+from newsletter.digests import lifecycle, reports, trial
 from newsletter.digests import render as digests
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
 from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, UnitOfWorkDep, refusals
@@ -88,6 +88,23 @@ class DigestEdit(BaseModel):
     send_at: datetime | None = Field(
         default=None, description="ISO 8601; without a zone, on the newsletter's clock."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        refuse_lone_surrogates(data)
+        return data
+
+
+class TestSendRequest(BaseModel):
+    """Where a test goes (none: the seed list, NEWSLETTER_TEST_RECIPIENTS), and which copy:
+    one language's, a reader's, or (neither) one per language its readers read."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: list[str] = Field(default_factory=list, max_length=100)
+    as_reader: str | None = Field(default=None, alias="as", max_length=320)
+    language: str | None = Field(default=None, max_length=8)
 
     @model_validator(mode="before")
     @classmethod
@@ -199,6 +216,38 @@ def digest_preview(
     except digests.NothingToSend as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
     return _preview_response(result, format)
+
+
+@router.post("/{digest_id:int}/test", status_code=202)
+def test_send(
+    digest_id: RowId,
+    request: TestSendRequest,
+    settings: SettingsDep,
+    work: UnitOfWorkDep,
+) -> dict[str, object]:
+    """Send the digest as it stands, marked [TEST], to the editor's addresses (recorded,
+    never a delivery); follow it at GET /api/digests/{id}/tests."""
+    try:
+        test = _act(
+            lambda: editors.test_send(
+                work,
+                to=request.to,
+                settings=settings,
+                digest_id=digest_id,
+                language=request.language,
+                as_reader=request.as_reader,
+            )
+        )
+    except digests.NothingToSend as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    return trial.as_dict(test)
+
+
+@router.get("/{digest_id:int}/tests")
+def test_sends(digest_id: RowId, session: SessionDep) -> list[dict[str, object]]:
+    """The digest's latest test sends, newest first, with each address's outcome."""
+    _act(lambda: lifecycle.get_digest(session, digest_id))
+    return [trial.as_dict(t) for t in trial.recent(session, digest_id=digest_id)]
 
 
 @router.post("/{digest_id:int}/cancel")

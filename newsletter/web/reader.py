@@ -573,6 +573,22 @@ def _signups_unavailable(request: Request, *, as_json: bool) -> Response:
     return _try_later(request, SIGNUP_UNAVAILABLE, 503, 60, as_json=as_json)
 
 
+@router.get(digests.TEST_LINK_PATH, response_class=HTMLResponse)
+def test_link(request: Request) -> HTMLResponse:
+    """Where the reader links of a test send lead: they act for nobody."""
+    return page(
+        request,
+        "message.html",
+        {
+            "title": N_("This link came in a test email"),
+            "message": N_(
+                "It belongs to a test of a digest, sent to its editors only: it does nothing. "
+                "In the digest itself, this link lets each reader manage their subscription."
+            ),
+        },
+    )
+
+
 def _try_later(
     request: Request, message: Phrase, status_code: int, retry_after: int, *, as_json: bool
 ) -> Response:

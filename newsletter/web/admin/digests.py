@@ -22,7 +22,7 @@ from newsletter.core.config import get_settings
 from newsletter.core.i18n import LANGUAGE_NAMES, LANGUAGE_TAGS
 from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import composer, lifecycle, reports, shaping, upcoming
+from newsletter.digests import composer, lifecycle, reports, shaping, trial, upcoming
 from newsletter.digests import render as digests
 from newsletter.ops import monitoring
 from newsletter.subscribers import audience
@@ -276,6 +276,45 @@ def _pinned_in_order(stories: list[int], orders: list[str]) -> list[int]:
     return [article_id for _, article_id in sorted(placed)]
 
 
+@router.post("/digests/{digest_id:int}/test")
+def test_send(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    digest_id: RowId,
+    to: FormText = "",
+    which: FormText = "all",
+    as_reader: FormText = "",
+) -> Response:
+    """Send the digest as it stands, marked [TEST], to the editor's addresses."""
+    addresses = [a for a in to.replace("\n", ",").split(",") if a.strip()]
+    try:
+        test = editors.test_send(
+            work,
+            to=addresses,
+            settings=get_settings(),
+            digest_id=digest_id,
+            language=which if which in LANGUAGE_TAGS else None,
+            as_reader=as_reader.strip() if which == "reader" else None,
+        )
+    except lifecycle.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    except InvalidInput as exc:
+        return _digest_page(request, admin, session, digest_id, error=exc.message, status_code=422)
+    except UnknownSubscriber as exc:
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=404)
+    except digests.NothingToSend as exc:
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
+    copies = len(test.subjects)
+    return redirect(
+        f"/admin/digests/{digest_id}#tests",
+        f"Test send #{test.id}: {copies} cop{'y' if copies == 1 else 'ies'} on the way to "
+        f"{sum(r['outcome'] == 'queued' for r in test.recipients)} address(es); "
+        "the outcome shows below within seconds.",
+    )
+
+
 @router.get("/digests/{digest_id:int}")
 def digest_page(
     request: Request, admin: Admin, session: SessionDep, digest_id: RowId
@@ -449,6 +488,9 @@ def _digest_page(
         {
             "digest": status,
             "desk": _desk(session, digest) if shaping.editable(digest) else None,
+            "test_sends": [trial.as_dict(t) for t in trial.recent(session, digest_id=digest_id)],
+            "seed_list": ", ".join(trial.seed_list(get_settings())),
+            "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGE_TAGS],
             "newsletter": newsletter,
             "errors": monitoring.last_errors(session, digest_id=digest_id),
             "zone_now": clock.zone_label(newsletter.time_zone, utcnow()),

@@ -108,6 +108,7 @@ def test_every_job_names_a_task_the_worker_has() -> None:
         "form": {"email": "ana@example.com"},
         "ip": "192.0.2.1",
         "action": "export",
+        "test_send_id": 1,
     }
     made = [
         make(**{name: sample[name] for name in inspect.signature(make).parameters})
