@@ -108,8 +108,14 @@ def prepare_variant(
         "test_send": test,
     }
     if web_copy:
-        # What a browser shows: nobody's greeting, nobody's links.
-        context |= {"greeting": "", "unsubscribe_url": "", "preferences_url": ""}
+        # What a browser shows: nobody's greeting, nobody's links; and, since a forward
+        # reaches new readers, a way to subscribe.
+        context |= {
+            "greeting": "",
+            "unsubscribe_url": "",
+            "preferences_url": "",
+            "subscribe_url": f"{settings.base_url}/?newsletter={newsletter.slug}",
+        }
     if test:
         # The footer as readers see it, but its links lead to a page that says they came
         # in a test; and no List-Unsubscribe, which a mail client might act on.
@@ -235,6 +241,12 @@ def compose_subject(articles: Sequence[Article], language: str) -> str:
     return lead_subject(articles[0].title, len(articles) - 1, language)
 
 
+def digest_subject(digest: Digest, language: str, lead_title: str, stories: int) -> str:
+    """The subject of a digest's copy in `language`: the editor's, else its lead story's
+    title and how many more of its `stories` follow."""
+    return shaping.subject_for(digest, language) or lead_subject(lead_title, stories - 1, language)
+
+
 def lead_subject(lead: str, more: int, language: str) -> str:
     """The lead story's title, and how many more (`more`) follow it."""
     if not more:
@@ -267,8 +279,8 @@ def variant_subjects(session: Session, digests: Sequence[Digest]) -> dict[int, l
     for digest_id, language, article_ids in variants:
         if not article_ids or article_ids[0] not in titles:
             continue
-        subject = shaping.subject_for(by_id[digest_id], language) or lead_subject(
-            titles[article_ids[0]], len(article_ids) - 1, language
+        subject = digest_subject(
+            by_id[digest_id], language, titles[article_ids[0]], len(article_ids)
         )
         found = subjects.setdefault(digest_id, [])
         if subject not in found:

@@ -22,7 +22,16 @@ from newsletter.core.i18n import N_
 from newsletter.core.tokens import TokenError
 from newsletter.core.validation import InvalidInput
 from newsletter.subscribers.store import UnknownSubscriber
-from newsletter.web import admin, articles_api, digests_api, health, monitoring, reader, webhooks
+from newsletter.web import (
+    admin,
+    archive,
+    articles_api,
+    digests_api,
+    health,
+    monitoring,
+    reader,
+    webhooks,
+)
 from newsletter.web.deps import page, wants_json
 
 log = logging.getLogger("newsletter.web")
@@ -63,6 +72,7 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     )
     app.state.queue = queue if queue is not None else jobs_queue.CeleryQueue(celery)
     app.include_router(reader.router)
+    app.include_router(archive.router)
     app.include_router(health.router)
     app.include_router(monitoring.router)
     app.include_router(articles_api.router)

@@ -10,10 +10,11 @@ import time
 import zoneinfo
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -94,8 +95,17 @@ SIGNUP_LIMITED = N_(
 
 
 @router.get("/", response_class=HTMLResponse)
-def signup_page(request: Request, session: SessionDep) -> HTMLResponse:
-    return page(request, "signup.html", _signup_context(session))
+def signup_page(
+    request: Request,
+    session: SessionDep,
+    newsletter: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """The signup form; `?newsletter=` ticks that one (the archive's and a web copy's call
+    to subscribe), when it exists."""
+    context = _signup_context(session)
+    known = {n.slug for n in context["newsletters"]}
+    context["preselected"] = newsletter if newsletter in known else None
+    return page(request, "signup.html", context)
 
 
 @router.post(
@@ -539,6 +549,9 @@ def article_page(
             "article": article,
             "paragraphs": article.body.split("\n\n"),
             "article_lang": LANGUAGE_TAGS.get(article.language, article.language),
+            # Where it came from, when that is a public address; never an importing
+            # machine's file path.
+            **public_source(article.source),
             "published": local_date_time(
                 article.published_at, settings.default_time_zone, article.language
             ),
@@ -763,6 +776,14 @@ def _count_in_flight(subscriber_id: int, timeout: float) -> int:
         return subscribers.sends_in_flight(
             session, subscriber_id=subscriber_id, within=timedelta(seconds=timeout)
         )
+
+
+def public_source(source: str) -> dict[str, str]:
+    """An article's source as a page may show it: a web address and its host, or nothing."""
+    parts = urlsplit(source.strip())
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return {"source_url": source.strip(), "source_host": parts.hostname}
+    return {}
 
 
 def _signup_context(session: SessionDep) -> dict[str, Any]:
