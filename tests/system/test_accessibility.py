@@ -113,6 +113,8 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         wait_for_state(service, digest_id, "sent")
         page.goto(f"{base}/digests/{digest_id}")
         audit.check("digest web copy")
+        page.goto(f"{base}/archive/daily")
+        audit.check("archive")
 
         # The dashboard, page by page.
         page.goto(f"{base}/admin")
@@ -165,5 +167,5 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         audit.check("subscribers import check")
         context.close()
 
-    assert len(audit.checked) == 33, audit.checked
+    assert len(audit.checked) == 34, audit.checked
     assert not audit.found, audit.report()
