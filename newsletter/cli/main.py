@@ -29,6 +29,10 @@ def main() -> NoReturn:
     """Entry point: click's errors become one line on stderr and a non-zero exit."""
     try:
         cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `newsletter` alone (or `newsletter digest`): the whole help, as --help gives it.
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(0)
     except click.exceptions.Abort:
         click.echo("newsletter: interrupted", err=True)
         sys.exit(130)
@@ -45,7 +49,11 @@ def main() -> NoReturn:
     sys.exit(0)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    # Wide enough that each command's line in the list is whole, not cut off with "...".
+    context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 120},
+    no_args_is_help=True,
+)
 def cli() -> None:
     """A self-hosted email newsletter service."""
     from newsletter.app.queue import configure
@@ -747,14 +755,15 @@ def asks_before_sending(*, yes: bool, interactive: bool) -> bool:
 @click.argument("digest_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
 def digest_status(digest_id: int, as_json: bool) -> None:
-    """Where a digest stands: state and counts."""
+    """Where a digest stands: state and counts, and why each reader not mailed was not."""
     from newsletter.core.db import session_scope
-    from newsletter.digests import reports
+    from newsletter.digests import outcomes, reports
 
     with _user_errors(), session_scope() as session:
         status = reports.digest_status(session, digest_id)
+        ended = outcomes.digest_outcomes(session, digest_id)
     if as_json:
-        click.echo(json.dumps(status, ensure_ascii=False))
+        click.echo(json.dumps({**status, "outcomes": ended.as_dict()}, ensure_ascii=False))
         return
     counts = status["counts"]
     click.echo(f"digest {status['id']} ({status['newsletter']}): {status['state']}")
@@ -762,8 +771,15 @@ def digest_status(digest_id: int, as_json: bool) -> None:
         f"  {counts['sent']} sent, {counts['queued']} queued, {counts['bounced']} bounced, "
         f"{counts['failed']} failed, {counts['skipped']} skipped, of {counts['total']}"
     )
-    if status["note"]:
+    if ended.nothing_to_send:
+        click.echo(f"  Nothing to send: {ended.nothing_to_send}")
+    elif status["note"]:
         click.echo(f"  {status['note']}")
+    for reason in ended.reasons:
+        examples = ", ".join(e.address for e in reason.examples)
+        click.echo(f"  {reason.count} {reason.outcome}: {reason.words}")
+        if examples:
+            click.echo(f"      e.g. {examples}")
 
 
 @digest.command("cancel")
@@ -855,8 +871,12 @@ def digest_preview(
         except OSError as exc:
             raise CommandError(f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"wrote {output} ({len(result.selection.article_ids)} article(s))")
-    else:
+    elif output_format == "eml":
         click.echo(data.decode(errors="replace"), nl=False)
+    else:
+        # Text and HTML end with a line break, as a terminal and `> file` expect.
+        text = data.decode(errors="replace")
+        click.echo(text, nl=not text.endswith("\n"))
 
 
 # --- subscribers ---------------------------------------------------------------------

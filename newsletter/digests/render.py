@@ -13,7 +13,14 @@ from newsletter.core import clock
 from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.i18n import translations
-from newsletter.core.models import Article, Digest, DigestVariant, Newsletter, Subscriber
+from newsletter.core.models import (
+    Article,
+    Digest,
+    DigestState,
+    DigestVariant,
+    Newsletter,
+    Subscriber,
+)
 from newsletter.digests import composer, shaping, waves
 from newsletter.email import builder
 from newsletter.email.render import (
@@ -305,6 +312,7 @@ def preview(
     newsletter's) would get if sent now; of `digest`, shaped as its editor shaped it."""
     now = now or utcnow()
     newsletter = newsletter_store.get_by_slug(session, newsletter_slug)
+    window_given = since is not None
     subscriber = (
         find_by_email(session, subscriber_email)
         if subscriber_email
@@ -322,9 +330,15 @@ def preview(
     shape = composer.Shaping.of(digest)
     candidates = composer.candidate_articles(session, since=since, until=until, shaping=shape)
     if not candidates:
+        last_sent = None
+        if not window_given:
+            last_sent = session.scalar(
+                select(Digest.id)
+                .where(Digest.newsletter_id == newsletter.id, Digest.state == DigestState.SENT)
+                .limit(1)
+            )
         raise NothingToSend(
-            f"No article was published between {since:%Y-%m-%d %H:%M} and "
-            f"{until:%Y-%m-%d %H:%M} UTC: there is nothing to send."
+            _nothing_new(newsletter, since, until, since_last_digest=last_sent is not None)
         )
     reader = composer.Reader(subscriber.id, subscriber.language, frozenset())
     if subscriber_email:
@@ -391,6 +405,23 @@ def preview_digest(
         language=language,
         digest=digest,
         test=test,
+    )
+
+
+def _nothing_new(
+    newsletter: Newsletter, since: datetime, until: datetime, *, since_last_digest: bool
+) -> str:
+    """Why a preview has nothing to show, on the newsletter's clock, and what to do."""
+    zone = newsletter.time_zone
+    if since_last_digest:
+        return (
+            f"Nothing new has been published since the last digest of {newsletter.name} "
+            f"({clock.local_text(since, zone)}). To preview earlier articles, give the window "
+            "a start: --since in the command line, since= in the API."
+        )
+    return (
+        f"No article was published between {clock.local_text(since, zone)} and "
+        f"{clock.local_text(until, zone)}: there is nothing to send."
     )
 
 

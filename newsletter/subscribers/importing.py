@@ -253,7 +253,7 @@ def _parse_row(
     try:
         email, key = clean_email(raw_email, to_mail=True)
     except InvalidInput as exc:
-        raise _Refused(f"{_shown(raw_email)} is not a valid email address: {exc.message}") from None
+        raise _Refused(f"{_shown(raw_email)}: {exc.message}") from None
     try:
         name = clean_text("name", cells.get("name")) or None
         raw_language = cells.get("language", "")

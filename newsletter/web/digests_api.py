@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from newsletter.app import editors
 from newsletter.core import clock
 from newsletter.core.validation import clean_language, clean_text, refuse_lone_surrogates
-from newsletter.digests import lifecycle, reports, trial
+from newsletter.digests import lifecycle, outcomes, reports, trial
 from newsletter.digests import render as digests
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug
 from newsletter.web.deps import AdminDep, RowId, SessionDep, SettingsDep, UnitOfWorkDep, refusals
@@ -241,6 +241,13 @@ def test_send(
     except digests.NothingToSend as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
     return trial.as_dict(test)
+
+
+@router.get("/{digest_id:int}/outcomes")
+def digest_outcomes(digest_id: RowId, session: SessionDep) -> dict[str, Any]:
+    """How the digest's deliveries ended, and why each skipped, failed or bounced one did
+    (grouped, a few masked examples each)."""
+    return _act(lambda: outcomes.digest_outcomes(session, digest_id)).as_dict()
 
 
 @router.get("/{digest_id:int}/tests")

@@ -431,7 +431,9 @@ def test_a_digest_page_shows_its_state_counts_and_errors(client: TestClient, csr
     html = page.text
     assert f"Digest #{made}" in html and 'class="state state-sending"' in html
     assert "1 of 3 sent · 0 bounced · 1 failed" in html
-    assert "Latest delivery errors" in html and "no such user" in html
+    # Why, in words, with the reader it happened to (masked) a click away.
+    assert "What happened" in html and "The mailbox does not exist (5.1.1)." in html
+    assert f'href="/admin/subscribers/{reader}">le…@example.com' in html
     assert "le.reader@example.com" not in html  # masked, as everywhere operators look
     assert "trouble of another digest" not in html  # only this digest's errors
     assert "data-reload-on-change" in html

@@ -631,7 +631,7 @@ def test_a_subscriber_import_is_a_dry_run_first_then_confirmed(
     )
     assert cards["Would add"] == "1" and cards["Would update"] == "1"
     assert cards["Unchanged"] == "1" and cards["Refused rows"] == "3"
-    assert "'not-an-address' is not a valid email address" in html.unescape(response.text)
+    assert "'not-an-address': That email address is not valid" in html.unescape(response.text)
     assert "We do not offer the language" in response.text
     assert "duplicate of line 2" in response.text
     # Nothing has changed yet.

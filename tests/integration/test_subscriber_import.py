@@ -297,7 +297,7 @@ def test_each_refused_row_is_reported_with_its_line_and_the_rest_are_imported(
 
     assert [line for line, _ in report.refused] == [3, 4, 6, 7, 8, 9, 10, 11, 13, 14, 15]
     reasons = dict(report.refused)
-    assert reasons[3].startswith("'bob@' is not a valid email address: ")
+    assert reasons[3].startswith("'bob@': That email address is not valid: ")
     assert reasons[4].startswith("name 'Eve\\r\\nBcc: all@example.com': ")
     assert "line breaks" in reasons[4]
     assert reasons[6].startswith("language 'fr': We do not offer the language 'fr'")
@@ -453,7 +453,7 @@ def test_the_report_reads_as_plain_data(session: Session) -> None:
     assert data["pending"] == 1
     assert data["pending_subscriber_ids"] == [_subscriber(session, "ana@example.com").id]
     assert data["refused"][0]["line"] == 3
-    assert data["refused"][0]["reason"].startswith("'bob@' is not a valid email address")
+    assert data["refused"][0]["reason"].startswith("'bob@': That email address is not valid")
     assert (data["updated"], data["unchanged"], data["dry_run"]) == (0, 0, False)
 
 

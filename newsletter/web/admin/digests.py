@@ -22,9 +22,8 @@ from newsletter.core.config import get_settings
 from newsletter.core.i18n import LANGUAGE_NAMES, LANGUAGE_TAGS
 from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import composer, lifecycle, reports, shaping, trial, upcoming
+from newsletter.digests import composer, lifecycle, outcomes, reports, shaping, trial, upcoming
 from newsletter.digests import render as digests
-from newsletter.ops import monitoring
 from newsletter.subscribers import audience
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
@@ -492,7 +491,7 @@ def _digest_page(
             "seed_list": ", ".join(trial.seed_list(get_settings())),
             "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGE_TAGS],
             "newsletter": newsletter,
-            "errors": monitoring.last_errors(session, digest_id=digest_id),
+            "outcomes": outcomes.digest_outcomes(session, digest_id),
             "zone_now": clock.zone_label(newsletter.time_zone, utcnow()),
             "error": error,
         },

@@ -22,6 +22,7 @@ from newsletter.bounces import policy as bounces
 from newsletter.core import db, spreadsheets
 from newsletter.core.config import get_settings
 from newsletter.core.validation import InvalidInput
+from newsletter.digests import outcomes
 from newsletter.subscribers import store, suppressions
 from newsletter.subscribers.importing import COLUMNS, ImportReport
 from newsletter.subscribers.newsletters import list_newsletters
@@ -159,6 +160,7 @@ def subscriber_page(
             "s": data,
             "suppressed": suppressions.is_listed(session, subscriber.email_key),
             "deliveries": store.delivery_counts(session, subscriber_id=subscriber_id),
+            "recent": outcomes.reader_deliveries(session, subscriber_id=subscriber_id),
         },
     )
 
