@@ -166,11 +166,23 @@ def cancel_digest(work: UnitOfWork, *, digest_id: int) -> Digest:
 
 
 def add_subscriber(
-    work: UnitOfWork, *, form: SignupForm, confirmed: bool, settings: Settings
+    work: UnitOfWork,
+    *,
+    form: SignupForm,
+    confirmed: bool,
+    settings: Settings,
+    welcome: bool = False,
 ) -> SignupOutcome:
     """Add a reader by hand: sent the confirmation email, or, with `confirmed` (consent
-    given elsewhere), subscribed at once and sent the welcome."""
-    return readers.subscribe(work, form=form, source="cli", settings=settings, confirmed=confirmed)
+    given elsewhere), subscribed at once; sent the welcome only with `welcome`."""
+    return readers.subscribe(
+        work,
+        form=form,
+        source="cli",
+        settings=settings,
+        confirmed=confirmed,
+        welcome=readers.welcomes_confirmed(asked=welcome),
+    )
 
 
 def import_subscribers(
@@ -180,6 +192,7 @@ def import_subscribers(
     settings: Settings,
     dry_run: bool = False,
     send_confirmations: bool = False,
+    welcome: bool = False,
 ) -> ImportReport:
     """Import readers from a CSV stream (see import_subscribers_csv); a dry run changes
     nothing. With send_confirmations, the rows left pending are sent the confirmation.
@@ -200,6 +213,9 @@ def import_subscribers(
     if send_confirmations and not dry_run:
         for subscriber_id in report.pending_subscriber_ids:
             work.enqueue(jobs.send_confirmation(subscriber_id))
+    if readers.welcomes_confirmed(asked=welcome) and not dry_run:
+        for subscriber_id, newsletter_ids in report.confirmed_newsletters.items():
+            work.enqueue(jobs.send_welcome(subscriber_id, newsletter_ids))
     work.commit()
     return report
 

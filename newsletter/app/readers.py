@@ -105,9 +105,11 @@ def subscribe(
     settings: Settings,
     ip: str | None = None,
     confirmed: bool = False,
+    welcome: bool = True,
     may_send_confirmation: Callable[[], bool] | None = None,
 ) -> SignupOutcome:
-    """Record a signup; then the confirmation email (or, already confirmed, the welcome).
+    """Record a signup; then the confirmation email (or, already confirmed, the welcome,
+    unless `welcome` is off: see welcomes_confirmed).
 
     A pending reader who signs up again is sent the confirmation again, at most once per
     NEWSLETTER_CONFIRMATION_INTERVAL_SECONDS (the store decides); it asks about every
@@ -131,10 +133,18 @@ def subscribe(
     if outcome.subscriber_id is not None:
         if outcome.send_confirmation:
             work.enqueue(jobs.send_confirmation(outcome.subscriber_id, outcome.pending))
-        elif outcome.newly_confirmed:
+        elif outcome.newly_confirmed and welcome:
             work.enqueue(jobs.send_welcome(outcome.subscriber_id, outcome.newly_confirmed))
     work.commit()
     return outcome
+
+
+def welcomes_confirmed(*, asked: bool) -> bool:
+    """Whether readers an editor adds as already confirmed (by hand or from a file) are
+    sent the welcome: only when asked (--welcome, the dashboard's box). Their consent was
+    given elsewhere; an email they did not expect from us is how spam reports start. The
+    one rule for `subscribers add --confirmed` and a CSV import's `confirmed` column."""
+    return asked
 
 
 def signup_summary(outcome: SignupOutcome) -> str:

@@ -302,8 +302,17 @@ def newsletters_add(
     help="Its name in a language, LANG=NAME: --name zh='每日摘要' (LANG= removes it).",
 )
 @click.option("--description", "descriptions", multiple=True, help="LANG=TEXT, as --name.")
-def newsletters_set(slug: str, names: tuple[str, ...], descriptions: tuple[str, ...]) -> None:
-    """Give SLUG its name and description in the readers' languages."""
+@click.option("--from-name", default=None, help="Who its emails say they are from ('' resets).")
+@click.option("--reply-to", default=None, help="Where replies to its emails go ('' for none).")
+def newsletters_set(
+    slug: str,
+    names: tuple[str, ...],
+    descriptions: tuple[str, ...],
+    from_name: str | None,
+    reply_to: str | None,
+) -> None:
+    """Give SLUG its name and description in the readers' languages, its sender's name and
+    its Reply-To address."""
     from newsletter.core.db import session_scope
     from newsletter.subscribers import newsletters as newsletter_store
 
@@ -311,14 +320,23 @@ def newsletters_set(slug: str, names: tuple[str, ...], descriptions: tuple[str, 
     description, descriptions_in = _texts_by_language(descriptions, "--description")
     if name is not None or description is not None:
         raise CommandError("--name and --description take LANG=TEXT here, e.g. pt='Resumo'.")
-    if not names_in and not descriptions_in:
-        raise CommandError("nothing to set: give --name LANG=TEXT or --description LANG=TEXT.")
-    with _user_errors(), session_scope() as session:
-        newsletter = newsletter_store.translate_newsletter(
-            session, slug=slug, names=names_in, descriptions=descriptions_in
+    if not names_in and not descriptions_in and from_name is None and reply_to is None:
+        raise CommandError(
+            "nothing to set: give --name LANG=TEXT, --description LANG=TEXT, --from-name "
+            "or --reply-to."
         )
+    with _user_errors(), session_scope() as session:
+        newsletter = newsletter_store.set_sender(
+            session, slug=slug, from_name=from_name, reply_to=reply_to
+        )
+        if names_in or descriptions_in:
+            newsletter_store.translate_newsletter(
+                session, slug=slug, names=names_in, descriptions=descriptions_in
+            )
         given = ", ".join(sorted(newsletter.translations or {})) or "none"
-    click.echo(f"{slug}: names and descriptions in {given}")
+        sender = f"from {newsletter.from_name or '(the publisher)'}"
+        sender += f", replies to {newsletter.reply_to}" if newsletter.reply_to else ""
+    click.echo(f"{slug}: names and descriptions in {given}; {sender}")
 
 
 def _texts_by_language(values: tuple[str, ...], option: str) -> tuple[str | None, dict[str, str]]:
@@ -893,7 +911,12 @@ def subscribers() -> None:
 @click.option("--language", default=None, help="pt, en or zh.")
 @click.option("--topics", default=None, help="Comma-separated topics.")
 @click.option("--newsletter", "newsletter_slug", default="daily", show_default=True)
-@click.option("--confirmed", is_flag=True, help="Subscribed at once, without a confirmation email.")
+@click.option(
+    "--confirmed",
+    is_flag=True,
+    help="Subscribed at once (consent given elsewhere): no email, unless --welcome.",
+)
+@click.option("--welcome", is_flag=True, help="With --confirmed: send them the welcome email.")
 def subscribers_add(
     email: str,
     name: str | None,
@@ -901,6 +924,7 @@ def subscribers_add(
     topics: str | None,
     newsletter_slug: str,
     confirmed: bool,
+    welcome: bool,
 ) -> None:
     """Add a subscriber; without --confirmed they are sent the confirmation email."""
     from newsletter.app import editors
@@ -912,14 +936,14 @@ def subscribers_add(
     )
     with _user_errors(), unit_of_work() as work:
         outcome = editors.add_subscriber(
-            work, form=form, confirmed=confirmed, settings=get_settings()
+            work, form=form, confirmed=confirmed, settings=get_settings(), welcome=welcome
         )
     if outcome.suppressed:
         raise CommandError(f"{email} is on the suppression list and cannot be added")
     if outcome.send_confirmation and outcome.subscriber_id is not None:
         click.echo(f"added {email} (pending: confirmation email queued)")
     elif outcome.newly_confirmed and outcome.subscriber_id is not None:
-        click.echo(f"added {email} (subscribed)")
+        click.echo(f"added {email} (subscribed{'; welcome email queued' if welcome else ''})")
     else:
         click.echo(f"{email} is already known; nothing to send")
 
@@ -928,9 +952,12 @@ def subscribers_add(
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Report what would change, change nothing.")
 @click.option("--send-confirmations", is_flag=True, help="Email the rows left pending.")
+@click.option(
+    "--welcome", is_flag=True, help="Send the welcome to the rows subscribed (confirmed)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def subscribers_import(
-    csv_file: Path, dry_run: bool, send_confirmations: bool, as_json: bool
+    csv_file: Path, dry_run: bool, send_confirmations: bool, welcome: bool, as_json: bool
 ) -> None:
     """Import subscribers from CSV: email,name,language,topics,newsletter,confirmed."""
     from newsletter.app import editors
@@ -948,6 +975,7 @@ def subscribers_import(
             settings=get_settings(),
             dry_run=dry_run,
             send_confirmations=send_confirmations,
+            welcome=welcome,
         )
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import tempfile
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -128,6 +129,9 @@ class Settings(BaseSettings):
     )
     default_language: str = "en"
     default_time_zone: str = "Europe/Lisbon"
+    # The publisher's postal address, in every email's footer (CAN-SPAM asks for one; a
+    # production install refuses to start without it). One line: "Rua X 1, 1000-001 Lisboa".
+    postal_address: str = Field(default="", max_length=300)
     # The seed list: where an editor's test sends go unless they name other addresses
     # (comma-separated: "editor@example.com, desk@example.com").
     test_recipients: str = Field(default="", max_length=4000)
@@ -325,6 +329,21 @@ class Settings(BaseSettings):
         given or already there): `newsletter up` shows the admin token only then."""
         return frozenset(self._generated_secrets)
 
+    def ensure_sender_identity(self) -> None:
+        """The postal address every email carries: required in production (CAN-SPAM; the
+        big senders refuse to mail without one), one clean line when given."""
+        address = self.postal_address.strip()
+        if any(unicodedata.category(c) in {"Cc", "Zl", "Zp"} for c in address):
+            raise SettingsError(
+                "NEWSLETTER_POSTAL_ADDRESS must be one line, without control characters"
+            )
+        if self.is_production and not address:
+            raise SettingsError(
+                "NEWSLETTER_POSTAL_ADDRESS must be set in production: every email must carry "
+                "the publisher's postal address (CAN-SPAM)"
+            )
+        self.postal_address = address
+
     def ensure_secrets(self) -> None:
         """Fill secret_key and admin_token, or raise SettingsError: never start on a weak one.
 
@@ -396,6 +415,7 @@ def get_settings() -> Settings:
     settings = Settings()
     keep_private(settings.var_dir)
     settings.ensure_secrets()
+    settings.ensure_sender_identity()
     return settings
 
 

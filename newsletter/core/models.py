@@ -144,6 +144,10 @@ class Newsletter(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Lisbon")
     # The schedule is read on each reader's own clock (07:00 in Lisbon, in Macau, ...),
     # sent in waves, rather than once on the newsletter's clock.
+    # Who its emails say they are from (the address stays NEWSLETTER_FROM_ADDRESS, which
+    # DKIM signs), and where replies go; None: the publisher's name, no Reply-To.
+    from_name: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
     schedule_in_reader_zones: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )

@@ -135,6 +135,7 @@ def prepare_variant(
         settings=settings,
         list_id=newsletter.slug,
         unsubscribe=not test,
+        newsletter=newsletter,
     )
     return PreparedVariant(selection, prepared.rendered, prepared.template, prepared.headers)
 

@@ -69,6 +69,7 @@ def build_email(
         settings=settings,
         list_id=newsletter.slug if newsletter else SUBSCRIPTIONS_LIST,
         unsubscribe=unsubscribe,
+        newsletter=newsletter,
     )
     return prepared.fill(
         reader_recipient(subscriber, newsletter=newsletter, settings=settings, links=unsubscribe)
@@ -83,6 +84,7 @@ def prepare_email(
     settings: Settings,
     list_id: str,
     unsubscribe: bool = True,
+    newsletter: Newsletter | None = None,
 ) -> PreparedEmail:
     """Render templates/email/<name>/ once, with slots for each reader's links.
 
@@ -90,16 +92,25 @@ def prepare_email(
     """
     links = {key: slot(key) for key in LINK_SLOTS} if unsubscribe else {}
     rendered = render_email(
-        name, {"publisher": settings.publisher_name, **links, **context}, language=language
+        name,
+        {
+            "publisher": settings.publisher_name,
+            "postal_address": settings.postal_address,
+            **links,
+            **context,
+        },
+        language=language,
     )
     headers = list_headers(settings, list_id=list_id, unsubscribe=links or None)
+    if newsletter is not None and newsletter.reply_to:
+        headers.append(("Reply-To", newsletter.reply_to))
     if settings.postmark_webhook_user:
         # Postmark's webhooks name a message by Postmark's own id; our Message-ID comes back
         # only as metadata, and a bounce acts only on a Message-ID we sent (bounces.policy).
         headers.append(("X-PM-Metadata-message-id", slot("message_id")))
     template = MessageTemplate(
         rendered,
-        from_name=settings.publisher_name,
+        from_name=(newsletter.from_name if newsletter else None) or settings.publisher_name,
         from_address=settings.from_address,
         headers=headers,
         signer=signer_from_settings(settings),

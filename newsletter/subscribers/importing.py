@@ -62,6 +62,9 @@ class ImportReport:
     # Subscribers given a pending subscription by this import, who could be asked to
     # confirm it; always empty in a dry run, whose ids were never kept.
     pending_subscriber_ids: list[int] = field(default_factory=list)
+    # Subscribers this import subscribed (confirmed), and to which newsletters: whom a
+    # welcome would go to, when the editor asks for one. Empty in a dry run.
+    confirmed_newsletters: dict[int, list[int]] = field(default_factory=dict)
     # How many subscribers were (or, in a dry run, would be) left pending.
     pending: int = 0
     dry_run: bool = False
@@ -115,6 +118,7 @@ def import_subscribers_csv(
         savepoint.rollback()
     report.dry_run = True
     report.pending_subscriber_ids = []
+    report.confirmed_newsletters = {}
     return report
 
 
@@ -435,6 +439,9 @@ class _Writes:
         )
         if row.confirmed:
             self.event(subscriber_id, EventKind.CONFIRMED, row.newsletter_id)
+            self.report.confirmed_newsletters.setdefault(subscriber_id, []).append(
+                row.newsletter_id
+            )
         else:
             self.report.pending += 1
             self.report.pending_subscriber_ids.append(subscriber_id)
@@ -451,6 +458,7 @@ class _Writes:
             }
         )
         self.event(subscriber_id, EventKind.CONFIRMED, newsletter_id)
+        self.report.confirmed_newsletters.setdefault(subscriber_id, []).append(newsletter_id)
 
     def change_profile(self, reader: _Known, row: _Row) -> bool:
         """Take the row's non-empty cells; whether that changes anything."""

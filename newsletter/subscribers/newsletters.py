@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.config import LANGUAGES
 from newsletter.core.models import Newsletter
-from newsletter.core.validation import InvalidInput, clean_text
+from newsletter.core.validation import InvalidInput, clean_email, clean_text
 
 DEFAULT_SLUG = "daily"
 DEFAULT_NAME = "Daily digest"
@@ -128,6 +128,28 @@ def get_by_slug(session: Session, slug: str) -> Newsletter:
 def get_by_slugs(session: Session, slugs: list[str]) -> list[Newsletter]:
     """The newsletters named, in order, refusing any unknown one; none named means `daily`."""
     return [get_by_slug(session, slug) for slug in dict.fromkeys(slugs or [DEFAULT_SLUG])]
+
+
+def set_sender(
+    session: Session,
+    *,
+    slug: str,
+    from_name: str | None = None,
+    reply_to: str | None = None,
+) -> Newsletter:
+    """The name its emails come from and where replies go ("" takes either away; None
+    leaves it). UnknownNewsletter or InvalidInput, changing nothing."""
+    newsletter = get_by_slug(session, slug)
+    name = None if from_name is None else clean_text("from name", from_name)
+    address = None
+    if reply_to is not None and reply_to.strip():
+        address = clean_email(reply_to)[0]
+    if name is not None:
+        newsletter.from_name = name or None
+    if reply_to is not None:
+        newsletter.reply_to = address
+    session.flush()
+    return newsletter
 
 
 def translate_newsletter(

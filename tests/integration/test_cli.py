@@ -257,7 +257,7 @@ def test_newsletters_are_named_in_each_language(clean_db: str) -> None:
         database_url=clean_db,
     )
     assert changed.returncode == 0, changed.stderr
-    assert changed.stdout.strip() == "daily: names and descriptions in zh"
+    assert changed.stdout.strip().startswith("daily: names and descriptions in zh;")
     listed = json.loads(newsletter("newsletters", "list", "--json", database_url=clean_db).stdout)
     by_slug = {row["slug"]: row for row in listed}
     assert by_slug["macau"]["name"] == "Macau weekly"

@@ -121,6 +121,7 @@ def import_confirm(
     work: UnitOfWorkDep,
     upload_id: Annotated[str, Form(max_length=100)] = "",
     send_confirmations: Annotated[bool, Form()] = False,
+    welcome: Annotated[bool, Form()] = False,
 ) -> Response:
     """Second step: the same upload, imported for real; then it is deleted."""
     path = _upload_path(upload_id)
@@ -134,7 +135,11 @@ def import_confirm(
         )
     try:
         report = _run_import(
-            work, path.read_bytes(), dry_run=False, send_confirmations=send_confirmations
+            work,
+            path.read_bytes(),
+            dry_run=False,
+            send_confirmations=send_confirmations,
+            welcome=welcome,
         )
     except InvalidInput as exc:
         return _import_page(request, admin, error=exc.message, status_code=422)
@@ -197,7 +202,12 @@ def revoke_links(
 
 
 def _run_import(
-    work: UnitOfWork, raw: bytes, *, dry_run: bool, send_confirmations: bool = False
+    work: UnitOfWork,
+    raw: bytes,
+    *,
+    dry_run: bool,
+    send_confirmations: bool = False,
+    welcome: bool = False,
 ) -> ImportReport:
     """The upload imported (committed, then its confirmations queued), or its dry run."""
     settings = get_settings()
@@ -207,6 +217,7 @@ def _run_import(
         settings=settings,
         dry_run=dry_run,
         send_confirmations=send_confirmations,
+        welcome=welcome,
     )
 
 

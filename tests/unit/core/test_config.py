@@ -185,3 +185,18 @@ def test_var_and_what_is_made_in_it_are_the_owners_alone(tmp_path: Path) -> None
         os.umask(previous)
     for path in (var, var / "newsletter.db", var / "outbox", var / "outbox" / "1.eml"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_production_refuses_to_start_without_a_postal_address(tmp_path: Path) -> None:
+    secrets_ = {"secret_key": GOOD_KEY, "admin_token": "t" * 8 + GOOD_KEY}
+    settings = Settings(var_dir=tmp_path, environment="production", **secrets_)
+    with pytest.raises(SettingsError, match="NEWSLETTER_POSTAL_ADDRESS must be set in production"):
+        settings.ensure_sender_identity()
+    given = Settings(
+        var_dir=tmp_path, environment="production", postal_address=" Rua X 1, Lisboa ", **secrets_
+    )
+    given.ensure_sender_identity()
+    assert given.postal_address == "Rua X 1, Lisboa"
+    with pytest.raises(SettingsError, match="one line"):
+        Settings(var_dir=tmp_path, postal_address="Rua X\nBcc: y").ensure_sender_identity()
+    Settings(var_dir=tmp_path, environment="development").ensure_sender_identity()  # optional
