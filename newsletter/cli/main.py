@@ -992,14 +992,18 @@ def subscribers_import(
 @subscribers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one subscriber a line.")
 def subscribers_list(as_json: bool) -> None:
-    """List every subscriber (streamed, a thousand at a time)."""
+    """List every subscriber with their status (pending, subscribed, unsubscribed, bounced,
+    complained or suppressed), streamed a thousand at a time; a header row first."""
     from newsletter.core.db import session_scope
-    from newsletter.subscribers import store
+    from newsletter.subscribers import reader_status, store
 
     after = 0
+    if not as_json:
+        click.echo("email\tstatus\tlanguage\tsubscriptions")
     with session_scope() as session:
         slugs = {n.id: n.slug for n in _newsletters(session)}
         while batch := store.list_subscribers(session, after_id=after):
+            statuses = reader_status.statuses_of(session, [s.id for s in batch])
             for s in batch:
                 states = {slugs[x.newsletter_id]: x.status for x in s.subscriptions}
                 if as_json:
@@ -1007,13 +1011,13 @@ def subscribers_list(as_json: bool) -> None:
                         "email": s.email,
                         "name": s.name,
                         "language": s.language,
-                        "status": s.status,
+                        "status": statuses[s.id],
                         "subscriptions": states,
                     }
                     click.echo(json.dumps(row, ensure_ascii=False))
                 else:
                     subs = ", ".join(f"{k}:{v}" for k, v in states.items())
-                    click.echo(f"{s.email}\t{s.status}\t{s.language}\t{subs}")
+                    click.echo(f"{s.email}\t{statuses[s.id]}\t{s.language}\t{subs}")
             after = batch[-1].id
             session.expunge_all()
 

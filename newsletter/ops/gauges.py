@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.core import metrics
 from newsletter.core.config import Settings
-from newsletter.core.models import Delivery, Digest, DigestState, Subscriber, SubscriberStatus
+from newsletter.core.models import Delivery, Digest, DigestState
 from newsletter.ops import monitoring
+from newsletter.subscribers import reader_status
 
 
 def render_metrics(session: Session, settings: Settings) -> tuple[bytes, str]:
@@ -52,12 +53,8 @@ class StateCollector(Collector):
                     select(Digest.state, func.count()).group_by(Digest.state)
                 ).all()
             }
-            readers: dict[str, int] = {
-                status: count
-                for status, count in self.session.execute(
-                    select(Subscriber.status, func.count()).group_by(Subscriber.status)
-                ).all()
-            }
+            # The readers' status in the words of every page and of the CLI.
+            readers = reader_status.count_by_status(self.session)
             progress_rows = self.session.execute(
                 select(Delivery.digest_id, Delivery.status, func.count())
                 .join(Digest, Digest.id == Delivery.digest_id)
@@ -78,10 +75,13 @@ class StateCollector(Collector):
         yield by_state
 
         by_status = GaugeMetricFamily(
-            "newsletter_subscribers", "Subscribers by status.", labels=["status"]
+            "newsletter_subscribers",
+            "Subscribers by status: pending, subscribed, unsubscribed, bounced, complained, "
+            "suppressed.",
+            labels=["status"],
         )
-        for reader_status in SubscriberStatus:
-            by_status.add_metric([reader_status.value], readers.get(reader_status, 0))
+        for status, count in readers.items():
+            by_status.add_metric([status], count)
         yield by_status
 
         in_flight = GaugeMetricFamily(

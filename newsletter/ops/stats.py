@@ -9,8 +9,9 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from newsletter.core.clock import utcnow
-from newsletter.core.models import BounceEvent, BounceKind, Delivery, DeliveryStatus, Subscriber
-from newsletter.subscribers.eligibility import may_be_mailed
+from newsletter.core.models import BounceEvent, BounceKind, Delivery, DeliveryStatus
+from newsletter.subscribers import reader_status
+from newsletter.subscribers.reader_status import ReaderStatus
 
 RATE_DAYS = 30
 # The source of a bounce recorded from the relay's own 5xx reply while sending.
@@ -26,7 +27,8 @@ _POSTGRES_FORMATS = {"hour": "YYYY-MM-DD HH24", "day": "YYYY-MM-DD"}
 class Summary:
     """The dashboard's cards, from the database alone."""
 
-    active_subscribers: int
+    # Readers by status (subscribers.reader_status): the words of every page and /metrics.
+    readers: dict[str, int]
     sent_last_24h: int
     sent_last_30d: int
     hard_bounces_last_30d: int
@@ -36,6 +38,11 @@ class Summary:
 
     # Refused with a 5xx while sending: offered to the relay, never "sent", but a hard bounce.
     refused_last_30d: int = 0
+
+    @property
+    def subscribed(self) -> int:
+        """Readers who receive at least one newsletter (may be mailed it)."""
+        return self.readers.get(ReaderStatus.SUBSCRIBED, 0)
 
     @property
     def bounce_rate(self) -> float | None:
@@ -75,15 +82,11 @@ class DayRates:
 
 
 def summary(session: Session, *, now: datetime | None = None) -> Summary:
-    """Active subscribers, messages sent lately, hard bounces and complaints of 30 days."""
+    """Readers by status, messages sent lately, hard bounces and complaints of 30 days."""
     now = now or utcnow()
     month_ago = now - timedelta(days=RATE_DAYS)
-    # Active: mail can reach them and they receive at least one newsletter.
-    active = session.scalar(
-        select(func.count(Subscriber.id)).where(may_be_mailed(Subscriber.id, None))
-    )
     return Summary(
-        active_subscribers=active or 0,
+        readers=reader_status.count_by_status(session),
         sent_last_24h=_sent_between(session, now - timedelta(hours=24), now),
         sent_last_30d=_sent_between(session, month_ago, now),
         hard_bounces_last_30d=_events_between(session, BounceKind.HARD, month_ago, now),

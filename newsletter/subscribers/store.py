@@ -35,7 +35,7 @@ from newsletter.core.validation import (
     without_address,
 )
 from newsletter.subscribers import newsletters as newsletter_store
-from newsletter.subscribers import suppressions
+from newsletter.subscribers import reader_status, suppressions
 
 
 class UnknownSubscriber(LookupError):
@@ -537,7 +537,8 @@ def export_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
         "language": subscriber.language,
         "time_zone": subscriber.time_zone,
         "topics": list(subscriber.topics),
-        "status": subscriber.status,
+        # In the one vocabulary (pending, subscribed, …): see subscribers/reader_status.py.
+        "status": reader_status.statuses_of(session, [subscriber.id])[subscriber.id],
         "soft_bounce_count": subscriber.soft_bounce_count,
         "created_at": _iso(subscriber.created_at),
         "updated_at": _iso(subscriber.updated_at),

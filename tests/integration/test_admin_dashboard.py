@@ -168,7 +168,7 @@ def test_stats_count_known_rows(clean_db: str, known_data: dict[str, object]) ->
         summary = stats.summary(session)
         hours = stats.sent_per_hour(session, hours=48)
         days = stats.rates_per_day(session)
-    assert summary.active_subscribers == 3
+    assert summary.subscribed == 3
     assert summary.sent_last_24h == 5
     assert summary.sent_last_30d == 1009
     assert summary.hard_bounces_last_30d == 10
@@ -217,7 +217,7 @@ def test_the_dashboard_shows_the_known_numbers_and_charts(
     page = client.get("/admin")
     assert page.status_code == 200
     text = re.sub(r"\s+", " ", page.text)
-    assert "Active subscribers</span><strong>3</strong>" in text
+    assert "Subscribed</span><strong>3</strong>" in text
     assert "Sent, last 24 h</span><strong>5</strong>" in text
     assert f"<strong>{charts.percent(10 / 1009)}</strong>" in text  # 0.991%
     assert f"<strong>{charts.percent(2 / 1009)}</strong>" in text  # 0.198%

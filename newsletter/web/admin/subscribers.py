@@ -21,9 +21,10 @@ from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.bounces import policy as bounces
 from newsletter.core import db, spreadsheets
 from newsletter.core.config import get_settings
+from newsletter.core.models import SubscriberStatus
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import outcomes
-from newsletter.subscribers import store, suppressions
+from newsletter.subscribers import reader_status, store, suppressions
 from newsletter.subscribers.importing import COLUMNS, ImportReport
 from newsletter.subscribers.newsletters import list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
@@ -60,9 +61,11 @@ def subscribers_page(
     shown = paging(total=total, page=page, size=PAGE_SIZE)
     found = store.search_subscribers(session, text=q, limit=shown.limit, offset=shown.offset)
     slugs = _newsletter_slugs(session)
+    statuses = reader_status.statuses_of(session, [s.id for s in found])
     rows = [
         {
             "subscriber": s,
+            "status": statuses.get(s.id, ""),
             "subscriptions": [(slugs.get(x.newsletter_id, "?"), x.status) for x in s.subscriptions],
         }
         for s in found
@@ -166,6 +169,8 @@ def subscriber_page(
             "suppressed": suppressions.is_listed(session, subscriber.email_key),
             "deliveries": store.delivery_counts(session, subscriber_id=subscriber_id),
             "recent": outcomes.reader_deliveries(session, subscriber_id=subscriber_id),
+            # Mail stopped reaching them (whatever the status shown, suppressed first).
+            "bounced": subscriber.status == SubscriberStatus.BOUNCED,
         },
     )
 

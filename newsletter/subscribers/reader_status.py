@@ -1,0 +1,72 @@
+"""One word for where a reader stands, the same on every page, in the CLI and in /metrics:
+pending, subscribed, unsubscribed, bounced, complained or suppressed."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, case, exists, func, select
+from sqlalchemy.orm import Session
+
+from newsletter.core.models import (
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
+
+
+class ReaderStatus(enum.StrEnum):
+    """In this order of precedence: the first that holds is the reader's status."""
+
+    SUPPRESSED = "suppressed"  # on the suppression list: never mailed, whatever else
+    COMPLAINED = "complained"  # marked a message as spam
+    BOUNCED = "bounced"  # mail does not reach them
+    SUBSCRIBED = "subscribed"  # receives at least one newsletter (may be mailed it)
+    PENDING = "pending"  # asked, not confirmed yet
+    UNSUBSCRIBED = "unsubscribed"  # left every newsletter
+
+
+def status_expression() -> ColumnElement[str]:
+    """The reader's status as SQL, for lists and counts in one statement. `subscribed`
+    here is exactly subscribers.eligibility.may_be_mailed for some newsletter."""
+
+    def holds(wanted: SubscriptionStatus) -> ColumnElement[bool]:
+        return exists(
+            select(Subscription.id).where(
+                Subscription.subscriber_id == Subscriber.id, Subscription.status == wanted
+            )
+        )
+
+    return case(
+        (
+            exists(select(Suppression.id).where(Suppression.email_hash == Subscriber.email_hash)),
+            ReaderStatus.SUPPRESSED.value,
+        ),
+        (Subscriber.status == SubscriberStatus.COMPLAINED, ReaderStatus.COMPLAINED.value),
+        (Subscriber.status == SubscriberStatus.BOUNCED, ReaderStatus.BOUNCED.value),
+        (holds(SubscriptionStatus.SUBSCRIBED), ReaderStatus.SUBSCRIBED.value),
+        (holds(SubscriptionStatus.PENDING), ReaderStatus.PENDING.value),
+        else_=ReaderStatus.UNSUBSCRIBED.value,
+    )
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many readers stand in each status (every status named, zero included)."""
+    status = status_expression().label("status")
+    counts = {s.value: 0 for s in ReaderStatus}
+    for name, count in session.execute(select(status, func.count()).group_by(status)):
+        counts[str(name)] = int(count)
+    return counts
+
+
+def statuses_of(session: Session, subscriber_ids: Sequence[int]) -> dict[int, str]:
+    """The status of each of these readers, in one statement."""
+    if not subscriber_ids:
+        return {}
+    rows = session.execute(
+        select(Subscriber.id, status_expression()).where(Subscriber.id.in_(list(subscriber_ids)))
+    )
+    return {subscriber_id: str(status) for subscriber_id, status in rows}
