@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 # The environment is set before the package is imported, so that every process of the
@@ -415,3 +416,13 @@ def wait_until_tasks_done(timeout: float = 60.0, *, poll_seconds: float = 0.1) -
         if time.monotonic() > deadline:
             raise AssertionError(f"tasks still queued or running after {timeout}s: {depth}")
         time.sleep(poll_seconds)
+
+
+@pytest.fixture
+def api(clean_db: str) -> Iterator[TestClient]:
+    """The HTTP API as an editor's script calls it: the admin token as a Bearer."""
+    from newsletter.web.app import create_app
+
+    with TestClient(create_app()) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {get_settings().admin_token}"
+        yield test_client

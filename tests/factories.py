@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,6 +24,7 @@ from newsletter.core.tokens import Purpose, make_confirm_token, make_token
 from newsletter.digests import schedules
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
+from tests.conftest import ROOT
 
 
 def add_reader(email: str, *, confirmed: bool = True, name: str = "", language: str = "en") -> int:
@@ -181,3 +185,18 @@ def two_schedulers_at_once(now: datetime) -> tuple[list[int], list[int]]:
     thread.join(timeout=30)
     assert errors == [] and len(second) == 1
     return first, second[0]
+
+
+def run_cli(
+    *args: str, database_url: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`newsletter ARGS` as a person runs it, in its own process, stdin not a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=ROOT,
+        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )

@@ -4,10 +4,8 @@ by a real worker as shaped; and every refusal said in words, changing nothing.""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
 from urllib.parse import unquote
@@ -21,29 +19,8 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, Digest, DigestState
 from newsletter.web.admin import auth
-from tests.conftest import ROOT, Mailbox
-from tests.factories import add_article, add_reader
-
-
-@pytest.fixture
-def api(clean_db: str) -> Iterator[TestClient]:
-    from newsletter.web.app import create_app
-
-    with TestClient(create_app()) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {get_settings().admin_token}"
-        yield test_client
-
-
-def newsletter_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+from tests.conftest import Mailbox
+from tests.factories import add_article, add_reader, run_cli
 
 
 def text_of(message: EmailMessage) -> str:
@@ -221,7 +198,7 @@ def test_the_cli_makes_edits_and_schedules_a_draft(
 ) -> None:
     made = stories()
     add_reader("rita@example.com", language="pt")
-    created = newsletter_cli("digest", "send", "--draft", "--json", database_url=clean_db)
+    created = run_cli("digest", "send", "--draft", "--json", database_url=clean_db)
     assert created.returncode == 0, created.stderr
     digest_id = re.search(r'"id": (\d+)', created.stdout)
     assert digest_id
@@ -234,7 +211,7 @@ def test_the_cli_makes_edits_and_schedules_a_draft(
     with db.session_scope() as session:
         derby_slug = session.get(Article, made["derby"]).slug  # type: ignore[union-attr]
 
-    edited = newsletter_cli(
+    edited = run_cli(
         "digest",
         "edit",
         number,
@@ -256,18 +233,18 @@ def test_the_cli_makes_edits_and_schedules_a_draft(
         (["--pin", "no-such-article"], "There is no article 'no-such-article'"),
         (["--note-file", "pt=/nonexistent/note.md"], "Cannot read the note"),
     ]:
-        refused = newsletter_cli("digest", "edit", number, *bad, database_url=clean_db)
+        refused = run_cli("digest", "edit", number, *bad, database_url=clean_db)
         assert refused.returncode == 1, bad
         assert said in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, bad
 
-    sent = newsletter_cli("digest", "schedule", number, database_url=clean_db)
+    sent = run_cli("digest", "schedule", number, database_url=clean_db)
     assert sent.returncode == 0, sent.stderr
     assert "Will reach 1 reader" in sent.stdout
     message = mailbox.wait_for("rita@example.com")[0].message
     assert message["Subject"] == "Hoje"
     assert "Olá, leitores." in text_of(message)
     assert "Markets open higher" not in text_of(message)
-    late = newsletter_cli("digest", "edit", number, "--note", "pt=Tarde", database_url=clean_db)
+    late = run_cli("digest", "edit", number, "--note", "pt=Tarde", database_url=clean_db)
     assert late.returncode == 1 and "has not started" in late.stderr
 
 

@@ -5,44 +5,16 @@ an import error said once."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 
 from newsletter.core import db
-from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.subscribers.newsletters import get_by_slug
-from tests.conftest import ROOT
-from tests.factories import add_article, add_reader
+from tests.factories import add_article, add_reader, run_cli
 
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-def api(clean_db: str) -> Iterator[TestClient]:
-    from newsletter.web.app import create_app
-
-    with TestClient(create_app()) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {get_settings().admin_token}"
-        yield test_client
-
-
-def newsletter_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def a_digest_with_every_outcome() -> tuple[int, dict[str, int]]:
@@ -107,12 +79,12 @@ def test_a_digests_outcomes_are_grouped_in_words_with_masked_examples(
     assert "gone1@example.com" not in found.text  # masked everywhere
     assert api.get("/api/digests/999999/outcomes").status_code == 404
 
-    shown = newsletter_cli("digest", "status", str(digest_id), database_url=clean_db)
+    shown = run_cli("digest", "status", str(digest_id), database_url=clean_db)
     assert shown.returncode == 0, shown.stderr
     assert "2 failed: The mailbox does not exist (5.1.1)." in shown.stdout
     assert "e.g. go…@example.com, go…@example.com" in shown.stdout
     as_json = json.loads(
-        newsletter_cli("digest", "status", str(digest_id), "--json", database_url=clean_db).stdout
+        run_cli("digest", "status", str(digest_id), "--json", database_url=clean_db).stdout
     )
     assert as_json["outcomes"]["counts"]["failed"] == 2
 
@@ -136,7 +108,7 @@ def test_an_empty_digest_says_nothing_to_send_and_why(api: TestClient) -> None:
 
 
 def test_bare_newsletter_prints_the_whole_help(clean_db: str) -> None:
-    bare = newsletter_cli(database_url=clean_db)
+    bare = run_cli(database_url=clean_db)
     assert bare.returncode == 0 and bare.stderr == ""
     assert bare.stdout.startswith("Usage: ") and "newsletter [OPTIONS] COMMAND" in bare.stdout
     assert "Send, schedule, follow, pause, resume, cancel and preview digests." in bare.stdout
@@ -148,7 +120,7 @@ def test_a_preview_after_a_send_says_nothing_new_and_how_to_look_further(
     clean_db: str, api: TestClient
 ) -> None:
     add_article("Macau reopens the bridge", hours_ago=3)
-    text = newsletter_cli("digest", "preview", "--format", "text", database_url=clean_db)
+    text = run_cli("digest", "preview", "--format", "text", database_url=clean_db)
     assert text.returncode == 0, text.stderr
     assert text.stdout.endswith("\n") and not text.stdout.endswith("\n\n\n")
     with db.session_scope() as session:
@@ -160,12 +132,12 @@ def test_a_preview_after_a_send_says_nothing_new_and_how_to_look_further(
                 until=NOW - timedelta(minutes=1),
             )
         )
-    after = newsletter_cli("digest", "preview", database_url=clean_db)
+    after = run_cli("digest", "preview", database_url=clean_db)
     assert after.returncode == 1
     assert "Nothing new has been published since the last digest of Daily digest" in after.stderr
     assert "--since" in after.stderr and "between" not in after.stderr
     earlier = (NOW - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
-    looked = newsletter_cli(
+    looked = run_cli(
         "digest", "preview", "--since", earlier, "--format", "text", database_url=clean_db
     )
     assert looked.returncode == 0 and "Macau reopens the bridge" in looked.stdout
@@ -178,7 +150,7 @@ def test_an_import_says_a_bad_address_once(clean_db: str, tmp_path: object) -> N
 
     csv = Path(str(tmp_path)) / "readers.csv"
     csv.write_text("email\nbad-row\n")
-    result = newsletter_cli("subscribers", "import", str(csv), database_url=clean_db)
+    result = run_cli("subscribers", "import", str(csv), database_url=clean_db)
     said = result.stdout + result.stderr
     assert "'bad-row': That email address is not valid" in said, said
     assert said.count("not valid") == 1

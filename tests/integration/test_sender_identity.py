@@ -4,9 +4,7 @@ editor adds as already confirmed (by hand or from a file)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -18,8 +16,8 @@ from newsletter.digests import render
 from newsletter.email.render import OutgoingMessage
 from newsletter.subscribers import notices
 from newsletter.subscribers.newsletters import get_by_slug
-from tests.conftest import ROOT, Mailbox
-from tests.factories import add_article, add_reader
+from tests.conftest import Mailbox
+from tests.factories import add_article, add_reader, run_cli
 
 POSTAL = "Rua do Jornal 10, 1200-001 Lisboa, Portugal"
 
@@ -36,18 +34,6 @@ def parts(message: OutgoingMessage) -> tuple[str, str]:
     html = email.get_body(preferencelist=("html",))
     assert text is not None and html is not None
     return str(text.get_content()), str(html.get_content())
-
-
-def newsletter_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_every_email_carries_the_postal_address_and_the_confirmation_says_why(
@@ -84,7 +70,7 @@ def test_every_email_carries_the_postal_address_and_the_confirmation_says_why(
 def test_a_newsletter_has_its_own_sender_name_and_reply_to(clean_db: str) -> None:
     add_reader("ana@example.com")
     add_article("Macau reopens the bridge")
-    set_it = newsletter_cli(
+    set_it = run_cli(
         "newsletters",
         "set",
         "daily",
@@ -104,15 +90,13 @@ def test_a_newsletter_has_its_own_sender_name_and_reply_to(clean_db: str) -> Non
     assert message["Reply-To"] == "redacao@example.com"
 
     for bad in ("not an address", "x@example.com\r\nBcc: everyone@example.com"):
-        refused = newsletter_cli(
-            "newsletters", "set", "daily", "--reply-to", bad, database_url=clean_db
-        )
+        refused = run_cli("newsletters", "set", "daily", "--reply-to", bad, database_url=clean_db)
         assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, bad
     with db.session_scope() as session:
         daily = get_by_slug(session, "daily")
         assert (daily.from_name, daily.reply_to) == ("Resumo da Plataforma", "redacao@example.com")
 
-    reset = newsletter_cli(
+    reset = run_cli(
         "newsletters", "set", "daily", "--from-name", "", "--reply-to", "", database_url=clean_db
     )
     assert reset.returncode == 0, reset.stderr
@@ -127,22 +111,18 @@ def test_a_newsletter_has_its_own_sender_name_and_reply_to(clean_db: str) -> Non
 def test_readers_added_as_confirmed_are_welcomed_only_when_asked(
     clean_db: str, mailbox: Mailbox, worker: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
-    quiet = newsletter_cli(
-        "subscribers", "add", "quiet@example.com", "--confirmed", database_url=clean_db
-    )
+    quiet = run_cli("subscribers", "add", "quiet@example.com", "--confirmed", database_url=clean_db)
     assert quiet.returncode == 0, quiet.stderr
-    welcomed = newsletter_cli(
+    welcomed = run_cli(
         "subscribers", "add", "hello@example.com", "--confirmed", "--welcome", database_url=clean_db
     )
     assert welcomed.returncode == 0 and "welcome email queued" in welcomed.stdout
     csv = tmp_path / "readers.csv"
     csv.write_text("email,confirmed\nfile.quiet@example.com,yes\n")
-    assert newsletter_cli("subscribers", "import", str(csv), database_url=clean_db).returncode == 0
+    assert run_cli("subscribers", "import", str(csv), database_url=clean_db).returncode == 0
     loud = tmp_path / "more.csv"
     loud.write_text("email,confirmed\nfile.hello@example.com,yes\n")
-    imported = newsletter_cli(
-        "subscribers", "import", str(loud), "--welcome", database_url=clean_db
-    )
+    imported = run_cli("subscribers", "import", str(loud), "--welcome", database_url=clean_db)
     assert imported.returncode == 0, imported.stderr
     assert "Welcome" in str(mailbox.wait_for("hello@example.com")[0].message["Subject"])
     assert "Welcome" in str(mailbox.wait_for("file.hello@example.com")[0].message["Subject"])

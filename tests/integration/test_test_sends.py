@@ -4,12 +4,9 @@ its links act for nobody. Through the API, the CLI and the dashboard."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,19 +17,10 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, Digest, DigestState, Subscriber, TestSend
 from newsletter.subscribers import suppressions
 from newsletter.web.admin import auth
-from tests.conftest import ROOT, Mailbox
-from tests.factories import add_article, add_reader
+from tests.conftest import Mailbox
+from tests.factories import add_article, add_reader, run_cli
 
 EDITOR = "editor@example.org"
-
-
-@pytest.fixture
-def api(clean_db: str) -> Iterator[TestClient]:
-    from newsletter.web.app import create_app
-
-    with TestClient(create_app()) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {get_settings().admin_token}"
-        yield test_client
 
 
 def readers_in_three_languages() -> None:
@@ -148,25 +136,11 @@ def test_test_send_refusals_are_said_in_words_and_record_nothing(api: TestClient
         assert session.scalar(select(func.count()).select_from(TestSend)) == 0
 
 
-def newsletter_cli(
-    *args: str, database_url: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_the_cli_tests_the_next_digest_and_waits_for_the_outcome(
     clean_db: str, mailbox: Mailbox, worker: subprocess.Popen[bytes]
 ) -> None:
     readers_in_three_languages()
-    sent = newsletter_cli(
+    sent = run_cli(
         "digest",
         "test",
         "--newsletter",
@@ -181,9 +155,9 @@ def test_the_cli_tests_the_next_digest_and_waits_for_the_outcome(
     assert f"{EDITOR}: sent" in sent.stdout and "desk@example.org: sent" in sent.stdout
     assert mailbox.wait_for("desk@example.org")[0].message["Subject"].startswith("[TEST]")
 
-    nowhere = newsletter_cli("digest", "test", "--newsletter", "daily", database_url=clean_db)
+    nowhere = run_cli("digest", "test", "--newsletter", "daily", database_url=clean_db)
     assert nowhere.returncode == 1 and "Say where the test goes" in nowhere.stderr
-    both = newsletter_cli("digest", "test", "1", "--newsletter", "daily", database_url=clean_db)
+    both = run_cli("digest", "test", "1", "--newsletter", "daily", database_url=clean_db)
     assert both.returncode == 1 and "not both" in both.stderr
     with db.session_scope() as session:
         assert session.scalar(select(func.count()).select_from(TestSend)) == 1
