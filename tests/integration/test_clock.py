@@ -204,8 +204,8 @@ def test_the_cli_preview_reads_since_on_the_newsletters_clock(macau: str) -> Non
         database_url=url,
     )
     assert previewed.returncode != 0
-    # The refusal names the window in UTC: 08:00 in Macau is midnight UTC.
-    assert "between 2999-01-01 00:00 and" in previewed.stderr, previewed.stderr
+    # Read on Macau's clock, and said on it: taken as UTC, 08:00 would read 16:00.
+    assert "between 2999-01-01 08:00 Asia/Macau (UTC+8) and" in previewed.stderr, previewed.stderr
 
 
 @pytest.fixture
@@ -253,7 +253,7 @@ def test_the_api_refuses_a_time_it_cannot_read_in_words(
 def test_the_api_preview_reads_since_on_the_newsletters_clock(api: TestClient) -> None:
     previewed = api.get("/api/digests/preview?newsletter=macau&since=2999-01-01T08:00")
     assert previewed.status_code == 409
-    assert "between 2999-01-01 00:00 and" in previewed.json()["detail"]
+    assert "between 2999-01-01 08:00 Asia/Macau (UTC+8) and" in previewed.json()["detail"]
 
 
 def _parse(data: bytes) -> EmailMessage:
