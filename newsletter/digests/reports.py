@@ -17,13 +17,18 @@ from newsletter.core.models import (
 from newsletter.digests import lifecycle, render
 
 
-def digest_status(session: Session, digest_id: int) -> dict[str, Any]:
-    """What editors see: state, times, and how many deliveries stand where."""
+def digest_status(
+    session: Session, digest_id: int, *, with_subjects: bool = True
+) -> dict[str, Any]:
+    """What editors see: state, times, and how many deliveries stand where; and the
+    subjects it went out with, unless `with_subjects` is off (a progress bar polling each
+    second has no use for them)."""
     digest = lifecycle.get_digest(session, digest_id)
+    subjects = render.variant_subjects(session, [digest]) if with_subjects else {}
     return _status(
         digest,
         _counts_by_digest(session, [digest_id]).get(digest_id, {}),
-        render.variant_subjects(session, [digest]).get(digest_id, []),
+        subjects.get(digest_id, []),
     )
 
 

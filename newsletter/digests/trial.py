@@ -69,6 +69,8 @@ def request_test_send(
     addresses = _addresses(to or seed_list(settings))
     if language and as_reader:
         raise InvalidInput("language", "Choose a language or a reader to test as, not both.")
+    if as_reader is not None and not as_reader.strip():
+        raise InvalidInput("as", "Name the reader to test as (their email address).")
     chosen = clean_language(language, default="") or None
     reader = find_by_email(session, as_reader) if as_reader else None
     suppressed = suppressions.listed_keys(session, [key for _, key in addresses])

@@ -132,7 +132,7 @@ def sending_digests(session: Session, *, now: datetime | None = None) -> list[di
     minute_ago = now - timedelta(seconds=60)
     found = []
     for digest_id in ids:
-        digest_status = reports.digest_status(session, digest_id)
+        digest_status = reports.digest_status(session, digest_id, with_subjects=False)
         digest_status["per_minute"] = (
             session.scalar(
                 select(func.count()).where(

@@ -127,6 +127,7 @@ def test_test_send_refusals_are_said_in_words_and_record_nothing(api: TestClient
         ({"to": [EDITOR], "language": "fr"}, 422, "language"),
         ({"to": [EDITOR], "as": "nobody@example.com"}, 404, ""),
         ({"to": [EDITOR], "as": "rita@example.com", "language": "pt"}, 422, "not both"),
+        ({"to": [EDITOR], "as": " "}, 422, "Name the reader"),
     ]:
         response = api.post(f"/api/digests/{digest_id}/test", json=body)
         assert response.status_code == status, (body, response.text)

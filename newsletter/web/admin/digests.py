@@ -325,7 +325,7 @@ def digest_page(
 def digest_progress(admin: Admin, session: SessionDep, digest_id: RowId) -> Response:
     """What the progress bars poll (JSON): state, counts, the bar's widths and its words."""
     try:
-        status = reports.digest_status(session, digest_id)
+        status = reports.digest_status(session, digest_id, with_subjects=False)
         time_zone = lifecycle.get_digest(session, digest_id).newsletter.time_zone
     except lifecycle.UnknownDigest as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
