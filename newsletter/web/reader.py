@@ -10,11 +10,11 @@ import time
 import zoneinfo
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -98,10 +98,11 @@ SIGNUP_LIMITED = N_(
 def signup_page(
     request: Request,
     session: SessionDep,
-    newsletter: Annotated[str, Query(max_length=64)] = "",
+    newsletter: str = "",
 ) -> HTMLResponse:
     """The signup form; `?newsletter=` ticks that one (the archive's and a web copy's call
-    to subscribe), when it exists."""
+    to subscribe), when it exists: any other value is ignored, never refused, since the
+    page must open whatever link led to it."""
     context = _signup_context(session)
     known = {n.slug for n in context["newsletters"]}
     context["preselected"] = newsletter if newsletter in known else None

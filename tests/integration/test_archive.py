@@ -166,3 +166,4 @@ def test_a_web_copy_and_an_article_page_invite_to_subscribe_and_the_email_does_n
     signup = client.get("/?newsletter=daily").text
     assert 'value="daily" checked' in signup
     assert client.get("/?newsletter=nope").status_code == 200
+    assert client.get("/?newsletter=" + "x" * 5000).status_code == 200  # ignored, not refused
