@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init
+from kombu.entity import Queue
 
 from newsletter.app.jobs import Job
 from newsletter.core import db
@@ -63,6 +64,17 @@ def configure(settings: Settings) -> Celery:
         },
     )
     return celery
+
+
+def declare_work_queue(settings: Settings) -> None:
+    """Make the work queue on the broker once, before `newsletter up` starts its processes.
+
+    On the embedded (SQLite) broker the web process and the worker would otherwise both
+    create it in their first second, and the loser of that race (a unique name) fails: the
+    worker stops, and the signup page answers 503.
+    """
+    with celery.connection_for_write() as connection:
+        Queue(settings.queue).bind(connection.default_channel).declare()
 
 
 class CeleryQueue:

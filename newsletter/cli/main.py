@@ -142,9 +142,11 @@ def sink(host: str | None, port: int | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(host: str, port: int) -> None:
     """Run everything: web, worker, scheduler and (with no relay set) the SMTP sink."""
+    from newsletter.app.queue import declare_work_queue
     from newsletter.core.metrics import setup_multiprocess
 
     settings = _initialise(import_seeds=True)
+    declare_work_queue(settings)
     # The children count into one fresh folder: yesterday's counts are not today's.
     setup_multiprocess(settings, wipe=True)
     me = [sys.executable, "-m", "newsletter"]
