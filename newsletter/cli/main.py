@@ -586,15 +586,16 @@ def digest_edit(
     from newsletter.app.unit_of_work import unit_of_work
     from newsletter.digests import lifecycle
 
-    intro = dict(_language_value(n, "--note") for n in notes)
-    for given in note_files:
-        language, path = _language_value(given, "--note-file")
+    untagged, intro = _texts_by_language(notes, "--note")
+    untagged_file, files = _texts_by_language(note_files, "--note-file")
+    if untagged is not None or untagged_file is not None:
+        raise CommandError("--note and --note-file take LANG=TEXT, with LANG one of pt, en, zh.")
+    for language, path in files.items():
         try:
             intro[language] = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read the note {path}: {exc}") from None
-    every_language = [s for s in subjects if not _has_language(s)]
-    per_language = dict(_language_value(s, "--subject") for s in subjects if _has_language(s))
+    every_language, per_language = _texts_by_language(subjects, "--subject")
     with _user_errors(), unit_of_work() as work:
         digest = lifecycle.get_digest(work.session, digest_id)
         pinned = list(digest.pinned or ())
@@ -613,8 +614,8 @@ def digest_edit(
             changes["intro"] = intro
         if per_language:
             changes["subjects"] = per_language
-        if every_language:
-            changes["subject"] = every_language[-1]
+        if every_language is not None:
+            changes["subject"] = every_language
         editors.edit_digest(work, digest_id=digest_id, **changes)
         shown = (digest.state, list(digest.pinned or ()), list(digest.excluded or ()))
         languages = sorted(digest.intro or {})
@@ -730,25 +731,6 @@ def digest_schedule(digest_id: int, send_at: str | None, yes: bool) -> None:
         scheduled = editors.schedule_digest(work, digest_id=digest_id, send_at=when)
         state, due = scheduled.state, scheduled.scheduled_for
     click.echo(f"digest {digest_id}: {state} for {due:%Y-%m-%d %H:%M} UTC" if due else state)
-
-
-def _has_language(value: str) -> bool:
-    from newsletter.core.i18n import LANGUAGE_TAGS
-
-    head, sep, _ = value.partition("=")
-    return bool(sep) and head.strip().lower() in LANGUAGE_TAGS
-
-
-def _language_value(value: str, option: str) -> tuple[str, str]:
-    """LANG=TEXT as (lang, text); a missing or unknown language is refused in words."""
-    from newsletter.core.i18n import LANGUAGE_TAGS
-
-    head, sep, text = value.partition("=")
-    if not sep or head.strip().lower() not in LANGUAGE_TAGS:
-        raise CommandError(
-            f"{option} takes LANG=TEXT, with LANG one of {', '.join(LANGUAGE_TAGS)}."
-        )
-    return head.strip().lower(), text
 
 
 def _article_id(session: Any, reference: str) -> int:

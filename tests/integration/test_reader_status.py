@@ -4,9 +4,6 @@ complained, suppressed — the same on the dashboard, in the CLI and in /metrics
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,8 +12,7 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Subscriber, SubscriberStatus
 from newsletter.subscribers import reader_status, store, suppressions
-from tests.conftest import ROOT
-from tests.factories import add_reader
+from tests.factories import add_reader, run_cli
 
 EXPECTED = {
     "pending@example.com": "pending",
@@ -48,27 +44,10 @@ def test_each_reader_has_one_status_everywhere_it_is_shown(clean_db: str) -> Non
         counts = reader_status.count_by_status(session)
     assert counts == {status: 1 for status in EXPECTED.values()}
 
-    env = {**os.environ, "NEWSLETTER_DATABASE_URL": clean_db}
-    listed = subprocess.run(
-        [sys.executable, "-m", "newsletter", "subscribers", "list"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.splitlines()
+    listed = run_cli("subscribers", "list", database_url=clean_db).stdout.splitlines()
     assert listed[0] == "email\tstatus\tlanguage\tsubscriptions"
     assert {line.split("\t")[0]: line.split("\t")[1] for line in listed[1:]} == EXPECTED
-    as_json = subprocess.run(
-        [sys.executable, "-m", "newsletter", "subscribers", "list", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.splitlines()
+    as_json = run_cli("subscribers", "list", "--json", database_url=clean_db).stdout.splitlines()
     assert {json.loads(x)["email"]: json.loads(x)["status"] for x in as_json} == EXPECTED
 
     from newsletter.web.app import create_app
