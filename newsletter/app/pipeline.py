@@ -10,8 +10,11 @@ import base64
 import logging
 from datetime import timedelta
 
+from newsletter.analytics import recording
+from newsletter.analytics.buffer import HitBuffer
 from newsletter.app import jobs
 from newsletter.app.unit_of_work import Queue, send, unit_of_work
+from newsletter.core import db
 from newsletter.core.config import Settings
 from newsletter.digests import dispatcher, lifecycle, schedules
 from newsletter.sending import sweeper
@@ -98,3 +101,22 @@ def receive_inbound(*, queue: Queue, raw: bytes | str, recipients: list[str]) ->
     """Hand a message our bounce addresses received to the workers (bytes or base64 text)."""
     raw_base64 = raw if isinstance(raw, str) else base64.b64encode(raw).decode("ascii")
     send(queue, jobs.process_inbound(raw_base64, recipients))
+
+
+def record_link_hits(
+    *, buffer: HitBuffer, settings: Settings, now: float | None = None
+) -> recording.Recorded:
+    """Write the clicks and opens waiting in the buffer. If the write fails, every hit
+    drained goes back to the buffer: the next run counts it."""
+    hits = buffer.drain()
+    if not hits:
+        return recording.Recorded(0, 0, 0, 0)
+    try:
+        with db.session_scope() as session:
+            recorded, waiting = recording.record_hits(session, hits, settings=settings, now=now)
+            session.commit()
+    except BaseException:
+        buffer.give_back(hits)
+        raise
+    buffer.give_back(waiting)
+    return recorded

@@ -57,6 +57,9 @@ def configure(settings: Settings) -> Celery:
             "tick": {"task": "newsletter.tick", "schedule": 10.0},
             "poll-bounce-mailbox": {"task": "newsletter.poll_bounce_mailbox", "schedule": 60.0},
             "purge-bounce-sources": {"task": "newsletter.purge_bounce_sources", "schedule": 3600.0},
+            # Clicks and opens wait in a buffer (analytics/buffer.py): written every 10 s.
+            "record-link-hits": {"task": "newsletter.record_link_hits", "schedule": 10.0},
+            "purge-link-events": {"task": "newsletter.purge_link_events", "schedule": 3600.0},
             "fetch-feeds": {
                 "task": "newsletter.fetch_feeds",
                 "schedule": settings.feed_poll_minutes * 60.0,

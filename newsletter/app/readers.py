@@ -251,6 +251,13 @@ def update_preferences(work: UnitOfWork, *, subscriber_id: int, preferences: Pre
     return bool(was_subscribed - _subscribed_ids(subscriber))
 
 
+def set_records(work: UnitOfWork, *, subscriber_id: int, allowed: bool) -> bool:
+    """The reader's say over per-reader records of their clicks (see subscribers.store)."""
+    changed = subscribers.set_records(work.session, subscriber_id=subscriber_id, allowed=allowed)
+    work.commit()
+    return changed
+
+
 def request_data_link(work: UnitOfWork, *, subscriber_id: int, action: str) -> bool:
     """The reader asked, on their preferences page, for their data (action "export") or
     for its erasure ("erase"): a short-lived link goes to their address, at most one per

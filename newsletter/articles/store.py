@@ -995,3 +995,8 @@ def _article_files(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
             if key not in seen:
                 seen.add(key)
                 yield file, None
+
+
+def reading_url(article: Article, base_url: str) -> str:
+    """Where a reader reads an article: its own site's page, else its page on ours."""
+    return article.url or f"{base_url}/articles/{article.slug}"

@@ -220,6 +220,23 @@ class Settings(BaseSettings):
     # /docs and /openapi.json: on in development, off in production unless set true.
     api_docs: bool | None = None
 
+    # Analytics (README "Analytics and privacy"): each is off unless the publisher turns it
+    # on. Clicks: each story link goes through a signed /r/ redirect that counts it, per
+    # digest, story and language. Opens: a one-pixel image in each digest, counted the same
+    # way (proxies and Apple's Mail Privacy Protection as machine opens).
+    track_clicks: bool = Field(
+        default=False, description="Count clicks on the stories of digests (a signed redirect)."
+    )
+    track_opens: bool = Field(default=False, description="Count opens with a one-pixel image.")
+    # Per-reader records of those clicks and opens, for readers who have not turned them
+    # off on their preferences page; without it, nothing links a click to a reader.
+    track_readers: bool = Field(
+        default=False,
+        description="Record which reader clicked or opened (each reader may refuse).",
+    )
+    # Click and open records are deleted after this many days.
+    analytics_days: int = Field(default=395, ge=1, le=3660)
+
     feeds: list[str] = Field(
         default_factory=list, description="RSS/Atom feeds polled on a beat tick (JSON list)."
     )

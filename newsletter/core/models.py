@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -148,6 +149,9 @@ class Newsletter(Base):
     # DKIM signs), and where replies go; None: the publisher's name, no Reply-To.
     from_name: Mapped[str | None] = mapped_column(String(200))
     reply_to: Mapped[str | None] = mapped_column(String(320))
+    # Each reader's stories ordered by the editor's priority, then by what readers of the
+    # same language clicked most lately (counts only): off unless the editor turns it on.
+    order_by_clicks: Mapped[bool] = mapped_column(default=False, server_default=false())
     schedule_in_reader_zones: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
@@ -184,6 +188,9 @@ class Subscriber(Base):
     # Carried in the reader's preferences links (and their data links): raised, it makes
     # every link mailed before worthless (core.tokens, subscribers.store.revoke_links).
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The reader said no to per-reader records of their clicks and opens (preferences
+    # page); only read when the publisher keeps such records (NEWSLETTER_TRACK_READERS).
+    tracking_refused: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -275,6 +282,9 @@ class Digest(Base):
     subjects: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
     pinned: Mapped[list[int] | None] = mapped_column(default=list)
     excluded: Mapped[list[int] | None] = mapped_column(default=list)
+    # A subject test (digests/subject_test.py): two subjects, the sample, the wait, and
+    # once decided, the winner and how. None: no test.
+    subject_test: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
     newsletter: Mapped[Newsletter] = relationship()
 
@@ -316,6 +326,8 @@ class Delivery(Base):
     variant_id: Mapped[int | None] = mapped_column(
         ForeignKey("digest_variants.id", ondelete="SET NULL"), index=True
     )
+    # In a subject test, the subject this reader's copy had (0 or 1); None outside one.
+    arm: Mapped[int | None] = mapped_column(SmallInteger)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The task that claimed the delivery: its own redelivery may take the claim over.
@@ -391,6 +403,44 @@ class SubscriberEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="events")
+
+
+class LinkEventKind(enum.StrEnum):
+    CLICK = "click"
+    OPEN = "open"
+
+
+class LinkEvent(Base):
+    """A click on a digest's story, or an open, as analytics/recording.py wrote it from the
+    buffer: by a reader, or by a machine (a link scanner, an image proxy) and why."""
+
+    __tablename__ = "link_events"
+    __table_args__ = (
+        Index("ix_link_events_digest_kind", "digest_id", "kind"),
+        Index("ix_link_events_article_at", "article_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    variant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digest_variants.id", ondelete="SET NULL")
+    )
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
+    # The variant's language, kept here: the reports and the click order group by it.
+    language: Mapped[str] = mapped_column(String(8))
+    arm: Mapped[int | None] = mapped_column(SmallInteger)
+    # One copy of the digest: a random key in its links, stored nowhere else (clicks of one
+    # copy counted once); for a reader who allowed records, their delivery's.
+    copy_key: Mapped[str] = mapped_column(String(40))
+    # Only with NEWSLETTER_TRACK_READERS and the reader's consent; erased with the reader.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    machine: Mapped[bool] = mapped_column(default=False)
+    # Why it counts as a machine's: "scanner", "head", "burst", "proxy", "early".
+    reason: Mapped[str | None] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Feed(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import hmac
@@ -149,6 +150,74 @@ def read_verp_token(secret_key: str, token: str) -> VerpClaims:
         raise TokenError("This bounce address was not made by us.")
     delivery = match.group(2)
     return VerpClaims(int(match.group(1)), int(delivery) if delivery else None)
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    """What a story link or an open pixel of a digest names: never a reader."""
+
+    digest_id: int
+    variant_id: int
+    article_id: int | None  # None: the open pixel
+    arm: int | None = None  # a subject test's arm (0, 1) the copy was sent in
+
+
+def make_link_token(
+    secret_key: str,
+    digest_id: int,
+    variant_id: int,
+    article_id: int | None = None,
+    *,
+    arm: int | None = None,
+) -> str:
+    """The token of a digest's tracked story link (`/r/`), or of its open pixel (`/o/`,
+    no article): short, since a reader may see it, and made once per variant (and arm)."""
+    parts = [digest_id, variant_id, article_id or 0] + ([] if arm is None else [arm])
+    body = ".".join(str(part) for part in parts)
+    return f"{body}.{_link_mac(secret_key, 'link', body)}"
+
+
+def read_link_token(secret_key: str, token: str) -> LinkClaims:
+    """The digest, variant, story and arm of a link we made; TokenError for any other."""
+    body, _, mac = token.rpartition(".")
+    match = _LINK_BODY.fullmatch(body)
+    if not match or not hmac.compare_digest(mac, _link_mac(secret_key, "link", body)):
+        raise TokenError("This link is not valid.")
+    digest, variant, article, arm = match.groups()
+    return LinkClaims(
+        int(digest), int(variant), int(article) or None, None if arm is None else int(arm)
+    )
+
+
+def make_copy_token(secret_key: str, subscriber_id: int, delivery_id: int) -> str:
+    """The part of a tracked link that names one reader's copy: only in the mail of readers
+    who allowed per-reader records (NEWSLETTER_TRACK_READERS)."""
+    body = f"{subscriber_id}.{delivery_id}"
+    return f"{body}.{_link_mac(secret_key, 'copy', body)}"
+
+
+def read_copy_token(secret_key: str, token: str) -> tuple[int, int]:
+    """The (subscriber, delivery) a copy token names; TokenError if we did not make it."""
+    body, _, mac = token.rpartition(".")
+    match = _COPY_BODY.fullmatch(body)
+    if not match or not hmac.compare_digest(mac, _link_mac(secret_key, "copy", body)):
+        raise TokenError("This link is not valid.")
+    return int(match.group(1)), int(match.group(2))
+
+
+_LINK_BODY = re.compile(r"(\d{1,18})\.(\d{1,18})\.(\d{1,18})(?:\.([01]))?")
+_COPY_BODY = re.compile(r"(\d{1,18})\.(\d{1,18})")
+
+
+def _link_mac(secret_key: str, purpose: str, body: str) -> str:
+    # 96 bits: a forger must guess; a reader types none of it.
+    digest = hmac.new(_link_key(secret_key, purpose), body.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode()
+
+
+@lru_cache(maxsize=8)
+def _link_key(secret_key: str, purpose: str) -> bytes:
+    return hashlib.sha256(f"newsletter-{purpose}".encode() + secret_key.encode()).digest()
 
 
 @lru_cache(maxsize=16)

@@ -10,6 +10,7 @@ from xml.etree import ElementTree as ET
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.articles import store as article_store
 from newsletter.core.config import Settings
 from newsletter.core.i18n import LANGUAGE_TAGS
 from newsletter.core.models import Article, Digest, DigestState, DigestVariant, Newsletter
@@ -154,7 +155,7 @@ def _archived(
                 sent_at=digest.started_at or digest.created_at,
                 url=render.view_url(settings, digest.id, copy.id),
                 stories=[
-                    ArchivedStory(a.title, a.url or f"{settings.base_url}/articles/{a.slug}")
+                    ArchivedStory(a.title, article_store.reading_url(a, settings.base_url))
                     for a in kept
                 ],
             )

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.analytics import links
+from newsletter.articles import store as article_store
 from newsletter.core import clock
 from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
@@ -77,6 +79,7 @@ def prepare_variant(
     dateline: datetime | None = None,
     intro: str = "",
     test: bool = False,
+    tracking: Tracking | None = None,
 ) -> PreparedVariant:
     """Render one variant: Jinja, CSS inlining and MIME layout happen here, once.
 
@@ -84,7 +87,8 @@ def prepare_variant(
     is given (a reader's own, once readers have one). `now` is the instant it is dated.
     `dateline`, a moment already on the readers' clock (a wave's), dates it instead.
     `intro` is the editor's note (Markdown), shown above the stories. A `test` copy is
-    marked so in its subject and body, and its links act for nobody.
+    marked so in its subject and body, and its links act for nobody. With `tracking`
+    (a digest's variant, as sent), its story links and pixel count as the settings say.
     """
     articles = _articles_in_order(session, selection.article_ids)
     if not articles:
@@ -104,10 +108,11 @@ def prepare_variant(
             {
                 "title": a.title,
                 "summary": a.summary,
-                "url": a.url or f"{settings.base_url}/articles/{a.slug}",
+                "url": _story_url(a, settings, tracking),
             }
             for a in articles
         ],
+        "pixel_url": _pixel_url(settings, tracking),
         "view_url": view_url,
         "greeting": slot("greeting"),
         "intro_html": shaping.note_html(intro),
@@ -138,6 +143,41 @@ def prepare_variant(
         newsletter=newsletter,
     )
     return PreparedVariant(selection, prepared.rendered, prepared.template, prepared.headers)
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The digest, variant and subject arm whose counted links a rendering carries."""
+
+    digest_id: int
+    variant_id: int
+    arm: int | None = None
+
+
+def _story_url(article: Article, settings: Settings, tracking: Tracking | None) -> str:
+    """A story's link: the article itself, or through our counted redirect."""
+    if tracking is None or not settings.track_clicks:
+        return article_store.reading_url(article, settings.base_url)
+    return links.story_link(
+        settings,
+        digest_id=tracking.digest_id,
+        variant_id=tracking.variant_id,
+        article_id=article.id,
+        arm=tracking.arm,
+        copy=slot(links.COPY_SLOT),
+    )
+
+
+def _pixel_url(settings: Settings, tracking: Tracking | None) -> str:
+    if tracking is None or not settings.track_opens:
+        return ""
+    return links.pixel_link(
+        settings,
+        digest_id=tracking.digest_id,
+        variant_id=tracking.variant_id,
+        arm=tracking.arm,
+        copy=slot(links.COPY_SLOT),
+    )
 
 
 @dataclass
@@ -219,6 +259,8 @@ def prepare_digest_variant(
         web_copy=web_copy,
         now=digest.started_at or digest.until or digest.created_at,
         dateline=waves.dateline(digest),
+        # A browser's copy is nobody's: its links are the articles' own.
+        tracking=None if web_copy else Tracking(digest.id, variant.id),
     )
 
 
@@ -229,13 +271,22 @@ def reader_recipient(
     *,
     delivery_id: int | None = None,
 ) -> Recipient:
-    """A reader's own parts of a digest: greeting, links, tokens, envelope sender."""
+    """A reader's own parts of a digest: greeting, links, tokens, envelope sender, and
+    the copy key of its counted links."""
     return builder.reader_recipient(
         subscriber,
         newsletter=newsletter,
         settings=settings,
         delivery_id=delivery_id,
-        values={"greeting": greeting(subscriber.name, subscriber.language)},
+        values={
+            "greeting": greeting(subscriber.name, subscriber.language),
+            links.COPY_SLOT: links.copy_value(
+                settings,
+                subscriber_id=subscriber.id,
+                tracking_refused=bool(subscriber.tracking_refused),
+                delivery_id=delivery_id,
+            ),
+        },
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from newsletter.analytics import recording
 from newsletter.core import metrics
 from newsletter.core.clock import utcnow
 from newsletter.core.i18n import N_
@@ -439,6 +440,22 @@ def update_preferences(
     record_event(session, subscriber, EventKind.PREFERENCES_CHANGED)
 
 
+def set_records(session: Session, *, subscriber_id: int, allowed: bool) -> bool:
+    """The reader allows, or refuses, per-reader records of their clicks and opens (the
+    preferences page). Refused, what was recorded as theirs is deleted at once, and their
+    later clicks are counted only in totals. Whether anything changed."""
+    subscriber = get_subscriber(session, subscriber_id)
+    refused = not allowed
+    if subscriber.tracking_refused == refused:
+        return False
+    subscriber.tracking_refused = refused
+    deleted = recording.forget_reader(session, subscriber_id=subscriber.id) if refused else 0
+    record_event(
+        session, subscriber, EventKind.PREFERENCES_CHANGED, records=allowed, deleted=deleted
+    )
+    return True
+
+
 class LinkWithdrawn(LookupError):
     """A link to a reader's data made before their links were revoked (token version)."""
 
@@ -563,6 +580,9 @@ def export_data(session: Session, *, subscriber_id: int) -> dict[str, Any]:
             }
             for e in subscriber.events
         ],
+        # Per-reader clicks and opens: only with NEWSLETTER_TRACK_READERS and consent.
+        "records_refused": subscriber.tracking_refused,
+        "clicks_and_opens": recording.reader_events(session, subscriber_id=subscriber.id),
     }
 
 

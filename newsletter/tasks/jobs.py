@@ -16,6 +16,8 @@ from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from newsletter.analytics import recording
+from newsletter.analytics.buffer import HitBuffer, hit_buffer
 from newsletter.app import pipeline, readers
 from newsletter.app.queue import CeleryQueue
 from newsletter.app.queue import celery as app
@@ -299,6 +301,35 @@ def poll_bounce_mailbox() -> int:
         settings.bounce_imap_url,
         lambda raw: pipeline.receive_inbound(queue=_queue, raw=raw, recipients=[]),
     )
+
+
+@app.task(name="newsletter.record_link_hits")
+def record_link_hits() -> str:
+    """Clicks and opens from the buffer into the database (analytics/recording.py)."""
+    settings = get_settings()
+    recorded = pipeline.record_link_hits(buffer=_link_hits(settings), settings=settings)
+    return f"{recorded.reader} reader, {recorded.machine} machine; {recorded.waiting} waiting"
+
+
+@app.task(name="newsletter.purge_link_events")
+def purge_link_events() -> int:
+    """Clicks and opens older than NEWSLETTER_ANALYTICS_DAYS deleted."""
+    settings = get_settings()
+    with db.session_scope() as session:
+        deleted = recording.purge_old(session, settings=settings)
+        session.commit()
+    return deleted
+
+
+_hits: HitBuffer | None = None
+
+
+def _link_hits(settings: Settings) -> HitBuffer:
+    # One per worker process: its Redis connections are kept from run to run.
+    global _hits
+    if _hits is None:
+        _hits = hit_buffer(settings)
+    return _hits
 
 
 @app.task(name="newsletter.purge_bounce_sources")

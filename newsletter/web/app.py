@@ -28,6 +28,7 @@ from newsletter.web import (
     articles_api,
     digests_api,
     health,
+    links,
     monitoring,
     reader,
     webhooks,
@@ -78,6 +79,7 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.include_router(articles_api.router)
     app.include_router(digests_api.router)
     app.include_router(webhooks.router)
+    links.install(app, settings)
     admin.install(app)
     app.middleware("http")(_reader_headers)
     app.add_middleware(

@@ -173,6 +173,7 @@ _REFUSALS = {
     403: "The credentials are understood but do not allow this.",
     404: "There is no such thing here.",
     409: "The request conflicts with the current state of what it names.",
+    410: "What the link led to has been taken down.",
     413: "The body is larger than this route takes.",
     422: "The input was understood but is not valid; `field` names what to fix.",
     429: "Too many attempts: try again after `Retry-After` seconds.",

@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from newsletter.analytics import reports as analytics
 from newsletter.app import editors
 from newsletter.core import clock
 from newsletter.core.validation import clean_language, clean_text, refuse_lone_surrogates
@@ -248,6 +249,30 @@ def digest_outcomes(digest_id: RowId, session: SessionDep) -> dict[str, Any]:
     """How the digest's deliveries ended, and why each skipped, failed or bounced one did
     (grouped, a few masked examples each)."""
     return _act(lambda: outcomes.digest_outcomes(session, digest_id)).as_dict()
+
+
+@router.get("/{digest_id:int}/report")
+def digest_report(digest_id: RowId, session: SessionDep) -> dict[str, Any]:
+    """What its readers read: delivered, unique clicks and click rate; by story, language,
+    topic and subject arm; machines' clicks and opens apart. Counts only (README
+    "Analytics and privacy"); empty while NEWSLETTER_TRACK_CLICKS is off."""
+    _act(lambda: lifecycle.get_digest(session, digest_id))
+    return analytics.as_dict(analytics.digest_report(session, digest_id=digest_id))
+
+
+@router.get(
+    "/{digest_id:int}/report.csv",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def digest_report_csv(digest_id: RowId, session: SessionDep) -> Response:
+    """The same report as a spreadsheet."""
+    _act(lambda: lifecycle.get_digest(session, digest_id))
+    return Response(
+        analytics.report_csv(analytics.digest_report(session, digest_id=digest_id)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="digest-{digest_id}-report.csv"'},
+    )
 
 
 @router.get("/{digest_id:int}/tests")

@@ -25,7 +25,7 @@ from newsletter.app import readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.articles.store import get_article_by_slug, public_topics
 from newsletter.core import clock, db
-from newsletter.core.config import LANGUAGES, Settings
+from newsletter.core.config import LANGUAGES, Settings, get_settings
 from newsletter.core.i18n import (
     LANGUAGE_NAMES,
     LANGUAGE_TAGS,
@@ -402,6 +402,30 @@ def _left_everything_page(
         "preferences_token": token,
     }
     return page(request, "unsubscribe.html", context, language=subscriber.language)
+
+
+@router.post(
+    "/preferences/{token}/records",
+    response_class=HTMLResponse,
+    responses=refusals(400, 404, 413),
+)
+async def records_choice(
+    token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep
+) -> Response:
+    """The reader turns per-reader records of their clicks off (deleting what was kept),
+    or on again."""
+    form = await request.form()
+    allowed = _field(form, "records") == "on"
+    return await run_in_threadpool(_records_choice, request, work, settings, token, allowed)
+
+
+def _records_choice(
+    request: Request, work: UnitOfWork, settings: Settings, token: str, allowed: bool
+) -> Response:
+    loaded = _reader(work.session, settings, token)
+    readers.set_records(work, subscriber_id=loaded.id, allowed=allowed)
+    context = {**_preferences_context(work.session, loaded, token), "records_saved": True}
+    return page(request, "preferences.html", context, language=loaded.language)
 
 
 # What a reader who asked for their data, or for its erasure, is told, whether or not a
@@ -828,4 +852,17 @@ def _preferences_context(session: SessionDep, subscriber: Subscriber, token: str
         "topics": topics,
         "token": token,
         "zone_label": clock.zone_label(subscriber.time_zone, clock.utcnow()),
+        "records": _records(subscriber),
+    }
+
+
+def _records(subscriber: Subscriber) -> dict[str, Any]:
+    """What the preferences page says is recorded when this reader reads."""
+    settings = get_settings()
+    return {
+        "clicks": settings.track_clicks,
+        "opens": settings.track_opens,
+        "per_reader": settings.track_readers and (settings.track_clicks or settings.track_opens),
+        "refused": subscriber.tracking_refused,
+        "days": settings.analytics_days,
     }

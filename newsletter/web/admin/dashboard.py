@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
+from newsletter.analytics import reports as analytics
 from newsletter.app.queue import celery as celery_app
 from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
@@ -65,6 +66,7 @@ def home(
             "summary": summary,
             "sending": monitoring.sending_digests(session, now=now),
             "upcoming": upcoming.upcoming_sends(session, now=now),
+            "top_stories": [s for s in analytics.top_stories(session, now=now) if s.readers],
             "broker": broker,
             "period": period,
             "periods": PERIODS,

@@ -11,9 +11,10 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from markupsafe import escape
+from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
+from newsletter.analytics import reports as analytics
 from newsletter.app import editors
 from newsletter.app.admin_sessions import SignedIn
 from newsletter.core import clock
@@ -24,6 +25,7 @@ from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import composer, lifecycle, outcomes, reports, shaping, trial, upcoming
 from newsletter.digests import render as digests
+from newsletter.ops import charts
 from newsletter.subscribers import audience
 from newsletter.subscribers.newsletters import UnknownNewsletter, get_by_slug, list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
@@ -492,10 +494,51 @@ def _digest_page(
             "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGE_TAGS],
             "newsletter": newsletter,
             "outcomes": outcomes.digest_outcomes(session, digest_id),
+            **_report(session, digest),
             "zone_now": clock.zone_label(newsletter.time_zone, utcnow()),
             "error": error,
         },
         status_code=status_code,
+    )
+
+
+def _report(session: Session, digest: Digest) -> dict[str, Any]:
+    """What the digest page shows of its readers' clicks, once it has gone out."""
+    if digest.state in (DigestState.DRAFT, DigestState.SCHEDULED):
+        return {"report": None}
+    settings = get_settings()
+    report = analytics.digest_report(session, digest_id=digest.id)
+    return {
+        "report": report,
+        "report_chart": story_chart(report),
+        "tracking": {"clicks": settings.track_clicks, "opens": settings.track_opens},
+        "subject_test": digest.subject_test,
+        "percent": charts.percent,
+    }
+
+
+def story_chart(report: analytics.DigestReport) -> Markup | None:
+    """Readers who clicked each story, as bars (the ten most read)."""
+    if not report.stories:
+        return None
+    return charts.bar_chart(
+        title="Readers who clicked each story",
+        bars=[charts.Bar(s.title[:40], s.readers) for s in report.stories[:10]],
+        x_label="readers who clicked",
+    )
+
+
+@router.get("/digests/{digest_id}/report.csv")
+def digest_report_csv(digest_id: RowId, admin: Admin, session: SessionDep) -> Response:
+    """The digest's report as a spreadsheet (what GET /api/digests/{id}/report.csv gives)."""
+    try:
+        lifecycle.get_digest(session, digest_id)
+    except lifecycle.UnknownDigest:
+        return Response("No such digest.", status_code=404, media_type="text/plain")
+    return Response(
+        analytics.report_csv(analytics.digest_report(session, digest_id=digest_id)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="digest-{digest_id}-report.csv"'},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
@@ -134,3 +135,43 @@ def test_data_and_erasure_links_expire() -> None:
         with pytest.raises(TokenError) as caught:
             read_reader_token(KEY, purpose, token, max_age=0)
         assert caught.value.expired
+
+
+def test_a_story_link_names_its_digest_variant_story_and_arm_and_nothing_else() -> None:
+    from newsletter.core.tokens import LinkClaims, make_link_token, read_link_token
+
+    token = make_link_token(KEY, 12, 34, 567, arm=1)
+    assert read_link_token(KEY, token) == LinkClaims(12, 34, 567, 1)
+    assert read_link_token(KEY, make_link_token(KEY, 12, 34)) == LinkClaims(12, 34, None)
+    assert len(make_link_token(KEY, 10**6, 10**6, 10**6)) < 45  # short, for a URL
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda t: t.replace("12.34.567", "12.34.568"),  # another story (an open redirect)
+        lambda t: t.replace("12.34.567", "13.34.567"),
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
+        lambda t: t.rpartition(".")[0],
+        lambda t: "",
+        lambda t: "12.34.567.1.xxxx",
+    ],
+)
+def test_a_story_link_cannot_be_forged_into_another(forge: Any) -> None:
+    from newsletter.core.tokens import make_link_token, read_link_token
+
+    token = make_link_token(KEY, 12, 34, 567)
+    with pytest.raises(TokenError):
+        read_link_token(KEY, forge(token))
+    with pytest.raises(TokenError):  # nor made with another key
+        read_link_token("other" * 8, token)
+
+
+def test_a_copy_token_names_one_readers_delivery_and_is_signed() -> None:
+    from newsletter.core.tokens import make_copy_token, make_link_token, read_copy_token
+
+    assert read_copy_token(KEY, make_copy_token(KEY, 7, 99)) == (7, 99)
+    with pytest.raises(TokenError):
+        read_copy_token(KEY, make_copy_token(KEY, 7, 99).replace("7.99", "8.99"))
+    with pytest.raises(TokenError):  # a story link's token is not a copy's
+        read_copy_token(KEY, make_link_token(KEY, 7, 99))

@@ -1,0 +1,1 @@
+"""What readers read: tracked links, the click buffer, machine clicks, reports."""
