@@ -16,7 +16,7 @@ from newsletter.app import jobs, readers
 from newsletter.app.unit_of_work import UnitOfWork
 from newsletter.core.config import Settings
 from newsletter.core.models import Digest, TestSend, TestSendStatus
-from newsletter.digests import lifecycle, schedules, shaping, trial
+from newsletter.digests import lifecycle, schedules, shaping, subject_test, trial
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.importing import ImportReport, import_subscribers_csv
 from newsletter.subscribers.store import SignupForm, SignupOutcome
@@ -101,6 +101,43 @@ def edit_digest(work: UnitOfWork, *, digest_id: int, **changes: Any) -> Digest:
     except Exception:
         work.rollback()
         raise
+    work.commit()
+    return digest
+
+
+def set_subject_test(
+    work: UnitOfWork,
+    *,
+    digest_id: int,
+    subjects: Sequence[str] | None,
+    sample_percent: int | None = None,
+    wait_minutes: int | None = None,
+    settings: Settings,
+) -> Digest:
+    """Two subjects to try on a sample before the rest go (no subjects: no test)."""
+    try:
+        planned = subject_test.plan(
+            subjects,
+            sample_percent=sample_percent,
+            wait_minutes=wait_minutes,
+            tracking=settings.track_clicks,
+        )
+        digest = subject_test.set_test(work.session, digest_id=digest_id, test=planned)
+    except Exception:
+        work.rollback()
+        raise
+    work.commit()
+    return digest
+
+
+def pick_subject(work: UnitOfWork, *, digest_id: int, subject: int) -> Digest:
+    """The editor decides a subject test without waiting: the rest go with `subject`."""
+    try:
+        digest = subject_test.pick(work.session, digest_id=digest_id, subject=subject)
+    except Exception:
+        work.rollback()
+        raise
+    work.enqueue(jobs.dispatch_digest(digest_id))
     work.commit()
     return digest
 

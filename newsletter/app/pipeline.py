@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from newsletter.analytics import recording
 from newsletter.analytics.buffer import HitBuffer
@@ -16,7 +16,7 @@ from newsletter.app import jobs
 from newsletter.app.unit_of_work import Queue, send, unit_of_work
 from newsletter.core import db
 from newsletter.core.config import Settings
-from newsletter.digests import dispatcher, lifecycle, schedules
+from newsletter.digests import dispatcher, lifecycle, schedules, subject_test
 from newsletter.sending import sweeper
 
 log = logging.getLogger("newsletter.tasks")
@@ -34,8 +34,26 @@ def tick(*, queue: Queue, settings: Settings) -> list[int]:
         work.commit()
     for digest_id in started:
         log.info("digest %s: starting", digest_id, extra={"digest_id": digest_id})
+    decide_subject_tests(queue=queue)
     sweep(queue=queue, settings=settings)
     return started
+
+
+def decide_subject_tests(*, queue: Queue, now: datetime | None = None) -> list[int]:
+    """Keep the subject more readers clicked, for each subject test whose wait is over,
+    and dispatch the rest of its digest with it."""
+    with unit_of_work(queue) as work:
+        decided = subject_test.decide_due(work.session, now=now)
+        for digest_id in decided:
+            work.enqueue(jobs.dispatch_digest(digest_id))
+        work.commit()
+    for digest_id in decided:
+        log.info(
+            "digest %s: subject test decided; sending the rest",
+            digest_id,
+            extra={"digest_id": digest_id},
+        )
+    return decided
 
 
 def sweep(*, queue: Queue, settings: Settings) -> None:

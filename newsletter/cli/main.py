@@ -784,6 +784,56 @@ def digest_status(digest_id: int, as_json: bool) -> None:
             click.echo(f"      e.g. {examples}")
 
 
+@digest.command("subject-test")
+@click.argument("digest_id", type=int)
+@click.argument("subjects", nargs=-1, metavar="[FIRST SECOND]")
+@click.option("--sample", type=int, default=None, help="Percent of the readers (2-50; 10).")
+@click.option("--wait", type=int, default=None, help="Minutes before deciding (5-2880; 240).")
+@click.option("--pick", type=click.Choice(["1", "2"]), default=None, help="Decide now, by hand.")
+def digest_subject_test(
+    digest_id: int,
+    subjects: tuple[str, ...],
+    sample: int | None,
+    wait: int | None,
+    pick: str | None,
+) -> None:
+    """Try two subjects on a sample before the rest go with the one more readers clicked
+    (before the digest starts; no subjects: no test); or, with --pick, send the rest now
+    with the first (1) or the second (2)."""
+    from newsletter.app import editors
+    from newsletter.app.unit_of_work import unit_of_work
+    from newsletter.core.config import get_settings
+    from newsletter.digests import reports
+
+    if pick is not None and subjects:
+        raise CommandError("Give two subjects to set a test, or --pick to decide one.")
+    with _user_errors(), unit_of_work() as work:
+        if pick is not None:
+            editors.pick_subject(work, digest_id=digest_id, subject=int(pick) - 1)
+        else:
+            editors.set_subject_test(
+                work,
+                digest_id=digest_id,
+                subjects=list(subjects),
+                sample_percent=sample,
+                wait_minutes=wait,
+                settings=get_settings(),
+            )
+        test = reports.digest_status(work.session, digest_id)["subject_test"]
+    if test is None:
+        click.echo(f"digest {digest_id}: no subject test")
+    elif test["phase"] == "decided":
+        click.echo(
+            f"digest {digest_id}: sending the rest with {test['subjects'][test['winner']]!r}"
+        )
+    else:
+        click.echo(
+            f"digest {digest_id}: {test['subjects'][0]!r} against {test['subjects'][1]!r} on "
+            f"{test['sample_percent']}% of the readers, decided {test['wait_minutes']} minutes "
+            "after the sample is sent"
+        )
+
+
 @digest.command("cancel")
 @click.argument("digest_id", type=int)
 def digest_cancel(digest_id: int) -> None:

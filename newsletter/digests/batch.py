@@ -37,7 +37,8 @@ from newsletter.sending.transport import DeliveryError, SMTPTransport
 log = logging.getLogger("newsletter.delivery")
 
 # A rendered variant, as a worker process keeps it from batch to batch.
-VariantKey = tuple[int, datetime | None, int]
+# (digest, its start, variant, subject test arm)
+VariantKey = tuple[int, datetime | None, int, int | None]
 
 # How often a running batch looks again at its digest's state (paused, cancelled).
 STATE_CHECK_EVERY = 25
@@ -321,13 +322,13 @@ def _message(
         raise ValueError(f"delivery {delivery.id} has no variant to send")
     # The digest's start time is in the key: a cache that outlives its digest (ids reused
     # after rows were deleted) must never lend one digest's rendering to another.
-    key = (digest.id, digest.started_at, delivery.variant_id)
+    key = (digest.id, digest.started_at, delivery.variant_id, delivery.arm)
     prepared = variants.get(key)
     if prepared is None:
         variant = session.get(DigestVariant, delivery.variant_id)
         if variant is None:
             raise ValueError(f"variant {delivery.variant_id} is gone")
-        prepared = prepare_digest_variant(session, digest, variant, settings)
+        prepared = prepare_digest_variant(session, digest, variant, settings, arm=delivery.arm)
         session.commit()
         variants[key] = prepared
     return prepared.template.fill(

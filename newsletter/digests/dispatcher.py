@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from newsletter.core.clock import utcnow
 from newsletter.core.config import Settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState
-from newsletter.digests import composer, lifecycle, waves
+from newsletter.digests import composer, lifecycle, subject_test, waves
 from newsletter.sending import ledger
 
 log = logging.getLogger("newsletter.dispatch")
@@ -65,7 +65,15 @@ def dispatch_page(
         after_id=digest.dispatch_cursor,
         limit=settings.batch_size,
     )
+    testing = subject_test.phase(digest)
     if last_id is None:
+        if testing == subject_test.Phase.SAMPLE:
+            if not lifecycle.has_deliveries(session, digest.id):
+                # Too few readers for a sample: everyone gets the first subject.
+                subject_test.decide(session, digest, now=now, by=subject_test.BY_NO_SAMPLE)
+                session.flush()
+                return DispatchPage([], done=False)
+            subject_test.sample_dispatched(digest, now)
         digest.dispatched_at = now
         if not lifecycle.has_deliveries(session, digest.id):
             lifecycle.finish_empty(
@@ -93,6 +101,11 @@ def dispatch_page(
         # cursor still moves over the whole page, so the walk stays keyset-paged.
         mine = waves.wave_readers(session, digest, [r.subscriber_id for r in readers])
         readers = [r for r in readers if r.subscriber_id in mine]
+    arms: dict[int, int | None] = {}
+    if testing == subject_test.Phase.SAMPLE:
+        # A subject test's sample first: the others wait for its decision.
+        arms = {r.subscriber_id: subject_test.arm_of(digest, r.subscriber_id) for r in readers}
+        readers = [r for r in readers if arms[r.subscriber_id] is not None]
     variants = composer.compose(
         session,
         digest,
@@ -107,6 +120,7 @@ def dispatch_page(
             "variant_id": variant.id if variant else None,
             "status": DeliveryStatus.QUEUED if variant else DeliveryStatus.SKIPPED,
             "last_error": None if variant else "nothing new for this reader",
+            "arm": arms.get(subscriber_id),
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
@@ -126,6 +140,8 @@ def dispatch_page(
                 Delivery.subscriber_id > previous_cursor,
                 Delivery.subscriber_id <= last_id,
                 Delivery.status == DeliveryStatus.QUEUED,
+                # The rest after a subject test: not the sample's own, sent already.
+                *([Delivery.arm.is_(None)] if testing == subject_test.Phase.DECIDED else []),
             )
             .order_by(Delivery.id)
         )

@@ -125,10 +125,15 @@ def finish_if_done(session: Session, *, digest_id: int, now: datetime | None = N
     # Read afresh, not from the session's identity map: another process (the dispatcher,
     # another batch) may have moved the digest on since this session loaded it.
     row = session.execute(
-        select(Digest.state, Digest.dispatched_at).where(Digest.id == digest_id)
+        select(Digest.state, Digest.dispatched_at, Digest.subject_test).where(
+            Digest.id == digest_id
+        )
     ).one_or_none()
     if row is None or row.state != DigestState.SENDING or row.dispatched_at is None:
         return False
+    test = row.subject_test
+    if test and test.get("winner") is None:
+        return False  # a subject test's sample is out; the rest waits for its decision
     if has_deliveries(session, digest_id, statuses=ledger.OPEN_STATUSES):
         return False
     # Nothing reached anyone and something failed for good: the send failed, not "sent".

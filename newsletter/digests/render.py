@@ -241,11 +241,13 @@ def prepare_digest_variant(
     *,
     web_copy: bool = False,
     article_ids: Sequence[int] | None = None,
+    arm: int | None = None,
 ) -> PreparedVariant:
     """One variant of a digest as its readers get it (or, with `web_copy`, as a browser
     shows it, of `article_ids` when some were taken down): the editor's subject and note
     for its language, dated when the digest started, on the readers' clock for a wave.
-    The one rendering the batches, the previews of a batch and the web copies share."""
+    The one rendering the batches, the previews of a batch and the web copies share; in a
+    subject test, the copy of one `arm`."""
     return prepare_variant(
         session,
         newsletter=digest.newsletter,
@@ -253,14 +255,14 @@ def prepare_digest_variant(
             variant.language, tuple(variant.article_ids if article_ids is None else article_ids)
         ),
         settings=settings,
-        subject=shaping.subject_for(digest, variant.language),
+        subject=shaping.subject_for(digest, variant.language, arm=arm),
         intro=shaping.note_for(digest, variant.language),
         view_url=None if web_copy else view_url(settings, digest.id, variant.id),
         web_copy=web_copy,
         now=digest.started_at or digest.until or digest.created_at,
         dateline=waves.dateline(digest),
         # A browser's copy is nobody's: its links are the articles' own.
-        tracking=None if web_copy else Tracking(digest.id, variant.id),
+        tracking=None if web_copy else Tracking(digest.id, variant.id, arm),
     )
 
 

@@ -14,7 +14,7 @@ from newsletter.core.models import (
     Digest,
     DigestState,
 )
-from newsletter.digests import lifecycle, render
+from newsletter.digests import lifecycle, render, subject_test
 
 
 def digest_status(
@@ -126,6 +126,12 @@ def _status(digest: Digest, by_status: dict[str, int], sent_subjects: list[str])
         "intro": dict(digest.intro or {}),
         "pinned": list(digest.pinned or ()),
         "excluded": list(digest.excluded or ()),
+        # Two subjects tried on a sample (digests/subject_test.py), and where the test is.
+        "subject_test": (
+            {**digest.subject_test, "phase": subject_test.phase(digest)}
+            if digest.subject_test
+            else None
+        ),
         "since": _iso(digest.since),
         "until": _iso(digest.until),
         "scheduled_for": _iso(digest.scheduled_for),

@@ -88,11 +88,16 @@ def note_for(digest: Digest, language: str) -> str:
     return str(notes.get(language) or notes.get(digest.newsletter.language) or "")
 
 
-def subject_for(digest: Digest | None, language: str) -> str | None:
-    """The subject the editor gave for `language`, else for every language, else None
-    (the lead story's title then)."""
+def subject_for(digest: Digest | None, language: str, *, arm: int | None = None) -> str | None:
+    """The subject of a subject test's arm (or, once decided, its winner), else the one
+    the editor gave for `language`, else for every language, else None (the lead story's
+    title then)."""
     if digest is None:
         return None
+    test = digest.subject_test or {}
+    chosen = arm if arm is not None else test.get("winner")
+    if test and chosen is not None:
+        return str(test["subjects"][chosen])
     return (digest.subjects or {}).get(language) or digest.subject or None
 
 

@@ -170,6 +170,68 @@ def edit(
     return reports.digest_status(session, digest_id)
 
 
+class SubjectTestRequest(BaseModel):
+    """Two subjects to try on a sample of the readers before the rest go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subjects: list[Annotated[str, Field(max_length=300)]] | None = Field(
+        default=None,
+        max_length=2,
+        description="Two different subjects; none (or []) takes the test away.",
+    )
+    sample_percent: int | None = Field(
+        default=None, description="The sample, 2 to 50 percent of the readers (10)."
+    )
+    wait_minutes: int | None = Field(
+        default=None, description="How long the sample's clicks are counted, 5 to 2880 (240)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        refuse_lone_surrogates(data)
+        return data
+
+
+class SubjectPick(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Literal[0, 1] = Field(description="0: the first subject, 1: the second.")
+
+
+@router.put("/{digest_id:int}/subject-test")
+def subject_test(
+    digest_id: RowId,
+    request: SubjectTestRequest,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    settings: SettingsDep,
+) -> dict[str, object]:
+    """Try two subjects on a sample; the rest get the one more readers clicked (needs
+    NEWSLETTER_TRACK_CLICKS). Before the digest starts."""
+    _act(
+        lambda: editors.set_subject_test(
+            work,
+            digest_id=digest_id,
+            subjects=request.subjects,
+            sample_percent=request.sample_percent,
+            wait_minutes=request.wait_minutes,
+            settings=settings,
+        )
+    )
+    return reports.digest_status(session, digest_id)
+
+
+@router.post("/{digest_id:int}/subject-test/pick")
+def pick_subject(
+    digest_id: RowId, choice: SubjectPick, session: SessionDep, work: UnitOfWorkDep
+) -> dict[str, object]:
+    """Decide a waiting subject test by hand: the rest go with this subject now."""
+    _act(lambda: editors.pick_subject(work, digest_id=digest_id, subject=choice.subject))
+    return reports.digest_status(session, digest_id)
+
+
 @router.post("/{digest_id:int}/schedule")
 def schedule(
     digest_id: RowId,

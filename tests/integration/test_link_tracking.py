@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from urllib.parse import urlsplit
 
@@ -214,3 +215,70 @@ def test_the_open_pixel_counts_proxies_as_machine_opens(
     recorded = record()
     assert (recorded.reader, recorded.machine) == (1, 1)
     assert {(e.kind, e.reason) for e in events()} == {("open", None), ("open", "proxy")}
+
+
+def test_a_subject_test_sends_the_rest_with_the_subject_more_readers_clicked(
+    client: TestClient, mailbox: Mailbox
+) -> None:
+    from newsletter.app.queue import CeleryQueue, celery
+
+    add_article("Macau reopens the bridge", url="https://news.example/bridge")
+    add_article("Lisbon trams", url="https://news.example/trams", hours_ago=2)
+    readers = [f"reader{n:03}@example.com" for n in range(300)]
+    for reader in readers:
+        add_reader(reader)
+    with db.session_scope() as session:
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily", draft=True).id
+    planned = client.put(
+        f"/api/digests/{digest_id}/subject-test",
+        json={"subjects": ["Bridge news", "Macau's bridge is open"], "wait_minutes": 60},
+        headers=admin(),
+    )
+    assert planned.status_code == 200, planned.text
+    assert planned.json()["subject_test"]["phase"] == "sample"
+    assert client.post(f"/api/digests/{digest_id}/schedule", headers=admin()).status_code == 200
+    tasks.tick.delay()
+    wait_until_tasks_done()
+
+    # The sample only (about 10%), each copy with one of the two subjects.
+    sample = {m.rcpt_tos[0]: m.message for m in mailbox.messages}
+    assert 10 <= len(sample) <= 60, len(sample)
+    by_subject: dict[str, list[str]] = {}
+    for reader, message in sample.items():
+        by_subject.setdefault(str(message["Subject"]), []).append(reader)
+    assert sorted(by_subject) == ["Bridge news", "Macau's bridge is open"]
+    status = client.get(f"/api/digests/{digest_id}", headers=admin()).json()
+    assert status["state"] == "sending" and status["subject_test"]["phase"] == "waiting"
+
+    # Two readers of the second subject click; one of the first; a gateway scans a copy of
+    # the first subject (its clicks must not count).
+    first, second = by_subject["Bridge news"], by_subject["Macau's bridge is open"]
+    for reader in second[:2] + first[:1]:
+        client.get(story_links(sample[reader])[0], headers={"User-Agent": BROWSER})
+    for link in story_links(sample[first[-1]]):
+        client.get(link, headers={"User-Agent": BROWSER}, follow_redirects=False)
+    record()
+
+    queue = CeleryQueue(celery)
+    sent_at = datetime.fromisoformat(status["subject_test"]["sample_sent_at"])
+    assert pipeline.decide_subject_tests(queue=queue, now=sent_at + timedelta(minutes=59)) == []
+    decided = pipeline.decide_subject_tests(queue=queue, now=sent_at + timedelta(minutes=61))
+    assert decided == [digest_id]
+    mailbox.wait_until(lambda: len(mailbox.messages) == 300, timeout=120)
+    wait_until_tasks_done()
+
+    rest = [m for m in mailbox.messages if m.rcpt_tos[0] not in sample]
+    assert len(rest) == 300 - len(sample)
+    assert {str(m.message["Subject"]) for m in rest} == {"Macau's bridge is open"}
+    assert sorted(m.rcpt_tos[0] for m in mailbox.messages) == sorted(readers)  # each once
+    final = client.get(f"/api/digests/{digest_id}", headers=admin()).json()
+    assert final["state"] == "sent"
+    assert final["subject_test"]["winner"] == 1
+    assert final["subject_test"]["readers"] == [1, 2]
+    assert final["subject_test"]["decided_by"] == "more readers clicked"
+    report = client.get(f"/api/digests/{digest_id}/report", headers=admin()).json()
+    assert [(a["name"], a["delivered"], a["readers"]) for a in report["subject_arms"]] == [
+        ("0", len(first), 1),
+        ("1", len(second), 2),
+    ]
+    assert report["delivered"] == 300

@@ -23,7 +23,16 @@ from newsletter.core.config import get_settings
 from newsletter.core.i18n import LANGUAGE_NAMES, LANGUAGE_TAGS
 from newsletter.core.models import Digest, DigestState, Newsletter
 from newsletter.core.validation import InvalidInput
-from newsletter.digests import composer, lifecycle, outcomes, reports, shaping, trial, upcoming
+from newsletter.digests import (
+    composer,
+    lifecycle,
+    outcomes,
+    reports,
+    shaping,
+    subject_test,
+    trial,
+    upcoming,
+)
 from newsletter.digests import render as digests
 from newsletter.ops import charts
 from newsletter.subscribers import audience
@@ -257,6 +266,58 @@ def edit_digest(
     except lifecycle.DigestActionError as exc:
         return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
     return redirect(f"/admin/digests/{digest_id}", f"Digest #{digest_id} saved.")
+
+
+@router.post("/digests/{digest_id}/subject-test")
+def set_subject_test(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    digest_id: RowId,
+    subject_a: FormText = "",
+    subject_b: FormText = "",
+    sample_percent: Annotated[int, Form(ge=0, le=100)] = subject_test.DEFAULT_SAMPLE_PERCENT,
+    wait_minutes: Annotated[int, Form(ge=0, le=100_000)] = subject_test.DEFAULT_WAIT_MINUTES,
+) -> Response:
+    """Two subjects for a sample, or (both empty) no test."""
+    subjects = [subject_a, subject_b] if subject_a.strip() or subject_b.strip() else None
+    try:
+        editors.set_subject_test(
+            work,
+            digest_id=digest_id,
+            subjects=subjects,
+            sample_percent=sample_percent,
+            wait_minutes=wait_minutes,
+            settings=get_settings(),
+        )
+    except lifecycle.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    except InvalidInput as exc:
+        return _digest_page(request, admin, session, digest_id, error=exc.message, status_code=422)
+    except lifecycle.DigestActionError as exc:
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
+    saved = "Subject test saved." if subjects else "No subject test."
+    return redirect(f"/admin/digests/{digest_id}", f"Digest #{digest_id}: {saved}")
+
+
+@router.post("/digests/{digest_id}/subject-test/pick")
+def pick_subject(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    work: UnitOfWorkDep,
+    digest_id: RowId,
+    subject: Annotated[int, Form(ge=0, le=1)],
+) -> Response:
+    """The editor decides a waiting subject test: the rest go with this subject now."""
+    try:
+        editors.pick_subject(work, digest_id=digest_id, subject=subject)
+    except lifecycle.UnknownDigest as exc:
+        return _not_found(request, admin, str(exc))
+    except (InvalidInput, lifecycle.DigestActionError) as exc:
+        return _digest_page(request, admin, session, digest_id, error=str(exc), status_code=409)
+    return redirect(f"/admin/digests/{digest_id}", f"Digest #{digest_id}: sending the rest.")
 
 
 def _pinned_in_order(stories: list[int], orders: list[str]) -> list[int]:
@@ -494,6 +555,8 @@ def _digest_page(
             "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGE_TAGS],
             "newsletter": newsletter,
             "outcomes": outcomes.digest_outcomes(session, digest_id),
+            "tracking_clicks": get_settings().track_clicks,
+            "test_decision_local": _decision_local(digest, newsletter.time_zone),
             **_report(session, digest),
             "zone_now": clock.zone_label(newsletter.time_zone, utcnow()),
             "error": error,
@@ -646,6 +709,12 @@ def _local_moment(field: str, value: str, time_zone: str) -> datetime:
     moment = clock.to_utc(value, time_zone=time_zone, field=field, label=words)
     assert moment is not None  # a form field is text, never None
     return moment
+
+
+def _decision_local(digest: Digest, time_zone: str) -> str | None:
+    """When a waiting subject test is decided, on the newsletter's clock."""
+    due = subject_test.decision_due_at(digest)
+    return _local(due, time_zone) if due else None
 
 
 def _local(moment: datetime, time_zone: str) -> str:
