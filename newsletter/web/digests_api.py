@@ -322,11 +322,7 @@ def digest_report(digest_id: RowId, session: SessionDep) -> dict[str, Any]:
     return analytics.as_dict(analytics.digest_report(session, digest_id=digest_id))
 
 
-@router.get(
-    "/{digest_id:int}/report.csv",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"text/csv": {}}}},
-)
+@router.get("/{digest_id:int}/report.csv", responses={200: {"content": {"text/csv": {}}}})
 def digest_report_csv(digest_id: RowId, session: SessionDep) -> Response:
     """The same report as a spreadsheet."""
     _act(lambda: lifecycle.get_digest(session, digest_id))

@@ -36,9 +36,9 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
 
 
-@router.api_route(
-    "/r/{token}", methods=["GET", "HEAD"], responses=refusals(400, 410), name="story_link"
-)
+# HEAD too: link scanners send it (counted as a machine's), and it must not be a 405.
+@router.head("/r/{token}", include_in_schema=False)
+@router.get("/r/{token}", responses=refusals(400, 410), name="story_link")
 async def story_link(token: str, request: Request) -> Response:
     """A reader's click on a story: counted, then on to the article."""
     settings = get_settings()
