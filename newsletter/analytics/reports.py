@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,21 +140,34 @@ def top_stories(
     return _stories(session, None, since=since)[:limit]
 
 
-def clicks_by_language(session: Session, *, language: str, since: datetime) -> dict[int, int]:
-    """How many copies in `language` clicked each story since then (readers only): what
-    the click order of a newsletter reads. Counts, never whose."""
+def clicks_by_language(
+    session: Session, *, article_ids: Collection[int], since: datetime, until: datetime
+) -> dict[str, dict[int, int]]:
+    """Per language, how many copies clicked each of these articles between `since` and
+    `until` (readers only): what the click order of a newsletter reads. Counts, never
+    whose."""
+    if not article_ids:
+        return {}
     rows = session.execute(
-        select(LinkEvent.article_id, func.count(func.distinct(LinkEvent.copy_key)))
+        select(
+            LinkEvent.language,
+            LinkEvent.article_id,
+            func.count(func.distinct(LinkEvent.copy_key)),
+        )
         .where(
             LinkEvent.kind == LinkEventKind.CLICK,
             LinkEvent.machine.is_(False),
-            LinkEvent.language == language,
             LinkEvent.occurred_at >= since,
-            LinkEvent.article_id.is_not(None),
+            LinkEvent.occurred_at <= until,
+            LinkEvent.article_id.in_(article_ids),
         )
-        .group_by(LinkEvent.article_id)
+        .group_by(LinkEvent.language, LinkEvent.article_id)
     ).all()
-    return {int(article): int(count) for article, count in rows if article is not None}
+    counts: dict[str, dict[int, int]] = defaultdict(dict)
+    for language, article, count in rows:
+        if article is not None:
+            counts[language][int(article)] = int(count)
+    return dict(counts)
 
 
 CSV_HEADER = ("section", "name", "language", "delivered", "readers", "rate", "clicks", "machine")

@@ -306,15 +306,23 @@ def newsletters_add(
 @click.option("--description", "descriptions", multiple=True, help="LANG=TEXT, as --name.")
 @click.option("--from-name", default=None, help="Who its emails say they are from ('' resets).")
 @click.option("--reply-to", default=None, help="Where replies to its emails go ('' for none).")
+@click.option(
+    "--story-order",
+    type=click.Choice(["newest", "clicks"]),
+    default=None,
+    help="After pins and priority: newest first, or most clicked first by readers of the "
+    "reader's language in the last 7 days (counts only).",
+)
 def newsletters_set(
     slug: str,
     names: tuple[str, ...],
     descriptions: tuple[str, ...],
     from_name: str | None,
     reply_to: str | None,
+    story_order: str | None,
 ) -> None:
-    """Give SLUG its name and description in the readers' languages, its sender's name and
-    its Reply-To address."""
+    """Give SLUG its name and description in the readers' languages, its sender's name,
+    its Reply-To address and the order of each reader's stories."""
     from newsletter.core.db import session_scope
     from newsletter.subscribers import newsletters as newsletter_store
 
@@ -322,10 +330,10 @@ def newsletters_set(
     description, descriptions_in = _texts_by_language(descriptions, "--description")
     if name is not None or description is not None:
         raise CommandError("--name and --description take LANG=TEXT here, e.g. pt='Resumo'.")
-    if not names_in and not descriptions_in and from_name is None and reply_to is None:
+    if not (names_in or descriptions_in or story_order) and from_name is None and reply_to is None:
         raise CommandError(
-            "nothing to set: give --name LANG=TEXT, --description LANG=TEXT, --from-name "
-            "or --reply-to."
+            "nothing to set: give --name LANG=TEXT, --description LANG=TEXT, --from-name, "
+            "--reply-to or --story-order."
         )
     with _user_errors(), session_scope() as session:
         newsletter = newsletter_store.set_sender(
@@ -335,10 +343,13 @@ def newsletters_set(
             newsletter_store.translate_newsletter(
                 session, slug=slug, names=names_in, descriptions=descriptions_in
             )
+        if story_order is not None:
+            newsletter_store.set_click_order(session, slug=slug, on=story_order == "clicks")
         given = ", ".join(sorted(newsletter.translations or {})) or "none"
         sender = f"from {newsletter.from_name or '(the publisher)'}"
         sender += f", replies to {newsletter.reply_to}" if newsletter.reply_to else ""
-    click.echo(f"{slug}: names and descriptions in {given}; {sender}")
+        order = "most clicked" if newsletter.order_by_clicks else "newest"
+    click.echo(f"{slug}: names and descriptions in {given}; {sender}; stories {order} first")
 
 
 def _texts_by_language(values: tuple[str, ...], option: str) -> tuple[str | None, dict[str, str]]:

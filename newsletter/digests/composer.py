@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.analytics import reports
 from newsletter.articles.store import story_key
+from newsletter.core.clock import utcnow
 from newsletter.core.models import (
     Article,
     Delivery,
@@ -18,6 +20,7 @@ from newsletter.core.models import (
     Digest,
     DigestState,
     DigestVariant,
+    Newsletter,
     Subscriber,
 )
 from newsletter.subscribers.eligibility import may_be_mailed
@@ -149,6 +152,44 @@ def _pinned_articles(session: Session, pinned: Sequence[int]) -> list[Article]:
     return ordered
 
 
+# The click order reads readers' clicks of this many days before the digest's window ends.
+CLICK_ORDER_DAYS = 7
+
+
+@dataclass(frozen=True)
+class ClickOrder:
+    """Per language, how many readers clicked each story lately (counts only): the order
+    after the editor's (pins, then priority) for a newsletter that asks for it."""
+
+    clicks: Mapping[str, Mapping[str, int]]  # language → story key → readers who clicked
+
+    def readers(self, language: str, story: str) -> int:
+        return self.clicks.get(language, {}).get(story, 0)
+
+
+def click_order(
+    session: Session, newsletter: Newsletter, candidates: Sequence[Article], *, until: datetime
+) -> ClickOrder | None:
+    """The click order of a digest's candidates, when the newsletter orders by clicks:
+    the clicks of the CLICK_ORDER_DAYS before `until` (the digest's window end, so that
+    every page and batch of one digest sees the same counts)."""
+    if not newsletter.order_by_clicks or not candidates:
+        return None
+    counts = reports.clicks_by_language(
+        session,
+        article_ids={a.id for a in candidates},
+        since=until - timedelta(days=CLICK_ORDER_DAYS),
+        until=until,
+    )
+    keys = {a.id: story_key(a) for a in candidates}
+    by_story: dict[str, dict[str, int]] = {}
+    for language, articles in counts.items():
+        stories = by_story.setdefault(language, {})
+        for article_id, readers in articles.items():
+            stories[keys[article_id]] = stories.get(keys[article_id], 0) + readers
+    return ClickOrder(by_story)
+
+
 @dataclass(frozen=True)
 class Story:
     """The versions of one story among a digest's candidates, grouped once for all readers."""
@@ -162,6 +203,8 @@ class Story:
     versions: dict[str, tuple[int, int]]
     # Pinned by the editor: every reader gets it, whatever their topics.
     pinned: bool = False
+    # The editor's priority (its highest version's).
+    priority: int = 0
 
 
 def group_stories(
@@ -184,6 +227,7 @@ def group_stories(
                 topics=frozenset(t for _, article in versions for t in article.topics or ()),
                 versions=by_language,
                 pinned=key in pinned,
+                priority=max(article.priority or 0 for _, article in versions),
             )
         )
     return stories
@@ -196,14 +240,22 @@ def select_articles(
     fallback_language: str,
     cap: int,
     shaping: Shaping = Shaping(),
+    order: ClickOrder | None = None,
 ) -> Selection:
     """One reader's selection from `candidates` (see choose_stories)."""
     stories = group_stories(candidates, pinned=pinned_story_keys(candidates, shaping))
-    return choose_stories(reader, stories, fallback_language=fallback_language, cap=cap)
+    return choose_stories(
+        reader, stories, fallback_language=fallback_language, cap=cap, order=order
+    )
 
 
 def choose_stories(
-    reader: Reader, stories: Sequence[Story], *, fallback_language: str, cap: int
+    reader: Reader,
+    stories: Sequence[Story],
+    *,
+    fallback_language: str,
+    cap: int,
+    order: ClickOrder | None = None,
 ) -> Selection:
     """One reader's selection: one version of each story on their topics (all when none),
     and of each story the editor pinned, whatever its topics.
@@ -211,9 +263,12 @@ def choose_stories(
     The version is the one in the reader's language, else the one in the fallback (the
     newsletter's language), else the story is left out. A story the reader had in an
     earlier digest, in any language, is left out whole. The chosen versions keep the
-    candidates' order (candidate_articles: the editor's priority, then the newest).
+    candidates' order (candidate_articles: the editor's priority, then the newest); with
+    a click `order`, the pinned ones first, then by priority, then by how many readers of
+    the reader's language clicked the story lately, then the newest.
     """
     chosen: list[tuple[int, int]] = []
+    ranks: dict[int, tuple[int, ...]] = {}
     for story in stories:
         if story.key in reader.stories_read or not story.article_ids.isdisjoint(
             reader.already_sent
@@ -224,7 +279,14 @@ def choose_stories(
         version = story.versions.get(reader.language) or story.versions.get(fallback_language)
         if version is not None:
             chosen.append(version)
-    chosen.sort()
+            if order is not None:
+                position = version[0]
+                ranks[position] = (
+                    (0, position)
+                    if story.pinned
+                    else (1, -story.priority, -order.readers(reader.language, story.key), position)
+                )
+    chosen.sort(key=(lambda v: ranks[v[0]]) if order is not None else None)
     return Selection(reader.language, tuple(article_id for _, article_id in chosen[:cap]))
 
 
@@ -252,6 +314,7 @@ def compose(
         cap=cap,
         digest_id=digest.id,
         shaping=Shaping.of(digest),
+        order=click_order(session, newsletter, candidates, until=digest.until or utcnow()),
     )
     return assign_variants(session, digest, selections)
 
@@ -266,6 +329,7 @@ def select_for_readers(
     cap: int,
     digest_id: int | None = None,
     shaping: Shaping = Shaping(),
+    order: ClickOrder | None = None,
 ) -> list[tuple[int, Selection]]:
     """Each reader's selection, their history of this newsletter's digests taken into account.
 
@@ -276,7 +340,9 @@ def select_for_readers(
     return [
         (
             reader.subscriber_id,
-            choose_stories(reader, stories, fallback_language=fallback_language, cap=cap),
+            choose_stories(
+                reader, stories, fallback_language=fallback_language, cap=cap, order=order
+            ),
         )
         for reader in with_history(
             session,

@@ -408,6 +408,7 @@ def preview(
         fallback_language=newsletter.language,
         cap=settings.digest_max_articles,
         shaping=shape,
+        order=composer.click_order(session, newsletter, candidates, until=until),
     )
     if not selection.article_ids:
         raise NothingToSend(

@@ -445,6 +445,7 @@ def describe_newsletters(session: Session, *, now: datetime | None = None) -> li
                 "time_zone": newsletter.time_zone,
                 "schedule": newsletter.schedule_cron or None,
                 "in_reader_zones": newsletter.schedule_in_reader_zones,
+                "order_by_clicks": newsletter.order_by_clicks,
                 "next_due": upcoming.isoformat() if upcoming else None,
                 "subscribers": subscribed.get(newsletter.id, 0),
             }

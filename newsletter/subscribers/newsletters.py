@@ -152,6 +152,15 @@ def set_sender(
     return newsletter
 
 
+def set_click_order(session: Session, *, slug: str, on: bool) -> Newsletter:
+    """Order each reader's stories, after the editor's pins and priority, by what readers
+    of their language clicked most lately (counts only; digests/composer.click_order)."""
+    newsletter = get_by_slug(session, slug)
+    newsletter.order_by_clicks = on
+    session.flush()
+    return newsletter
+
+
 def translate_newsletter(
     session: Session,
     *,

@@ -346,6 +346,7 @@ def test_describe_newsletters(clean_db: str) -> None:
             "time_zone": "Europe/Lisbon",
             "schedule": None,
             "in_reader_zones": False,
+            "order_by_clicks": False,
             "next_due": None,
             "subscribers": 0,
         },
@@ -357,6 +358,7 @@ def test_describe_newsletters(clean_db: str) -> None:
             "time_zone": "Asia/Macau",
             "schedule": "0 7 * * 1",
             "in_reader_zones": False,
+            "order_by_clicks": False,
             "next_due": "2026-11-29T23:00:00+00:00",  # Monday 07:00 in Macau
             "subscribers": 2,
         },

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
@@ -19,6 +19,7 @@ from newsletter.digests import schedules
 from newsletter.subscribers.newsletters import (
     UnknownNewsletter,
     get_by_slug,
+    set_click_order,
     translate_newsletter,
 )
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, redirect
@@ -170,6 +171,25 @@ def set_names(
         return _page(request, admin, session, error=f"{slug}: {exc.message}", status_code=422)
     session.commit()
     return redirect("/admin/newsletters", f"{slug}: names in each language saved.")
+
+
+@router.post("/newsletters/{slug}/order")
+def set_order(
+    request: Request,
+    admin: AdminForm,
+    session: SessionDep,
+    slug: str,
+    order: Annotated[Literal["editor", "clicks"], Form()],
+) -> Response:
+    """How each reader's stories are ordered after the editor's pins and priority."""
+    try:
+        set_click_order(session, slug=slug, on=order == "clicks")
+    except UnknownNewsletter as exc:
+        session.rollback()
+        return _page(request, admin, session, error=str(exc), status_code=404)
+    session.commit()
+    words = "then by readers' clicks" if order == "clicks" else "then newest first"
+    return redirect("/admin/newsletters", f"{slug}: stories ordered by priority, {words}.")
 
 
 def _page(
