@@ -15,6 +15,10 @@ BENCHMARKS = {
         "bench.signup",
         "POST /subscribe under load (wrk), against a minimal one-row endpoint",
     ),
+    "redirect": (
+        "bench.redirect",
+        "a digest's counted story link (/r/) under load (wrk), against a minimal redirect",
+    ),
     "topics": (
         "bench.public_topics",
         "the topics the reader's pages offer: read afresh per page view, and kept",

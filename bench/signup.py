@@ -253,11 +253,11 @@ def _wrk(
     args: argparse.Namespace,
     script: Path,
     target: str,
-    tag: str,
-    *,
+    *script_args: str,
     seconds: int,
     what: str = "",
 ) -> Result:
+    """wrk's load on `target` for `seconds`, its Lua script given `script_args`."""
     output = subprocess.run(
         [
             wrk,
@@ -271,7 +271,7 @@ def _wrk(
             str(script),
             target,
             "--",
-            tag,
+            *script_args,
         ],
         capture_output=True,
         text=True,

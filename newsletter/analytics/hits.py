@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 # The longest User-Agent kept in the buffer: enough to tell a scanner from a browser.
 AGENT_CHARS = 200
@@ -30,12 +30,15 @@ class Hit:
     apple: bool = False
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Its fields in order, as a JSON list (vars() keeps the order they are declared
+        # in): a fraction of the time of asdict() or astuple(), which copy deeply.
+        return json.dumps(list(vars(self).values()), separators=(",", ":"))
 
     @classmethod
     def loads(cls, line: str | bytes) -> Hit | None:
         """The hit a buffered line holds; None for a line that is not one (a torn write)."""
         try:
-            return cls(**json.loads(line))
+            fields = json.loads(line)
+            return cls(*fields) if isinstance(fields, list) else None
         except (ValueError, TypeError):
             return None

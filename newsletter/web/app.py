@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -34,6 +33,7 @@ from newsletter.web import (
     webhooks,
 )
 from newsletter.web.deps import page, wants_json
+from newsletter.web.headers import DefaultHeaders
 
 log = logging.getLogger("newsletter.web")
 # The dashboard's own caps (20 MB a CSV, 2 MB an article file) apply below this.
@@ -72,6 +72,7 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
     )
     app.state.queue = queue if queue is not None else jobs_queue.CeleryQueue(celery)
+    links.install(app, settings)
     app.include_router(reader.router)
     app.include_router(archive.router)
     app.include_router(health.router)
@@ -79,9 +80,8 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.include_router(articles_api.router)
     app.include_router(digests_api.router)
     app.include_router(webhooks.router)
-    links.install(app, settings)
     admin.install(app)
-    app.middleware("http")(_reader_headers)
+    app.add_middleware(DefaultHeaders, headers=READER_HEADERS, skip=NOT_READERS)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
@@ -120,19 +120,17 @@ READER_CONTENT_SECURITY_POLICY = (
 )
 
 
-async def _reader_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    # The dashboard sets its own (admin.install); the API and webhooks answer JSON; the
-    # API docs (development) load their scripts from a CDN.
-    if not request.url.path.startswith(("/admin", "/api/", "/webhooks/", "/docs", "/redoc")):
-        response.headers.setdefault("Content-Security-Policy", READER_CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        # Links in readers' pages carry tokens: the address never leaves in a Referer.
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
+# The readers' pages' headers, where a response has not set its own. The dashboard sets
+# its own (admin.install); the API and webhooks answer JSON; the API docs (development)
+# load their scripts from a CDN.
+READER_HEADERS = (
+    ("Content-Security-Policy", READER_CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    # Links in readers' pages carry tokens: the address never leaves in a Referer.
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+NOT_READERS = ("/admin", "/api/", "/webhooks/", "/docs", "/redoc")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def first_story_link(message: EmailMessage) -> str:
 
 def click_and_record(client: TestClient, link: str, settings: Settings) -> list[LinkEvent]:
     client.get(link, headers={"User-Agent": BROWSER}, follow_redirects=False)
+    client.app.state.hits.flush()  # type: ignore[attr-defined]
     pipeline.record_link_hits(buffer=hit_buffer(settings), settings=settings, now=time.time() + 60)
     with db.session_scope() as session:
         found = list(session.scalars(select(LinkEvent).order_by(LinkEvent.id)))

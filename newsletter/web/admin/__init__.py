@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,6 +22,7 @@ from newsletter.web.admin import (
     suppressions,
 )
 from newsletter.web.admin.auth import CSRFRefused, SignInRequired, message_page
+from newsletter.web.headers import DefaultHeaders
 
 router = APIRouter()
 for module in (auth, dashboard, digests, newsletters, articles, subscribers, suppressions, outbox):
@@ -34,6 +34,13 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; frame-src 'self'; frame-ancestors 'self'; form-action 'self'; "
     "base-uri 'none'; object-src 'none'"
+)
+ADMIN_HEADERS = (
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "same-origin"),
+    ("X-Content-Type-Options", "nosniff"),
 )
 
 
@@ -49,7 +56,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CSRFRefused, _csrf_refused)
     # Added before the headers, so that they wrap its answers too.
     app.add_middleware(SignInBeforeBody)
-    app.middleware("http")(_admin_headers)
+    # Pages with readers' data: never cached, never framed elsewhere, no referrer out.
+    app.add_middleware(DefaultHeaders, headers=ADMIN_HEADERS, only=("/admin",))
 
 
 class SignInBeforeBody:
@@ -82,20 +90,6 @@ class SignInBeforeBody:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-async def _admin_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    if request.url.path.startswith("/admin"):
-        # Pages with readers' data: never cached, never framed elsewhere, no referrer out.
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
 
 
 async def _sign_in_required(request: Request, exc: Exception) -> Response:

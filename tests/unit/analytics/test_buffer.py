@@ -57,3 +57,29 @@ def test_a_copy_still_being_clicked_waits_so_a_scan_is_judged_whole() -> None:
     busy = [a_hit(1, at=now - 30, copy="c:busybusy"), a_hit(2, at=now - 1, copy="c:busybusy")]
     ready, waiting = _settled([settled, *busy], now)
     assert ready == [settled] and waiting == busy
+
+
+def test_a_web_process_hands_its_hits_over_in_batches_and_keeps_them_while_away(
+    tmp_path: Path,
+) -> None:
+    from newsletter.analytics.buffer import BatchingHitBuffer
+
+    shared = FileHitBuffer(tmp_path / "hits.jsonl")
+    batching = BatchingHitBuffer(shared, seconds=60)
+    for n in range(3):
+        batching.add(a_hit(n))
+    assert shared.drain() == []  # nothing handed over yet: no write per click
+    batching.flush()
+    assert [h.article_id for h in shared.drain()] == [0, 1, 2]
+
+    class Away(FileHitBuffer):
+        def give_back(self, hits: object) -> None:
+            raise ConnectionError("Redis is restarting")
+
+    away = BatchingHitBuffer(Away(tmp_path / "other.jsonl"), seconds=60)
+    away.add(a_hit(7))
+    away.flush()  # fails, and keeps the hit
+    away.shared = shared
+    away.close()  # the last hand-over, when the web process stops
+    batching.close()
+    assert [h.article_id for h in shared.drain()] == [7]
