@@ -11,7 +11,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,8 @@ class Recorded:
     machine: int
     waiting: int  # given back to the buffer, to be judged next time
     dropped: int  # naming a digest or variant that no longer exists
+    # Per kind (click, open): (readers', machines').
+    by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def record_hits(
@@ -57,7 +59,14 @@ def record_hits(
     if rows:
         session.execute(insert(LinkEvent), rows)
     machine = sum(1 for row in rows if row["machine"])
-    return Recorded(len(rows) - machine, machine, len(waiting), len(ready) - len(rows)), waiting
+    by_kind: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        by_reader, by_machine = by_kind.get(row["kind"], (0, 0))
+        by_kind[row["kind"]] = (
+            (by_reader, by_machine + 1) if row["machine"] else (by_reader + 1, by_machine)
+        )
+    recorded = Recorded(len(rows) - machine, machine, len(waiting), len(ready) - len(rows), by_kind)
+    return recorded, waiting
 
 
 def purge_old(session: Session, *, settings: Settings, now: datetime | None = None) -> int:

@@ -14,7 +14,7 @@ from newsletter.analytics import recording
 from newsletter.analytics.buffer import HitBuffer
 from newsletter.app import jobs
 from newsletter.app.unit_of_work import Queue, send, unit_of_work
-from newsletter.core import db
+from newsletter.core import db, metrics
 from newsletter.core.config import Settings
 from newsletter.digests import dispatcher, lifecycle, schedules, subject_test
 from newsletter.sending import sweeper
@@ -137,4 +137,6 @@ def record_link_hits(
         buffer.give_back(hits)
         raise
     buffer.give_back(waiting)
+    for kind, (readers, machines) in recorded.by_kind.items():
+        metrics.count_link_hits(kind, readers=readers, machines=machines)
     return recorded

@@ -795,6 +795,41 @@ def digest_status(digest_id: int, as_json: bool) -> None:
             click.echo(f"      e.g. {examples}")
 
 
+@digest.command("report")
+@click.argument("digest_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="As GET /api/digests/ID/report gives it.")
+@click.option("--csv", "as_csv", is_flag=True, help="As a spreadsheet.")
+def digest_report(digest_id: int, as_json: bool, as_csv: bool) -> None:
+    """What its readers read: delivered, readers who clicked, click rate; by story and
+    language; machines' clicks apart (README "Analytics and privacy")."""
+    from newsletter.analytics import reports as analytics
+    from newsletter.core.db import session_scope
+    from newsletter.digests import lifecycle
+
+    with _user_errors(), session_scope() as session:
+        lifecycle.get_digest(session, digest_id)
+        report = analytics.digest_report(session, digest_id=digest_id)
+    if as_csv:
+        click.echo(analytics.report_csv(report), nl=False)
+        return
+    if as_json:
+        click.echo(json.dumps(analytics.as_dict(report), ensure_ascii=False))
+        return
+    rate = f"{report.click_rate:.1%}" if report.click_rate is not None else "-"
+    click.echo(
+        f"digest {digest_id}: {report.delivered:,} delivered, {report.readers:,} readers "
+        f"clicked ({rate}), {report.clicks:,} clicks, {report.machine_clicks:,} machine clicks"
+    )
+    for story in report.stories:
+        click.echo(
+            f"  {story.readers:>6,} readers  {story.clicks:>6,} clicks  "
+            f"{story.machine:>6,} machine  {story.title} ({story.language})"
+        )
+    for group in report.languages:
+        share = f"{group.rate:.1%}" if group.rate is not None else "-"
+        click.echo(f"  {group.name}: {group.readers:,} of {group.delivered or 0:,} ({share})")
+
+
 @digest.command("subject-test")
 @click.argument("digest_id", type=int)
 @click.argument("subjects", nargs=-1, metavar="[FIRST SECOND]")

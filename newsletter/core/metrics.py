@@ -22,6 +22,8 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 DELIVERY_OUTCOMES = ("sent", "bounced", "failed", "skipped", "retried")
 REPLY_CLASSES = ("2xx", "4xx", "5xx", "dropped")
 BOUNCE_KINDS = ("hard", "soft", "complaint")
+LINK_KINDS = ("click", "open")
+LINK_WHO = ("reader", "machine")
 # One SMTP transaction (MAIL, RCPT, DATA) to the relay: milliseconds on a LAN relay,
 # seconds on a slow or far one.
 SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -70,6 +72,14 @@ def count_bounce(kind: str) -> None:
     _metrics().bounces.labels(kind if kind in BOUNCE_KINDS else "other").inc()
 
 
+def count_link_hits(kind: str, *, readers: int, machines: int) -> None:
+    """Clicks or opens written from the buffer: readers' and machines' apart."""
+    if kind not in LINK_KINDS:
+        return
+    _metrics().link_hits.labels(kind, "reader").inc(readers)
+    _metrics().link_hits.labels(kind, "machine").inc(machines)
+
+
 def count_signup() -> None:
     _metrics().signups.inc()
 
@@ -91,6 +101,7 @@ class _Metrics:
     send_seconds: Histogram
     smtp_replies: Counter
     bounces: Counter
+    link_hits: Counter
     signups: Counter
     confirmations: Counter
     unsubscribes: Counter
@@ -129,6 +140,12 @@ def _metrics() -> _Metrics:
             ["kind"],
             registry=None,
         ),
+        link_hits=Counter(
+            "newsletter_link_hits",
+            "Clicks and opens of digests recorded, by kind and by who: reader or machine.",
+            ["kind", "who"],
+            registry=None,
+        ),
         signups=Counter("newsletter_signups", "Signups recorded.", registry=None),
         confirmations=Counter(
             "newsletter_confirmations", "Subscriptions confirmed.", registry=None
@@ -142,6 +159,9 @@ def _metrics() -> _Metrics:
         metrics.smtp_replies.labels(reply_class)
     for kind in BOUNCE_KINDS:
         metrics.bounces.labels(kind)
+    for kind in LINK_KINDS:
+        for who in LINK_WHO:
+            metrics.link_hits.labels(kind, who)
     return metrics
 
 

@@ -47,9 +47,18 @@ def list_digests(
     ], total
 
 
-def banner(state: str, *, scheduled_for_local: str | None = None, note: str | None = None) -> str:
+def banner(
+    state: str,
+    *,
+    scheduled_for_local: str | None = None,
+    note: str | None = None,
+    subject_test: str | None = None,
+) -> str:
     """What a digest in this state is doing, in a sentence: the one wording the list, the
-    digest's page and its live progress all show, so a badge and a banner never disagree."""
+    digest's page and its live progress all show, so a badge and a banner never disagree.
+    `subject_test` is the phase of its subject test, if it has one."""
+    if state == DigestState.SENDING and subject_test in TEST_SENTENCES:
+        return TEST_SENTENCES[subject_test]
     if state == DigestState.DRAFT:
         return "Draft: it reaches nobody until you send it now or schedule it."
     if state == DigestState.SCHEDULED:
@@ -59,6 +68,12 @@ def banner(state: str, *, scheduled_for_local: str | None = None, note: str | No
     return STATE_SENTENCES.get(state, state)
 
 
+TEST_SENTENCES: dict[str, str] = {
+    subject_test.Phase.SAMPLE: "Subject test: sending both subjects to the sample.",
+    subject_test.Phase.WAITING: (
+        "Subject test: the sample is out; the rest wait for the subject more readers click."
+    ),
+}
 STATE_SENTENCES: dict[str, str] = {
     DigestState.SENDING: "Being sent now.",
     DigestState.PAUSED: "Paused: nothing more is sent until it is resumed.",

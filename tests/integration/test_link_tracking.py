@@ -161,6 +161,21 @@ def test_story_links_lead_to_the_articles_and_count_readers_and_scanners_apart(
     assert lines[1] == f"digest,{SENT_DIGEST[-1]},,3,2,0.6667,3,3"
     assert "story,Macau reopens the bridge,en,,1,,2,2" in lines
 
+    # The command line: the same counts, and the same spreadsheet.
+    from tests.factories import run_cli
+
+    url = str(db.get_engine().url.render_as_string(hide_password=False))
+    words = run_cli("digest", "report", str(SENT_DIGEST[-1]), database_url=url)
+    assert words.returncode == 0, words.stderr
+    assert words.stdout.startswith(
+        f"digest {SENT_DIGEST[-1]}: 3 delivered, 2 readers clicked (66.7%), 3 clicks, "
+        "3 machine clicks"
+    )
+    as_csv = run_cli("digest", "report", str(SENT_DIGEST[-1]), "--csv", database_url=url)
+    assert as_csv.stdout == spreadsheet.text.replace("\r\n", "\n")  # read as text
+    missing = run_cli("digest", "report", "999999", database_url=url)
+    assert missing.returncode != 0 and missing.stderr.count("\n") == 1
+
     # The dashboard: the digest's report, its chart of stories, the week's top stories.
     sign_in(client)
     page = client.get(f"/admin/digests/{SENT_DIGEST[-1]}").text

@@ -152,3 +152,42 @@ def test_with_consent_a_readers_clicks_are_theirs_to_see_refuse_and_erase(
         session.commit()
         left = list(session.scalars(select(LinkEvent.subscriber_id)))
     assert left == [None]
+
+
+def test_clicks_are_kept_as_long_as_the_setting_says_and_counted_for_operators(
+    client: TestClient,
+) -> None:
+    from newsletter.analytics import recording
+    from newsletter.ops import gauges
+    from tests.integration.test_monitoring import _samples
+
+    add_article("Macau reopens the bridge", url="https://news.example/bridge")
+    ana = add_reader("ana@example.com")
+    settings = tracking(readers=False)
+    with db.session_scope() as session:
+        before = _samples(gauges.render_metrics(session, settings)[0])
+    (recent,) = click_and_record(client, first_story_link(a_copy(ana, settings)), settings)
+    with db.session_scope() as session:
+        after = _samples(gauges.render_metrics(session, settings)[0])
+    key = ("newsletter_link_hits_total", (("kind", "click"), ("who", "reader")))
+    assert after[key] - before.get(key, 0.0) == 1
+
+    with db.session_scope() as session:
+        old = session.get(LinkEvent, recent.id)
+        assert old is not None
+        session.add(
+            LinkEvent(
+                kind=old.kind,
+                digest_id=old.digest_id,
+                variant_id=old.variant_id,
+                article_id=old.article_id,
+                language=old.language,
+                copy_key="c:from-long-ago",
+                machine=False,
+                occurred_at=datetime.now(UTC) - timedelta(days=settings.analytics_days + 1),
+            )
+        )
+        session.commit()
+        assert recording.purge_old(session, settings=settings) == 1
+        session.commit()
+        assert [e.id for e in session.scalars(select(LinkEvent))] == [recent.id]

@@ -693,6 +693,7 @@ def _banner(status: dict[str, Any], time_zone: str) -> str:
         status["state"],
         scheduled_for_local=_local(datetime.fromisoformat(due), time_zone) if due else None,
         note=status["note"],
+        subject_test=(status.get("subject_test") or {}).get("phase"),
     )
 
 
