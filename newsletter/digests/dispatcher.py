@@ -68,8 +68,10 @@ def dispatch_page(
     testing = subject_test.phase(digest)
     if last_id is None:
         if testing == subject_test.Phase.SAMPLE:
-            if not lifecycle.has_deliveries(session, digest.id):
-                # Too few readers for a sample: everyone gets the first subject.
+            sampled = lifecycle.count_deliveries(session, digest.id)
+            if sampled == lifecycle.count_deliveries(session, digest.id, DeliveryStatus.SKIPPED):
+                # No sample reached anyone (too few readers, or nothing new for those
+                # drawn): no clicks to wait for; the rest get the first subject.
                 subject_test.decide(session, digest, now=now, by=subject_test.BY_NO_SAMPLE)
                 session.flush()
                 return DispatchPage([], done=False)

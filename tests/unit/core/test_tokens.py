@@ -175,3 +175,11 @@ def test_a_copy_token_names_one_readers_delivery_and_is_signed() -> None:
         read_copy_token(KEY, make_copy_token(KEY, 7, 99).replace("7.99", "8.99"))
     with pytest.raises(TokenError):  # a story link's token is not a copy's
         read_copy_token(KEY, make_link_token(KEY, 7, 99))
+
+
+def test_a_link_with_a_non_ascii_signature_is_refused_not_an_error() -> None:
+    from newsletter.core.tokens import read_copy_token, read_link_token
+
+    for read in (read_link_token, read_copy_token, read_verp_token):
+        with pytest.raises(TokenError):
+            read(KEY, "1.1.1.é" if read is not read_verp_token else "s1-é")
