@@ -11,6 +11,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
 
 from newsletter.analytics import reports as analytics
 from newsletter.app import editors
@@ -326,6 +327,11 @@ def digest_report(digest_id: RowId, session: SessionDep) -> dict[str, Any]:
 def digest_report_csv(digest_id: RowId, session: SessionDep) -> Response:
     """The same report as a spreadsheet."""
     _act(lambda: lifecycle.get_digest(session, digest_id))
+    return report_download(session, digest_id)
+
+
+def report_download(session: Session, digest_id: int) -> Response:
+    """A digest's report as a CSV download: the API's and the dashboard's."""
     return Response(
         analytics.report_csv(analytics.digest_report(session, digest_id=digest_id)),
         media_type="text/csv; charset=utf-8",

@@ -41,6 +41,7 @@ from newsletter.subscribers.store import UnknownSubscriber
 from newsletter.web.admin.auth import Admin, AdminForm, admin_page, message_page, redirect
 from newsletter.web.admin.listing import PageNumber
 from newsletter.web.deps import RowId, SessionDep, UnitOfWorkDep
+from newsletter.web.digests_api import report_download
 
 log = logging.getLogger("newsletter.web.admin")
 
@@ -598,11 +599,7 @@ def digest_report_csv(digest_id: RowId, admin: Admin, session: SessionDep) -> Re
         lifecycle.get_digest(session, digest_id)
     except lifecycle.UnknownDigest:
         return Response("No such digest.", status_code=404, media_type="text/plain")
-    return Response(
-        analytics.report_csv(analytics.digest_report(session, digest_id=digest_id)),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="digest-{digest_id}-report.csv"'},
-    )
+    return report_download(session, digest_id)
 
 
 def _desk(session: Session, digest: Digest) -> dict[str, Any]:
