@@ -41,6 +41,8 @@ class Result:
     kills: int = 0
     restarts: int = 0
     seconds: float = 0.0
+    # From the harm (a machine killed) to the last reader's delivery, when the drill says.
+    recovery_seconds: float | None = None
     state: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -69,6 +71,8 @@ class Drill:
     settings: dict[str, str] = field(default_factory=dict)
     rejected_share: float = 0.0  # readers whose address the SMTP server refuses with 550
     web: bool = False
+    # Every reader delivered within this many seconds of the harm, or the drill fails.
+    recover_within: float | None = None
 
 
 class Run:
@@ -87,6 +91,7 @@ class Run:
         self.digest_id = 0
         self.unsubscribed_at: dict[int, float] = {}  # subscriber id: time of the 200
         self.notes: list[str] = []
+        self.harmed_at: float | None = None  # time.monotonic() of the harm, when it counts
 
     def _rejected_addresses(self) -> set[str]:
         count = int(self.n * self.drill.rejected_share)
@@ -160,12 +165,19 @@ def run(drill: Drill, subscribers: int, *, smtp_delay: float = 0.0, timeout: flo
             harm = threading.Thread(target=drill.harm, args=(current,), daemon=True)
             harm.start()
         state = _wait_until_final(current, started + timeout)
-        seconds = time.monotonic() - started
+        ended = time.monotonic()
         current.done.set()
         if harm is not None:
             harm.join(timeout=60)
         time.sleep(1)  # a message still in flight at the end is counted too
-        result = _tally(current, ineligible, state, seconds)
+        result = _tally(current, ineligible, state, ended - started)
+        if current.harmed_at is not None:
+            result.recovery_seconds = round(ended - current.harmed_at, 1)
+            if drill.recover_within and result.recovery_seconds > drill.recover_within:
+                result.notes.append(
+                    f"FAIL: the last reader was delivered {result.recovery_seconds:.0f} s after "
+                    f"the harm, more than {drill.recover_within:.0f} s"
+                )
     finally:
         current.done.set()
         keep = os.environ.get("DRILLS_KEEP") == "1"
@@ -388,6 +400,49 @@ def kill_workers(current: Run) -> None:
         index = 1 - index
 
 
+def kill_machine(current: Run) -> None:
+    """At 20% sent, one worker machine dies whole (SIGKILL to its process group, as a power
+    loss); a fresh worker starts in its place. The others must notice and send what it held."""
+    from newsletter.core import db
+    from newsletter.core.config import get_settings
+    from newsletter.sending import workers
+
+    stack = current.stack
+    if not current.wait_for_sent(0.2):
+        current.notes.append("FAIL: the digest ended before the kill")
+        return
+    with db.session_scope() as session:
+        before = {w.id for w in workers.workers(session, lost_after=_lost_after()) if w.online}
+    sent = current.sent()
+    stack.kill_worker(0)
+    current.harmed_at = time.monotonic()
+    stack.start_worker(0)
+    current.notes.append(f"worker 0 killed whole at {sent:,} sent; a fresh one started")
+    # How long until the operator's view (the heartbeats) says it is lost.
+    while not current.done.wait(0.5):
+        with db.session_scope() as session:
+            lost = [
+                w
+                for w in workers.workers(session, lost_after=_lost_after())
+                if w.id in before and w.state == "lost"
+            ]
+        if lost:
+            seen = time.monotonic() - current.harmed_at
+            current.notes.append(
+                f"shown lost after {seen:.0f} s (NEWSLETTER_WORKER_LOST_SECONDS "
+                f"{get_settings().worker_lost_seconds:g})"
+            )
+            return
+
+
+def _lost_after() -> Any:
+    from datetime import timedelta
+
+    from newsletter.core.config import get_settings
+
+    return timedelta(seconds=get_settings().worker_lost_seconds)
+
+
 def restart_redis(current: Run) -> None:
     if current.wait_for_sent(0.3):
         current.stack.restart_redis()
@@ -454,6 +509,15 @@ DRILLS = {
     drill.name: drill
     for drill in (
         Drill("kill-worker", "SIGKILL a worker every few seconds; start it again", kill_workers),
+        Drill(
+            "kill-machine",
+            "at 20% sent, SIGKILL one worker's whole process group, as a machine lost; "
+            "every reader delivered within 3 minutes of it",
+            kill_machine,
+            # The production defaults: no early sweep of stale deliveries to lean on.
+            settings={"NEWSLETTER_STALE_AFTER_SECONDS": "2400"},
+            recover_within=180.0,
+        ),
         Drill("restart-redis", "restart Redis (no persistence) mid-send", restart_redis),
         Drill("restart-postgres", "restart PostgreSQL mid-send", restart_postgres),
         Drill(

@@ -60,6 +60,24 @@ def sweep(*, queue: Queue, settings: Settings) -> None:
     """Queue again what lost its task (a broker restarted empty, a machine gone)."""
     stale_after = timedelta(seconds=settings.stale_after_seconds)
     with unit_of_work(queue) as work:
+        lost, reclaimed = sweeper.lost_workers_batches(
+            work.session,
+            lost_after=timedelta(seconds=settings.worker_lost_seconds),
+            size=settings.batch_size,
+        )
+        for digest_id, delivery_ids in reclaimed:
+            work.enqueue(jobs.send_batch(digest_id, delivery_ids))
+        work.commit()
+    for instance in lost:
+        log.info("worker instance %s is gone (stopped, or silent): its holdings are free", instance)
+    for digest_id, delivery_ids in reclaimed:
+        log.warning(
+            "digest %s: %d deliveries of a lost worker queued again",
+            digest_id,
+            len(delivery_ids),
+            extra={"digest_id": digest_id},
+        )
+    with unit_of_work(queue) as work:
         stalled = sweeper.stalled_dispatches(work.session, stale_after=stale_after)
         batches = sweeper.stale_batches(
             work.session, stale_after=stale_after, size=settings.batch_size

@@ -12,14 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu.entity import Queue
 
+from newsletter.app.heartbeat import Heartbeat
 from newsletter.app.jobs import Job
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import configure_logging
 from newsletter.core.metrics import setup_multiprocess
+from newsletter.sending import workers
 
 celery = Celery("newsletter", include=["newsletter.tasks.jobs"])
 
@@ -101,3 +109,39 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not reuse its parent's database sockets.
     db.reset()
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@worker_init.connect
+def _new_instance(**_: Any) -> None:
+    # Before the pool forks: every pool process claims under its worker's instance id.
+    workers.new_instance()
+
+
+@worker_ready.connect
+def _on_duty(sender: Any = None, **_: Any) -> None:
+    """The worker consumes: register it and start its heartbeat (sending.workers)."""
+    from celery.worker import state
+
+    global _heartbeat
+    consumer = sender
+    worker = getattr(consumer, "controller", None)
+    name = str(getattr(consumer, "hostname", None) or getattr(worker, "hostname", "worker"))
+    concurrency = int(getattr(worker, "concurrency", 0) or 0)
+    _heartbeat = Heartbeat(
+        get_settings(),
+        name=name,
+        concurrency=concurrency,
+        load=lambda: (len(state.active_requests), sum(state.total_count.values())),
+    )
+    _heartbeat.start()
+
+
+@worker_shutdown.connect
+def _off_duty(**_: Any) -> None:
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None

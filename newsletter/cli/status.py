@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import click
@@ -47,15 +48,15 @@ def render(report: dict[str, Any]) -> list[str]:
         )
     online = [w for w in report["workers"] if w.get("online")]
     lines.append(f"Workers ({len(online)} online)")
-    if not online:
-        errors = [w["error"] for w in report["workers"] if w.get("error")]
-        lines.append(f"  none answered{': ' + errors[0] if errors else ''}")
-    for worker in online:
+    if not report["workers"]:
+        lines.append("  none has reported a heartbeat in the last hour")
+    for worker in report["workers"]:
+        seen = _ago(report["generated_at"], worker["seen_at"])
         lines.append(
-            f"  {worker['name']:<30} processed {worker['processed']:>7,}   "
-            f"active {len(worker['active'])}"
+            f"  {worker['name']:<30} {worker['state']:<8} processed {worker['processed']:>7,}   "
+            + (f"active {worker['active']}" if worker["online"] else f"last heard {seen} ago")
         )
-        for task in worker["active"]:
+        for task in worker.get("tasks", []):
             lines.append(f"    {task['name']}({task['args']})")
     lines.append(f"Sending ({len(report['sending'])})")
     for digest in report["sending"]:
@@ -110,6 +111,14 @@ def _digest_lines(digest: dict[str, Any]) -> list[str]:
         f"    {progress_bar(done, counts['total'])} {done:,}/{counts['total']:,} "
         f"· {digest['per_minute']:,}/min" + (f"  ({rest})" if rest else ""),
     ]
+
+
+def _ago(now: str, then: str) -> str:
+    """`2 min 5 s`: how long ago `then` was, both ISO 8601 moments."""
+    seconds = max(
+        0, int((datetime.fromisoformat(now) - datetime.fromisoformat(then)).total_seconds())
+    )
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _number(value: int | None) -> str:

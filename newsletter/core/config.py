@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     delivery_async_commit: bool = False
     # Far above a batch's run time, and above the longest retry countdown.
     broker_visibility_timeout: int = Field(default=3600, ge=10)
+    # Each worker writes a heartbeat this often; one silent for worker_lost_seconds is
+    # lost (its machine gone), and the sweeper gives what it held to the others.
+    worker_heartbeat_seconds: float = Field(default=10.0, ge=0.5, le=300)
+    worker_lost_seconds: float = Field(default=45.0, ge=2, le=3600)
 
     # Soft bounces: this many within the window, with no delivery in between, bounce the
     # reader (a hard bounce does it at once).
@@ -278,6 +282,17 @@ class Settings(BaseSettings):
         if not self.mail_domain:
             self.mail_domain = self.from_address.rpartition("@")[2] or "localhost"
         self.base_url = self.base_url.rstrip("/")
+        return self
+
+    @model_validator(mode="after")
+    def _check_worker_clock(self) -> Settings:
+        # Lost after a single missed heartbeat, a busy worker would be taken for dead.
+        if self.worker_lost_seconds < 2 * self.worker_heartbeat_seconds:
+            raise SettingsError(
+                "NEWSLETTER_WORKER_LOST_SECONDS must be at least twice "
+                "NEWSLETTER_WORKER_HEARTBEAT_SECONDS, or a worker could be taken for lost "
+                "between two heartbeats"
+            )
         return self
 
     @model_validator(mode="after")

@@ -330,7 +330,9 @@ class Delivery(Base):
     arm: Mapped[int | None] = mapped_column(SmallInteger)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # The task that claimed the delivery: its own redelivery may take the claim over.
+    # Who holds the delivery: "<worker instance>|<task id>" (sending.workers.claimant). A
+    # queued delivery may be held too, taken by the batch that will send it, so that the
+    # sweeper knows whose it is when that worker is lost. Its own re-run may take it over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     # Indexed: a bounce that quotes the original Message-ID finds its delivery by it.
     message_id: Mapped[str | None] = mapped_column(String(500), index=True)
@@ -540,3 +542,28 @@ class SignInAttempts(Base):
     client_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer)
     window_started_at: Mapped[datetime]
+
+
+class Worker(Base):
+    """One start of one worker process group: its heartbeat, read by everyone who asks
+    whether workers are online, and by the sweeper to find the work of a lost one."""
+
+    __tablename__ = "workers"
+
+    # Random, new at each start: a worker started again under the same name is another
+    # instance, and what the old one held is still found lost.
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # Celery's node name (`worker1@host`), the machine's name and the main process.
+    name: Mapped[str] = mapped_column(String(200))
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    concurrency: Mapped[int] = mapped_column(Integer, default=0)
+    # Tasks running at the last heartbeat, and run since the start.
+    active: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # A clean stop; a lost worker just falls silent.
+    stopped_at: Mapped[datetime | None]
+    # When the sweeper gave back what it held (once: it is not looked at again).
+    reclaimed_at: Mapped[datetime | None]

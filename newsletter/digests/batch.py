@@ -10,8 +10,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     Engine,
-    and_,
-    or_,
     select,
 )
 from sqlalchemy.orm import Session
@@ -21,7 +19,6 @@ from newsletter.core import metrics
 from newsletter.core.config import Settings
 from newsletter.core.models import (
     Delivery,
-    DeliveryStatus,
     Digest,
     DigestState,
     DigestVariant,
@@ -30,9 +27,11 @@ from newsletter.core.models import (
 from newsletter.digests import lifecycle
 from newsletter.digests.render import PreparedVariant, prepare_digest_variant, reader_recipient
 from newsletter.email.render import OutgoingMessage
-from newsletter.sending.ledger import FINAL_STATUSES, Ledger, mark_bounced
+from newsletter.sending import ledger
+from newsletter.sending.ledger import FINAL_STATUSES, OPEN_STATUSES, Ledger, mark_bounced
 from newsletter.sending.ratelimit import RateLimited, RateLimiter
 from newsletter.sending.transport import DeliveryError, SMTPTransport
+from newsletter.sending.workers import task_of
 
 log = logging.getLogger("newsletter.delivery")
 
@@ -86,6 +85,14 @@ def send_batch(
         session.commit()
         return outcome
     newsletter = digest.newsletter
+    ledger.take(
+        session,
+        digest_id=digest_id,
+        delivery_ids=delivery_ids,
+        claimant=claimant,
+        task=task_of(claimant),
+    )
+    session.commit()
     pending = _pending(session, digest_id, delivery_ids, claimant)
     session.commit()
     if not pending:
@@ -123,9 +130,12 @@ def send_batch(
                 break
     finally:
         run.close()
-    # What this run did not reach (a stop, a lost connection) is tried again too.
-    done = set(_final_ids(session, [d.id for d, _ in pending]))
-    outcome.retry = sorted({d.id for d, _ in pending if d.id not in done})
+    # What this run did not reach (a stop, a lost connection) is tried again too, by
+    # whoever comes next: this task's retry, a resume, the sweeper.
+    held = [d.id for d, _ in pending]
+    ledger.let_go(session, delivery_ids=held, claimant=claimant)
+    done = set(_final_ids(session, held))
+    outcome.retry = sorted({i for i in held if i not in done})
     if outcome.stopped in (DigestState.PAUSED, DigestState.CANCELLED):
         outcome.retry = []
     session.commit()
@@ -270,11 +280,10 @@ def _pending(
         .where(
             Delivery.id.in_(list(delivery_ids)),
             Delivery.digest_id == digest_id,
-            or_(
-                Delivery.status == DeliveryStatus.QUEUED,
-                # Claimed by this very task before its worker died: ours to finish.
-                and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by == claimant),
-            ),
+            # Held by this batch (ledger.take): queued, or claimed by this very task
+            # before its process died, ours to finish.
+            Delivery.status.in_(OPEN_STATUSES),
+            Delivery.claimed_by == claimant,
         )
         .order_by(Delivery.id)
     ).all()

@@ -30,6 +30,7 @@ from newsletter.core.models import (
     Subscriber,
 )
 from newsletter.digests import reports, schedules, upcoming
+from newsletter.sending import workers as worker_registry
 
 # kombu's Redis transport keeps a queue's priorities in lists named <queue><sep><priority>.
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
@@ -55,7 +56,7 @@ def status(session: Session, app: Any, broker_url: str, *, timeout: float = 1.0)
     return {
         "generated_at": utcnow().isoformat(),
         "queues": queue_depths(broker_url),
-        "workers": workers(app, timeout=timeout),
+        "workers": workers(session, get_settings(), app=app, timeout=timeout),
         "sending": sending_digests(session),
         "scheduled": [send.as_dict() for send in upcoming.upcoming_sends(session)],
         "waves": local_time_waves(session),
@@ -87,38 +88,43 @@ def queue_depths(broker_url: str, queues: tuple[str, ...] | None = None) -> list
     ]
 
 
-def workers(app: Any, timeout: float = 1.0) -> list[dict[str, Any]]:
-    """The workers that answer a ping within timeout: what each runs now and has run."""
+def workers(
+    session: Session, settings: Settings, *, app: Any = None, timeout: float = 1.0
+) -> list[dict[str, Any]]:
+    """The workers by their heartbeats (sending.workers): online, then stopped or lost.
+
+    The heartbeats are the one answer to "is a worker online", on every broker. Where the
+    broker can carry a question (Redis), the online workers are also asked what they run.
+    """
+    found = [
+        view.as_dict()
+        for view in worker_registry.workers(
+            session, lost_after=timedelta(seconds=settings.worker_lost_seconds)
+        )
+    ]
+    for worker in found:
+        worker["tasks"] = []
+    if app is not None and can_ping_workers(settings.broker_url):
+        names = [str(w["name"]) for w in found if w["online"]]
+        running = _active_tasks(app, names, timeout=timeout) if names else {}
+        for worker in found:
+            worker["tasks"] = running.get(str(worker["name"]), [])
+    return found
+
+
+def _active_tasks(app: Any, names: list[str], *, timeout: float) -> dict[str, list[dict[str, Any]]]:
+    """What each named worker runs now, as it says over the broker ({} if none answers)."""
     try:
         # A connection of our own, closed when done: one left in the app's pool mid-read
         # would hang any process this one forks later (kombu closes pooled ones after fork).
         with app.connection_for_write() as connection:
-            pongs = app.control.inspect(timeout=timeout, connection=connection).ping() or {}
-            if not pongs:
-                return []
-            # Knowing how many answer, the next questions return as soon as all have replied.
-            inspect = app.control.inspect(timeout=timeout, limit=len(pongs), connection=connection)
+            inspect = app.control.inspect(
+                destination=names, timeout=timeout, limit=len(names), connection=connection
+            )
             active = inspect.active() or {}
-            stats = inspect.stats() or {}
-    except Exception as exc:
-        return [{"name": None, "online": False, "error": _error(exc)}]
-    found = []
-    for name in sorted(pongs):
-        worker_stats = stats.get(name) or {}
-        processed = worker_stats.get("total") or {}
-        found.append(
-            {
-                "name": name,
-                "online": True,
-                "active": [_task_summary(task) for task in active.get(name) or []],
-                "processed": int(sum(processed.values())),
-                "processed_by_task": dict(sorted(processed.items())),
-                "concurrency": (worker_stats.get("pool") or {}).get("max-concurrency"),
-                "pid": worker_stats.get("pid"),
-                "uptime_seconds": worker_stats.get("uptime"),
-            }
-        )
-    return found
+    except Exception:  # the heartbeats already said who is online; the details can wait
+        return {}
+    return {name: [_task_summary(task) for task in tasks or []] for name, tasks in active.items()}
 
 
 def sending_digests(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -200,7 +206,7 @@ _readiness_cache: dict[tuple[str, ...], tuple[float, dict[str, dict[str, Any]]]]
 
 
 def recent_readiness(
-    settings: Settings, app: Any, *, max_age: float = READINESS_MAX_AGE
+    settings: Settings, *, max_age: float = READINESS_MAX_AGE
 ) -> dict[str, dict[str, Any]]:
     """readiness(), reused for `max_age` seconds; callers arriving meanwhile wait for one."""
     key = (settings.database_url, settings.broker_url, settings.smtp_relays[0])
@@ -208,13 +214,13 @@ def recent_readiness(
         cached = _readiness_cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < max_age:
             return cached[1]
-        checks = readiness(settings, app)
+        checks = readiness(settings)
         _readiness_cache.clear()  # one deployment per process: keep only the newest
         _readiness_cache[key] = (time.monotonic(), checks)
         return checks
 
 
-def readiness(settings: Settings, app: Any) -> dict[str, dict[str, Any]]:
+def readiness(settings: Settings) -> dict[str, dict[str, Any]]:
     """Whether this deployment can send now: database, broker, SMTP relay, a worker.
 
     The checks run side by side, so the answer takes about the slowest one (≤ 2 s).
@@ -223,7 +229,7 @@ def readiness(settings: Settings, app: Any) -> dict[str, dict[str, Any]]:
         "database": _database_answers,
         "broker": lambda: _broker_answers(settings.broker_url),
         "smtp": lambda: _relay_answers(settings.smtp_relays[0]),
-        "workers": lambda: _worker_answers(app),
+        "workers": lambda: _worker_answers(settings),
     }
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         futures = {name: pool.submit(check) for name, check in checks.items()}
@@ -403,19 +409,25 @@ def _relay_answers(relay_url: str) -> dict[str, Any]:
     return {"ok": True, **where}
 
 
-def _worker_answers(app: Any) -> dict[str, Any]:
-    broker_url = str(app.conf.broker_url or "")
-    if not can_ping_workers(broker_url):
-        # The embedded SQL broker has no broadcast: a ping is never answered, whatever runs.
-        return {"ok": True, "note": "workers cannot be pinged over this broker"}
+def _worker_answers(settings: Settings) -> dict[str, Any]:
+    """At least one worker's heartbeat is recent (the same answer as `newsletter status`)."""
     try:
-        with app.connection_for_write() as connection:
-            pongs = app.control.inspect(timeout=1.0, connection=connection).ping() or {}
+        with db.session_scope() as session:
+            online = [
+                w.name
+                for w in worker_registry.workers(
+                    session, lost_after=timedelta(seconds=settings.worker_lost_seconds)
+                )
+                if w.online
+            ]
     except Exception as exc:
         return {"ok": False, "error": _error(exc)}
-    if not pongs:
-        return {"ok": False, "error": "no worker answered a ping within 1 s"}
-    return {"ok": True, "workers": sorted(pongs)}
+    if not online:
+        return {
+            "ok": False,
+            "error": f"no worker's heartbeat in the last {settings.worker_lost_seconds:g} s",
+        }
+    return {"ok": True, "workers": online}
 
 
 def _error(exc: BaseException) -> str:

@@ -240,10 +240,13 @@ class Ledger:
 _deliveries = cast(Table, Delivery.__table__)
 _c = _deliveries.c
 _now = bindparam("now", type_=UTCDateTime())
-# Queued, or claimed by this very task (a claim that went through before the connection
-# was lost, then ran again): either way this task may take it.
+# Queued and held by nobody else (free, or taken by this very batch), or claimed by this
+# very task (a claim that went through before the connection was lost, then ran again).
 _CLAIMABLE = or_(
-    _c.status == DeliveryStatus.QUEUED,
+    and_(
+        _c.status == DeliveryStatus.QUEUED,
+        or_(_c.claimed_by.is_(None), _c.claimed_by == bindparam("claimant")),
+    ),
     and_(_c.status == DeliveryStatus.SENDING, _c.claimed_by == bindparam("claimant")),
 )
 
@@ -301,6 +304,84 @@ _SKIP_INELIGIBLE = (
         updated_at=_now,
     )
 )
+
+
+# --- holding a batch's deliveries ----------------------------------------------------
+
+
+def take(
+    session: Session, *, digest_id: int, delivery_ids: Sequence[int], claimant: str, task: str
+) -> None:
+    """Hold the batch's open deliveries for this claimant before sending any of them.
+
+    Held, a delivery is known to be this worker's: if the worker is lost, the sweeper
+    gives it back at once (reclaim) instead of waiting for the broker to return the batch
+    (an hour on Redis). Free deliveries are taken, and those the same task held on its
+    earlier run (a retry, or a redelivery after its process died, perhaps on another
+    worker); a delivery another live batch holds is left to it.
+    """
+    same_task = _c.claimed_by.endswith("|" + task, autoescape=True)
+    session.execute(
+        update(_deliveries)
+        .where(
+            _c.id.in_(list(delivery_ids)),
+            _c.digest_id == digest_id,
+            or_(
+                and_(
+                    _c.status == DeliveryStatus.QUEUED,
+                    or_(_c.claimed_by.is_(None), _c.claimed_by == claimant, same_task),
+                ),
+                and_(_c.status == DeliveryStatus.SENDING, same_task),
+            ),
+        )
+        .values(claimed_by=claimant)
+    )
+
+
+def let_go(session: Session, *, delivery_ids: Sequence[int], claimant: str) -> None:
+    """A batch ends: the queued deliveries it still holds are free for whoever comes next
+    (its own retry, a resume after a pause, the sweeper)."""
+    session.execute(
+        update(_deliveries)
+        .where(
+            _c.id.in_(list(delivery_ids)),
+            _c.status == DeliveryStatus.QUEUED,
+            _c.claimed_by == claimant,
+        )
+        .values(claimed_by=None, updated_at=_c.updated_at)
+    )
+
+
+def reclaim(
+    session: Session, *, instance_ids: Sequence[str], now: datetime
+) -> list[tuple[int, int]]:
+    """What lost worker instances held — taken or claimed — queued again, free.
+
+    Of a claimed delivery the message may have gone out before the worker was lost: it is
+    sent again, the one duplicate invariant 2 allows per message in flight. Returns
+    (digest id, delivery id) pairs of the digests still sending, to queue again now.
+    """
+    if not instance_ids:
+        return []
+    open_digests = select(Digest.id).where(
+        Digest.state.in_([DigestState.SENDING, DigestState.PAUSED])
+    )
+    rows = session.execute(
+        update(_deliveries)
+        .where(
+            _c.digest_id.in_(open_digests),
+            _c.status.in_(OPEN_STATUSES),
+            or_(*(_c.claimed_by.startswith(i + "|", autoescape=True) for i in instance_ids)),
+        )
+        .values(status=DeliveryStatus.QUEUED, claimed_by=None, updated_at=now)
+        .returning(_c.digest_id, _c.id)
+    ).all()
+    sending = set(
+        session.scalars(select(Digest.id).where(Digest.state == DigestState.SENDING)).all()
+    )
+    return sorted(
+        (digest_id, delivery_id) for digest_id, delivery_id in rows if digest_id in sending
+    )
 
 
 # --- writes outside the send loop ----------------------------------------------------
@@ -377,7 +458,7 @@ def requeue_stale(
 
     Their task was lost (a broker that restarted without persistence, a worker machine
     gone); queuing them again is safe, because a delivery is sent only by whoever claims
-    it. Claims that old are given back first. Returns (digest id, delivery id) pairs, at
+    it. Claims and holds that old are given back first. Returns (digest id, delivery id) pairs, at
     most `limit`, touched now so that the next sweep leaves them to their new task.
     """
     sending = select(Digest.id).where(Digest.state == DigestState.SENDING)
@@ -385,7 +466,8 @@ def requeue_stale(
         update(Delivery)
         .where(
             Delivery.digest_id.in_(sending),
-            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.status.in_(OPEN_STATUSES),
+            Delivery.claimed_by.is_not(None),
             Delivery.updated_at < stale_after_cutoff,
         )
         # updated_at kept (not bumped, not left to onupdate): the query below must see these

@@ -1,4 +1,5 @@
-"""The sweeper: what lost its task (a broker restarted empty, a machine gone) is found again."""
+"""The sweeper: what lost its task (a worker machine gone, a broker restarted empty) is
+found again and queued for the workers still there."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.clock import utcnow
 from newsletter.core.models import Delivery, Digest, DigestState
-from newsletter.sending import ledger
+from newsletter.sending import ledger, workers
 
 
 def stale_batches(
@@ -25,6 +26,28 @@ def stale_batches(
     rows = ledger.requeue_stale(
         session, stale_after_cutoff=now - stale_after, now=now, limit=size * 20
     )
+    return _in_batches(rows, size)
+
+
+def lost_workers_batches(
+    session: Session, *, lost_after: timedelta, size: int, now: datetime | None = None
+) -> tuple[list[str], list[tuple[int, list[int]]]]:
+    """What workers lost in the last minute held, in batches to queue again at once.
+
+    A worker whose heartbeat stopped (its machine gone, its process group killed) holds its
+    batches until the broker gives them back (an hour on Redis) and its claims until they
+    go stale: both are given back here, once per lost worker. A slow worker is not lost:
+    its main process keeps writing the heartbeat while its pool works.
+    """
+    now = now or utcnow()
+    instances = workers.lost(session, lost_after=lost_after, now=now)
+    rows = ledger.reclaim(session, instance_ids=instances, now=now)
+    workers.reclaimed(session, instances, now=now)
+    return instances, _in_batches(rows, size)
+
+
+def _in_batches(rows: list[tuple[int, int]], size: int) -> list[tuple[int, list[int]]]:
+    """(digest id, delivery id) pairs as batches of at most `size` of one digest each."""
     batches: dict[int, list[list[int]]] = {}
     for digest_id, delivery_id in rows:
         chunks = batches.setdefault(digest_id, [[]])

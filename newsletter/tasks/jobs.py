@@ -33,7 +33,7 @@ from newsletter.digests import trial
 from newsletter.digests.batch import VariantKey
 from newsletter.digests.render import PreparedVariant
 from newsletter.email.render import OutgoingMessage
-from newsletter.sending import relays, single
+from newsletter.sending import relays, single, workers
 from newsletter.sending.ratelimit import LocalRateLimiter, NoLimit, RateLimiter, RedisRateLimiter
 from newsletter.subscribers import notices
 from newsletter.subscribers.store import SignupForm, UnknownSubscriber
@@ -223,7 +223,7 @@ def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str,
             digest_id=digest_id,
             delivery_ids=delivery_ids,
             settings=settings,
-            claimant=str(self.request.id),
+            claimant=workers.claimant(str(self.request.id)),
             limiter=_rate_limiter(settings),
             relay=relay,
             variants=_prepared_variants,

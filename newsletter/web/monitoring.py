@@ -8,7 +8,6 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from newsletter.app.admin_sessions import admin_token_matches
-from newsletter.app.queue import celery
 from newsletter.core.config import Settings, get_settings
 from newsletter.ops import gauges, monitoring
 from newsletter.web.deps import SessionDep
@@ -44,7 +43,7 @@ def readyz(request: Request, authorization: Annotated[str | None, Header()] = No
     address, worker names, error messages — that say more about the deployment.
     """
     settings = get_settings()
-    checks = monitoring.recent_readiness(settings, celery)
+    checks = monitoring.recent_readiness(settings)
     ready = all(check["ok"] for check in checks.values())
     if not _may_scrape(request, authorization, settings):
         checks = {name: {"ok": check["ok"]} for name, check in checks.items()}

@@ -94,8 +94,10 @@ def wait_until_idle(worker: subprocess.Popen[bytes], timeout: float = 30) -> Non
     """Until the worker runs nothing: the next test's counts are its own."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        mine = [w for w in monitoring.workers(celery_app, 0.5) if w["name"] == worker_name(worker)]
-        if mine and not mine[0]["active"]:
+        with db.session_scope() as session:
+            found = monitoring.workers(session, get_settings(), app=celery_app, timeout=0.5)
+        mine = [w for w in found if w["name"] == worker_name(worker)]
+        if mine and not mine[0]["tasks"]:
             return
         time.sleep(0.2)
     raise AssertionError(f"the worker was still busy after {timeout}s")
@@ -120,9 +122,10 @@ def test_status_shows_the_digest_in_flight_the_worker_and_masked_errors(
     assert isinstance(digest["per_minute"], int) and digest["per_minute"] >= counts["sent"]
 
     [online] = [w for w in report["workers"] if w["name"] == worker_name(worker)]
-    assert online["online"] and isinstance(online["processed"], int)
-    assert "newsletter.send_batch" in [task["name"] for task in online["active"]]
-    assert any(task["args"] == f"{in_flight}, [{READERS} items]" for task in online["active"])
+    assert online["online"] and online["state"] == "online"
+    assert isinstance(online["processed"], int) and online["concurrency"] == 2
+    assert "newsletter.send_batch" in [task["name"] for task in online["tasks"]]
+    assert any(task["args"] == f"{in_flight}, [{READERS} items]" for task in online["tasks"])
 
     [queue] = report["queues"]
     assert queue["queue"] == get_settings().queue

@@ -34,6 +34,7 @@ from tests.factories import add_reader
 # 20 to 60 s here). `python -m drills NAME` runs any of them at full size.
 SHORT = [
     ("kill-worker", 200),
+    ("kill-machine", 400),
     ("restart-redis", 300),
     ("smtp-flaky", 300),
     ("unsubscribe", 300),
@@ -61,6 +62,16 @@ def test_drill(name: str, subscribers: int) -> None:
         "NEWSLETTER_STALE_AFTER_SECONDS": "10",
         "DRILLS_KILL_EVERY": "4",
         "DRILLS_HANG_SECONDS": "8",
+        # A lost machine noticed in seconds, and batches small enough that it held some.
+        **(
+            {
+                "NEWSLETTER_WORKER_HEARTBEAT_SECONDS": "1",
+                "NEWSLETTER_WORKER_LOST_SECONDS": "5",
+                "NEWSLETTER_BATCH_SIZE": "25",
+            }
+            if name == "kill-machine"
+            else {}
+        ),
     }
     done = subprocess.run(
         [
@@ -91,6 +102,9 @@ def test_drill(name: str, subscribers: int) -> None:
     # worker killed between the relay's "250" and the mark may send its message twice.
     assert result["duplicated"] <= result["kills"], result
     assert result["delivered"] > 0 and result["ok"], result
+    if name == "kill-machine":
+        # Recovered by the heartbeats (lost after 5 s), not by the broker's hour.
+        assert result["recovery_seconds"] < 60, result
 
 
 # --- the sweeper, without a worker -------------------------------------------------------
@@ -362,3 +376,138 @@ def test_a_release_run_late_never_takes_back_another_tasks_claim(clean_db: str) 
     with db.session_scope() as session:
         delivery = session.get_one(Delivery, delivery_id)
         assert (delivery.status, delivery.claimed_by) == (DeliveryStatus.SENDING, "second")
+
+
+# --- a worker machine lost: the heartbeats and the holds, without a worker ----------------
+
+
+def register_worker(instance_id: str, *, seen: datetime, stopped: bool = False) -> None:
+    from newsletter.sending import workers
+
+    with db.session_scope() as session:
+        workers.register(
+            session,
+            instance_id=instance_id,
+            name=f"{instance_id}@machine",
+            hostname="machine",
+            pid=1,
+            concurrency=1,
+            now=seen,
+        )
+        if stopped:
+            workers.stopped(session, instance_id=instance_id, now=seen)
+
+
+def held(delivery_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    with db.session_scope() as session:
+        return {
+            d.id: (d.status, d.claimed_by)
+            for d in session.scalars(select(Delivery).where(Delivery.id.in_(delivery_ids)))
+        }
+
+
+def test_what_a_lost_worker_held_is_queued_again_once_and_a_live_ones_is_not(
+    clean_db: str,
+) -> None:
+    from newsletter.sending import ledger
+
+    now = datetime.now(UTC)
+    register_worker("lost", seen=now - timedelta(seconds=50))
+    register_worker("alive", seen=now - timedelta(seconds=5))
+    readers = [add_reader(f"reader{n}@example.com") for n in range(5)]
+    digest_id = sending_digest()
+    ids, _ = queued_deliveries(digest_id, readers)
+    with db.session_scope() as session:
+        ledger.take(
+            session, digest_id=digest_id, delivery_ids=ids[:3], claimant="lost|t1", task="t1"
+        )
+        ledger.take(
+            session, digest_id=digest_id, delivery_ids=ids[3:], claimant="alive|t2", task="t2"
+        )
+        # The lost worker had one message in flight: claimed, never marked.
+        session.get_one(Delivery, ids[0]).status = DeliveryStatus.SENDING
+    with db.session_scope() as session:
+        lost, batches = sweeper.lost_workers_batches(
+            session, lost_after=timedelta(seconds=45), size=2, now=now
+        )
+    assert lost == ["lost"]
+    assert batches == [(digest_id, ids[:2]), (digest_id, ids[2:3])]
+    assert held(ids) == {
+        **{i: (DeliveryStatus.QUEUED, None) for i in ids[:3]},
+        **{i: (DeliveryStatus.QUEUED, "alive|t2") for i in ids[3:]},
+    }
+    with db.session_scope() as session:  # given back once: the next sweep finds nothing
+        assert sweeper.lost_workers_batches(
+            session, lost_after=timedelta(seconds=45), size=2, now=now
+        ) == ([], [])
+
+
+def test_a_worker_that_stopped_cleanly_leaves_nothing_held(clean_db: str) -> None:
+    from newsletter.sending import ledger
+
+    now = datetime.now(UTC)
+    register_worker("stopped", seen=now - timedelta(seconds=1), stopped=True)
+    digest_id = sending_digest()
+    ids, _ = queued_deliveries(digest_id, [add_reader("a@example.com")])
+    with db.session_scope() as session:
+        ledger.take(session, digest_id=digest_id, delivery_ids=ids, claimant="stopped|t", task="t")
+    with db.session_scope() as session:
+        lost, batches = sweeper.lost_workers_batches(
+            session, lost_after=timedelta(seconds=45), size=10, now=now
+        )
+    assert (lost, batches) == (["stopped"], [(digest_id, ids)])
+
+
+def test_a_held_delivery_is_left_to_its_batch_but_its_own_task_takes_it_back(
+    clean_db: str,
+) -> None:
+    """Two batches over one delivery (the sweeper queued it again): the one that holds it
+    sends it; the other's claim fails. A task run again elsewhere takes back its own."""
+    from newsletter.sending import ledger
+    from newsletter.sending.ledger import Ledger
+
+    digest_id = sending_digest()
+    (delivery_id,), newsletter_id = queued_deliveries(digest_id, [add_reader("a@example.com")])
+    with db.session_scope() as session:
+        ledger.take(
+            session, digest_id=digest_id, delivery_ids=[delivery_id], claimant="A|t1", task="t1"
+        )
+        ledger.take(
+            session, digest_id=digest_id, delivery_ids=[delivery_id], claimant="B|t2", task="t2"
+        )
+    assert held([delivery_id])[delivery_id] == (DeliveryStatus.QUEUED, "A|t1")
+    other = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="B|t2")
+    try:
+        assert not other.claim(delivery_id)
+    finally:
+        other.close()
+    # Task t1 run again on worker C (its process died; the broker gave it to another).
+    with db.session_scope() as session:
+        ledger.take(
+            session, digest_id=digest_id, delivery_ids=[delivery_id], claimant="C|t1", task="t1"
+        )
+    mine = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="C|t1")
+    try:
+        assert mine.claim(delivery_id)
+    finally:
+        mine.close()
+    assert held([delivery_id])[delivery_id] == (DeliveryStatus.SENDING, "C|t1")
+
+
+def test_the_heartbeats_are_the_one_answer_to_which_workers_are_online(clean_db: str) -> None:
+    from newsletter.ops import monitoring
+
+    now = datetime.now(UTC)
+    register_worker("fresh", seen=now - timedelta(seconds=3))
+    register_worker("silent", seen=now - timedelta(minutes=2))
+    register_worker("done", seen=now - timedelta(seconds=3), stopped=True)
+    settings = get_settings()
+    with db.session_scope() as session:
+        found = {
+            w["name"]: w["state"]
+            for w in monitoring.workers(session, settings)
+            if w["name"] in {"fresh@machine", "silent@machine", "done@machine"}
+        }
+    assert found == {"fresh@machine": "online", "silent@machine": "lost", "done@machine": "stopped"}
+    checks = monitoring.readiness(settings)
+    assert checks["workers"]["ok"] and "fresh@machine" in checks["workers"]["workers"]

@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from newsletter.analytics import reports as analytics
-from newsletter.app.queue import celery as celery_app
 from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
 from newsletter.digests import upcoming
@@ -37,7 +36,6 @@ BOUNCE_LEVELS = (Threshold(BOUNCE_RATE_WARNING, "2% usual warning level", "warn"
 # The broker is asked on the side, and no longer than this: the page stays fast when it
 # is down (kombu retries a refused connection for several seconds).
 BROKER_DEADLINE_SECONDS = 2.0
-WORKER_PING_SECONDS = 0.5
 PERIODS = {"48h": 48, "7d": 7 * 24}
 
 # A few threads only: a broker that hangs holds them, and further pages then wait the
@@ -54,6 +52,8 @@ def home(
 ) -> HTMLResponse:
     settings = get_settings()
     broker = broker_health(settings.broker_url)
+    # The workers' heartbeats, as `newsletter status` and /readyz read them.
+    broker.workers = monitoring.workers(session, settings)
     now = utcnow()
     summary = stats.summary(session, now=now)
     hours = stats.sent_per_hour(session, hours=PERIODS[period], now=now)
@@ -83,7 +83,7 @@ def home(
 
 @dataclass
 class BrokerHealth:
-    """What the broker said in time: queue depths, workers, or why we do not know."""
+    """What the broker said in time (queue depths, or why we do not know), and the workers."""
 
     queues: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] | None = None
@@ -104,37 +104,27 @@ class BrokerHealth:
             return None
         return sum(1 for w in self.workers if w.get("online"))
 
+    @property
+    def online_names(self) -> list[str]:
+        return [w["name"] for w in self.workers or [] if w.get("online")]
+
+    @property
+    def lost_names(self) -> list[str]:
+        return [w["name"] for w in self.workers or [] if w.get("state") == "lost"]
+
 
 def broker_health(broker_url: str, *, deadline: float | None = None) -> BrokerHealth:
-    """Queue depths and workers, asked side by side; whatever misses the deadline is unknown."""
+    """Queue depths, asked on the side; if they miss the deadline they are unknown."""
     deadline = deadline or BROKER_DEADLINE_SECONDS
     queues: Future[list[dict[str, Any]]] = _broker_pool.submit(monitoring.queue_depths, broker_url)
     health = BrokerHealth()
-    pingable = monitoring.can_ping_workers(broker_url)
-    workers: Future[list[dict[str, Any]]] | None = None
-    if pingable:
-        workers = _broker_pool.submit(monitoring.workers, celery_app, WORKER_PING_SECONDS)
-    else:
-        health.notes.append(
-            "Workers cannot be asked over the embedded SQL broker (it has no broadcast); "
-            "whether one runs shows in messages leaving the queue."
-        )
-    wait([queues] if workers is None else [queues, workers], timeout=deadline)
+    wait([queues], timeout=deadline)
     if queues.done():
         health.queues = queues.result()
         health.problems += sorted({q["error"] for q in health.queues if q.get("error")})
         health.notes += sorted({q["note"] for q in health.queues if q.get("note")})
     else:
         health.problems.append(f"The broker did not answer within {deadline:g} s.")
-    if workers is not None and workers.done():
-        found = workers.result()
-        errors = [w["error"] for w in found if w.get("error")]
-        if errors:
-            health.problems += [e for e in errors if e not in health.problems]
-        else:
-            health.workers = found
-    elif workers is not None and queues.done():
-        health.problems.append(f"The workers did not answer within {deadline:g} s.")
     return health
 
 
