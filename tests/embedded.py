@@ -39,7 +39,7 @@ def running_up(var: Path, **settings: str) -> Iterator[Service]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
         NEWSLETTER_VAR_DIR=str(var),
-        NEWSLETTER_BASE_URL=base,
+        # No NEWSLETTER_BASE_URL: in development the links follow `up --port`.
         NEWSLETTER_SINK_PORT=str(free_port()),
         NEWSLETTER_BOUNCE_PORT=str(free_port()),
         **settings,

@@ -15,14 +15,12 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from newsletter.cli import running
+from newsletter.cli.running import CommandError
 from newsletter.cli.status import status_command
 from newsletter.core.config import SEEDS_DIR, SettingsError, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class CommandError(click.ClickException):
-    """An error the person at the terminal can act on: one line on stderr, exit status 1."""
 
 
 def main() -> NoReturn:
@@ -88,7 +86,7 @@ def web(host: str, port: int) -> None:
 
     _log_events()
 
-    proxies = get_settings().trusted_proxy_list
+    proxies = running.follow_served_address(host, port).trusted_proxy_list
     # log_config=None: uvicorn keeps our handler (one line per event, JSON if asked).
     # X-Forwarded-For is believed only from NEWSLETTER_TRUSTED_PROXIES: uvicorn would
     # otherwise believe any process on this machine (127.0.0.1), and the client address
@@ -145,6 +143,22 @@ def up(host: str, port: int) -> None:
     from newsletter.app.queue import declare_work_queue
     from newsletter.core.metrics import setup_multiprocess
 
+    settings = running.follow_served_address(host, port)
+    lock = running.hold_var_folder(settings)
+    ports = [("web", host, port, "choose another with --port")]
+    if settings.uses_sink:
+        ports.append(
+            ("SMTP sink", settings.sink_host, settings.sink_port, "set NEWSLETTER_SINK_PORT")
+        )
+    ports.append(
+        (
+            "bounce receiver",
+            settings.bounce_host,
+            settings.bounce_port,
+            "set NEWSLETTER_BOUNCE_PORT",
+        )
+    )
+    running.check_ports_free(ports)
     settings = _initialise(import_seeds=True)
     declare_work_queue(settings)
     # The children count into one fresh folder: yesterday's counts are not today's.
@@ -163,7 +177,12 @@ def up(host: str, port: int) -> None:
     click.echo(f"Signup page: {settings.base_url}/")
     if settings.uses_sink:
         click.echo(f"Outgoing mail is kept in {settings.outbox_dir}")
-    _supervise(commands)
+    try:
+        failed = _supervise(commands)
+    finally:
+        lock.close()
+    if failed:
+        raise CommandError(f"{failed} stopped on its own; everything was stopped")
 
 
 # --- articles ------------------------------------------------------------------------
@@ -1418,9 +1437,11 @@ def _announce_admin_token(settings: Any) -> None:
         click.echo("Admin token: the one NEWSLETTER_ADMIN_TOKEN gives")
 
 
-def _supervise(commands: dict[str, list[str]]) -> None:
-    """Start each command; stop them all when one dies or on Ctrl-C / SIGTERM."""
+def _supervise(commands: dict[str, list[str]]) -> str | None:
+    """Start each command; stop them all when one dies or on Ctrl-C / SIGTERM. The name of
+    the one that died on its own, if one did (`up` then exits non-zero)."""
     children = {name: subprocess.Popen(argv) for name, argv in commands.items()}
+    failed: str | None = None
 
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -1434,6 +1455,7 @@ def _supervise(commands: dict[str, list[str]]) -> None:
                         f"newsletter: {name} stopped (exit {child.returncode}); stopping all",
                         err=True,
                     )
+                    failed = name
                     raise KeyboardInterrupt
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -1448,6 +1470,7 @@ def _supervise(commands: dict[str, list[str]]) -> None:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
+    return failed
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import os
 import secrets
 import tempfile
 import unicodedata
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -271,6 +272,7 @@ class Settings(BaseSettings):
         return value
 
     _generated_secrets: set[str] = PrivateAttr(default_factory=set)
+    _base_url_given: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -281,6 +283,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.var_dir / 'broker.db'}"
         if not self.mail_domain:
             self.mail_domain = self.from_address.rpartition("@")[2] or "localhost"
+        # Read before base_url is assigned below, which marks it as set.
+        self._base_url_given = "base_url" in self.model_fields_set
         self.base_url = self.base_url.rstrip("/")
         return self
 
@@ -356,6 +360,11 @@ class Settings(BaseSettings):
         return urlsplit(self.broker_url).scheme in {"redis", "rediss"}
 
     @property
+    def base_url_given(self) -> bool:
+        """Whether NEWSLETTER_BASE_URL was set (else the development default is in use)."""
+        return self._base_url_given
+
+    @property
     def generated_secrets(self) -> frozenset[str]:
         """The secrets ensure_secrets generated into var/ just now (none when they were
         given or already there): `newsletter up` shows the admin token only then."""
@@ -375,6 +384,20 @@ class Settings(BaseSettings):
                 "the publisher's postal address (CAN-SPAM)"
             )
         self.postal_address = address
+
+    def ensure_base_url(self) -> None:
+        """Every link of every email starts with base_url: in production it must be given
+        (a default would mail readers links to 127.0.0.1), and be http(s) with a host."""
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise SettingsError(
+                f"NEWSLETTER_BASE_URL must be an http(s) address with a host, not {self.base_url!r}"
+            )
+        if self.is_production and not self._base_url_given:
+            raise SettingsError(
+                "NEWSLETTER_BASE_URL must be set in production: it begins every link in every "
+                "email (https://news.example.com)"
+            )
 
     def ensure_secrets(self) -> None:
         """Fill secret_key and admin_token, or raise SettingsError: never start on a weak one.
@@ -444,11 +467,33 @@ def _generated_secret(path: Path) -> tuple[str, bool]:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once; tests call get_settings.cache_clear()."""
-    settings = Settings()
+    settings = Settings(**settings_from_files(os.environ))  # type: ignore[arg-type]
     keep_private(settings.var_dir)
     settings.ensure_secrets()
     settings.ensure_sender_identity()
+    settings.ensure_base_url()
     return settings
+
+
+def settings_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """NEWSLETTER_<NAME>_FILE: the setting read from that file (container secrets, systemd
+    credentials), without its final newline. Setting both is refused: which one is meant?
+    """
+    found: dict[str, str] = {}
+    for key, path in environ.items():
+        if not (key.startswith("NEWSLETTER_") and key.endswith("_FILE")) or not path:
+            continue
+        name = key.removeprefix("NEWSLETTER_").removesuffix("_FILE").lower()
+        field = Settings.model_fields.get(name)
+        if field is None or field.annotation is not str:  # secrets and addresses: text
+            continue
+        if f"NEWSLETTER_{name.upper()}" in environ:
+            raise SettingsError(f"set NEWSLETTER_{name.upper()} or {key}, not both")
+        try:
+            found[name] = Path(path).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            raise SettingsError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    return found
 
 
 def keep_private(var_dir: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.embedded import running_up
 
 
@@ -112,12 +114,81 @@ def test_the_seed_article_is_imported_and_has_a_page(
     assert "Subscribe Plataforma Newsletter" not in page.text
 
 
-def test_ready_on_the_embedded_defaults(service: tuple[str, Path, dict[str, str]]) -> None:
-    # The embedded broker cannot carry a ping to the workers: that alone is no 503.
-    base, _, _ = service
+def test_ready_on_the_embedded_defaults_with_the_same_workers_everywhere(
+    service: tuple[str, Path, dict[str, str]],
+) -> None:
+    """The embedded broker carries no ping; the workers' heartbeats say the same thing to
+    /readyz, `newsletter status` and the dashboard."""
+    base, _, env = service
     response = httpx.get(f"{base}/readyz", timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "ready"
+    admin = {"Authorization": f"Bearer {admin_token(env)}"}
+    named = httpx.get(f"{base}/readyz", headers=admin, timeout=10).json()["checks"]["workers"]
+    status = subprocess.run(
+        [sys.executable, "-m", "newsletter", "status", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    online = [w["name"] for w in json.loads(status.stdout)["workers"] if w["online"]]
+    assert online and online == named["workers"]
+    with httpx.Client(base_url=base) as browser:
+        form = browser.get("/admin/login").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf
+        signed_in = browser.post(
+            "/admin/login",
+            data={"token": admin_token(env), "csrf_token": csrf.group(1), "next": "/admin"},
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        page = re.sub(r"\s+", " ", browser.get("/admin").text)
+    assert f"Workers online</span> <strong>{len(online)}</strong>" in page
+
+
+def admin_token(env: dict[str, str]) -> str:
+    return (Path(env["NEWSLETTER_VAR_DIR"]) / "admin_token").read_text().strip()
+
+
+def test_a_second_up_in_the_same_folder_says_why_and_fails(
+    service: tuple[str, Path, dict[str, str]],
+) -> None:
+    _, var, env = service
+    second = subprocess.run(
+        [sys.executable, "-m", "newsletter", "up", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    [line] = second.stderr.strip().splitlines()
+    assert "another `newsletter up`" in line and str(var) in line
+
+
+def test_a_busy_port_is_named_before_anything_starts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_VAR_DIR"] = str(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "newsletter", "up", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert f"port {port} on 127.0.0.1 (web) is already in use" in line
+    assert not (tmp_path / "newsletter.db").exists()  # nothing was started or made
 
 
 def test_what_the_service_keeps_in_var_is_its_owners_alone(

@@ -200,3 +200,47 @@ def test_production_refuses_to_start_without_a_postal_address(tmp_path: Path) ->
     with pytest.raises(SettingsError, match="one line"):
         Settings(var_dir=tmp_path, postal_address="Rua X\nBcc: y").ensure_sender_identity()
     Settings(var_dir=tmp_path, environment="development").ensure_sender_identity()  # optional
+
+
+@pytest.mark.usefixtures("bare_env")
+def test_production_needs_the_base_url_every_link_begins_with(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="NEWSLETTER_BASE_URL must be set in production"):
+        Settings(var_dir=tmp_path, environment="production").ensure_base_url()
+    Settings(
+        var_dir=tmp_path, environment="production", base_url="https://news.example.com/"
+    ).ensure_base_url()
+    Settings(var_dir=tmp_path).ensure_base_url()  # development: the default will do
+    for wrong in ("news.example.com", "ftp://news.example.com", "https://"):
+        with pytest.raises(SettingsError, match="http\\(s\\) address with a host"):
+            Settings(var_dir=tmp_path, base_url=wrong).ensure_base_url()
+
+
+def test_a_setting_can_come_from_a_file_as_container_secrets_do(tmp_path: Path) -> None:
+    from newsletter.core.config import settings_from_files
+
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(GOOD_KEY + "\n")
+    environ = {
+        "NEWSLETTER_SECRET_KEY_FILE": str(key_file),
+        "NEWSLETTER_FEEDS_FILE": str(key_file),  # not text: ignored
+        "OTHER_FILE": str(key_file),
+    }
+    assert settings_from_files(environ) == {"secret_key": GOOD_KEY}
+    with pytest.raises(SettingsError, match="not both"):
+        settings_from_files({**environ, "NEWSLETTER_SECRET_KEY": "x"})
+    with pytest.raises(SettingsError, match="NEWSLETTER_ADMIN_TOKEN_FILE: cannot read"):
+        settings_from_files({"NEWSLETTER_ADMIN_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_get_settings_reads_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.core.config import get_settings
+
+    (tmp_path / "token").write_text(GOOD_TOKEN)
+    monkeypatch.delenv("NEWSLETTER_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("NEWSLETTER_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("NEWSLETTER_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    try:
+        assert get_settings().admin_token == GOOD_TOKEN
+    finally:
+        get_settings.cache_clear()
