@@ -102,7 +102,8 @@ class CeleryQueue:
 @setup_logging.connect
 def _logging(loglevel: str | int | None = None, **_: Any) -> None:
     # Connected, Celery leaves logging to us: the same one-line (or JSON) format as the web.
-    configure_logging(get_settings(), level=loglevel or "INFO")
+    routine = frozenset(str(entry["task"]) for entry in (celery.conf.beat_schedule or {}).values())
+    configure_logging(get_settings(), level=loglevel or "INFO", routine_tasks=routine)
 
 
 @worker_process_init.connect

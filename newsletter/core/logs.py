@@ -18,14 +18,24 @@ EXTRA_IDS = ("digest_id", "delivery_id", "subscriber_id", "newsletter_id", "task
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
-def configure_logging(settings: Settings, *, level: int | str = logging.INFO) -> None:
+def configure_logging(
+    settings: Settings,
+    *,
+    level: int | str = logging.INFO,
+    routine_tasks: frozenset[str] = frozenset(),
+) -> None:
     """Send every record to stderr, one line each: JSON when NEWSLETTER_LOG_FORMAT=json.
 
-    Calling it again replaces the handler it installed.
+    The routine tasks (the beat's, every few seconds) are logged at DEBUG unless they did
+    something. Calling it again replaces the handler it installed.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JSONFormatter() if settings.log_format == "json" else TextFormatter())
+    if routine_tasks:
+        handler.addFilter(QuietRoutine(routine_tasks))
+    # aiosmtpd logs every SMTP command at INFO (addresses, VERP tokens): only its warnings.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == _HANDLER_NAME:
@@ -37,6 +47,37 @@ def configure_logging(settings: Settings, *, level: int | str = logging.INFO) ->
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, AccessLogRedaction) for f in access.filters):
         access.addFilter(AccessLogRedaction())
+
+
+# Celery's lines about one task: the beat sending it, the worker receiving it, its end.
+_TASK_LINE = re.compile(
+    r"^(?:Scheduler: Sending due task \S+ \((?P<due>[\w.]+)\)"
+    r"|Task (?P<task>[\w.]+)\[[^\]]*\] (?:received|succeeded in [\d.e-]+s: (?P<result>.*)))$",
+    re.DOTALL,
+)
+# What a routine task returns when it found nothing to do.
+_NOTHING = {"[]", "0", "None", "''", "{}", "()"}
+
+
+class QuietRoutine(logging.Filter):
+    """The beat's routine tasks (a tick every 10 s...) at DEBUG unless they did something:
+    sent, received and succeeded with nothing to show are not events for the log."""
+
+    def __init__(self, tasks: frozenset[str]) -> None:
+        super().__init__()
+        self.tasks = tasks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith("celery"):
+            return True
+        found = _TASK_LINE.match(record.getMessage())
+        if not found or (found["due"] or found["task"]) not in self.tasks:
+            return True
+        result = found["result"]
+        if result is not None and result.strip() not in _NOTHING:
+            return True  # it did something: that is worth a line
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 # The path segment after one of these is a reader's signed token: whoever reads the log

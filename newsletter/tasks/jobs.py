@@ -308,6 +308,8 @@ def record_link_hits() -> str:
     """Clicks and opens from the buffer into the database (analytics/recording.py)."""
     settings = get_settings()
     recorded = pipeline.record_link_hits(buffer=_link_hits(settings), settings=settings)
+    if not (recorded.reader or recorded.machine or recorded.waiting):
+        return ""  # nothing: the log keeps quiet (core.logs.QuietRoutine)
     return f"{recorded.reader} reader, {recorded.machine} machine; {recorded.waiting} waiting"
 
 

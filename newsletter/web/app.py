@@ -30,10 +30,11 @@ from newsletter.web import (
     links,
     monitoring,
     reader,
+    site,
     webhooks,
 )
 from newsletter.web.deps import page, wants_json
-from newsletter.web.headers import DefaultHeaders
+from newsletter.web.headers import DefaultHeaders, HeadLikeGet
 
 log = logging.getLogger("newsletter.web")
 # The dashboard's own caps (20 MB a CSV, 2 MB an article file) apply below this.
@@ -80,8 +81,10 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
     app.include_router(articles_api.router)
     app.include_router(digests_api.router)
     app.include_router(webhooks.router)
+    app.include_router(site.router)
     admin.install(app)
     app.add_middleware(DefaultHeaders, headers=READER_HEADERS, skip=NOT_READERS)
+    app.add_middleware(HeadLikeGet, routes=app.router.routes)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -1,9 +1,11 @@
-"""Headers a group of pages always carries, unless a response set its own."""
+"""Plain ASGI middlewares over every response: the headers a group of pages always carries,
+and HEAD answered wherever GET is."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -48,3 +50,33 @@ class DefaultHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class HeadLikeGet:
+    """HEAD answered wherever GET is: the same status and headers, no body.
+
+    Link scanners, uptime checks and mail clients' previews ask HEAD first; FastAPI's GET
+    routes alone answer them 405. A route that answers HEAD itself (the counted story
+    link, where a HEAD is a machine's) keeps it.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes  # the app's own list: routes added later are seen too
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or self._answered(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+    def _answered(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] == Match.FULL for route in self.routes)

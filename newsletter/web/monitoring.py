@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from newsletter.app.admin_sessions import admin_token_matches
 from newsletter.core.config import Settings, get_settings
 from newsletter.ops import gauges, monitoring
-from newsletter.web.deps import SessionDep
+from newsletter.web.deps import SessionDep, wants_json
 
 router = APIRouter()
 
@@ -24,12 +24,15 @@ def prometheus_metrics(
     """Prometheus text: the admin token as Bearer, or a scraper on an allowed host."""
     settings = get_settings()
     if not _may_scrape(request, authorization, settings):
-        raise HTTPException(
-            status_code=401,
-            detail="Metrics need the admin token ('Authorization: Bearer <token>') "
-            "or a host listed in NEWSLETTER_METRICS_ALLOW_HOSTS.",
-            headers={"WWW-Authenticate": "Bearer"},
+        # For a scraper, not a browser: plain text (or JSON when asked), never a page.
+        words = (
+            "Metrics need the admin token ('Authorization: Bearer <token>') "
+            "or a host listed in NEWSLETTER_METRICS_ALLOW_HOSTS."
         )
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if wants_json(request):
+            return JSONResponse({"detail": words}, status_code=401, headers=challenge)
+        return PlainTextResponse(words + "\n", status_code=401, headers=challenge)
     body, content_type = gauges.render_metrics(session, settings)
     return Response(body, media_type=content_type)
 

@@ -92,3 +92,39 @@ def test_readers_pages_are_framed_nowhere_run_one_known_script_and_send_no_refer
         assert response.headers["x-content-type-options"] == "nosniff", path
     # The dashboard keeps its own policy (it frames its own previews).
     assert "frame-ancestors 'self'" in client.get("/admin/login").headers["content-security-policy"]
+
+
+def test_head_is_answered_wherever_get_is_without_a_body(client: TestClient) -> None:
+    """Link scanners and uptime checks ask HEAD: the GET's status and headers, no body."""
+    reader = add_reader("ana@example.com")
+    add_article("A story worth reading")
+    token = link_token(Purpose.PREFERENCES, reader)
+    for path, status in [
+        ("/", 200),
+        ("/healthz", 200),
+        (f"/preferences/{token}", 200),
+        ("/unsubscribe/not-a-token", 400),
+        ("/articles/no-such-story", 404),
+        ("/favicon.ico", 200),
+        ("/robots.txt", 200),
+    ]:
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, got.status_code) == (status, status), path
+        assert head.content == b"" and got.content, path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers.get("content-security-policy") == got.headers.get(
+            "content-security-policy"
+        ), path
+    # A HEAD never does what only a POST does: the reader is still pending.
+    assert client.head("/subscribe").status_code == 405
+
+
+def test_the_site_has_an_icon_and_keeps_crawlers_off_the_readers_links(
+    client: TestClient,
+) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.headers["content-type"] == "image/svg+xml" and icon.content.startswith(b"<svg")
+    assert 'rel="icon" href="/favicon.svg"' in client.get("/").text
+    robots = client.get("/robots.txt").text.splitlines()
+    for path in ("/confirm/", "/unsubscribe/", "/preferences/", "/r/", "/admin"):
+        assert f"Disallow: {path}" in robots

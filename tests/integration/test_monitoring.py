@@ -149,6 +149,12 @@ def test_metrics_need_the_token_and_show_the_gauges(
     with TestClient(monitored_app()) as client:
         refused = client.get("/metrics")
         assert refused.status_code == 401
+        # Words for a scraper (Prometheus sends a text Accept), not an HTML page.
+        assert refused.headers["content-type"].startswith("text/plain")
+        assert refused.text.startswith("Metrics need the admin token")
+        assert refused.headers["www-authenticate"] == "Bearer"
+        as_json = client.get("/metrics", headers={"Accept": "application/json"})
+        assert as_json.status_code == 401 and "admin token" in as_json.json()["detail"]
         assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
         response = client.get(
             "/metrics", headers={"Authorization": f"Bearer {get_settings().admin_token}"}

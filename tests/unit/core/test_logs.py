@@ -76,3 +76,32 @@ def test_text_logs_cannot_be_forged_by_a_crlf_in_what_an_outsider_sent(
     events = [line for line in lines if not line.startswith("    ")]
     assert len(events) == 2 and "cannot read 'x\\ny'" in events[1]
     assert any("INFO forged" in line for line in lines[2:])
+
+
+def test_the_beats_routine_is_quiet_unless_it_did_something() -> None:
+    import logging
+
+    from newsletter.core.logs import QuietRoutine
+
+    quiet = QuietRoutine(frozenset({"newsletter.tick", "newsletter.record_link_hits"}))
+
+    def shown(name: str, message: str, *args: object) -> bool:
+        record = logging.LogRecord(name, logging.INFO, __file__, 1, message, args, None)
+        return quiet.filter(record)
+
+    routine = [
+        ("celery.beat", "Scheduler: Sending due task %s (%s)", "tick", "newsletter.tick"),
+        ("celery.worker.strategy", "Task newsletter.tick[1a-2b] received"),
+        ("celery.app.trace", "Task newsletter.tick[1a-2b] succeeded in 0.012s: []"),
+        ("celery.app.trace", "Task newsletter.record_link_hits[9] succeeded in 0.01s: ''"),
+    ]
+    for name, message, *args in routine:
+        assert not shown(name, message, *args), message
+    worth_a_line = [
+        ("celery.app.trace", "Task newsletter.tick[1a] succeeded in 0.3s: [12]"),
+        ("celery.worker.strategy", "Task newsletter.send_batch[3] received"),
+        ("celery.app.trace", "Task newsletter.record_link_hits[9] succeeded in 0.01s: '2 reader'"),
+        ("newsletter.tasks", "Task newsletter.tick[1a-2b] received"),  # not Celery's own
+    ]
+    for name, message in worth_a_line:
+        assert shown(name, message), message
