@@ -74,7 +74,13 @@ cli.add_command(status_command, "status")
 @click.option("--no-seeds", is_flag=True, help="Do not import the articles under seeds/.")
 def init(no_seeds: bool) -> None:
     """Create or upgrade the database and the `daily` newsletter (safe to run again)."""
-    _initialise(import_seeds=not no_seeds)
+    from newsletter.app.queue import declare_work_queue
+
+    settings = _initialise(import_seeds=not no_seeds)
+    if not settings.uses_redis:
+        # The embedded broker's queue made now, not raced for by web and worker at their
+        # start (a Procfile or systemd start runs them side by side, as `up` does).
+        declare_work_queue(settings)
 
 
 @cli.command()
