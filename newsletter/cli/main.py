@@ -1372,6 +1372,24 @@ def suppressions_export(output: Path | None) -> None:
     click.echo(f"wrote {count} entries to {output}")
 
 
+@cli.command("export")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def export_command(folder: Path) -> None:
+    """Everything to move house: subscriptions.csv (what `subscribers import` reads),
+    readers.csv (every reader and their state) and suppressions.csv, in an empty FOLDER."""
+    from newsletter.core.db import session_scope
+    from newsletter.subscribers import exporting
+
+    if folder.exists() and any(folder.iterdir()):
+        raise CommandError(f"{folder} is not empty: give an empty or new folder")
+    with session_scope() as session:
+        moved = exporting.export_for_move(session, folder)
+    click.echo(
+        f"wrote {moved.subscriptions} subscription(s), {moved.readers} reader(s) and "
+        f"{moved.suppressions} suppression(s) to {folder}"
+    )
+
+
 @suppressions_group.command("rekey")
 def suppressions_rekey() -> None:
     """After changing NEWSLETTER_SECRET_KEY: the address hashes made again under the new key.

@@ -24,7 +24,7 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import SubscriberStatus
 from newsletter.core.validation import InvalidInput
 from newsletter.digests import outcomes
-from newsletter.subscribers import reader_status, store, suppressions
+from newsletter.subscribers import exporting, reader_status, store, suppressions
 from newsletter.subscribers.importing import COLUMNS, ImportReport
 from newsletter.subscribers.newsletters import list_newsletters
 from newsletter.subscribers.store import UnknownSubscriber
@@ -287,46 +287,13 @@ def _export_rows(text: str) -> Iterator[str]:
     request's)."""
     buffer = io.StringIO()
     writer = spreadsheets.writer(buffer)
-    writer.writerow(
-        [
-            "email",
-            "name",
-            "language",
-            "time_zone",
-            "topics",
-            "status",
-            "soft_bounce_count",
-            "subscriptions",
-            "created_at",
-        ]
-    )
     with db.session_scope() as session:
-        slugs = _newsletter_slugs(session)
-        after = 0
-        while batch := store.search_subscribers(
-            session, text=text, limit=EXPORT_BATCH, after_id=after
-        ):
-            for s in batch:
-                writer.writerow(
-                    [
-                        s.email,
-                        s.name,
-                        s.language,
-                        s.time_zone,
-                        ";".join(s.topics),
-                        s.status,
-                        s.soft_bounce_count,
-                        ";".join(
-                            f"{slugs.get(x.newsletter_id, '?')}:{x.status}" for x in s.subscriptions
-                        ),
-                        s.created_at.isoformat(),
-                    ]
-                )
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            after = batch[-1].id
-            session.expunge_all()
+        for number, row in enumerate(exporting.reader_rows(session, text=text)):
+            writer.writerow(row)
+            if number % EXPORT_BATCH == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
     if buffer.getvalue():
         yield buffer.getvalue()
 
