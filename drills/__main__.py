@@ -36,6 +36,8 @@ def main(argv: list[str]) -> None:
             f"{result.duplicated}  wrongly mailed {result.wrongly_mailed}  kills {result.kills}"
             f"  restarts {result.restarts}\n  deliveries by status: {result.counts}"
         )
+        if result.by_worker:
+            print(f"  sent by each worker: {result.by_worker}")
         if result.recovery_seconds is not None:
             print(f"  last reader delivered {result.recovery_seconds:.1f} s after the harm")
         for note in result.notes:

@@ -45,6 +45,8 @@ class Result:
     recovery_seconds: float | None = None
     state: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    # Messages sent by each worker (its node name): the load shared between machines.
+    by_worker: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -73,6 +75,8 @@ class Drill:
     web: bool = False
     # Every reader delivered within this many seconds of the harm, or the drill fails.
     recover_within: float | None = None
+    # Each worker machine must have sent at least this share of the digest.
+    each_machine_share: float = 0.0
 
 
 class Run:
@@ -208,7 +212,7 @@ def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float)
     from sqlalchemy import func, select
 
     from newsletter.core import db
-    from newsletter.core.models import Delivery, Subscriber, Subscription
+    from newsletter.core.models import Delivery, Subscriber, Subscription, Worker
 
     stack = current.stack
     accepted: Counter[int] = Counter()  # delivery id: accepted messages
@@ -237,6 +241,12 @@ def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float)
             ).all()
         )
         readers = dict(session.execute(select(Subscriber.id, Subscriber.email)).all())
+        sent_by = session.execute(
+            select(Delivery.claimed_by, func.count())
+            .where(Delivery.digest_id == current.digest_id, Delivery.status == "sent")
+            .group_by(Delivery.claimed_by)
+        ).all()
+        names = dict(session.execute(select(Worker.id, Worker.name)).all())
         rejected_status = dict(
             session.execute(
                 select(Subscriber.email, Delivery.status)
@@ -274,6 +284,14 @@ def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float)
         state=state,
         counts={str(k): int(v) for k, v in counts.items()},
     )
+    for holder, count in sent_by:
+        name = names.get((holder or "").partition("|")[0], "(unknown)")
+        result.by_worker[name] = result.by_worker.get(name, 0) + int(count)
+    share = current.drill.each_machine_share
+    if share and (len(result.by_worker) < 2 or min(result.by_worker.values()) < share * current.n):
+        current.notes.append(
+            f"FAIL: the load was not shared (each machine {share:.0%} at least): {result.by_worker}"
+        )
     in_flight = 0
     result.duplicated = sum(count - 1 for count in accepted.values() if count > 1)
     for subscriber_id, email in readers.items():
@@ -517,6 +535,12 @@ DRILLS = {
             # The production defaults: no early sweep of stale deliveries to lean on.
             settings={"NEWSLETTER_STALE_AFTER_SECONDS": "2400"},
             recover_within=180.0,
+        ),
+        Drill(
+            "two-machines",
+            "two worker machines (own var/ and host name) on one Redis and one PostgreSQL: "
+            "each reader once, each machine a fair share",
+            each_machine_share=0.25,
         ),
         Drill("restart-redis", "restart Redis (no persistence) mid-send", restart_redis),
         Drill("restart-postgres", "restart PostgreSQL mid-send", restart_postgres),

@@ -206,7 +206,15 @@ class Stack:
     # --- the newsletter's processes --------------------------------------------------
 
     def start_worker(self, index: int) -> None:
-        """One `celery -A worker worker` with one pool process, in its own process group."""
+        """One `celery -A worker worker` with one pool process, in its own process group: a
+        machine of its own, with its own var/ folder and host name, on the shared services."""
+        machine = self.dir / f"machine-{index}"
+        (machine / "metrics").mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.env,
+            "NEWSLETTER_VAR_DIR": str(machine),
+            "PROMETHEUS_MULTIPROC_DIR": str(machine / "metrics"),
+        }
         self.workers[index] = subprocess.Popen(
             [
                 sys.executable,
@@ -221,10 +229,10 @@ class Stack:
                 "--without-mingle",
                 "--without-heartbeat",
                 "-n",
-                f"drill{index}-{uuid.uuid4().hex[:4]}@%h",
+                f"drill{index}-{uuid.uuid4().hex[:4]}@machine-{index}",
             ],
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=self._log(f"worker{index}"),
             stderr=subprocess.STDOUT,
             start_new_session=True,

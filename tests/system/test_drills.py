@@ -35,6 +35,7 @@ from tests.factories import add_reader
 SHORT = [
     ("kill-worker", 200),
     ("kill-machine", 400),
+    ("two-machines", 400),
     ("restart-redis", 300),
     ("smtp-flaky", 300),
     ("unsubscribe", 300),
@@ -62,14 +63,14 @@ def test_drill(name: str, subscribers: int) -> None:
         "NEWSLETTER_STALE_AFTER_SECONDS": "10",
         "DRILLS_KILL_EVERY": "4",
         "DRILLS_HANG_SECONDS": "8",
-        # A lost machine noticed in seconds, and batches small enough that it held some.
+        # Batches small enough for two machines to share, and a lost one noticed in seconds.
         **(
             {
                 "NEWSLETTER_WORKER_HEARTBEAT_SECONDS": "1",
                 "NEWSLETTER_WORKER_LOST_SECONDS": "5",
                 "NEWSLETTER_BATCH_SIZE": "25",
             }
-            if name == "kill-machine"
+            if name in {"kill-machine", "two-machines"}
             else {}
         ),
     }
@@ -105,6 +106,8 @@ def test_drill(name: str, subscribers: int) -> None:
     if name == "kill-machine":
         # Recovered by the heartbeats (lost after 5 s), not by the broker's hour.
         assert result["recovery_seconds"] < 60, result
+    if name in {"kill-machine", "two-machines"}:
+        assert len(result["by_worker"]) >= 2, result  # both machines sent
 
 
 # --- the sweeper, without a worker -------------------------------------------------------
