@@ -61,6 +61,18 @@ class RetryPolicy:
         return backoff(retries, base=self.base_seconds, cap=self.max_seconds)
 
 
+def batch_retry_in(settings: Settings, *, wait: float | None, retries: int) -> float:
+    """Seconds before a batch put off is tried again: the relay's quota window, or the
+    backoff; never as long as the broker's visibility timeout, past which Redis would hand
+    the retry waiting in a worker to a second worker as well (the countdown trap)."""
+    countdown = wait or RetryPolicy.from_settings(settings).delay(retries=retries)
+    return min(countdown, VISIBILITY_SHARE * settings.broker_visibility_timeout)
+
+
+# A retry's countdown stays under this share of the visibility timeout.
+VISIBILITY_SHARE = 0.9
+
+
 def backoff(retries: int, *, base: float, cap: float) -> float:
     """Exponential backoff with jitter, so that retries from many senders spread out."""
     # The exponent is bounded: a batch retried without end must not overflow a float.

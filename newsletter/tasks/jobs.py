@@ -245,9 +245,7 @@ def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str,
         extra={"digest_id": digest_id},
     )
     if outcome.retry:
-        countdown = outcome.wait or relays.RetryPolicy.from_settings(settings).delay(
-            retries=self.request.retries
-        )
+        countdown = relays.batch_retry_in(settings, wait=outcome.wait, retries=self.request.retries)
         raise self.retry(args=(digest_id, outcome.retry), countdown=countdown)
     return {"sent": outcome.sent, "bounced": outcome.bounced, "failed": outcome.failed}
 

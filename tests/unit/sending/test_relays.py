@@ -3,6 +3,8 @@ and one retry policy for a digest's batches and for single notices alike."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from newsletter.core.config import Settings
@@ -82,3 +84,16 @@ def test_each_retry_waits_twice_as_long_until_the_cap(retries: int, unjittered: 
     delays = [policy.delay(retries=retries) for _ in range(50)]
     # Jitter of a quarter either way, so that many senders put off together spread out.
     assert all(0.75 * unjittered <= d <= 1.25 * unjittered for d in delays)
+
+
+def test_a_batch_retry_never_waits_as_long_as_the_brokers_visibility_timeout(
+    tmp_path: Path,
+) -> None:
+    """Redis hands a message held past the visibility timeout to another worker: a retry
+    waiting that long would run twice. An hourly quota's wait is cut below it."""
+    from newsletter.sending.relays import batch_retry_in
+
+    settings = Settings(var_dir=tmp_path, broker_visibility_timeout=600, retry_max_seconds=60)
+    assert batch_retry_in(settings, wait=3000.0, retries=0) == pytest.approx(540.0)
+    assert batch_retry_in(settings, wait=120.0, retries=0) == 120.0
+    assert 0 < batch_retry_in(settings, wait=None, retries=10) <= 75.0  # the backoff, capped
