@@ -191,12 +191,21 @@ def run_cli(
     *args: str, database_url: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`newsletter ARGS` as a person runs it, in its own process, stdin not a terminal."""
+    return run_newsletter(
+        *args, env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url, **(env or {})}
+    )
+
+
+def run_newsletter(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`newsletter ARGS` in its own process with exactly this environment."""
     return subprocess.run(
         [sys.executable, "-m", "newsletter", *args],
         cwd=ROOT,
-        env={**os.environ, "NEWSLETTER_DATABASE_URL": database_url, **(env or {})},
+        env=env,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from newsletter.analytics import recording
 from newsletter.analytics.buffer import HitBuffer
 from newsletter.app import jobs
-from newsletter.app.unit_of_work import Queue, send, unit_of_work
+from newsletter.app.unit_of_work import Queue, UnitOfWork, send, unit_of_work
 from newsletter.core import db, metrics
 from newsletter.core.config import Settings
 from newsletter.digests import dispatcher, lifecycle, schedules, subject_test
@@ -65,18 +65,11 @@ def sweep(*, queue: Queue, settings: Settings) -> None:
             lost_after=timedelta(seconds=settings.worker_lost_seconds),
             size=settings.batch_size,
         )
-        for digest_id, delivery_ids in reclaimed:
-            work.enqueue(jobs.send_batch(digest_id, delivery_ids))
+        _queue_batches(work, reclaimed)
         work.commit()
     for instance in lost:
         log.info("worker instance %s is gone (stopped, or silent): its holdings are free", instance)
-    for digest_id, delivery_ids in reclaimed:
-        log.warning(
-            "digest %s: %d deliveries of a lost worker queued again",
-            digest_id,
-            len(delivery_ids),
-            extra={"digest_id": digest_id},
-        )
+    _say_queued_again(reclaimed, "deliveries of a lost worker")
     with unit_of_work(queue) as work:
         stalled = sweeper.stalled_dispatches(work.session, stale_after=stale_after)
         batches = sweeper.stale_batches(
@@ -85,8 +78,7 @@ def sweep(*, queue: Queue, settings: Settings) -> None:
         finished = lifecycle.finish_settled(work.session)
         for digest_id in stalled:
             work.enqueue(jobs.dispatch_digest(digest_id))
-        for digest_id, delivery_ids in batches:
-            work.enqueue(jobs.send_batch(digest_id, delivery_ids))
+        _queue_batches(work, batches)
         work.commit()
     for digest_id in finished:
         log.warning(
@@ -100,11 +92,21 @@ def sweep(*, queue: Queue, settings: Settings) -> None:
             digest_id,
             extra={"digest_id": digest_id},
         )
+    _say_queued_again(batches, "stale deliveries")
+
+
+def _queue_batches(work: UnitOfWork, batches: list[tuple[int, list[int]]]) -> None:
+    for digest_id, delivery_ids in batches:
+        work.enqueue(jobs.send_batch(digest_id, delivery_ids))
+
+
+def _say_queued_again(batches: list[tuple[int, list[int]]], what: str) -> None:
     for digest_id, delivery_ids in batches:
         log.warning(
-            "digest %s: %d stale deliveries queued again",
+            "digest %s: %d %s queued again",
             digest_id,
             len(delivery_ids),
+            what,
             extra={"digest_id": digest_id},
         )
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,12 @@ from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.digests import lifecycle
 from newsletter.subscribers import store, suppressions
-from tests.conftest import ROOT, create_postgres_database, drop_postgres_database, service_missing
-from tests.factories import add_reader
+from tests.conftest import create_postgres_database, drop_postgres_database, service_missing
+from tests.factories import add_reader, run_newsletter
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_newsletter(*args, env=env)
     assert done.returncode == 0, f"newsletter {' '.join(args)}: {done.stderr}"
     return done
 
@@ -124,14 +116,7 @@ def test_export_moves_the_list_to_a_new_installation(
         ("li@example.com", "daily", "false"),
     ]
     # A second export into the same folder would overwrite the first: refused in words.
-    again = subprocess.run(
-        [sys.executable, "-m", "newsletter", "export", str(moved)],
-        cwd=ROOT,
-        env=old,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = run_newsletter("export", str(moved), env=old)
     assert again.returncode == 1 and "is not empty" in again.stderr
 
     # The new house: a fresh SQLite installation with its own secret key.

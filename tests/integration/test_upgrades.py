@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,8 @@ from newsletter.core.schema import alembic_config, upgrade
 from newsletter.digests import dispatcher, lifecycle, reports
 from newsletter.subscribers import suppressions
 from newsletter.subscribers.eligibility import may_be_mailed
-from tests.conftest import ROOT, VAR_DIR, create_postgres_database, drop_postgres_database
+from tests.conftest import VAR_DIR, create_postgres_database, drop_postgres_database
+from tests.factories import run_newsletter
 
 FIRST = "0001"
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
@@ -233,14 +232,7 @@ def test_init_upgrades_a_first_version_database_and_keeps_every_row(
         NEWSLETTER_SECRET_KEY=get_settings().secret_key,
         NEWSLETTER_ADMIN_TOKEN=get_settings().admin_token,
     )
-    init = subprocess.run(
-        [sys.executable, "-m", "newsletter", "init", "--no-seeds"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    init = run_newsletter("init", "--no-seeds", env=env, timeout=300)
     assert init.returncode == 0, init.stderr
     assert "database ready" in init.stdout
 

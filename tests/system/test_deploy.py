@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from newsletter.cli.main import cli
 from newsletter.core.config import Settings, settings_from_files
 from tests.conftest import ROOT, free_port, service_missing
+from tests.factories import run_newsletter
 
 pytestmark = pytest.mark.slow
 
@@ -116,13 +117,7 @@ def test_the_procfile_runs_under_honcho(tmp_path: Path) -> None:
         NEWSLETTER_BOUNCE_PORT=str(free_port()),
         NEWSLETTER_SINK_PORT=str(free_port()),
     )
-    init = subprocess.run(
-        [newsletter_command(), "init", "--no-seeds"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    init = run_newsletter("init", "--no-seeds", env=env)
     assert init.returncode == 0, init.stderr
     port = free_port()
     log = tmp_path / "honcho.log"
@@ -144,13 +139,7 @@ def test_the_procfile_runs_under_honcho(tmp_path: Path) -> None:
             except httpx.TransportError:
                 healthy = 0
             if healthy == 200:
-                status = subprocess.run(
-                    [newsletter_command(), "status", "--json"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
+                status = run_newsletter("status", "--json", env=env)
                 workers = json.loads(status.stdout)["workers"] if status.returncode == 0 else []
                 online = [w["name"] for w in workers if w["online"]]
             time.sleep(0.5)
@@ -290,30 +279,16 @@ def test_the_caddyfile_is_valid(tmp_path: Path) -> None:
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
-    from datetime import UTC, datetime, timedelta
+    """A self-signed certificate and its key, as files (nginx -t reads them)."""
+    from cryptography.hazmat.primitives import serialization
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from tests.providers import make_signer
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "news.example.com")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    signer = make_signer()
     certificate_path, key_path = folder / "cert.pem", folder / "key.pem"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    certificate_path.write_bytes(signer.certificate)
     key_path.write_bytes(
-        key.private_bytes(
+        signer.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 from tests.embedded import running_up
+from tests.factories import run_newsletter
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +126,7 @@ def test_ready_on_the_embedded_defaults_with_the_same_workers_everywhere(
     assert response.json()["status"] == "ready"
     admin = {"Authorization": f"Bearer {admin_token(env)}"}
     named = httpx.get(f"{base}/readyz", headers=admin, timeout=10).json()["checks"]["workers"]
-    status = subprocess.run(
-        [sys.executable, "-m", "newsletter", "status", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    status = run_newsletter("status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     online = [w["name"] for w in json.loads(status.stdout)["workers"] if w["online"]]
     assert online and online == named["workers"]
@@ -157,14 +151,7 @@ def test_a_second_up_in_the_same_folder_says_why_and_fails(
     service: tuple[str, Path, dict[str, str]],
 ) -> None:
     _, var, env = service
-    second = subprocess.run(
-        [sys.executable, "-m", "newsletter", "up", "--port", str(free_port())],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = run_newsletter("up", "--port", str(free_port()), env=env)
     assert second.returncode == 1
     [line] = second.stderr.strip().splitlines()
     assert "another `newsletter up`" in line and str(var) in line
@@ -177,14 +164,7 @@ def test_a_busy_port_is_named_before_anything_starts(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "newsletter", "up", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_newsletter("up", "--port", str(port), env=env)
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert f"port {port} on 127.0.0.1 (web) is already in use" in line
