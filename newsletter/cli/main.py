@@ -1375,8 +1375,11 @@ def suppressions_export(output: Path | None) -> None:
 @cli.command("export")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def export_command(folder: Path) -> None:
-    """Everything to move house: subscriptions.csv (what `subscribers import` reads),
-    readers.csv (every reader and their state) and suppressions.csv, in an empty FOLDER."""
+    """Write the list out to move house: subscriptions, readers and suppressions as CSV.
+
+    In an empty FOLDER: subscriptions.csv (what `subscribers import` reads), readers.csv
+    (every reader and their state) and suppressions.csv (what `suppressions import` reads).
+    """
     from newsletter.core.db import session_scope
     from newsletter.subscribers import exporting
 
