@@ -217,10 +217,18 @@ def test_init_upgrades_a_first_version_database_and_keeps_every_row(
     try:
         upgrade(engine, FIRST)
         fill_first_schema(engine)
-        before = {
-            name: engine.connect().execute(text(f"SELECT count(*) FROM {name}")).scalar()
-            for name in ("subscribers", "subscriptions", "suppressions", "digests", "deliveries")
-        }
+        # One connection, closed before the upgrade: an open one would hold its tables.
+        with engine.connect() as connection:
+            before = {
+                name: connection.execute(text(f"SELECT count(*) FROM {name}")).scalar()
+                for name in (
+                    "subscribers",
+                    "subscriptions",
+                    "suppressions",
+                    "digests",
+                    "deliveries",
+                )
+            }
     finally:
         engine.dispose()
 
