@@ -39,13 +39,19 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="newsletter-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self._register()
+        try:
+            self._register()
+        except Exception as exc:
+            # The database not up yet, or its schema not upgraded yet (web runs `init`
+            # beside this start): the beats register as soon as they can.
+            log.warning("worker not registered yet (%s); the heartbeat will", type(exc).__name__)
         self._thread.start()
         log.info("worker %s (instance %s) on duty", self.name, self.instance)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.every + 5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.every + 5)
         try:
             with db.session_scope() as session:
                 workers.stopped(session, instance_id=self.instance)

@@ -59,11 +59,10 @@ def decide_subject_tests(*, queue: Queue, now: datetime | None = None) -> list[i
 def sweep(*, queue: Queue, settings: Settings) -> None:
     """Queue again what lost its task (a broker restarted empty, a machine gone)."""
     stale_after = timedelta(seconds=settings.stale_after_seconds)
+    lost_after = timedelta(seconds=settings.worker_lost_seconds)
     with unit_of_work(queue) as work:
         lost, reclaimed = sweeper.lost_workers_batches(
-            work.session,
-            lost_after=timedelta(seconds=settings.worker_lost_seconds),
-            size=settings.batch_size,
+            work.session, lost_after=lost_after, size=settings.batch_size
         )
         _queue_batches(work, reclaimed)
         work.commit()
@@ -73,7 +72,7 @@ def sweep(*, queue: Queue, settings: Settings) -> None:
     with unit_of_work(queue) as work:
         stalled = sweeper.stalled_dispatches(work.session, stale_after=stale_after)
         batches = sweeper.stale_batches(
-            work.session, stale_after=stale_after, size=settings.batch_size
+            work.session, stale_after=stale_after, size=settings.batch_size, lost_after=lost_after
         )
         finished = lifecycle.finish_settled(work.session)
         for digest_id in stalled:

@@ -108,8 +108,8 @@ def _logging(loglevel: str | int | None = None, **_: Any) -> None:
 
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
-    # A forked pool process must not reuse its parent's database sockets.
-    db.reset()
+    # A forked pool process must not reuse its parent's database sockets, nor close them.
+    db.reset(close=False)
 
 
 _heartbeat: Heartbeat | None = None

@@ -476,8 +476,9 @@ def get_settings() -> Settings:
 
 
 def settings_from_files(environ: Mapping[str, str]) -> dict[str, str]:
-    """NEWSLETTER_<NAME>_FILE: the setting read from that file (container secrets, systemd
-    credentials), without its final newline. Setting both is refused: which one is meant?
+    """NEWSLETTER_<NAME>_FILE: the text setting read from that file (container secrets,
+    systemd credentials), without its final line break. Setting both is refused (which one
+    is meant?), and so is a name that is no text setting.
     """
     found: dict[str, str] = {}
     for key, path in environ.items():
@@ -485,12 +486,15 @@ def settings_from_files(environ: Mapping[str, str]) -> dict[str, str]:
             continue
         name = key.removeprefix("NEWSLETTER_").removesuffix("_FILE").lower()
         field = Settings.model_fields.get(name)
-        if field is None or field.annotation is not str:  # secrets and addresses: text
-            continue
+        if field is None or field.annotation is not str:
+            # A misspelt name would otherwise leave the setting at its default (a
+            # production database URL falling back to SQLite in var/): refused.
+            raise SettingsError(f"{key}: NEWSLETTER_{name.upper()} is no text setting")
         if f"NEWSLETTER_{name.upper()}" in environ:
             raise SettingsError(f"set NEWSLETTER_{name.upper()} or {key}, not both")
         try:
             found[name] = Path(path).read_text(encoding="utf-8").removesuffix("\n")
+            found[name] = found[name].removesuffix("\r")  # written on Windows
         except OSError as exc:
             raise SettingsError(f"{key}: cannot read {path}: {exc.strerror}") from None
     return found

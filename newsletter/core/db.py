@@ -37,10 +37,14 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
-def reset() -> None:
-    """Close every engine (tests switch databases; forked workers must not share sockets)."""
+def reset(*, close: bool = True) -> None:
+    """Forget every engine (tests switch databases; forked workers must not share sockets).
+
+    A forked process passes close=False: the sockets it inherited are its parent's, still
+    in use there (the heartbeat's), and are dropped without a word sent on them.
+    """
     for factory in _factories.values():
-        factory.kw["bind"].dispose()
+        factory.kw["bind"].dispose(close=close)
     _factories.clear()
 
 

@@ -134,10 +134,15 @@ def send_batch(
     # whoever comes next: this task's retry, a resume, the sweeper.
     held = [d.id for d, _ in pending]
     ledger.let_go(session, delivery_ids=held, claimant=claimant)
+    session.commit()
     done = set(_final_ids(session, held))
     outcome.retry = sorted({i for i in held if i not in done})
     if outcome.stopped in (DigestState.PAUSED, DigestState.CANCELLED):
-        outcome.retry = []
+        # Paused, what is left is the resume's to queue; but a resume that came before
+        # this let go found these held and left them: then they are still this batch's.
+        now = session.scalar(select(Digest.state).where(Digest.id == digest_id))
+        if now != DigestState.SENDING:
+            outcome.retry = []
     session.commit()
     _finish(session, digest_id)
     return outcome

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    false,
     func,
     not_,
     or_,
@@ -452,16 +453,26 @@ def mark_bounced_later(session: Session, *, delivery_id: int) -> None:
 
 
 def requeue_stale(
-    session: Session, *, stale_after_cutoff: datetime, now: datetime, limit: int
+    session: Session,
+    *,
+    stale_after_cutoff: datetime,
+    now: datetime,
+    limit: int,
+    keep: Sequence[str] = (),
 ) -> list[tuple[int, int]]:
     """Deliveries of sending digests nobody has touched since the cutoff, queued again.
 
     Their task was lost (a broker that restarted without persistence, a worker machine
     gone); queuing them again is safe, because a delivery is sent only by whoever claims
     it. Claims and holds that old are given back first. Returns (digest id, delivery id) pairs, at
-    most `limit`, touched now so that the next sweep leaves them to their new task.
+    most `limit`, touched now so that the next sweep leaves them to their new task. What
+    the worker instances in `keep` hold is theirs, however long it takes them: they are
+    online (sending.workers), only slow.
     """
     sending = select(Digest.id).where(Digest.state == DigestState.SENDING)
+    not_kept = not_(
+        or_(false(), *(Delivery.claimed_by.startswith(i + "|", autoescape=True) for i in keep))
+    )
     session.execute(
         update(Delivery)
         .where(
@@ -469,6 +480,7 @@ def requeue_stale(
             Delivery.status.in_(OPEN_STATUSES),
             Delivery.claimed_by.is_not(None),
             Delivery.updated_at < stale_after_cutoff,
+            not_kept,
         )
         # updated_at kept (not bumped, not left to onupdate): the query below must see these
         # as stale and queue them in this very sweep, not one stale period later.
@@ -481,6 +493,7 @@ def requeue_stale(
             Delivery.digest_id.in_(sending),
             Delivery.status == DeliveryStatus.QUEUED,
             Delivery.updated_at < stale_after_cutoff,
+            or_(Delivery.claimed_by.is_(None), not_kept),
         )
         .order_by(Delivery.digest_id, Delivery.id)
         .limit(limit)

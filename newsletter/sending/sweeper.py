@@ -14,7 +14,12 @@ from newsletter.sending import ledger, workers
 
 
 def stale_batches(
-    session: Session, *, stale_after: timedelta, size: int, now: datetime | None = None
+    session: Session,
+    *,
+    stale_after: timedelta,
+    size: int,
+    lost_after: timedelta,
+    now: datetime | None = None,
 ) -> list[tuple[int, list[int]]]:
     """Deliveries nobody has touched for `stale_after`, in batches to queue again.
 
@@ -23,8 +28,9 @@ def stale_batches(
     it. Claims that old are given back first.
     """
     now = now or utcnow()
+    online = workers.online_ids(session, lost_after=lost_after, now=workers.clock(session))
     rows = ledger.requeue_stale(
-        session, stale_after_cutoff=now - stale_after, now=now, limit=size * 20
+        session, stale_after_cutoff=now - stale_after, now=now, limit=size * 20, keep=online
     )
     return _in_batches(rows, size)
 
@@ -39,7 +45,7 @@ def lost_workers_batches(
     go stale: both are given back here, once per lost worker. A slow worker is not lost:
     its main process keeps writing the heartbeat while its pool works.
     """
-    now = now or utcnow()
+    now = now or workers.clock(session)
     instances = workers.lost(session, lost_after=lost_after, now=now)
     rows = ledger.reclaim(session, instance_ids=instances, now=now)
     workers.reclaimed(session, instances, now=now)

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.core.clock import utcnow
@@ -97,7 +97,7 @@ def register(
     now: datetime | None = None,
 ) -> None:
     """A worker starts: online from now on."""
-    now = now or utcnow()
+    now = now or clock(session)
     session.execute(
         insert(Worker).values(
             id=instance_id,
@@ -124,7 +124,9 @@ def heartbeat(
     result = session.execute(
         update(Worker)
         .where(Worker.id == instance_id)
-        .values(seen_at=now or utcnow(), active=active, processed=processed, reclaimed_at=None)
+        .values(
+            seen_at=now or clock(session), active=active, processed=processed, reclaimed_at=None
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
@@ -132,13 +134,24 @@ def heartbeat(
 
 def stopped(session: Session, *, instance_id: str, now: datetime | None = None) -> None:
     """A clean stop: not online any more, at once."""
-    now = now or utcnow()
+    now = now or clock(session)
     session.execute(
         update(Worker)
         .where(Worker.id == instance_id)
         .values(stopped_at=now, seen_at=now, active=0)
         .execution_options(synchronize_session=False)
     )
+
+
+def clock(session: Session) -> datetime:
+    """Now by the database's clock where it has one (PostgreSQL): every machine's heartbeat
+    and every sweep are compared on one clock, however far the machines' own clocks drift.
+    SQLite runs on one machine, whose clock is the one clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        found = session.scalar(select(func.statement_timestamp()))
+        if isinstance(found, datetime):
+            return found
+    return utcnow()
 
 
 def is_online(worker: Worker, *, lost_after: timedelta, now: datetime) -> bool:
@@ -150,7 +163,7 @@ def workers(
     session: Session, *, lost_after: timedelta, now: datetime | None = None
 ) -> list[WorkerView]:
     """The workers online, then those stopped or lost within the last hour."""
-    now = now or utcnow()
+    now = now or clock(session)
     rows = session.scalars(
         select(Worker).where(Worker.seen_at >= now - SHOW_LOST_FOR).order_by(Worker.name)
     ).all()
@@ -177,8 +190,15 @@ def workers(
 
 
 def lost(session: Session, *, lost_after: timedelta, now: datetime | None = None) -> list[str]:
-    """Instances stopped or silent for lost_after whose holdings were not yet given back."""
-    now = now or utcnow()
+    """Instances stopped or silent for lost_after whose holdings were not yet given back.
+
+    None while no worker at all is online: every heartbeat silent at once is the database
+    coming back from an outage (the beats resume within seconds), not every machine lost —
+    and were they all lost, nobody would be there to send what they held.
+    """
+    now = now or clock(session)
+    if not online_ids(session, lost_after=lost_after, now=now):
+        return []
     return list(
         session.scalars(
             select(Worker.id).where(
@@ -189,9 +209,18 @@ def lost(session: Session, *, lost_after: timedelta, now: datetime | None = None
     )
 
 
+def online_ids(session: Session, *, lost_after: timedelta, now: datetime) -> list[str]:
+    """The instances online now (is_online, in SQL)."""
+    return list(
+        session.scalars(
+            select(Worker.id).where(Worker.stopped_at.is_(None), Worker.seen_at >= now - lost_after)
+        )
+    )
+
+
 def reclaimed(session: Session, instance_ids: list[str], *, now: datetime | None = None) -> None:
     """What these instances held was given back; and rows of long-gone workers deleted."""
-    now = now or utcnow()
+    now = now or clock(session)
     if instance_ids:
         session.execute(
             update(Worker)

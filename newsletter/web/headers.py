@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,12 +53,22 @@ class DefaultHeaders:
         await self.app(scope, receive, with_headers)
 
 
+# In the scope of a HEAD request answered by a GET route: a route that acts on a GET (a
+# confirmation, a counted open) asks is_head() and does not act for a HEAD.
+HEAD_ASKED = "newsletter.head"
+
+
+def is_head(request: Request) -> bool:
+    """Whether the request is a HEAD, even one HeadLikeGet hands to a GET route."""
+    return request.method == "HEAD" or bool(request.scope.get(HEAD_ASKED))
+
+
 class HeadLikeGet:
     """HEAD answered wherever GET is: the same status and headers, no body.
 
     Link scanners, uptime checks and mail clients' previews ask HEAD first; FastAPI's GET
     routes alone answer them 405. A route that answers HEAD itself (the counted story
-    link, where a HEAD is a machine's) keeps it.
+    link, where a HEAD is a machine's) keeps it; a GET route that acts asks is_head().
     """
 
     def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]) -> None:
@@ -76,7 +87,7 @@ class HeadLikeGet:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        await self.app({**scope, "method": "GET", HEAD_ASKED: True}, receive, without_body)
 
     def _answered(self, scope: Scope) -> bool:
         return any(route.matches(scope)[0] == Match.FULL for route in self.routes)

@@ -20,6 +20,7 @@ from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.i18n import N_
 from newsletter.web.deps import page, refusals
+from newsletter.web.headers import is_head
 
 log = logging.getLogger("newsletter.web")
 router = APIRouter()
@@ -83,7 +84,7 @@ def _hit(request: Request, settings: Settings, token: str, *, open_pixel: bool) 
         settings,
         token,
         copy=copy,
-        head=request.method == "HEAD",
+        head=is_head(request),
         agent=request.headers.get("user-agent", ""),
         client=request.client.host if request.client else None,
         open_pixel=open_pixel,

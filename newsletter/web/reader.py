@@ -59,6 +59,7 @@ from newsletter.web.deps import (
     refusals,
     wants_json,
 )
+from newsletter.web.headers import is_head
 
 log = logging.getLogger("newsletter.web")
 router = APIRouter()
@@ -163,6 +164,9 @@ def _subscribe(
 @router.get("/confirm/{token}", response_class=HTMLResponse, responses=refusals(400, 404))
 def confirm(token: str, request: Request, work: UnitOfWorkDep, settings: SettingsDep) -> Response:
     claims = _claims(settings, Purpose.CONFIRM, token)
+    if is_head(request):
+        # A link checker's HEAD confirms nobody: only a reader's visit does.
+        return HTMLResponse("")
     subscriber = readers.confirm(
         work,
         subscriber_id=claims.subscriber_id,

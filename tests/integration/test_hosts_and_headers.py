@@ -115,8 +115,25 @@ def test_head_is_answered_wherever_get_is_without_a_body(client: TestClient) -> 
         assert head.headers.get("content-security-policy") == got.headers.get(
             "content-security-policy"
         ), path
-    # A HEAD never does what only a POST does: the reader is still pending.
+    # A HEAD never does what only a POST does.
     assert client.head("/subscribe").status_code == 405
+
+
+def test_a_link_checkers_head_confirms_nobody(client: TestClient) -> None:
+    from newsletter.core import db
+    from newsletter.core.models import Subscription
+
+    reader = add_reader("pending@example.com", confirmed=False)
+    link = f"/confirm/{link_token(Purpose.CONFIRM, reader)}"
+
+    def status() -> str:
+        with db.session_scope() as session:
+            return session.query(Subscription).filter_by(subscriber_id=reader).one().status
+
+    assert client.head(link).status_code == 200
+    assert status() == "pending"
+    assert client.get(link).status_code == 200  # the reader's own visit
+    assert status() == "subscribed"
 
 
 def test_the_site_has_an_icon_and_keeps_crawlers_off_the_readers_links(

@@ -226,12 +226,19 @@ def test_the_open_pixel_counts_proxies_as_machine_opens(
     opened = client.get(pixel, headers={"User-Agent": BROWSER})
     assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
     client.get(pixel, headers={"User-Agent": "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"})
+    # A HEAD is answered as the GET is, and counted as a machine's, whatever it claims to be.
+    looked = client.head(pixel, headers={"User-Agent": BROWSER})
+    assert looked.status_code == 200 and looked.content == b""
     # A story link's token is no pixel, nor the other way round.
     assert client.get("/o/" + story_links(message)[0][3:]).status_code == 400
     assert client.get("/r/" + urlsplit(pixel).path[3:]).status_code == 400
     recorded = record(client)
-    assert (recorded.reader, recorded.machine) == (1, 1)
-    assert {(e.kind, e.reason) for e in events()} == {("open", None), ("open", "proxy")}
+    assert (recorded.reader, recorded.machine) == (1, 2)
+    assert sorted((e.kind, e.reason or "") for e in events()) == [
+        ("open", ""),
+        ("open", "head"),
+        ("open", "proxy"),
+    ]
 
 
 def test_a_subject_test_sends_the_rest_with_the_subject_more_readers_clicked(

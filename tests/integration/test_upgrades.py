@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +23,7 @@ from newsletter.core.schema import alembic_config, upgrade
 from newsletter.digests import dispatcher, lifecycle, reports
 from newsletter.subscribers import suppressions
 from newsletter.subscribers.eligibility import may_be_mailed
-from tests.conftest import VAR_DIR, create_postgres_database, drop_postgres_database
+from tests.conftest import ROOT, VAR_DIR, create_postgres_database, drop_postgres_database
 from tests.factories import run_newsletter
 
 FIRST = "0001"
@@ -38,6 +40,19 @@ def old_database(request: pytest.FixtureRequest) -> Iterator[str]:
     url = create_postgres_database(admin)
     yield url
     drop_postgres_database(admin, url)
+
+
+def init_env(database_url: str, var: Path) -> dict[str, str]:
+    """`newsletter init`'s environment: this database, and this process's secret key (the
+    suppression list is re-hashed with it, and checked with it here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=database_url,
+        NEWSLETTER_VAR_DIR=str(var),
+        NEWSLETTER_SECRET_KEY=get_settings().secret_key,
+        NEWSLETTER_ADMIN_TOKEN=get_settings().admin_token,
+    )
+    return env
 
 
 def fill_first_schema(engine: Engine) -> None:
@@ -232,15 +247,7 @@ def test_init_upgrades_a_first_version_database_and_keeps_every_row(
     finally:
         engine.dispose()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_DATABASE_URL=old_database,
-        NEWSLETTER_VAR_DIR=str(tmp_path),
-        # The key the suppression list is re-hashed with: this process's, to check it below.
-        NEWSLETTER_SECRET_KEY=get_settings().secret_key,
-        NEWSLETTER_ADMIN_TOKEN=get_settings().admin_token,
-    )
-    init = run_newsletter("init", "--no-seeds", env=env, timeout=300)
+    init = run_newsletter("init", "--no-seeds", env=init_env(old_database, tmp_path), timeout=300)
     assert init.returncode == 0, init.stderr
     assert "database ready" in init.stdout
 
@@ -280,5 +287,34 @@ def test_init_upgrades_a_first_version_database_and_keeps_every_row(
             page = dispatcher.dispatch_page(session, digest_id=digest.id, settings=get_settings())
             session.commit()
             assert len(page.queued) == 1
+    finally:
+        engine.dispose()
+
+
+def test_two_machines_upgrading_at_once_upgrade_once(old_database: str, tmp_path: Path) -> None:
+    """Several web machines start together, each running `newsletter init`: on PostgreSQL
+    one upgrades and the others wait for it, then find nothing to do."""
+    if not old_database.startswith("postgresql"):
+        pytest.skip("SQLite is one machine's file")
+    env = init_env(old_database, tmp_path)
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "init", "--no-seeds"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for start in starts:
+        _, errors = start.communicate(timeout=300)
+        assert start.returncode == 0, errors
+    engine = create_engine(old_database)
+    try:
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        assert version == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     finally:
         engine.dispose()

@@ -141,14 +141,21 @@ def test_a_claim_whose_task_is_gone_is_queued_again(clean_db: str) -> None:
         session.flush()
         delivery_id = delivery.id
     with db.session_scope() as session:
-        batches = sweeper.stale_batches(session, stale_after=timedelta(minutes=5), size=50)
+        batches = sweeper.stale_batches(
+            session, stale_after=timedelta(minutes=5), size=50, lost_after=timedelta(seconds=45)
+        )
     assert batches == [(digest_id, [delivery_id])]
     with db.session_scope() as session:
         found = session.get(Delivery, delivery_id)
         assert found is not None
         assert (found.status, found.claimed_by) == (DeliveryStatus.QUEUED, None)
         # Queued again just now: the next sweep leaves it to the task it was given.
-        assert sweeper.stale_batches(session, stale_after=timedelta(minutes=5), size=50) == []
+        assert (
+            sweeper.stale_batches(
+                session, stale_after=timedelta(minutes=5), size=50, lost_after=timedelta(seconds=45)
+            )
+            == []
+        )
 
 
 def test_a_digest_whose_last_batch_died_before_finishing_it_is_marked_sent(
@@ -384,6 +391,18 @@ def test_a_release_run_late_never_takes_back_another_tasks_claim(clean_db: str) 
 # --- a worker machine lost: the heartbeats and the holds, without a worker ----------------
 
 
+@pytest.fixture
+def no_workers(clean_db: str) -> str:
+    """clean_db keeps the workers (a module's worker stays registered): none here."""
+    from sqlalchemy import delete
+
+    from newsletter.core.models import Worker
+
+    with db.session_scope() as session:
+        session.execute(delete(Worker))
+    return clean_db
+
+
 def register_worker(instance_id: str, *, seen: datetime, stopped: bool = False) -> None:
     from newsletter.sending import workers
 
@@ -410,7 +429,7 @@ def held(delivery_ids: list[int]) -> dict[int, tuple[str, str | None]]:
 
 
 def test_what_a_lost_worker_held_is_queued_again_once_and_a_live_ones_is_not(
-    clean_db: str,
+    no_workers: str,
 ) -> None:
     from newsletter.sending import ledger
 
@@ -445,11 +464,12 @@ def test_what_a_lost_worker_held_is_queued_again_once_and_a_live_ones_is_not(
         ) == ([], [])
 
 
-def test_a_worker_that_stopped_cleanly_leaves_nothing_held(clean_db: str) -> None:
+def test_a_worker_that_stopped_cleanly_leaves_nothing_held(no_workers: str) -> None:
     from newsletter.sending import ledger
 
     now = datetime.now(UTC)
     register_worker("stopped", seen=now - timedelta(seconds=1), stopped=True)
+    register_worker("another", seen=now - timedelta(seconds=1))
     digest_id = sending_digest()
     ids, _ = queued_deliveries(digest_id, [add_reader("a@example.com")])
     with db.session_scope() as session:
@@ -462,7 +482,7 @@ def test_a_worker_that_stopped_cleanly_leaves_nothing_held(clean_db: str) -> Non
 
 
 def test_a_held_delivery_is_left_to_its_batch_but_its_own_task_takes_it_back(
-    clean_db: str,
+    no_workers: str,
 ) -> None:
     """Two batches over one delivery (the sweeper queued it again): the one that holds it
     sends it; the other's claim fails. A task run again elsewhere takes back its own."""
@@ -497,7 +517,7 @@ def test_a_held_delivery_is_left_to_its_batch_but_its_own_task_takes_it_back(
     assert held([delivery_id])[delivery_id] == (DeliveryStatus.SENDING, "C|t1")
 
 
-def test_the_heartbeats_are_the_one_answer_to_which_workers_are_online(clean_db: str) -> None:
+def test_the_heartbeats_are_the_one_answer_to_which_workers_are_online(no_workers: str) -> None:
     from newsletter.ops import monitoring
 
     now = datetime.now(UTC)
@@ -514,3 +534,49 @@ def test_the_heartbeats_are_the_one_answer_to_which_workers_are_online(clean_db:
     assert found == {"fresh@machine": "online", "silent@machine": "lost", "done@machine": "stopped"}
     checks = monitoring.readiness(settings)
     assert checks["workers"]["ok"] and "fresh@machine" in checks["workers"]["workers"]
+
+
+def test_nobody_is_taken_for_lost_while_no_worker_at_all_is_heard(no_workers: str) -> None:
+    """Every heartbeat old at once is the database back from an outage, not every machine
+    lost: the live batches are left alone until the heartbeats resume."""
+    from newsletter.sending import ledger
+
+    now = datetime.now(UTC)
+    register_worker("one", seen=now - timedelta(seconds=90))
+    register_worker("two", seen=now - timedelta(seconds=90))
+    digest_id = sending_digest()
+    ids, _ = queued_deliveries(digest_id, [add_reader("a@example.com")])
+    with db.session_scope() as session:
+        ledger.take(session, digest_id=digest_id, delivery_ids=ids, claimant="one|t", task="t")
+    with db.session_scope() as session:
+        assert sweeper.lost_workers_batches(
+            session, lost_after=timedelta(seconds=45), size=10, now=now
+        ) == ([], [])
+    register_worker("three", seen=now)  # a heartbeat again: now "one" and "two" are lost
+    with db.session_scope() as session:
+        lost, batches = sweeper.lost_workers_batches(
+            session, lost_after=timedelta(seconds=45), size=10, now=now
+        )
+    assert sorted(lost) == ["one", "two"] and batches == [(digest_id, ids)]
+
+
+def test_the_stale_sweep_leaves_a_slow_but_living_workers_batch_alone(no_workers: str) -> None:
+    from newsletter.sending import ledger
+
+    register_worker("slow", seen=datetime.now(UTC))
+    digest_id = sending_digest()
+    ids, _ = queued_deliveries(
+        digest_id, [add_reader("a@example.com"), add_reader("b@example.com")]
+    )
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    with db.session_scope() as session:
+        ledger.take(session, digest_id=digest_id, delivery_ids=ids[:1], claimant="slow|t", task="t")
+        for delivery in session.scalars(select(Delivery).where(Delivery.id.in_(ids))):
+            delivery.updated_at = long_ago
+    with db.session_scope() as session:
+        batches = sweeper.stale_batches(
+            session, stale_after=timedelta(minutes=5), size=50, lost_after=timedelta(seconds=45)
+        )
+    # The free one is queued again; the one the living worker holds stays its own.
+    assert batches == [(digest_id, ids[1:])]
+    assert held(ids[:1]) == {ids[0]: (DeliveryStatus.QUEUED, "slow|t")}

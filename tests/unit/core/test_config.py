@@ -219,13 +219,12 @@ def test_a_setting_can_come_from_a_file_as_container_secrets_do(tmp_path: Path) 
     from newsletter.core.config import settings_from_files
 
     key_file = tmp_path / "secret_key"
-    key_file.write_text(GOOD_KEY + "\n")
-    environ = {
-        "NEWSLETTER_SECRET_KEY_FILE": str(key_file),
-        "NEWSLETTER_FEEDS_FILE": str(key_file),  # not text: ignored
-        "OTHER_FILE": str(key_file),
-    }
+    key_file.write_text(GOOD_KEY + "\r\n")
+    environ = {"NEWSLETTER_SECRET_KEY_FILE": str(key_file), "OTHER_FILE": str(key_file)}
     assert settings_from_files(environ) == {"secret_key": GOOD_KEY}
+    for wrong in ("NEWSLETTER_DATABASE_URI_FILE", "NEWSLETTER_FEEDS_FILE"):  # misspelt; a list
+        with pytest.raises(SettingsError, match=f"{wrong}: .* is no text setting"):
+            settings_from_files({wrong: str(key_file)})
     with pytest.raises(SettingsError, match="not both"):
         settings_from_files({**environ, "NEWSLETTER_SECRET_KEY": "x"})
     with pytest.raises(SettingsError, match="NEWSLETTER_ADMIN_TOKEN_FILE: cannot read"):
