@@ -154,11 +154,6 @@ def clock(session: Session) -> datetime:
     return utcnow()
 
 
-def is_online(worker: Worker, *, lost_after: timedelta, now: datetime) -> bool:
-    """The one rule: not stopped, and heard from within lost_after."""
-    return worker.stopped_at is None and worker.seen_at >= now - lost_after
-
-
 def workers(
     session: Session, *, lost_after: timedelta, now: datetime | None = None
 ) -> list[WorkerView]:
@@ -167,9 +162,10 @@ def workers(
     rows = session.scalars(
         select(Worker).where(Worker.seen_at >= now - SHOW_LOST_FOR).order_by(Worker.name)
     ).all()
+    online_now = set(online_ids(session, lost_after=lost_after, now=now))
     views = []
     for row in rows:
-        online = is_online(row, lost_after=lost_after, now=now)
+        online = row.id in online_now
         state = "online" if online else ("stopped" if row.stopped_at else "lost")
         views.append(
             WorkerView(
@@ -210,7 +206,7 @@ def lost(session: Session, *, lost_after: timedelta, now: datetime | None = None
 
 
 def online_ids(session: Session, *, lost_after: timedelta, now: datetime) -> list[str]:
-    """The instances online now (is_online, in SQL)."""
+    """The one rule of who is online: not stopped, and heard from within lost_after."""
     return list(
         session.scalars(
             select(Worker.id).where(Worker.stopped_at.is_(None), Worker.seen_at >= now - lost_after)
