@@ -3,11 +3,14 @@
     python -m bench send [--subscribers 20000] [--connections 4] [--workers 1]
 
 In one run: (1) the raw limit — identical pre-rendered 25 KB messages pushed by smtplib
-over the same number of connections to Postfix's smtp-sink; (2) a real digest of 10
+over the same number of connections to Postfix's smtp-sink, from threads and from
+processes (threads share one interpreter lock and understate it); (2) a real digest of 10
 articles to N synthetic subscribers on PostgreSQL + Redis + real Celery worker processes,
 from the editor's trigger to the last delivery recorded. Prints messages/s for both, the
-ratio, and the dispatcher's peak memory. Needs smtp-sink (Debian package postfix),
-PostgreSQL and Redis.
+ratio to the processes' limit, the dispatcher's peak memory, and where the time went: CPU
+per message of each part (workers, PostgreSQL, Redis, the sink, the dispatcher), and
+PostgreSQL's transactions, row writes and WAL bytes per message. Needs smtp-sink (Debian
+package postfix), PostgreSQL and Redis; the CPU figures read /proc (Linux).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.seed import seed_newsletter
 
@@ -59,10 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         _wait_for_port(port)
-        raw = raw_limit(port, connections=args.connections, seconds=args.raw_seconds)
+        threaded = raw_limit(port, connections=args.connections, seconds=args.raw_seconds)
+        raw = raw_limit_processes(port, connections=args.connections, seconds=args.raw_seconds)
         print(
             f"raw limit: smtplib, {args.connections} connection(s), 25 KB messages: "
-            f"{raw:,.0f} messages/s"
+            f"{raw:,.0f} messages/s from {args.connections} processes "
+            f"({threaded:,.0f} from threads of one process)"
         )
         end_to_end(args, port, raw)
     finally:
@@ -70,12 +76,48 @@ def main(argv: list[str] | None = None) -> None:
         sink_process.wait()
 
 
+RAW_BODY = ("x" * 76 + "\r\n") * (25 * 1024 // 78)
+RAW_MESSAGE = (
+    "From: news@plataforma.test\r\nTo: reader@example.com\r\nSubject: raw\r\n\r\n" + RAW_BODY
+).encode()
+
+
+def raw_limit_processes(port: int, *, connections: int, seconds: float) -> float:
+    """Messages/s of one smtplib session per process, each its own interpreter: the limit
+    the workers' processes are measured against."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    counts = context.Array("i", connections)
+    start = context.Event()
+    processes = [
+        context.Process(target=_push_for, args=(port, slot, seconds, counts, start))
+        for slot in range(connections)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(0.5)  # every process connected and waiting
+    started = time.monotonic()
+    start.set()
+    for process in processes:
+        process.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def _push_for(port: int, slot: int, seconds: float, counts: Any, start: Any) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        start.wait()
+        stop = time.monotonic() + seconds
+        sent = 0
+        while time.monotonic() < stop:
+            smtp.sendmail("bounces@plataforma.test", [f"r{sent}@example.com"], RAW_MESSAGE)
+            sent += 1
+        counts[slot] = sent
+
+
 def raw_limit(port: int, *, connections: int, seconds: float) -> float:
     """Messages/s of plain smtplib sessions pushing one pre-rendered 25 KB message."""
-    body = ("x" * 76 + "\r\n") * (25 * 1024 // 78)
-    data = (
-        "From: news@plataforma.test\r\nTo: reader@example.com\r\nSubject: raw\r\n\r\n" + body
-    ).encode()
+    data = RAW_MESSAGE
     counts = [0] * connections
     stop = time.monotonic() + seconds
 
@@ -159,6 +201,8 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         time.sleep(4)  # the workers connect to Redis
 
         baseline_rss = peak_rss = _rss_kb()
+        cpu_before = cpu_by_part([w.pid for w in workers])
+        database_before = database_counters(admin, name)
         started = time.monotonic()
         with db.session_scope() as session:
             digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
@@ -181,6 +225,9 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
                 break
             time.sleep(0.2)
         elapsed = time.monotonic() - started
+        cpu_after = cpu_by_part([w.pid for w in workers])
+        time.sleep(1.5)  # each backend hands its counts to the statistics within a second
+        database_after = database_counters(admin, name)
         sent = status["counts"]["sent"]
         rate = sent / elapsed
         print(
@@ -192,6 +239,22 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         print(
             f"dispatcher peak memory: {peak_rss / 1024:.0f} MB "
             f"(+{(peak_rss - baseline_rss) / 1024:.1f} MB while dispatching)"
+        )
+        per = max(sent, 1)
+        spent = {part: cpu_after.get(part, 0.0) - cpu_before.get(part, 0.0) for part in PARTS}
+        print(
+            "CPU per message: "
+            + ", ".join(f"{part} {spent[part] / per * 1e6:,.0f} µs" for part in PARTS)
+            + f"; in all {sum(spent.values()) / per * 1e6:,.0f} µs "
+            f"({sum(spent.values()) / elapsed:.2f} of the machine's cores busy on average)"
+        )
+        writes = {k: database_after[k] - database_before[k] for k in database_after}
+        print(
+            "PostgreSQL per message: "
+            f"{writes['transactions'] / per:.2f} transactions, "
+            f"{writes['updated'] / per:.2f} rows updated ({writes['hot'] / per:.2f} HOT), "
+            f"{writes['inserted'] / per:.2f} inserted, "
+            f"{writes['wal_bytes'] / per:,.0f} bytes of WAL"
         )
     finally:
         for worker in workers:
@@ -205,6 +268,93 @@ def end_to_end(args: argparse.Namespace, port: int, raw: float) -> None:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# The parts of the send whose CPU is counted, and how a process is recognised as one.
+PARTS = ("workers", "postgresql", "redis", "sink", "dispatcher")
+
+
+def cpu_by_part(worker_pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process of each part, from /proc.
+
+    Workers: the worker processes started and their pools. PostgreSQL: every `postgres`
+    process (the machine's server: keep other work off it while measuring).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[int, str, float]] = {}  # pid: (parent, name, seconds)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # After the name: state, ppid, ..., utime (the 12th), stime (the 13th).
+        processes[int(entry.name)] = (
+            int(fields[1]),
+            name,
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
+    workers = set(worker_pids)
+    grew = True
+    while grew:  # the pools' processes, and theirs
+        found = {pid for pid, (parent, _, _) in processes.items() if parent in workers}
+        grew = not found <= workers
+        workers |= found
+    spent = dict.fromkeys(PARTS, 0.0)
+    for pid, (_, name, seconds) in processes.items():
+        if pid in workers:
+            spent["workers"] += seconds
+        elif name.startswith("postgres"):
+            spent["postgresql"] += seconds
+        elif name.startswith("redis-server"):
+            spent["redis"] += seconds
+        elif name == "smtp-sink":
+            spent["sink"] += seconds
+        elif pid == os.getpid():
+            spent["dispatcher"] += seconds
+    return spent
+
+
+def database_counters(admin: Any, database: str) -> dict[str, float]:
+    """The bench database's transactions and row writes, and the server's WAL position."""
+    from sqlalchemy import text
+
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        transactions, inserted = connection.execute(
+            text(
+                "SELECT xact_commit + xact_rollback, tup_inserted FROM pg_stat_database "
+                "WHERE datname = :name"
+            ),
+            {"name": database},
+        ).one()
+        wal = connection.execute(
+            text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
+        ).scalar()
+    url = admin.url.set(database=database)
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            updated, hot = connection.execute(
+                text(
+                    "SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) "
+                    "FROM pg_stat_user_tables"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    return {
+        "transactions": float(transactions),
+        "inserted": float(inserted),
+        "updated": float(updated),
+        "hot": float(hot),
+        "wal_bytes": float(wal),
+    }
 
 
 def _load(db: object, count: int) -> None:
