@@ -82,10 +82,19 @@ def declare_work_queue(settings: Settings) -> None:
 
     On the embedded (SQLite) broker the web process and the worker would otherwise both
     create it in their first second, and the loser of that race (a unique name) fails: the
-    worker stops, and the signup page answers 503.
+    worker stops, and the signup page answers 503. Two of these at once (two `init`s on one
+    var/) race the same way: the loser finds the winner's queue when it asks again.
     """
-    with celery.connection_for_write() as connection:
-        Queue(settings.queue).bind(connection.default_channel).declare()
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(3):
+        try:
+            with celery.connection_for_write() as connection:
+                Queue(settings.queue).bind(connection.default_channel).declare()
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 class CeleryQueue:

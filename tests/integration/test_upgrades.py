@@ -296,17 +296,17 @@ def test_two_machines_upgrading_at_once_upgrade_once(old_database: str, tmp_path
     one upgrades and the others wait for it, then find nothing to do."""
     if not old_database.startswith("postgresql"):
         pytest.skip("SQLite is one machine's file")
-    env = init_env(old_database, tmp_path)
     starts = [
         subprocess.Popen(
             [sys.executable, "-m", "newsletter", "init", "--no-seeds"],
             cwd=ROOT,
-            env=env,
+            # Each machine its own var/ (and so its own embedded broker).
+            env=init_env(old_database, tmp_path / f"machine-{n}"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(3)
+        for n in range(3)
     ]
     for start in starts:
         _, errors = start.communicate(timeout=300)
