@@ -320,7 +320,7 @@ def cpu_by_part(worker_pids: list[int]) -> dict[str, float]:
 
 def database_counters(admin: Any, database: str) -> dict[str, float]:
     """The bench database's transactions and row writes, and the server's WAL position."""
-    from sqlalchemy import text
+    from sqlalchemy import create_engine, text
 
     with admin.connect() as connection:
         connection.execute(text("SELECT pg_stat_clear_snapshot()"))
@@ -334,10 +334,7 @@ def database_counters(admin: Any, database: str) -> dict[str, float]:
         wal = connection.execute(
             text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
         ).scalar()
-    url = admin.url.set(database=database)
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url)
+    engine = create_engine(admin.url.set(database=database))
     try:
         with engine.connect() as connection:
             updated, hot = connection.execute(
