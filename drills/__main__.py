@@ -33,7 +33,9 @@ def main(argv: list[str]) -> None:
             f"{result.drill}: {result.subscribers:,} subscribers, state {result.state}, "
             f"{result.seconds:.1f} s\n"
             f"  delivered {result.delivered:,}  lost {result.lost}  duplicated "
-            f"{result.duplicated}  wrongly mailed {result.wrongly_mailed}  kills {result.kills}"
+            f"{result.duplicated} (at most {result.kills * result.claim_group}: kills x claim "
+            f"group {result.claim_group})  wrongly mailed {result.wrongly_mailed}  kills "
+            f"{result.kills}"
             f"  restarts {result.restarts}\n  deliveries by status: {result.counts}"
         )
         if result.by_worker:

@@ -39,6 +39,8 @@ class Result:
     duplicated: int = 0
     wrongly_mailed: int = 0
     kills: int = 0
+    # Deliveries claimed together (settings.delivery_claim_group): what a kill may resend.
+    claim_group: int = 1
     restarts: int = 0
     seconds: float = 0.0
     # From the harm (a machine killed) to the last reader's delivery, when the drill says.
@@ -56,8 +58,8 @@ class Result:
             and self.lost == 0
             and self.wrongly_mailed == 0
             # A restarted service must duplicate nothing: only a worker killed between
-            # the relay's reply and the mark may send one message twice.
-            and self.duplicated <= self.kills
+            # the relay's reply and the mark may send its claim group's messages twice.
+            and self.duplicated <= self.kills * self.claim_group
             and not any(note.startswith("FAIL") for note in self.notes)
         )
 
@@ -212,6 +214,7 @@ def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float)
     from sqlalchemy import func, select
 
     from newsletter.core import db
+    from newsletter.core.config import get_settings
     from newsletter.core.models import Delivery, Subscriber, Subscription, Worker
 
     stack = current.stack
@@ -279,6 +282,7 @@ def _tally(current: Run, ineligible: dict[int, str], state: str, seconds: float)
         drill=current.drill.name,
         subscribers=current.n,
         kills=stack.kills,
+        claim_group=get_settings().delivery_claim_group,
         restarts=stack.restarts,
         seconds=round(seconds, 1),
         state=state,

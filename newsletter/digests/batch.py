@@ -71,9 +71,10 @@ def send_batch(
     """Send what is still to send of these deliveries; record each outcome as it comes.
 
     Each delivery is claimed (committed) before its message goes out and marked (committed)
-    after, so a batch run again — its worker killed, the broker restarted — sends only
-    what was not sent, and at most the one message in flight can go twice. Whether the
-    reader may still be mailed is checked in the claim itself, at send time.
+    after, a claim group at a time (settings.delivery_claim_group), so a batch run again —
+    its worker killed, the broker restarted — sends only what was not sent, and at most
+    the group in flight can go twice. Whether the reader may still be mailed is checked in
+    the claim itself, at send time.
     """
     outcome = BatchOutcome()
     variants = {} if variants is None else variants
@@ -119,14 +120,19 @@ def send_batch(
         variants=variants,
         outcome=outcome,
     )
+    group = settings.delivery_claim_group
+    since_check = 0
     try:
-        for position, (delivery, subscriber) in enumerate(pending):
-            if position and position % STATE_CHECK_EVERY == 0:
+        for start in range(0, len(pending), group):
+            if since_check >= STATE_CHECK_EVERY:
+                since_check = 0
                 state = run.ledger.digest_state(digest_id)
                 if state != DigestState.SENDING:
                     outcome.stopped = state
                     break
-            if not run.send(delivery, subscriber):
+            chunk = pending[start : start + group]
+            since_check += len(chunk)
+            if not run.send_group(chunk):
                 break
     finally:
         run.close()
@@ -174,18 +180,36 @@ class _BatchRun:
         self.smtp: SMTPTransport | None = None
         self.lost_sessions = 0  # sessions lost in a row, with no message accepted in between
 
-    def send(self, delivery: Delivery, subscriber: Subscriber) -> bool:
-        """Send one delivery if it may still go; False when the batch must stop here."""
-        if not self._ready(delivery):
+    def send_group(self, group: Sequence[tuple[Delivery, Subscriber]]) -> bool:
+        """Claim a group of deliveries and send each one taken; False when the batch must
+        stop here (what was claimed and not sent is given back)."""
+        if not self._session_ready(group[0][0]):
             return False
-        # The claim checks, at this very moment, that the reader may be mailed
-        # (subscribed, deliverable, not suppressed): a suppression added mid-batch
-        # stops the next message.
-        if not self.ledger.claim(delivery.id):
-            self.ledger.skip_if_ineligible(delivery.id)
-            self.outcome.skipped += 1
-            metrics.count_delivery("skipped")
-            return True
+        # The rate limiter passed before the claim: once claimed, the messages go at once,
+        # and an unsubscribe waiting for one (subscribers.sends_in_flight) waits for at
+        # most a group's SMTP transactions.
+        allowed = self._acquire(len(group))
+        if not allowed:
+            return False
+        # The claim checks, at this very moment, that each reader may be mailed
+        # (subscribed, deliverable, not suppressed): a suppression added mid-batch stops
+        # the next group's message.
+        claimed = self.ledger.claim([delivery.id for delivery, _ in group[:allowed]])
+        for position, (delivery, subscriber) in enumerate(group[:allowed]):
+            if delivery.id not in claimed:
+                self.ledger.skip_if_ineligible(delivery.id)
+                self.outcome.skipped += 1
+                metrics.count_delivery("skipped")
+                continue
+            if not self._session_ready(delivery, claimed=group[position:allowed]):
+                return False
+            if not self._send(delivery, subscriber):
+                self.ledger.unclaim([d.id for d, _ in group[position + 1 : allowed]])
+                return False
+        return allowed == len(group)
+
+    def _send(self, delivery: Delivery, subscriber: Subscriber) -> bool:
+        """Send one claimed delivery; False when the batch must stop here."""
         message = _message(
             self.session, self.digest, delivery, subscriber, self.settings, self.variants
         )
@@ -207,30 +231,35 @@ class _BatchRun:
         metrics.count_delivery("sent")
         return True
 
-    def _ready(self, delivery: Delivery) -> bool:
-        """The session open and the rate limiter passed, before the claim.
-
-        Once a delivery is claimed its message goes at once, and an unsubscribe waiting
-        for it (subscribers.sends_in_flight) waits for one SMTP transaction only.
-        """
+    def _session_ready(
+        self, delivery: Delivery, claimed: Sequence[tuple[Delivery, Subscriber]] = ()
+    ) -> bool:
+        """The SMTP session open (again, if the last message dropped it)."""
+        if self.smtp is not None:
+            return True
         try:
-            if self.smtp is None:
-                self.smtp = self.open_transport()
-                self.smtp.open()
+            self.smtp = self.open_transport()
+            self.smtp.open()
         except DeliveryError as exc:
-            # The relay itself refused us (down, bad credentials): no reader's fault. The
-            # delivery keeps why, for the operator.
+            # The relay itself refused us (down, bad credentials): no reader's fault. What
+            # was claimed goes back, and the delivery keeps why, for the operator.
             self.smtp = None
+            self.ledger.unclaim([d.id for d, _ in claimed])
             self.ledger.note_error(delivery.id, str(exc))
             self.outcome.stopped = f"relay unavailable: {exc}"
             return False
-        try:
-            self.limiter.acquire()
-        except RateLimited as exc:
-            self.outcome.wait = exc.wait
-            self.outcome.stopped = "rate limited"
-            return False
         return True
+
+    def _acquire(self, wanted: int) -> int:
+        """How many of `wanted` messages the rate limiter lets go now."""
+        for allowed in range(wanted):
+            try:
+                self.limiter.acquire()
+            except RateLimited as exc:
+                self.outcome.wait = exc.wait
+                self.outcome.stopped = "rate limited"
+                return allowed
+        return wanted
 
     def _refused(self, delivery: Delivery, exc: DeliveryError) -> bool:
         """The relay did not take the message: bounce, retry later, or fail for good."""

@@ -18,12 +18,16 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ARRAY,
     Connection,
     Engine,
     Executable,
+    Integer,
     Result,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     false,
     func,
@@ -62,13 +66,20 @@ RECONNECT_SECONDS = 60.0
 
 _ERROR_LENGTH = 2000
 
+# On a slow relay a group takes a while: a mark waits at most this long for the next
+# claim, so that the editor's counts and the bounces that quote a Message-ID see it soon.
+MARK_WITHIN_SECONDS = 0.5
+
 
 class Ledger:
     """Each delivery's claim and outcome, written as it happens on one autocommit connection.
 
-    A claim is durable before its message goes out. On PostgreSQL the mark of the message
-    just sent and the claim of the next one travel in one statement: one round trip per
-    message instead of two, and still nothing is sent before the previous outcome is kept.
+    A claim is durable before its message goes out. Deliveries are claimed a few at a time
+    (a claim group, settings.delivery_claim_group), and on PostgreSQL the marks of the
+    messages just sent travel with the claim of the next group in one statement: one round
+    trip and one commit per group instead of two per message. What that costs: a worker
+    killed mid-group may have sent up to a group's messages without their marks, and those
+    go again (invariant 2's bound, per kill, is the group's size).
     """
 
     def __init__(
@@ -87,7 +98,9 @@ class Ledger:
         self.connection = self._connect()
         self.newsletter_id = newsletter_id
         self.claimant = claimant
-        self._unmarked: tuple[int, str] | None = None
+        # Sent, not yet written as sent: written with the next claim, or by flush().
+        self._unmarked: list[tuple[int, str]] = []
+        self._unmarked_since = 0.0
 
     def _connect(self) -> Connection:
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -131,41 +144,74 @@ class Ledger:
                     with contextlib.suppress(DBAPIError):
                         self.connection.invalidate()
 
-    def claim(self, delivery_id: int) -> bool:
-        """Take the delivery if its reader may still be mailed (invariant 1, at send time)."""
+    def claim(self, delivery_ids: Sequence[int]) -> set[int]:
+        """Take these deliveries whose reader may still be mailed (invariant 1, at send
+        time); the ones taken. The marks not written yet are written first (with it, on
+        PostgreSQL)."""
         now = utcnow()
-        previous_id, previous_message = self._unmarked or (None, None)
         params = {
-            "delivery_id": delivery_id,
+            "delivery_ids": list(delivery_ids),
             "claimant": self.claimant,
             "newsletter_id": self.newsletter_id,
             "now": now,
-            "previous_id": previous_id,
-            "previous_message": previous_message,
         }
         if self.combined:
-            result = self._execute(_MARK_AND_CLAIM, params)
+            result = self._execute(_MARK_AND_CLAIM, params | self._marks())
         else:
-            if previous_id is not None:
-                self._execute(_MARK_SENT, params)
+            self._write_marks(now)
             result = self._execute(_CLAIM_UNLOCKED, params)
-        # Forgotten only once written: a mark lost with the connection is written again.
-        self._unmarked = None
-        return result.first() is not None
+        # Forgotten only once written: marks lost with the connection are written again.
+        self._unmarked = []
+        return set(result.scalars())
 
     def sent(self, delivery_id: int, message_id: str) -> None:
-        """Remember the delivery as sent; written with the next claim, or by flush()."""
-        self.flush()
-        self._unmarked = (delivery_id, message_id)
+        """Remember the delivery as sent; written with the next claim, or by flush() (at
+        once, when the first mark waiting has waited MARK_WITHIN_SECONDS)."""
+        if not self._unmarked:
+            self._unmarked_since = time.monotonic()
+        self._unmarked.append((delivery_id, message_id))
+        if time.monotonic() - self._unmarked_since >= MARK_WITHIN_SECONDS:
+            self.flush()
 
     def flush(self) -> None:
-        if self._unmarked is not None:
-            previous_id, previous_message = self._unmarked
+        if self._unmarked:
+            self._write_marks(utcnow())
+            self._unmarked = []
+
+    def _write_marks(self, now: datetime) -> None:
+        if not self._unmarked:
+            return
+        if self.combined:
+            self._execute(_MARK_SENT_MANY, self._marks() | {"now": now})
+            return
+        # SQLite: one writer, one statement per mark; speed is PostgreSQL's business.
+        for delivery_id, message_id in self._unmarked:
             self._execute(
                 _MARK_SENT,
-                {"previous_id": previous_id, "previous_message": previous_message, "now": utcnow()},
+                {"previous_id": delivery_id, "previous_message": message_id, "now": now},
             )
-            self._unmarked = None
+
+    def _marks(self) -> dict[str, list[Any]]:
+        return {
+            "mark_ids": [delivery_id for delivery_id, _ in self._unmarked],
+            "mark_messages": [message_id for _, message_id in self._unmarked],
+        }
+
+    def unclaim(self, delivery_ids: Sequence[int]) -> None:
+        """Give back claimed deliveries whose message did not go (the batch stopped mid-
+        group): queued again, still held by this batch, the attempt not counted."""
+        if not delivery_ids:
+            return
+        self.flush()
+        self._execute(
+            update(_deliveries)
+            .where(
+                _c.id.in_(list(delivery_ids)),
+                _c.status == DeliveryStatus.SENDING,
+                _c.claimed_by == self.claimant,
+            )
+            .values(status=DeliveryStatus.QUEUED, attempts=_c.attempts - 1, updated_at=utcnow())
+        )
 
     def skip_if_ineligible(self, delivery_id: int) -> None:
         """Skip a delivery whose claim failed, if its reader may really not be mailed.
@@ -223,7 +269,7 @@ class Ledger:
         )
 
     def digest_state(self, digest_id: int) -> str | None:
-        self.flush()
+        # The marks may wait: the next claim, or close(), writes them.
         return self._execute(select(Digest.state).where(Digest.id == digest_id)).scalar()
 
     def close(self) -> None:
@@ -253,17 +299,23 @@ _CLAIMABLE = or_(
 
 
 def _claim(*, lock: bool) -> Any:
-    """Take the delivery if it is claimable and its reader may still be mailed.
+    """Take the deliveries that are claimable and whose reader may still be mailed.
 
-    With `lock` (PostgreSQL) the claim holds a share lock on the reader's subscription until
-    it commits: an unsubscribe committing at that very moment either makes the claim fail
-    or waits for it, and then sees the delivery in flight (subscribers.store.sends_in_flight).
-    SQLite runs one writer at a time: an unsubscribe and a claim cannot interleave there.
+    With `lock` (PostgreSQL) the claim holds a share lock on each reader's subscription
+    until it commits: an unsubscribe committing at that very moment either makes the claim
+    fail or waits for it, and then sees the delivery in flight (subscribers.store
+    .sends_in_flight). SQLite runs one writer at a time: an unsubscribe and a claim cannot
+    interleave there.
     """
+    if lock:
+        # One statement text whatever the group's size: PostgreSQL prepares it once.
+        wanted = _c.id == any_(bindparam("delivery_ids", type_=ARRAY(Integer)))
+    else:
+        wanted = _c.id.in_(bindparam("delivery_ids", expanding=True))
     return (
         update(_deliveries)
         .where(
-            _c.id == bindparam("delivery_id"),
+            wanted,
             _CLAIMABLE,
             may_be_mailed(_c.subscriber_id, bindparam("newsletter_id"), lock=lock),
         )
@@ -278,20 +330,35 @@ def _claim(*, lock: bool) -> Any:
     )
 
 
+_SENT_VALUES = {
+    "status": DeliveryStatus.SENT,
+    "sent_at": _now,
+    "last_error": None,
+    "updated_at": _now,
+}
 _MARK_SENT = (
     update(_deliveries)
     .where(_c.id == bindparam("previous_id"))
-    .values(
-        status=DeliveryStatus.SENT,
-        message_id=bindparam("previous_message"),
-        sent_at=_now,
-        last_error=None,
-        updated_at=_now,
+    .values(message_id=bindparam("previous_message"), **_SENT_VALUES)
+)
+# PostgreSQL: the messages just sent, each with its Message-ID, as one table of two arrays.
+_marks = (
+    func.unnest(
+        bindparam("mark_ids", type_=ARRAY(Integer)),
+        bindparam("mark_messages", type_=ARRAY(String)),
     )
+    .table_valued("id", "message_id")
+    .render_derived(name="marks")
+)
+_MARK_SENT_MANY = (
+    update(_deliveries)
+    .where(_c.id == _marks.c.id)
+    .values(message_id=_marks.c.message_id, **_SENT_VALUES)
 )
 _CLAIM_UNLOCKED = _claim(lock=False)
-# PostgreSQL: the mark of the message just sent and the claim of the next in one round trip.
-_MARK_AND_CLAIM = _claim(lock=True).add_cte(_MARK_SENT.cte("marked"))
+# PostgreSQL: the marks of the messages just sent and the claim of the next group in one
+# round trip (with no marks, the CTE updates nothing).
+_MARK_AND_CLAIM = _claim(lock=True).add_cte(_MARK_SENT_MANY.cte("marked"))
 _SKIP_INELIGIBLE = (
     update(_deliveries)
     .where(

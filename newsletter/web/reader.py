@@ -761,10 +761,11 @@ def _reader_language(session: Session, subscriber_id: int) -> str | None:
 
 
 def _in_flight_timeout(settings: Settings) -> float:
-    """The longest a claimed message can take: MAIL, RCPT and DATA each within the SMTP
-    timeout (the session is open and the rate limiter passed before the claim), and the
-    rendering of its variant."""
-    return 3 * settings.smtp_timeout_seconds + 10
+    """The longest a claimed message can take: its claim group's messages before it, MAIL,
+    RCPT and DATA each within the SMTP timeout (the session is open and the rate limiter
+    passed before the claim), and the rendering of its variant. A bound for a relay that
+    hangs; a message on a working relay is answered in milliseconds."""
+    return settings.delivery_claim_group * 3 * settings.smtp_timeout_seconds + 10
 
 
 async def _after_messages_in_flight(subscriber_id: int, settings: Settings) -> None:

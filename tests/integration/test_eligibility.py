@@ -69,7 +69,7 @@ def test_the_check_the_composer_and_the_claim_agree(readers: dict[str, int]) -> 
         )
     ledger = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="test")
     try:
-        claimed = {email: ledger.claim(deliveries[readers[email]]) for email in readers}
+        claimed = {email: bool(ledger.claim([deliveries[readers[email]]])) for email in readers}
         for email in readers:
             if not claimed[email]:
                 ledger.skip_if_ineligible(deliveries[readers[email]])
@@ -136,7 +136,7 @@ def test_a_suppression_added_after_dispatch_is_honoured_by_the_claim(
         suppressions.add(session, email="FINE@example.com")
     ledger = Ledger(db.get_engine(), newsletter_id=newsletter_id, claimant="test")
     try:
-        assert not ledger.claim(delivery_id)
+        assert not ledger.claim([delivery_id])
         ledger.skip_if_ineligible(delivery_id)
     finally:
         ledger.close()

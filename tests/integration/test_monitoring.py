@@ -18,12 +18,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
 from newsletter.app.queue import celery as celery_app
 from newsletter.cli.status import render
 from newsletter.core import db
 from newsletter.core.config import get_settings
-from newsletter.core.models import DigestState
+from newsletter.core.models import Delivery, DeliveryStatus, DigestState
 from newsletter.digests import lifecycle
 from newsletter.ops import monitoring
 from newsletter.subscribers import store as subscribers
@@ -82,12 +83,28 @@ def in_flight(clean_db: str, worker: subprocess.Popen[bytes], mailbox: Mailbox) 
     mailbox.delay = 0.2
     tasks.tick.delay()
     mailbox.wait_until(lambda: len(mailbox.messages) >= 2)
+    # Marks are written a claim group at a time, or within half a second on a slow relay.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not sent_count(digest_id):
+        time.sleep(0.1)
     yield digest_id
     mailbox.delay = 0.0
     with db.session_scope() as session:
         if "cancel" in lifecycle.allowed_actions(lifecycle.get_digest(session, digest_id).state):
             lifecycle.cancel(session, digest_id=digest_id)
     wait_until_idle(worker)
+
+
+def sent_count(digest_id: int) -> int:
+    with db.session_scope() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.SENT)
+            )
+            or 0
+        )
 
 
 def wait_until_idle(worker: subprocess.Popen[bytes], timeout: float = 30) -> None:
