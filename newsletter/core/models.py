@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultExecutionContext
@@ -312,6 +313,17 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("digest_id", "subscriber_id"),
         Index("ix_deliveries_digest_status", "digest_id", "status"),
+        # Only rows sent: every non-HOT update writes an entry into each index, and a
+        # delivery is inserted, held and claimed before it has either value.
+        *(
+            Index(
+                f"ix_deliveries_{column}",
+                column,
+                postgresql_where=text(f"{column} IS NOT NULL"),
+                sqlite_where=text(f"{column} IS NOT NULL"),
+            )
+            for column in ("message_id", "sent_at")
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -322,9 +334,11 @@ class Delivery(Base):
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
     )
-    # Which rendering of the digest this reader gets (and so which articles).
+    # Which rendering of the digest this reader gets (and so which articles). Not indexed:
+    # nothing looks deliveries up by variant, and every index on this table is written
+    # again by each claim and mark of the send (0022_lighter_deliveries).
     variant_id: Mapped[int | None] = mapped_column(
-        ForeignKey("digest_variants.id", ondelete="SET NULL"), index=True
+        ForeignKey("digest_variants.id", ondelete="SET NULL")
     )
     # In a subject test, the subject this reader's copy had (0 or 1); None outside one.
     arm: Mapped[int | None] = mapped_column(SmallInteger)
@@ -334,12 +348,13 @@ class Delivery(Base):
     # queued delivery may be held too, taken by the batch that will send it, so that the
     # sweeper knows whose it is when that worker is lost. Its own re-run may take it over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
-    # Indexed: a bounce that quotes the original Message-ID finds its delivery by it.
-    message_id: Mapped[str | None] = mapped_column(String(500), index=True)
+    # Indexed where set (see __table_args__): a bounce that quotes the original Message-ID
+    # finds its delivery by it.
+    message_id: Mapped[str | None] = mapped_column(String(500))
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None]
-    # Indexed: the dashboard counts what was sent per hour and per day.
-    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Indexed where set: the dashboard counts what was sent per hour and per day.
+    sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
