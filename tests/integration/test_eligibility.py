@@ -142,3 +142,30 @@ def test_a_suppression_added_after_dispatch_is_honoured_by_the_claim(
         ledger.close()
     with db.session_scope() as session:
         assert session.get(Delivery, delivery_id).status == DeliveryStatus.SKIPPED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 100])
+def test_the_walk_by_pages_finds_the_same_readers_and_each_once(
+    readers: dict[str, int], page: int
+) -> None:
+    """A page is the next `page` subscriptions by reader id, then the eligible among them:
+    short or even empty pages on the way, never a reader twice or missed, and the walk ends
+    when no subscription is left."""
+    with db.session_scope() as session:
+        newsletter_id = get_by_slug(session, "daily").id
+        walked: list[int] = []
+        after, pages = 0, 0
+        while True:
+            found, last_id = composer.eligible_readers(
+                session, newsletter_id=newsletter_id, after_id=after, limit=page
+            )
+            if last_id is None:
+                assert found == []
+                break
+            assert len(found) <= page and last_id > after
+            assert all(after < r.subscriber_id <= last_id for r in found)
+            walked += [r.subscriber_id for r in found]
+            after, pages = last_id, pages + 1
+    assert walked == [readers["fine@example.com"]]
+    # Every subscription to the newsletter was looked at, `page` at a time.
+    assert pages == -(-len(READERS) // page)
