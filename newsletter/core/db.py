@@ -74,14 +74,26 @@ def _create_engine(url: str) -> Engine:
             "keepalives_interval": 10,
             "keepalives_count": 3,
             "tcp_user_timeout": 60_000,
-            # Every statement planned for its own values and the tables as they are now.
-            # psycopg prepares a statement run five times, and PostgreSQL may then settle
-            # on one generic plan made while a table was small or never analyzed: a new
-            # digest's deliveries, say, walked in full for each claim of eight of them.
-            # Planning costs tens of microseconds; such a plan cost milliseconds.
-            "options": "-c plan_cache_mode=force_custom_plan",
         }
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    event.listen(engine, "connect", _postgresql_planning)
+    return engine
+
+
+def _postgresql_planning(dbapi_connection: Any, _record: Any) -> None:
+    """Every statement planned for its own values and the tables as they are now.
+
+    psycopg prepares a statement run five times, and PostgreSQL may then settle on one
+    generic plan made while a table was small or never analyzed: a new digest's
+    deliveries, say, walked in full for each claim of eight of them. Planning costs tens
+    of microseconds; such a plan cost milliseconds. A SET, not a startup option: the
+    options of the URL and PGOPTIONS stay the operator's, and poolers that refuse
+    startup options still connect.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET plan_cache_mode = force_custom_plan")
+    cursor.close()
+    dbapi_connection.commit()  # a SET rolled back with its transaction would be lost
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

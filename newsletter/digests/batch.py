@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -121,18 +122,23 @@ def send_batch(
         outcome=outcome,
     )
     group = settings.delivery_claim_group
-    since_check = 0
+    if settings.rate_per_second:
+        # A group's tokens are taken before its claim and its messages then go at once: no
+        # more of them than the relay takes in a second.
+        group = min(group, settings.rate_per_second)
+    since_check = start = 0
     try:
-        for start in range(0, len(pending), group):
+        while start < len(pending):
             if since_check >= STATE_CHECK_EVERY:
                 since_check = 0
                 state = run.ledger.digest_state(digest_id)
                 if state != DigestState.SENDING:
                     outcome.stopped = state
                     break
-            chunk = pending[start : start + group]
-            since_check += len(chunk)
-            if not run.send_group(chunk):
+            handled, go_on = run.send_group(pending[start : start + group])
+            since_check += handled
+            start += handled
+            if not go_on or not handled:
                 break
     finally:
         run.close()
@@ -180,33 +186,51 @@ class _BatchRun:
         self.smtp: SMTPTransport | None = None
         self.lost_sessions = 0  # sessions lost in a row, with no message accepted in between
 
-    def send_group(self, group: Sequence[tuple[Delivery, Subscriber]]) -> bool:
-        """Claim a group of deliveries and send each one taken; False when the batch must
-        stop here (what was claimed and not sent is given back)."""
+    def send_group(self, group: Sequence[tuple[Delivery, Subscriber]]) -> tuple[int, bool]:
+        """Claim a group of deliveries and send each one taken: how many of the group were
+        dealt with, and whether the batch goes on. What was claimed and not tried is given
+        back: on a stop, on an error, and when the session dropped mid-group (the rest is
+        claimed again once a new session is open, never while it opens)."""
         if not self._session_ready(group[0][0]):
-            return False
+            return 0, False
         # The rate limiter passed before the claim: once claimed, the messages go at once,
         # and an unsubscribe waiting for one (subscribers.sends_in_flight) waits for at
-        # most a group's SMTP transactions.
+        # most a group's SMTP transactions on an open session.
         allowed = self._acquire(len(group))
         if not allowed:
-            return False
+            return 0, False
+        wanted = group[:allowed]
         # The claim checks, at this very moment, that each reader may be mailed
         # (subscribed, deliverable, not suppressed): a suppression added mid-batch stops
         # the next group's message.
-        claimed = self.ledger.claim([delivery.id for delivery, _ in group[:allowed]])
-        for position, (delivery, subscriber) in enumerate(group[:allowed]):
-            if delivery.id not in claimed:
-                self.ledger.skip_if_ineligible(delivery.id)
-                self.outcome.skipped += 1
-                metrics.count_delivery("skipped")
-                continue
-            if not self._session_ready(delivery, claimed=group[position:allowed]):
-                return False
-            if not self._send(delivery, subscriber):
-                self.ledger.unclaim([d.id for d, _ in group[position + 1 : allowed]])
-                return False
-        return allowed == len(group)
+        claimed = self.ledger.claim([delivery.id for delivery, _ in wanted])
+        position = 0
+        try:
+            for position, (delivery, subscriber) in enumerate(wanted):
+                if delivery.id not in claimed:
+                    self.ledger.skip_if_ineligible(delivery.id)
+                    self.outcome.skipped += 1
+                    metrics.count_delivery("skipped")
+                    continue
+                if self.smtp is None:
+                    # The last message dropped the session; opening another may take
+                    # several SMTP timeouts, which the readers of this group must not
+                    # wait through. (Never at the first: the session was open then.)
+                    self._unclaim(wanted[position:], claimed)
+                    return position, True
+                if not self._send(delivery, subscriber):
+                    self._unclaim(wanted[position + 1 :], claimed)
+                    return position + 1, False
+        except BaseException:
+            # The one being tried stays claimed, as a lone message in flight always was
+            # (this task's retry takes it back); the others are free to go again.
+            with contextlib.suppress(Exception):
+                self._unclaim(wanted[position + 1 :], claimed)
+            raise
+        return allowed, allowed == len(group)
+
+    def _unclaim(self, rest: Sequence[tuple[Delivery, Subscriber]], claimed: set[int]) -> None:
+        self.ledger.unclaim([d.id for d, _ in rest if d.id in claimed])
 
     def _send(self, delivery: Delivery, subscriber: Subscriber) -> bool:
         """Send one claimed delivery; False when the batch must stop here."""
@@ -231,20 +255,17 @@ class _BatchRun:
         metrics.count_delivery("sent")
         return True
 
-    def _session_ready(
-        self, delivery: Delivery, claimed: Sequence[tuple[Delivery, Subscriber]] = ()
-    ) -> bool:
-        """The SMTP session open (again, if the last message dropped it)."""
+    def _session_ready(self, delivery: Delivery) -> bool:
+        """The SMTP session open (again, if the last message dropped it), before a claim."""
         if self.smtp is not None:
             return True
         try:
             self.smtp = self.open_transport()
             self.smtp.open()
         except DeliveryError as exc:
-            # The relay itself refused us (down, bad credentials): no reader's fault. What
-            # was claimed goes back, and the delivery keeps why, for the operator.
+            # The relay itself refused us (down, bad credentials): no reader's fault. The
+            # delivery keeps why, for the operator.
             self.smtp = None
-            self.ledger.unclaim([d.id for d, _ in claimed])
             self.ledger.note_error(delivery.id, str(exc))
             self.outcome.stopped = f"relay unavailable: {exc}"
             return False

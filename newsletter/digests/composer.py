@@ -23,6 +23,7 @@ from newsletter.core.models import (
     Newsletter,
     Subscriber,
     Subscription,
+    SubscriptionStatus,
 )
 from newsletter.subscribers.eligibility import may_be_mailed
 
@@ -363,14 +364,18 @@ def eligible_readers(
     Keyset pagination: the caller passes the last id it saw, so a walk over a million
     readers never holds more than one page. The last id is None when nothing was left.
     """
-    # The next `limit` subscriptions to the newsletter by reader id, whatever their state,
-    # then the eligible among them: a page may hold fewer readers than `limit`, and each
-    # costs the same wherever it falls in the list. Asked in one query, PostgreSQL joined
+    # The next `limit` subscribed readers of the newsletter by id, then the eligible among
+    # them (deliverable, not suppressed): a page may hold fewer readers than `limit`, and
+    # each costs the same wherever it falls in the list. Asked in one query, PostgreSQL joined
     # the eligibility's subqueries from the list's first reader on, every page: a million
     # readers' walk read the list half a thousand times over.
     window = (
         select(Subscription.subscriber_id)
-        .where(Subscription.newsletter_id == newsletter_id, Subscription.subscriber_id > after_id)
+        .where(
+            Subscription.newsletter_id == newsletter_id,
+            Subscription.status == SubscriptionStatus.SUBSCRIBED,
+            Subscription.subscriber_id > after_id,
+        )
         .order_by(Subscription.subscriber_id)
         .limit(limit)
         .subquery()

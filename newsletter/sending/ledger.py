@@ -72,7 +72,7 @@ MARK_WITHIN_SECONDS = 0.5
 
 
 class Ledger:
-    """Each delivery's claim and outcome, written as it happens on one autocommit connection.
+    """Each delivery's claim and outcome, written on one autocommit connection.
 
     A claim is durable before its message goes out. Deliveries are claimed a few at a time
     (a claim group, settings.delivery_claim_group), and on PostgreSQL the marks of the
@@ -336,9 +336,11 @@ _SENT_VALUES = {
     "last_error": None,
     "updated_at": _now,
 }
+# A bounce reported between the send and its mark (an ESP's webhook) is not undone by it.
+_NOT_BOUNCED = _c.status != DeliveryStatus.BOUNCED
 _MARK_SENT = (
     update(_deliveries)
-    .where(_c.id == bindparam("previous_id"))
+    .where(_c.id == bindparam("previous_id"), _NOT_BOUNCED)
     .values(message_id=bindparam("previous_message"), **_SENT_VALUES)
 )
 # PostgreSQL: the messages just sent, each with its Message-ID, as one table of two arrays.
@@ -352,7 +354,7 @@ _marks = (
 )
 _MARK_SENT_MANY = (
     update(_deliveries)
-    .where(_c.id == _marks.c.id)
+    .where(_c.id == _marks.c.id, _NOT_BOUNCED)
     .values(message_id=_marks.c.message_id, **_SENT_VALUES)
 )
 _CLAIM_UNLOCKED = _claim(lock=False)
@@ -426,7 +428,8 @@ def reclaim(
     """What lost worker instances held — taken or claimed — queued again, free.
 
     Of a claimed delivery the message may have gone out before the worker was lost: it is
-    sent again, the one duplicate invariant 2 allows per message in flight. Returns
+    sent again, the duplicate invariant 2 allows per message in flight (a claim group's at
+    most). Returns
     (digest id, delivery id) pairs of the digests still sending, to queue again now.
     """
     if not instance_ids:
