@@ -140,8 +140,16 @@ def send_batch(
             start += handled
             if not go_on or not handled:
                 break
-    finally:
-        run.close()
+    except BaseException:
+        # An error ends the batch and nothing retries it: what it held and did not send
+        # is free again for the sweeper, rather than held by a worker still online.
+        run.close_quietly()
+        with contextlib.suppress(Exception):
+            session.rollback()
+            ledger.let_go(session, delivery_ids=[d.id for d, _ in pending], claimant=claimant)
+            session.commit()
+        raise
+    run.close()
     # What this run did not reach (a stop, a lost connection) is tried again too, by
     # whoever comes next: this task's retry, a resume, the sweeper.
     held = [d.id for d, _ in pending]
@@ -222,10 +230,11 @@ class _BatchRun:
                     self._unclaim(wanted[position + 1 :], claimed)
                     return position + 1, False
         except BaseException:
-            # The one being tried stays claimed, as a lone message in flight always was
-            # (this task's retry takes it back); the others are free to go again.
+            # What was not accepted is free to go again; a message accepted and not yet
+            # marked stays claimed (sending it again would mail the reader twice).
+            accepted = self.ledger.unmarked_ids()
             with contextlib.suppress(Exception):
-                self._unclaim(wanted[position + 1 :], claimed)
+                self._unclaim([d for d in wanted[position:] if d[0].id not in accepted], claimed)
             raise
         return allowed, allowed == len(group)
 
@@ -324,6 +333,11 @@ class _BatchRun:
             self.ledger.close()
         finally:
             self._drop_session()
+
+    def close_quietly(self) -> None:
+        """Close on the way out of an error: a second error must not hide the first."""
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def _pending(

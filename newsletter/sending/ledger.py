@@ -173,6 +173,10 @@ class Ledger:
         if time.monotonic() - self._unmarked_since >= MARK_WITHIN_SECONDS:
             self.flush()
 
+    def unmarked_ids(self) -> set[int]:
+        """The deliveries sent whose marks are not written yet."""
+        return {delivery_id for delivery_id, _ in self._unmarked}
+
     def flush(self) -> None:
         if self._unmarked:
             self._write_marks(utcnow())
