@@ -198,7 +198,13 @@ def serve(port: int) -> None:
 
 def minimal_app() -> FastAPI:
     """One row written per request, through the service's own engine and session scope."""
+    from newsletter.core.config import get_settings
+    from newsletter.web.app import limit_threads
+
     app = FastAPI()
+    # Its blocking work within the pool's connections, as create_app keeps the service's.
+    size = get_settings().database_pool_size
+    app.router.add_event_handler("startup", lambda: limit_threads(size))
     app.post("/minimal", status_code=202)(minimal)
     app.post("/minimal-async", status_code=202)(minimal_async)
     return app

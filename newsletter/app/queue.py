@@ -104,8 +104,11 @@ class CeleryQueue:
         self.app = app
 
     def send(self, job: Job) -> None:
-        # Plain JSON arguments, as the task is declared in newsletter.tasks.jobs.
-        self.app.send_task(job.task, args=list(job.args))
+        # Plain JSON arguments, as the task is declared in newsletter.tasks.jobs. No result
+        # is ever read: said here, send_task skips the result backend, which it would
+        # otherwise build in every new thread (a scan of the installed packages' entry
+        # points) before each first send.
+        self.app.send_task(job.task, args=list(job.args), ignore_result=True)
 
 
 @setup_logging.connect

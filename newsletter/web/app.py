@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -73,6 +74,7 @@ def create_app(*, queue: Queue | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
     )
     app.state.queue = queue if queue is not None else jobs_queue.CeleryQueue(celery)
+    app.router.add_event_handler("startup", lambda: limit_threads(settings.database_pool_size))
     links.install(app, settings)
     app.include_router(reader.router)
     app.include_router(archive.router)
@@ -134,6 +136,18 @@ READER_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
 )
 NOT_READERS = ("/admin", "/api/", "/webhooks/", "/docs", "/redoc")
+
+
+def limit_threads(connections: int) -> None:
+    """Blocking work (every sync route and dependency, run_in_threadpool) on at most as
+    many threads as the database pool keeps connections.
+
+    AnyIO's default is 40 threads; beyond the pool's connections, each request in a
+    thread of its own opened a connection and closed it again (under 16 concurrent
+    signups, a fifth of the web process's time). Requests above the limit wait their
+    turn on the event loop instead, and the event loop itself is never held.
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = connections
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

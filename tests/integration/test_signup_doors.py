@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 
 from newsletter.app import readers
 from newsletter.app.unit_of_work import UnitOfWork, unit_of_work
@@ -326,6 +328,55 @@ def test_a_forwarded_for_header_is_believed_only_from_a_trusted_proxy(
     with _serve_web(tmp_path, clean_db, NEWSLETTER_TRUSTED_PROXIES="127.0.0.1") as base:
         assert signups(base, rotating) == [202] * 4
         assert signups(base, ["198.51.100.7"] * 4) == [202, 202, 202, 429]
+
+
+def test_concurrent_signups_keep_to_the_pool_of_connections(
+    clean_db: str, redis_broker: str, tmp_path: Path
+) -> None:
+    """Thirty signups at once, three times, open no more connections than the pool keeps.
+
+    AnyIO runs blocking work on up to 40 threads; past the pool's connections, each
+    request opened one and closed it again, a few milliseconds each (issue 18).
+    """
+    if not clean_db.startswith("postgresql"):
+        pytest.skip("counts PostgreSQL's sessions")
+    pool = 3
+
+    def sessions() -> int:
+        # Counted by each backend and reported at the latest when it ends.
+        engine = create_engine(clean_db, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                return int(
+                    connection.scalar(
+                        text(
+                            "SELECT sessions FROM pg_stat_database "
+                            "WHERE datname = current_database()"
+                        )
+                    )
+                )
+        finally:
+            engine.dispose()
+
+    def signup(n: int) -> int:
+        return httpx.post(
+            f"{base}/subscribe",
+            json={"email": f"burst{n}-{uuid.uuid4().hex[:6]}@example.com"},
+            timeout=30,
+        ).status_code
+
+    before = sessions()
+    limits = {
+        "NEWSLETTER_SIGNUP_LIMIT_PER_IP_PER_HOUR": "0",
+        "NEWSLETTER_DATABASE_POOL_SIZE": str(pool),
+    }
+    with _serve_web(tmp_path, clean_db, **limits) as base, ThreadPoolExecutor(30) as burst:
+        for _ in range(3):
+            assert list(burst.map(signup, range(30))) == [202] * 30
+    # The server stopped: every session it opened has ended, and is counted. Two more are
+    # the counts' own; /healthz, before the burst, uses a connection of the pool.
+    opened = sessions() - before - 2
+    assert 1 <= opened <= pool
 
 
 def test_a_signup_that_meets_a_conflict_is_tried_again(
