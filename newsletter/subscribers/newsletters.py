@@ -3,6 +3,7 @@ every install starts with."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -128,6 +129,43 @@ def get_by_slug(session: Session, slug: str) -> Newsletter:
 def get_by_slugs(session: Session, slugs: list[str]) -> list[Newsletter]:
     """The newsletters named, in order, refusing any unknown one; none named means `daily`."""
     return [get_by_slug(session, slug) for slug in dict.fromkeys(slugs or [DEFAULT_SLUG])]
+
+
+# Slugs each process has found in each database. A newsletter is never deleted and its
+# slug never changes (it names the newsletter in links, List-Id and archives), so a slug
+# found once stays good: the signup request then asks the database nothing at all (it
+# was a third of the request's time). A newsletter added since is looked up on its first
+# signup. Should an operator delete one by hand, a signup naming it is still answered 202
+# by this process, and the worker, which reads the newsletters, records nothing.
+_known_slugs: dict[str, set[str]] = {}
+_known_slugs_lock = threading.Lock()
+
+
+def check_slugs(session: Session, slugs: list[str]) -> None:
+    """UnknownNewsletter unless every newsletter named exists (none named means `daily`);
+    reads the database only for slugs this process has not found in it before."""
+    database = session.get_bind().engine.url.render_as_string(hide_password=True)
+    named = list(dict.fromkeys(slugs or [DEFAULT_SLUG]))
+    with _known_slugs_lock:
+        known = set(_known_slugs.get(database, ()))
+    missing = [slug for slug in named if slug not in known]
+    if not missing:
+        return
+    for slug in missing:
+        if len(slug) > 64 or not slug.isprintable():  # as get_by_slug: never asked
+            raise UnknownNewsletter(slug[:64])
+    found = set(session.scalars(select(Newsletter.slug).where(Newsletter.slug.in_(missing))))
+    with _known_slugs_lock:
+        _known_slugs.setdefault(database, set()).update(found)
+    for slug in missing:
+        if slug not in found:
+            raise UnknownNewsletter(slug)
+
+
+def forget_known_slugs() -> None:
+    """Forget the slugs found so far (the tests empty the database under a process)."""
+    with _known_slugs_lock:
+        _known_slugs.clear()
 
 
 def set_sender(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -90,9 +90,50 @@ NO_NEWSLETTER_CHOSEN = "Choose at least one newsletter to subscribe to."
 
 def check_signup(
     session: Session, form: SignupForm, *, default_language: str, default_time_zone: str
+) -> None:
+    """InvalidInput unless the form would make a signup: the signup request's check. Reads
+    nothing about readers, and about newsletters only what this process has not seen
+    (newsletters.check_slugs): the same work whoever's address the form names."""
+    fields = _clean_signup_fields(form, default_language, default_time_zone)
+    try:
+        newsletter_store.check_slugs(session, fields.slugs)
+    except newsletter_store.UnknownNewsletter as exc:
+        raise InvalidInput("newsletters", str(exc)) from None
+
+
+def clean_signup(
+    session: Session, form: SignupForm, *, default_language: str, default_time_zone: str
 ) -> CleanSignup:
-    """The form's fields cleaned, or InvalidInput. Reads the newsletters only, never the
-    readers: the signup page checks a form this way whoever's address it names."""
+    """The form's fields cleaned and its newsletters read, or InvalidInput."""
+    fields = _clean_signup_fields(form, default_language, default_time_zone)
+    try:
+        wanted = newsletter_store.get_by_slugs(session, fields.slugs)
+    except newsletter_store.UnknownNewsletter as exc:
+        raise InvalidInput("newsletters", str(exc)) from None
+    return CleanSignup(
+        fields.email,
+        fields.email_key,
+        fields.name,
+        fields.language,
+        fields.topics,
+        fields.time_zone,
+        wanted,
+    )
+
+
+class _SignupFields(NamedTuple):
+    email: str
+    email_key: str
+    name: str
+    language: str
+    topics: list[str]
+    time_zone: str
+    slugs: list[str]
+
+
+def _clean_signup_fields(
+    form: SignupForm, default_language: str, default_time_zone: str
+) -> _SignupFields:
     email, key = clean_email(form.email, to_mail=True)
     name = clean_text("name", form.name)
     language = clean_language(form.language, default=default_language)
@@ -101,11 +142,7 @@ def check_signup(
     slugs = clean_slugs(form.newsletters)
     if form.newsletters is not None and not slugs:
         raise InvalidInput("newsletters", NO_NEWSLETTER_CHOSEN)
-    try:
-        wanted = newsletter_store.get_by_slugs(session, slugs)
-    except newsletter_store.UnknownNewsletter as exc:
-        raise InvalidInput("newsletters", str(exc)) from None
-    return CleanSignup(email, key, name, language, topics, time_zone, wanted)
+    return _SignupFields(email, key, name, language, topics, time_zone, slugs)
 
 
 def subscribe(
@@ -132,7 +169,7 @@ def subscribe(
     `may_send_confirmation`, asked only then, may still refuse it (a limit per mailbox).
     """
     now = now or utcnow()
-    signup = check_signup(
+    signup = clean_signup(
         session, form, default_language=default_language, default_time_zone=default_time_zone
     )
     if suppressions.is_listed(session, signup.email_key):

@@ -139,15 +139,17 @@ NOT_READERS = ("/admin", "/api/", "/webhooks/", "/docs", "/redoc")
 
 
 def limit_threads(connections: int) -> None:
-    """Blocking work (every sync route and dependency, run_in_threadpool) on at most as
-    many threads as the database pool keeps connections.
+    """Blocking work (sync routes and dependencies, run_in_threadpool) on half as many
+    threads as the database pool keeps connections.
 
     AnyIO's default is 40 threads; beyond the pool's connections, each request in a
     thread of its own opened a connection and closed it again (under 16 concurrent
-    signups, a fifth of the web process's time). Requests above the limit wait their
-    turn on the event loop instead, and the event loop itself is never held.
+    signups, a fifth of the web process's time). Half: a request's session is closed
+    after its route, on a thread of its own (FastAPI runs a dependency's exit outside the
+    limit), and keeps its connection until then, while the next request has the thread.
+    Requests above the limit wait their turn on the event loop, never holding it.
     """
-    anyio.to_thread.current_default_thread_limiter().total_tokens = connections
+    anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, connections // 2)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from sqlalchemy import select
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
-from newsletter.digests import dispatcher, lifecycle, reports
+from newsletter.digests import batch, dispatcher, lifecycle, reports
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
+from newsletter.sending.ratelimit import NoLimit
+from newsletter.sending.transport import SMTPTransport
 from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox, wait_until_tasks_done
 from tests.factories import add_fresh_story, add_reader
@@ -355,3 +357,61 @@ def test_deliveries_whose_task_was_lost_are_queued_again(world: Mailbox) -> None
     final = wait_for_state(digest_id, FINAL)
     assert final["counts"]["sent"] == 2
     assert recipients(world) == Counter({"lost1@example.com": 1, "lost2@example.com": 1})
+
+
+class _BreaksAfter(SMTPTransport):
+    """The real relay for `good` messages; then an error no batch expects (a bug, say)."""
+
+    def __init__(self, url: str, good: int) -> None:
+        super().__init__(url, timeout=10)
+        self.good = good
+
+    def send(self, *, envelope_from: str, recipient: str, data: bytes) -> str:
+        if self.good == 0:
+            raise RuntimeError("not an SMTP error")
+        self.good -= 1
+        return super().send(envelope_from=envelope_from, recipient=recipient, data=data)
+
+
+def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
+    clean_db: str, mailbox: Mailbox
+) -> None:
+    """Nothing retries a batch that raised: what it held and did not send is let go for the
+    sweeper, however far into a claim group the error came; what went is marked sent."""
+    settings = get_settings()
+    add_fresh_story()
+    group = settings.delivery_claim_group
+    readers = [f"broken{n}@example.com" for n in range(group * 2 + 3)]
+    for email in readers:
+        add_reader(email)
+    with db.session_scope() as session:
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
+    with db.session_scope() as session:
+        assert lifecycle.start_due(session) == [digest_id]
+    with db.session_scope() as session:
+        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
+    good = group + 2  # into the second group
+    session = db.new_session()
+    try:
+        with pytest.raises(RuntimeError):
+            batch.send_batch(
+                session,
+                digest_id=digest_id,
+                delivery_ids=page.queued,
+                settings=settings,
+                claimant="test-broken|task",
+                limiter=NoLimit(),
+                relay=settings.smtp_url,
+                transport=lambda url: _BreaksAfter(url, good),
+            )
+    finally:
+        session.close()
+
+    assert len(mailbox.messages) == good
+    with db.session_scope() as session:
+        deliveries = session.scalars(select(Delivery).where(Delivery.digest_id == digest_id)).all()
+    statuses = Counter(d.status for d in deliveries)
+    assert statuses == {DeliveryStatus.SENT: good, DeliveryStatus.QUEUED: len(readers) - good}
+    left = [d for d in deliveries if d.status == DeliveryStatus.QUEUED]
+    # Free for the sweeper; none is counted as tried (the one the error came on did not go).
+    assert [(d.claimed_by, d.attempts) for d in left] == [(None, 0)] * len(left)
