@@ -18,11 +18,12 @@ from sqlalchemy import select
 from newsletter.core import db
 from newsletter.core.config import get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
-from newsletter.digests import batch, dispatcher, lifecycle, reports
-from newsletter.subscribers import store as subscribers
-from newsletter.subscribers import suppressions
+from newsletter.digests import dispatcher, lifecycle, reports
+from newsletter.digests.batch import send_batch
 from newsletter.sending.ratelimit import NoLimit
 from newsletter.sending.transport import SMTPTransport
+from newsletter.subscribers import store as subscribers
+from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox, wait_until_tasks_done
 from tests.factories import add_fresh_story, add_reader
@@ -394,7 +395,7 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     session = db.new_session()
     try:
         with pytest.raises(RuntimeError):
-            batch.send_batch(
+            send_batch(
                 session,
                 digest_id=digest_id,
                 delivery_ids=page.queued,
