@@ -86,10 +86,11 @@ class Settings(BaseSettings):
         description="var/ of the checkout when running from one, else of the current folder.",
     )
     database_url: str = ""
-    # Connections each process keeps open to PostgreSQL; the web process runs at most this
-    # many requests' blocking work at once, so that no request pays for a connection
-    # opened and closed around it (a few milliseconds, more than a signup's own work).
-    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # Connections each process keeps open to PostgreSQL; the web process runs half this
+    # many requests' blocking work at once (web.app.limit_threads), so that no request
+    # pays for a connection opened and closed around it (a few milliseconds, more than a
+    # signup's own work).
+    database_pool_size: int = Field(default=20, ge=2, le=200)
     broker_url: str = ""
     smtp_url: str = Field(
         default="",

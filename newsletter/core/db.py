@@ -75,14 +75,15 @@ def _create_engine(url: str) -> Engine:
             "keepalives_count": 3,
             "tcp_user_timeout": 60_000,
         }
-    # As many more again for a burst (opened for it, then closed); the web process keeps
-    # its blocking work within pool_size (web.app), so the steady load never needs them.
+    # Half as many more for a burst (opened for it, then closed); the web process keeps
+    # its blocking work within the pool (web.app.limit_threads): the steady load never
+    # needs them.
     size = get_settings().database_pool_size
     engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=size,
-        max_overflow=size,
+        max_overflow=size // 2,
         connect_args=connect_args,
     )
     event.listen(engine, "connect", _postgresql_planning)

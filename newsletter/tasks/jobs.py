@@ -56,8 +56,9 @@ def sign_up(self: Task, form: dict[str, Any], ip: str | None) -> str:
         with unit_of_work() as work:
             outcome = readers.record_signup(work, form=SignupForm(**form), ip=ip, settings=settings)
     except InvalidInput as exc:
-        # Checked by the page already; a newsletter deleted since, say. Nothing to retry.
-        log.info("signup not recorded: %s", exc.message)
+        # Checked by the page already: a newsletter deleted by hand since, or a database
+        # restored under a running web process (newsletters.check_slugs). Nothing to retry.
+        log.warning("signup not recorded: %s", exc.message)
         return "invalid"
     except SQLAlchemyError as exc:
         # Two signups for one new address at once: the second finds the first's row when

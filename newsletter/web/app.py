@@ -146,8 +146,9 @@ def limit_threads(connections: int) -> None:
     thread of its own opened a connection and closed it again (under 16 concurrent
     signups, a fifth of the web process's time). Half: a request's session is closed
     after its route, on a thread of its own (FastAPI runs a dependency's exit outside the
-    limit), and keeps its connection until then, while the next request has the thread.
-    Requests above the limit wait their turn on the event loop, never holding it.
+    limit, once the response is sent), and keeps its connection until then, while the
+    next request has the thread. Requests above the limit wait their turn without holding
+    the event loop (one that already holds a connection keeps it while it waits).
     """
     anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, connections // 2)
 

