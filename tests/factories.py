@@ -21,7 +21,8 @@ from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.core.tokens import Purpose, make_confirm_token, make_token
-from newsletter.digests import schedules
+from newsletter.digests import dispatcher, lifecycle, schedules
+from newsletter.digests.dispatcher import DispatchPage
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 from tests.conftest import ROOT
@@ -117,6 +118,19 @@ def add_fresh_story() -> int:
         summary="The bridge reopened today.",
         url="https://news.example/bridge",
     )
+
+
+def dispatched_daily() -> tuple[int, DispatchPage]:
+    """A digest of `daily` created, started and its first page of deliveries written, as
+    the beat and the dispatcher would: its id, and the page (what a batch is sent)."""
+    settings = get_settings()
+    with db.session_scope() as session:
+        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
+    with db.session_scope() as session:
+        assert lifecycle.start_due(session) == [digest_id]
+    with db.session_scope() as session:
+        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
+    return digest_id, page
 
 
 def dkim_key(folder: Path) -> tuple[Path, bytes]:

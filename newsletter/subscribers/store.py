@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -94,9 +94,9 @@ def check_signup(
     """InvalidInput unless the form would make a signup: the signup request's check. Reads
     nothing about readers, and about newsletters only what this process has not seen
     (newsletters.check_slugs): the same work whoever's address the form names."""
-    fields = _clean_signup_fields(form, default_language, default_time_zone)
+    _, slugs = _clean_signup_fields(form, default_language, default_time_zone)
     try:
-        newsletter_store.check_slugs(session, fields.slugs)
+        newsletter_store.check_slugs(session, slugs)
     except newsletter_store.UnknownNewsletter as exc:
         raise InvalidInput("newsletters", str(exc)) from None
 
@@ -105,35 +105,18 @@ def clean_signup(
     session: Session, form: SignupForm, *, default_language: str, default_time_zone: str
 ) -> CleanSignup:
     """The form's fields cleaned and its newsletters read, or InvalidInput."""
-    fields = _clean_signup_fields(form, default_language, default_time_zone)
+    fields, slugs = _clean_signup_fields(form, default_language, default_time_zone)
     try:
-        wanted = newsletter_store.get_by_slugs(session, fields.slugs)
+        wanted = newsletter_store.get_by_slugs(session, slugs)
     except newsletter_store.UnknownNewsletter as exc:
         raise InvalidInput("newsletters", str(exc)) from None
-    return CleanSignup(
-        fields.email,
-        fields.email_key,
-        fields.name,
-        fields.language,
-        fields.topics,
-        fields.time_zone,
-        wanted,
-    )
-
-
-class _SignupFields(NamedTuple):
-    email: str
-    email_key: str
-    name: str
-    language: str
-    topics: list[str]
-    time_zone: str
-    slugs: list[str]
+    return replace(fields, newsletters=wanted)
 
 
 def _clean_signup_fields(
     form: SignupForm, default_language: str, default_time_zone: str
-) -> _SignupFields:
+) -> tuple[CleanSignup, list[str]]:
+    """Every field but the newsletters cleaned, and the slugs the form names."""
     email, key = clean_email(form.email, to_mail=True)
     name = clean_text("name", form.name)
     language = clean_language(form.language, default=default_language)
@@ -142,7 +125,7 @@ def _clean_signup_fields(
     slugs = clean_slugs(form.newsletters)
     if form.newsletters is not None and not slugs:
         raise InvalidInput("newsletters", NO_NEWSLETTER_CHOSEN)
-    return _SignupFields(email, key, name, language, topics, time_zone, slugs)
+    return CleanSignup(email, key, name, language, topics, time_zone, []), slugs
 
 
 def subscribe(

@@ -26,7 +26,7 @@ from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox, wait_until_tasks_done
-from tests.factories import add_fresh_story, add_reader
+from tests.factories import add_fresh_story, add_reader, dispatched_daily
 
 FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState.FAILED}
 
@@ -385,12 +385,7 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     readers = [f"broken{n}@example.com" for n in range(group * 2 + 3)]
     for email in readers:
         add_reader(email)
-    with db.session_scope() as session:
-        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
-    with db.session_scope() as session:
-        assert lifecycle.start_due(session) == [digest_id]
-    with db.session_scope() as session:
-        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
+    digest_id, page = dispatched_daily()
     good = group + 2  # into the second group
     session = db.new_session()
     try:

@@ -28,7 +28,7 @@ from newsletter.core.config import Settings, get_settings
 from newsletter.core.i18n import translations
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
 from newsletter.core.validation import NO_INTERNATIONAL_ADDRESSES
-from newsletter.digests import batch, dispatcher, lifecycle, reports
+from newsletter.digests import batch, lifecycle, reports
 from newsletter.email.render import OutgoingMessage
 from newsletter.sending.ratelimit import NoLimit
 from newsletter.sending.single import SingleStatus, send_single
@@ -38,7 +38,7 @@ from newsletter.tasks import jobs as tasks
 from newsletter.web.admin import outbox
 from newsletter.web.app import create_app
 from tests.conftest import Mailbox, free_port
-from tests.factories import add_fresh_story, add_reader, dkim_settings_and_dns
+from tests.factories import add_fresh_story, add_reader, dispatched_daily, dkim_settings_and_dns
 from tests.fakes import RecordingQueue
 
 JOAO = "joão@exemplo.pt"
@@ -184,12 +184,7 @@ def test_a_digest_through_a_relay_without_smtputf8_fails_that_delivery_only(
     add_fresh_story()
     joao = add_reader(JOAO)
     add_reader("rita@example.com")
-    with db.session_scope() as session:
-        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
-    with db.session_scope() as session:
-        assert lifecycle.start_due(session) == [digest_id]
-    with db.session_scope() as session:
-        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
+    digest_id, page = dispatched_daily()
     session = db.new_session()
     try:
         outcome = batch.send_batch(

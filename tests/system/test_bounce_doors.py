@@ -40,13 +40,12 @@ from newsletter.core.models import (
 )
 from newsletter.core.tokens import make_verp_token
 from newsletter.digests import batch as delivery
-from newsletter.digests import dispatcher, lifecycle
 from newsletter.sending.ratelimit import NoLimit
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
-from tests.factories import add_fresh_story
+from tests.factories import add_fresh_story, dispatched_daily
 from tests.factories import add_reader as make_reader
 from tests.factories import sent_delivery as make_delivery
 
@@ -587,12 +586,7 @@ def send_digest_through(relay: str) -> tuple[int, int, delivery.BatchOutcome]:
     """
     settings = get_settings()
     add_fresh_story()
-    with db.session_scope() as session:
-        digest_id = lifecycle.create_digest(session, newsletter_slug="daily").id
-    with db.session_scope() as session:
-        assert lifecycle.start_due(session) == [digest_id]
-    with db.session_scope() as session:
-        page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
+    digest_id, page = dispatched_daily()
     assert len(page.queued) == 1, page
     session = db.new_session()
     try:
