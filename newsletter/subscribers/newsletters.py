@@ -116,14 +116,18 @@ def list_newsletters(session: Session) -> list[Newsletter]:
 
 
 def get_by_slug(session: Session, slug: str) -> Newsletter:
-    # A slug with control characters (a NUL, which PostgreSQL refuses in text) or longer
-    # than any slug can be names no newsletter: no need to ask the database.
-    if len(slug) > 64 or not slug.isprintable():
-        raise UnknownNewsletter(slug[:64])
+    _askable(slug)
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
     if newsletter is None:
         raise UnknownNewsletter(slug)
     return newsletter
+
+
+def _askable(slug: str) -> None:
+    # A slug with control characters (a NUL, which PostgreSQL refuses in text) or longer
+    # than any slug can be names no newsletter: no need to ask the database.
+    if len(slug) > 64 or not slug.isprintable():
+        raise UnknownNewsletter(slug[:64])
 
 
 def get_by_slugs(session: Session, slugs: list[str]) -> list[Newsletter]:
@@ -152,8 +156,7 @@ def check_slugs(session: Session, slugs: list[str]) -> None:
     if not missing:
         return
     for slug in missing:
-        if len(slug) > 64 or not slug.isprintable():  # as get_by_slug: never asked
-            raise UnknownNewsletter(slug[:64])
+        _askable(slug)
     found = set(session.scalars(select(Newsletter.slug).where(Newsletter.slug.in_(missing))))
     with _known_slugs_lock:
         _known_slugs.setdefault(database, set()).update(found)
