@@ -72,6 +72,8 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         audit.check("signup")
         page.get_by_label("Email address").fill("rita@localhost")
         page.get_by_role("button", name="Subscribe").click()
+        # A submit is a navigation: each audit waits for the answer, not the page it leaves.
+        expect(page.get_by_role("alert").first).to_be_visible()
         audit.check("signup refused (422)")
         page.get_by_label("Email address").fill(READER)
         # The reader reads English: the pages after the confirmation follow their choice.
@@ -94,6 +96,7 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         audit.check("preferences")
         page.get_by_label("Erase everything about me").check()
         page.get_by_role("button", name="Email me the link to erase my data").click()
+        expect(page).to_have_url(re.compile(r"/erase$"))
         audit.check("erase link sent")
         page.goto(link_in(emails_to(service, READER, 3)[2], "/erase/"))
         audit.check("erase")
@@ -164,6 +167,7 @@ def test_every_page_passes_axe_in_light_and_dark_mode(service: Service) -> None:
         csv.write_text("email,name\nnova.a11y@example.com,Nova\nnot an address,Bad\n")
         page.locator("input[type=file]").first.set_input_files(Path(csv))
         page.locator("form[enctype='multipart/form-data'] button[type=submit]").click()
+        expect(page.get_by_role("heading", name=re.compile(r"would do$"))).to_be_visible()
         audit.check("subscribers import check")
         context.close()
 
