@@ -65,7 +65,9 @@ class FakeRelaySession:
     ) -> None:
         return None
 
-    def send(self, *, envelope_from: str, recipient: str, data: bytes) -> str:
+    def send(
+        self, *, envelope_from: str, recipient: str, data: bytes, wire_ready: bool = False
+    ) -> str:
         if self.relays.refusals:
             raise self.relays.refusals.pop(0)
         self.relays.accepted.append((self.url, envelope_from, recipient, data))

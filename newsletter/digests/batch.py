@@ -253,6 +253,7 @@ class _BatchRun:
                 envelope_from=message.envelope_from,
                 recipient=message.recipient,
                 data=message.data,
+                wire_ready=message.wire_ready,
             )
         except DeliveryError as exc:
             return self._refused(delivery, exc)

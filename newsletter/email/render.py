@@ -66,6 +66,9 @@ class OutgoingMessage:
     recipient: str
     message_id: str
     data: bytes
+    # CRLF line ends and no line that starts with a dot: SMTP's DATA takes the bytes as
+    # they are, with no pass over the whole message to stuff dots (RFC 5321 4.5.2).
+    wire_ready: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,22 +147,24 @@ class MessageTemplate:
         ]
         for name, value in self._headers:
             head.append(value if value.endswith("\r\n") else _fold(name, _fill(value, values)))
-        parts = [
-            "".join(head).encode(),
-            self._mime_head,
-            self._text.encode(values),
-            self._mime_middle,
-            self._html.encode(html_values),
-            self._mime_tail,
-        ]
-        data = b"".join(parts)
+        text, text_ready = self._text.encode(values)
+        html, html_ready = self._html.encode(html_values)
+        headers = "".join(head).encode()
+        # Checked here: the headers and the few lines that carry the reader's values; the
+        # lines without slots were checked once (_QuotedPrintableBody), the MIME parts
+        # are ready by construction.
+        wire_ready = text_ready and html_ready and _wire_ready(headers)
+        data = b"".join([headers, self._mime_head, text, self._mime_middle, html, self._mime_tail])
         if self._signer is not None:
-            data = self._signer(data)
+            signed = self._signer(data)
+            wire_ready = wire_ready and _wire_ready(signed[: len(signed) - len(data)])
+            data = signed
         return OutgoingMessage(
             envelope_from=recipient.envelope_from,
             recipient=address,
             message_id=recipient.message_id,
             data=data,
+            wire_ready=wire_ready,
         )
 
 
@@ -263,22 +268,37 @@ class _QuotedPrintableBody:
             else:
                 literal.append(line)
         self._flush(literal)
+        self.wire_ready = all(_wire_ready(p) for p in self._parts if isinstance(p, bytes))
 
     def _flush(self, lines: list[str]) -> None:
         if lines:
             self._parts.append(_qp("\r\n".join(lines)))
             lines.clear()
 
-    def encode(self, values: Mapping[str, str]) -> bytes:
+    def encode(self, values: Mapping[str, str]) -> tuple[bytes, bool]:
+        """The reader's body, and whether it is ready for the wire as it is (_wire_ready)."""
         encoded = []
+        ready = self.wire_ready
         for part in self._parts:
             if isinstance(part, bytes):
                 encoded.append(part)
             else:
                 filled = part[:]
                 filled[1::2] = [values[name] for name in part[1::2]]
-                encoded.append(_qp("".join(filled)))
-        return b"\r\n".join(encoded)
+                line = _qp("".join(filled))
+                ready = ready and _wire_ready(line)
+                encoded.append(line)
+        return b"\r\n".join(encoded), ready
+
+
+def _wire_ready(part: bytes) -> bool:
+    """Whether these bytes, starting a line, go into SMTP's DATA as they are: every line
+    ends in CRLF and none starts with a dot (which the wire would need doubled)."""
+    return (
+        not part.startswith(b".")
+        and b"\n." not in part
+        and part.count(b"\n") == part.count(b"\r\n")
+    )
 
 
 def _qp(text: str) -> bytes:

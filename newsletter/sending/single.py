@@ -58,7 +58,10 @@ def send_single(
     try:
         with make_transport(relay) as smtp:
             smtp.send(
-                envelope_from=message.envelope_from, recipient=message.recipient, data=message.data
+                envelope_from=message.envelope_from,
+                recipient=message.recipient,
+                data=message.data,
+                wire_ready=message.wire_ready,
             )
     except DeliveryError as exc:
         reply = mask_addresses(str(exc))

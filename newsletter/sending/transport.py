@@ -104,8 +104,14 @@ class SMTPTransport:
             self._smtp.close()
         self._smtp = None
 
-    def send(self, *, envelope_from: str, recipient: str, data: bytes) -> str:
-        """Send one message; the server's reply on success, DeliveryError otherwise."""
+    def send(
+        self, *, envelope_from: str, recipient: str, data: bytes, wire_ready: bool = False
+    ) -> str:
+        """Send one message; the server's reply on success, DeliveryError otherwise.
+
+        `wire_ready`: the data's lines all end in CRLF and none starts with a dot
+        (newsletter.email.render.OutgoingMessage), so it goes into DATA as it is.
+        """
         if self._smtp is None:
             raise RuntimeError("the SMTP session is not open")
         # A non-ASCII mailbox name goes raw in RCPT TO and in To: (newsletter.email.render
@@ -117,7 +123,8 @@ class SMTPTransport:
             raise DeliveryError(NO_SMTPUTF8.format(host=self.host), permanent=True, bounce=False)
         try:
             if self._smtp.has_extn("pipelining") and not options:
-                return self._send_pipelined(self._smtp, envelope_from, recipient, data)
+                wire = data if wire_ready and data.endswith(b"\r\n") else _dot_stuffed(data)
+                return self._send_pipelined(self._smtp, envelope_from, recipient, wire)
             refused = self._smtp.sendmail(envelope_from, [recipient], data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients[recipient]
@@ -137,9 +144,10 @@ class SMTPTransport:
         return "250 accepted"
 
     def _send_pipelined(
-        self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, data: bytes
+        self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, wire: bytes
     ) -> str:
-        """MAIL, RCPT and DATA in one write and their three replies read together (RFC 2920).
+        """MAIL, RCPT and DATA in one write and their three replies read together (RFC 2920);
+        `wire` is the message dot-stuffed, its last line ended.
 
         Two round trips a message instead of smtplib's four; the relay's answers are
         judged exactly as sendmail would judge them.
@@ -158,7 +166,7 @@ class SMTPTransport:
             self._reset(smtp)
             code = ready[0]
             raise DeliveryError(f"{code} {_decode(ready[1])}", code=code, permanent=code >= 500)
-        smtp.send(_dot_stuffed(data) + b".\r\n")
+        smtp.send(wire + b".\r\n")
         code, reply = smtp.getreply()
         if code != 250:
             raise DeliveryError(f"{code} {_decode(reply)}", code=code, permanent=code >= 500)

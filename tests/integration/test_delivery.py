@@ -367,11 +367,15 @@ class _BreaksAfter(SMTPTransport):
         super().__init__(url, timeout=10)
         self.good = good
 
-    def send(self, *, envelope_from: str, recipient: str, data: bytes) -> str:
+    def send(
+        self, *, envelope_from: str, recipient: str, data: bytes, wire_ready: bool = False
+    ) -> str:
         if self.good == 0:
             raise RuntimeError("not an SMTP error")
         self.good -= 1
-        return super().send(envelope_from=envelope_from, recipient=recipient, data=data)
+        return super().send(
+            envelope_from=envelope_from, recipient=recipient, data=data, wire_ready=wire_ready
+        )
 
 
 def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
