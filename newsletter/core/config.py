@@ -166,10 +166,12 @@ class Settings(BaseSettings):
     # quarter faster; a database *crash* (not a restart) may then resend the last
     # fraction of a second's messages.
     delivery_async_commit: bool = False
-    # Deliveries claimed per statement, their marks written with the next group's claim:
-    # fewer round trips and commits per message. A worker killed mid-group may send up to
-    # this many messages twice (invariant 2's bound, per kill); 1 is one at a time.
-    delivery_claim_group: int = Field(default=8, ge=1, le=100)
+    # The most deliveries claimed per statement, their marks written with the next
+    # group's claim: fewer round trips and commits per message. A group holds what the
+    # relay takes in about a tenth of a second (digests.batch.GROUP_SECONDS), so a slow
+    # relay sends one at a time. A worker killed mid-group may send up to this many
+    # messages twice (invariant 2's bound, per kill); 1 is one at a time.
+    delivery_claim_group: int = Field(default=32, ge=1, le=100)
     # Far above a batch's run time, and above the longest retry countdown.
     broker_visibility_timeout: int = Field(default=3600, ge=10)
     # Each worker writes a heartbeat this often; one silent for worker_lost_seconds is

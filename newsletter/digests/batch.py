@@ -43,6 +43,12 @@ VariantKey = tuple[int, datetime | None, int, int | None]
 # How often a running batch looks again at its digest's state (paused, cancelled).
 STATE_CHECK_EVERY = 25
 
+# About how long one claim group takes to send. Groups grow to it (up to
+# settings.delivery_claim_group) on a fast relay, where each claim statement then carries
+# many messages, and shrink to one message on a slow one, where a reader who unsubscribes
+# must not wait for a long group whose claim came before their unsubscribe.
+GROUP_SECONDS = 0.1
+
 
 @dataclass
 class BatchOutcome:
@@ -72,10 +78,10 @@ def send_batch(
     """Send what is still to send of these deliveries; record each outcome as it comes.
 
     Each delivery is claimed (committed) before its message goes out and marked (committed)
-    after, a claim group at a time (settings.delivery_claim_group), so a batch run again —
-    its worker killed, the broker restarted — sends only what was not sent, and at most
-    the group in flight can go twice. Whether the reader may still be mailed is checked in
-    the claim itself, at send time.
+    after, a claim group at a time (next_group_size, at most settings.delivery_claim_group),
+    so a batch run again — its worker killed, the broker restarted — sends only what was not
+    sent, and at most the group in flight can go twice. Whether the reader may still be
+    mailed is checked in the claim itself, at send time.
     """
     outcome = BatchOutcome()
     variants = {} if variants is None else variants
@@ -127,6 +133,7 @@ def send_batch(
         # more of them than the relay takes in a second.
         group = min(group, settings.rate_per_second)
     since_check = start = 0
+    size = 1  # the relay's pace is not known yet
     try:
         while start < len(pending):
             if since_check >= STATE_CHECK_EVERY:
@@ -135,11 +142,13 @@ def send_batch(
                 if state != DigestState.SENDING:
                     outcome.stopped = state
                     break
-            handled, go_on = run.send_group(pending[start : start + group])
+            began = time.monotonic()
+            handled, go_on = run.send_group(pending[start : start + size])
             since_check += handled
             start += handled
             if not go_on or not handled:
                 break
+            size = next_group_size(size, handled, time.monotonic() - began, largest=group)
     except BaseException:
         # An error ends the batch and nothing retries it: what it held and did not send
         # is free again for the sweeper, rather than held by a worker still online.
@@ -166,6 +175,13 @@ def send_batch(
     session.commit()
     _finish(session, digest_id)
     return outcome
+
+
+def next_group_size(size: int, handled: int, seconds: float, *, largest: int) -> int:
+    """The next claim group's size: as many messages as GROUP_SECONDS holds at the pace of
+    the last group, at most twice its size (one fast group proves little), at least one."""
+    fits = int(GROUP_SECONDS * handled / seconds) if seconds > 0 else largest
+    return max(1, min(largest, 2 * size, fits))
 
 
 class _BatchRun:

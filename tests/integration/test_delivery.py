@@ -385,12 +385,13 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     sweeper, however far into a claim group the error came; what went is marked sent."""
     settings = get_settings()
     add_fresh_story()
-    group = settings.delivery_claim_group
-    readers = [f"broken{n}@example.com" for n in range(group * 2 + 3)]
+    readers = [f"broken{n}@example.com" for n in range(20)]
     for email in readers:
         add_reader(email)
     digest_id, page = dispatched_daily()
-    good = group + 2  # into the second group
+    # Groups of 1, 2, 4 and then 8 on a relay this fast (next_group_size): the eleventh
+    # message is inside a group, the error leaves the rest of it claimed and not sent.
+    good = 10
     session = db.new_session()
     try:
         with pytest.raises(RuntimeError):
@@ -415,3 +416,63 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     left = [d for d in deliveries if d.status == DeliveryStatus.QUEUED]
     # Free for the sweeper; none is counted as tried (the one the error came on did not go).
     assert [(d.claimed_by, d.attempts) for d in left] == [(None, 0)] * len(left)
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.06])
+def test_claim_groups_grow_on_a_fast_relay_and_stay_one_message_on_a_slow_one(
+    clean_db: str, mailbox: Mailbox, pause: float
+) -> None:
+    """A claim group holds what the relay takes in about GROUP_SECONDS: on a fast relay the
+    groups double (fewer statements a message); on a slow one each claim is one message,
+    so a reader who unsubscribes never waits behind a long group claimed before them."""
+    settings = get_settings()
+    add_fresh_story()
+    for n in range(40):
+        add_reader(f"paced{n}@example.com")
+    digest_id, page = dispatched_daily()
+    claimed_at_send: list[int] = []
+
+    class Paced(SMTPTransport):
+        def send(
+            self, *, envelope_from: str, recipient: str, data: bytes, wire_ready: bool = False
+        ) -> str:
+            # Claimed and not yet sent nor marked: this message and the rest of its group.
+            with db.session_scope() as session:
+                claimed_at_send.append(
+                    len(
+                        session.scalars(
+                            select(Delivery.id).where(
+                                Delivery.digest_id == digest_id,
+                                Delivery.status == DeliveryStatus.SENDING,
+                            )
+                        ).all()
+                    )
+                )
+            time.sleep(pause)
+            return super().send(
+                envelope_from=envelope_from, recipient=recipient, data=data, wire_ready=wire_ready
+            )
+
+    session = db.new_session()
+    try:
+        outcome = send_batch(
+            session,
+            digest_id=digest_id,
+            delivery_ids=page.queued,
+            settings=settings,
+            claimant="test-paced|task",
+            limiter=NoLimit(),
+            relay=settings.smtp_url,
+            transport=lambda url: Paced(url, timeout=10),
+        )
+    finally:
+        session.close()
+
+    assert outcome.sent == 40 and len(mailbox.messages) == 40
+    if pause:
+        # Each claim a message; the one before it is marked with that claim.
+        assert set(claimed_at_send) == {1}, claimed_at_send
+    else:
+        # The first group also renders the digest, so it may look slow; then they grow.
+        assert claimed_at_send[0] == 1
+        assert 4 < max(claimed_at_send) <= settings.delivery_claim_group, claimed_at_send
