@@ -155,13 +155,13 @@ def send_batch(
         run.close_quietly()
         with contextlib.suppress(Exception):
             session.rollback()
-            ledger.let_go(session, delivery_ids=[d.id for d, _ in pending], claimant=claimant)
+            ledger.let_go(session, delivery_ids=[d.id for d in pending], claimant=claimant)
             session.commit()
         raise
     run.close()
     # What this run did not reach (a stop, a lost connection) is tried again too, by
     # whoever comes next: this task's retry, a resume, the sweeper.
-    held = [d.id for d, _ in pending]
+    held = [d.id for d in pending]
     ledger.let_go(session, delivery_ids=held, claimant=claimant)
     session.commit()
     done = set(_final_ids(session, held))
@@ -210,12 +210,12 @@ class _BatchRun:
         self.smtp: SMTPTransport | None = None
         self.lost_sessions = 0  # sessions lost in a row, with no message accepted in between
 
-    def send_group(self, group: Sequence[tuple[Delivery, Subscriber]]) -> tuple[int, bool]:
+    def send_group(self, group: Sequence[_Pending]) -> tuple[int, bool]:
         """Claim a group of deliveries and send each one taken: how many of the group were
         dealt with, and whether the batch goes on. What was claimed and not tried is given
         back: on a stop, on an error, and when the session dropped mid-group (the rest is
         claimed again once a new session is open, never while it opens)."""
-        if not self._session_ready(group[0][0]):
+        if not self._session_ready(group[0]):
             return 0, False
         # The rate limiter passed before the claim: once claimed, the messages go at once,
         # and an unsubscribe waiting for one (subscribers.sends_in_flight) waits for at
@@ -227,10 +227,10 @@ class _BatchRun:
         # The claim checks, at this very moment, that each reader may be mailed
         # (subscribed, deliverable, not suppressed): a suppression added mid-batch stops
         # the next group's message.
-        claimed = self.ledger.claim([delivery.id for delivery, _ in wanted])
+        claimed = self.ledger.claim([delivery.id for delivery in wanted])
         position = 0
         try:
-            for position, (delivery, subscriber) in enumerate(wanted):
+            for position, delivery in enumerate(wanted):
                 if delivery.id not in claimed:
                     self.ledger.skip_if_ineligible(delivery.id)
                     self.outcome.skipped += 1
@@ -242,7 +242,7 @@ class _BatchRun:
                     # wait through. (Never at the first: the session was open then.)
                     self._unclaim(wanted[position:], claimed)
                     return position, True
-                if not self._send(delivery, subscriber):
+                if not self._send(delivery):
                     self._unclaim(wanted[position + 1 :], claimed)
                     return position + 1, False
         except BaseException:
@@ -250,18 +250,16 @@ class _BatchRun:
             # marked stays claimed (sending it again would mail the reader twice).
             accepted = self.ledger.unmarked_ids()
             with contextlib.suppress(Exception):
-                self._unclaim([d for d in wanted[position:] if d[0].id not in accepted], claimed)
+                self._unclaim([d for d in wanted[position:] if d.id not in accepted], claimed)
             raise
         return allowed, allowed == len(group)
 
-    def _unclaim(self, rest: Sequence[tuple[Delivery, Subscriber]], claimed: set[int]) -> None:
-        self.ledger.unclaim([d.id for d, _ in rest if d.id in claimed])
+    def _unclaim(self, rest: Sequence[_Pending], claimed: set[int]) -> None:
+        self.ledger.unclaim([d.id for d in rest if d.id in claimed])
 
-    def _send(self, delivery: Delivery, subscriber: Subscriber) -> bool:
+    def _send(self, delivery: _Pending) -> bool:
         """Send one claimed delivery; False when the batch must stop here."""
-        message = _message(
-            self.session, self.digest, delivery, subscriber, self.settings, self.variants
-        )
+        message = _message(self.session, self.digest, delivery, self.settings, self.variants)
         assert self.smtp is not None
         try:
             started = time.monotonic()
@@ -281,7 +279,7 @@ class _BatchRun:
         metrics.count_delivery("sent")
         return True
 
-    def _session_ready(self, delivery: Delivery) -> bool:
+    def _session_ready(self, delivery: _Pending) -> bool:
         """The SMTP session open (again, if the last message dropped it), before a claim."""
         if self.smtp is not None:
             return True
@@ -308,7 +306,7 @@ class _BatchRun:
                 return allowed
         return wanted
 
-    def _refused(self, delivery: Delivery, exc: DeliveryError) -> bool:
+    def _refused(self, delivery: _Pending, exc: DeliveryError) -> bool:
         """The relay did not take the message: bounce, retry later, or fail for good."""
         if exc.permanent and not exc.bounce:
             # Refused before the relay saw it (newsletter.sending.transport): failed for
@@ -357,11 +355,45 @@ class _BatchRun:
             self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """The columns of a subscriber their copy of the digest needs (render.DigestReader)."""
+
+    id: int
+    email: str
+    name: str
+    language: str
+    tracking_refused: bool
+    token_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A delivery of the batch still to send, and its reader."""
+
+    id: int
+    variant_id: int | None
+    arm: int | None
+    reader: _Reader
+
+
 def _pending(
     session: Session, digest_id: int, delivery_ids: Sequence[int], claimant: str
-) -> list[tuple[Delivery, Subscriber]]:
+) -> list[_Pending]:
+    # Plain rows, not ORM objects: a batch loads hundreds, and building each object and
+    # its identity-map entry cost more than the message it is for.
     rows = session.execute(
-        select(Delivery, Subscriber)
+        select(
+            Delivery.id,
+            Delivery.variant_id,
+            Delivery.arm,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.name,
+            Subscriber.language,
+            Subscriber.tracking_refused,
+            Subscriber.token_version,
+        )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(
             Delivery.id.in_(list(delivery_ids)),
@@ -373,19 +405,18 @@ def _pending(
         )
         .order_by(Delivery.id)
     ).all()
-    return [(delivery, subscriber) for delivery, subscriber in rows]
+    return [_Pending(row[0], row[1], row[2], _Reader(*row[3:])) for row in rows]
 
 
-def _mark_bounced(session: Session, delivery: Delivery, reply: str) -> None:
+def _mark_bounced(session: Session, delivery: _Pending, reply: str) -> None:
     mark_bounced(session, delivery_id=delivery.id, reply=reply)
-    if delivery.subscriber_id is not None:
-        bounces.record_hard_bounce(
-            session,
-            subscriber_id=delivery.subscriber_id,
-            delivery_id=delivery.id,
-            reply=reply,
-            source="smtp",
-        )
+    bounces.record_hard_bounce(
+        session,
+        subscriber_id=delivery.reader.id,
+        delivery_id=delivery.id,
+        reply=reply,
+        source="smtp",
+    )
     session.commit()
 
 
@@ -407,8 +438,7 @@ def _finish(session: Session, digest_id: int) -> None:
 def _message(
     session: Session,
     digest: Digest,
-    delivery: Delivery,
-    subscriber: Subscriber,
+    delivery: _Pending,
     settings: Settings,
     variants: dict[VariantKey, PreparedVariant],
 ) -> OutgoingMessage:
@@ -427,5 +457,5 @@ def _message(
         session.commit()
         variants[key] = prepared
     return prepared.template.fill(
-        reader_recipient(subscriber, digest.newsletter, settings, delivery_id=delivery.id)
+        reader_recipient(delivery.reader, digest.newsletter, settings, delivery_id=delivery.id)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -266,8 +267,17 @@ def prepare_digest_variant(
     )
 
 
+class DigestReader(builder.Reader, Protocol):
+    """What a reader's copy of a digest needs of them, beyond any message's."""
+
+    @property
+    def language(self) -> str: ...
+    @property
+    def tracking_refused(self) -> bool: ...
+
+
 def reader_recipient(
-    subscriber: Subscriber,
+    subscriber: DigestReader,
     newsletter: Newsletter,
     settings: Settings,
     *,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from newsletter.core.config import Settings
 from newsletter.core.models import Newsletter, Subscriber
@@ -27,6 +28,21 @@ from newsletter.email.render import (
     render_email,
     slot,
 )
+
+
+class Reader(Protocol):
+    """What a reader's copy of a message needs of them: a Subscriber, or the few columns a
+    batch loads of each of its hundreds of readers (digests.batch)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def token_version(self) -> int: ...
+
 
 # A reader's own links, in every message they can leave with one click.
 LINK_SLOTS = ("unsubscribe_url", "unsubscribe_mailto", "preferences_url")
@@ -119,7 +135,7 @@ def prepare_email(
 
 
 def reader_recipient(
-    subscriber: Subscriber,
+    subscriber: Reader,
     *,
     newsletter: Newsletter | None,
     settings: Settings,
@@ -162,7 +178,7 @@ def inert_recipient(
 
 
 def reader_links(
-    subscriber: Subscriber, newsletter: Newsletter | None, settings: Settings
+    subscriber: Reader, newsletter: Newsletter | None, settings: Settings
 ) -> dict[str, str]:
     """The unsubscribe and preferences links every message to a reader carries."""
     newsletter_id = newsletter.id if newsletter else None
