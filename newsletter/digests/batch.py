@@ -396,7 +396,7 @@ def _pending(
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(
-            Delivery.id.in_(list(delivery_ids)),
+            ledger.among(session, delivery_ids),
             Delivery.digest_id == digest_id,
             # Held by this batch (ledger.take): queued, or claimed by this very task
             # before its process died, ours to finish.
@@ -424,7 +424,7 @@ def _final_ids(session: Session, delivery_ids: list[int]) -> list[int]:
     return list(
         session.scalars(
             select(Delivery.id).where(
-                Delivery.id.in_(delivery_ids), Delivery.status.in_(FINAL_STATUSES)
+                ledger.among(session, delivery_ids), Delivery.status.in_(FINAL_STATUSES)
             )
         )
     )

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ARRAY,
+    ColumnElement,
     Connection,
     Engine,
     Executable,
@@ -383,6 +384,15 @@ _SKIP_INELIGIBLE = (
 # --- holding a batch's deliveries ----------------------------------------------------
 
 
+def among(session: Session, delivery_ids: Sequence[int]) -> ColumnElement[bool]:
+    """The deliveries with these ids. On PostgreSQL the ids go as one array: a batch's 500
+    ids are not 500 parameters to render, send and parse, in a statement text of their own
+    for each count."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _c.id == any_(bindparam(None, list(delivery_ids), type_=ARRAY(Integer)))
+    return _c.id.in_(list(delivery_ids))
+
+
 def take(
     session: Session, *, digest_id: int, delivery_ids: Sequence[int], claimant: str, task: str
 ) -> None:
@@ -398,7 +408,7 @@ def take(
     session.execute(
         update(_deliveries)
         .where(
-            _c.id.in_(list(delivery_ids)),
+            among(session, delivery_ids),
             _c.digest_id == digest_id,
             or_(
                 and_(
@@ -418,7 +428,7 @@ def let_go(session: Session, *, delivery_ids: Sequence[int], claimant: str) -> N
     session.execute(
         update(_deliveries)
         .where(
-            _c.id.in_(list(delivery_ids)),
+            among(session, delivery_ids),
             _c.status == DeliveryStatus.QUEUED,
             _c.claimed_by == claimant,
         )
@@ -466,16 +476,31 @@ def write_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert one delivery per (digest, reader), in bulk; rows already there stay as they are.
 
     Unique (digest, subscriber): a page written twice (a dispatcher that died after its
-    commit) adds nobody twice. The table, not the mapped class: Core's executemany, without
-    the ORM's bulk machinery.
+    commit) adds nobody twice. On PostgreSQL the page goes as one array per column, read
+    back by unnest: one statement with a parameter per column, not one per value (a page
+    of 1,000 readers was 9,000). Elsewhere, Core's executemany.
     """
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        statement: Any = pg_insert(_deliveries).on_conflict_do_nothing()
-    else:
-        statement = sqlite_insert(_deliveries).on_conflict_do_nothing()
-    session.execute(statement, list(rows))
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(sqlite_insert(_deliveries).on_conflict_do_nothing(), list(rows))
+        return
+    columns = list(rows[0])
+    page = (
+        func.unnest(
+            *(
+                bindparam(None, [row[name] for row in rows], type_=ARRAY(_c[name].type))
+                for name in columns
+            )
+        )
+        .table_valued(*columns)
+        .render_derived(name="page")
+    )
+    session.execute(
+        pg_insert(_deliveries)
+        .from_select(columns, select(*(page.c[name] for name in columns)))
+        .on_conflict_do_nothing()
+    )
 
 
 def forget_reader(session: Session, *, subscriber_id: int, email_key: str) -> None:
