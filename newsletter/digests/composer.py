@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -47,7 +48,7 @@ class Selection:
     language: str
     article_ids: tuple[int, ...]
 
-    @property
+    @cached_property  # asked twice per reader by assign_variants, on every page
     def key(self) -> str:
         raw = f"{self.language}:{','.join(map(str, self.article_ids))}"
         return hashlib.sha256(raw.encode()).hexdigest()

@@ -485,21 +485,23 @@ def write_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         session.execute(sqlite_insert(_deliveries).on_conflict_do_nothing(), list(rows))
         return
-    columns = list(rows[0])
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    # A value the whole page shares (its digest, its time) goes once, not as an array.
+    varying = [name for name, values in columns.items() if values.count(values[0]) < len(rows)]
+    varying = varying or ["subscriber_id"]
     page = (
         func.unnest(
-            *(
-                bindparam(None, [row[name] for row in rows], type_=ARRAY(_c[name].type))
-                for name in columns
-            )
+            *(bindparam(None, columns[name], type_=ARRAY(_c[name].type)) for name in varying)
         )
-        .table_valued(*columns)
+        .table_valued(*varying)
         .render_derived(name="page")
     )
+    values = [
+        page.c[name] if name in varying else bindparam(None, columns[name][0], type_=_c[name].type)
+        for name in columns
+    ]
     session.execute(
-        pg_insert(_deliveries)
-        .from_select(columns, select(*(page.c[name] for name in columns)))
-        .on_conflict_do_nothing()
+        pg_insert(_deliveries).from_select(list(columns), select(*values)).on_conflict_do_nothing()
     )
 
 
