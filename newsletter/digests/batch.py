@@ -409,14 +409,15 @@ def _pending(
 
 
 def _mark_bounced(session: Session, delivery: _Pending, reply: str) -> None:
-    mark_bounced(session, delivery_id=delivery.id, reply=reply)
-    bounces.record_hard_bounce(
-        session,
-        subscriber_id=delivery.reader.id,
-        delivery_id=delivery.id,
-        reply=reply,
-        source="smtp",
-    )
+    subscriber_id = mark_bounced(session, delivery_id=delivery.id, reply=reply)
+    if subscriber_id is not None:
+        bounces.record_hard_bounce(
+            session,
+            subscriber_id=subscriber_id,
+            delivery_id=delivery.id,
+            reply=reply,
+            source="smtp",
+        )
     session.commit()
 
 

@@ -532,12 +532,14 @@ def skip_queued(session: Session, *, digest_id: int, reason: str) -> None:
     )
 
 
-def mark_bounced(session: Session, *, delivery_id: int, reply: str) -> None:
-    """The relay refused the message for good (5xx): the delivery is bounced."""
-    session.execute(
+def mark_bounced(session: Session, *, delivery_id: int, reply: str) -> int | None:
+    """The relay refused the message for good (5xx): the delivery is bounced. Its reader's
+    id as it stands now (None: erased since the batch began)."""
+    return session.scalar(
         update(Delivery)
         .where(Delivery.id == delivery_id)
         .values(status=DeliveryStatus.BOUNCED, last_error=reply[:_ERROR_LENGTH])
+        .returning(Delivery.subscriber_id)
         .execution_options(synchronize_session=False)
     )
 
