@@ -48,6 +48,9 @@ STATE_CHECK_EVERY = 25
 # many messages, and shrink to one message on a slow one, where a reader who unsubscribes
 # must not wait for a long group whose claim came before their unsubscribe.
 GROUP_SECONDS = 0.1
+# A group still sending this many times GROUP_SECONDS after its claim (the relay slowed
+# down mid-group) gives the rest back, to be claimed again in groups of its new pace.
+GROUP_OVERRUN = 4
 
 
 @dataclass
@@ -142,13 +145,13 @@ def send_batch(
                 if state != DigestState.SENDING:
                     outcome.stopped = state
                     break
-            began = time.monotonic()
             handled, go_on = run.send_group(pending[start : start + size])
             since_check += handled
             start += handled
             if not go_on or not handled:
                 break
-            size = next_group_size(size, handled, time.monotonic() - began, largest=group)
+            pace = time.monotonic() - run.claimed_at
+            size = next_group_size(size, handled, pace, largest=group)
     except BaseException:
         # An error ends the batch and nothing retries it: what it held and did not send
         # is free again for the sweeper, rather than held by a worker still online.
@@ -175,6 +178,13 @@ def send_batch(
     session.commit()
     _finish(session, digest_id)
     return outcome
+
+
+def longest_in_flight(settings: Settings) -> float:
+    """The longest a claimed delivery can be on its way: a group gives back what it has not
+    sent once it overruns, so only the message crossing that line (MAIL, RCPT and DATA each
+    within the SMTP timeout) is sent later; and the rendering of its variant."""
+    return GROUP_SECONDS * GROUP_OVERRUN + 3 * settings.smtp_timeout_seconds + 10
 
 
 def next_group_size(size: int, handled: int, seconds: float, *, largest: int) -> int:
@@ -209,6 +219,7 @@ class _BatchRun:
         self.outcome = outcome
         self.smtp: SMTPTransport | None = None
         self.lost_sessions = 0  # sessions lost in a row, with no message accepted in between
+        self.claimed_at = 0.0  # when the last group was claimed (time.monotonic)
 
     def send_group(self, group: Sequence[_Pending]) -> tuple[int, bool]:
         """Claim a group of deliveries and send each one taken: how many of the group were
@@ -228,6 +239,7 @@ class _BatchRun:
         # (subscribed, deliverable, not suppressed): a suppression added mid-batch stops
         # the next group's message.
         claimed = self.ledger.claim([delivery.id for delivery in wanted])
+        self.claimed_at = time.monotonic()
         position = 0
         try:
             for position, delivery in enumerate(wanted):
@@ -245,6 +257,12 @@ class _BatchRun:
                 if not self._send(delivery):
                     self._unclaim(wanted[position + 1 :], claimed)
                     return position + 1, False
+                overrun = time.monotonic() - self.claimed_at > GROUP_SECONDS * GROUP_OVERRUN
+                if overrun and position + 1 < len(wanted):
+                    # The relay slowed down: a reader of this group who unsubscribes must
+                    # not wait through the rest of it at the new pace.
+                    self._unclaim(wanted[position + 1 :], claimed)
+                    return position + 1, True
         except BaseException:
             # What was not accepted is free to go again; a message accepted and not yet
             # marked stays claimed (sending it again would mail the reader twice).

@@ -46,6 +46,7 @@ from newsletter.core.tokens import (
 )
 from newsletter.core.validation import InvalidInput, refuse_lone_surrogates
 from newsletter.digests import render as digests
+from newsletter.digests.batch import longest_in_flight
 from newsletter.subscribers import newsletters as newsletter_store
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.signup_limits import SignupLimited
@@ -760,21 +761,13 @@ def _reader_language(session: Session, subscriber_id: int) -> str | None:
     return subscriber.language if subscriber is not None else None
 
 
-def _in_flight_timeout(settings: Settings) -> float:
-    """The longest a claimed message can take: its claim group's messages before it, MAIL,
-    RCPT and DATA each within the SMTP timeout (the session is open and the rate limiter
-    passed before the claim), and the rendering of its variant. A bound for a relay that
-    hangs; a message on a working relay is answered in milliseconds."""
-    return settings.delivery_claim_group * 3 * settings.smtp_timeout_seconds + 10
-
-
 async def _after_messages_in_flight(subscriber_id: int, settings: Settings) -> None:
     """Return once no message to this reader is on the wire (see sends_in_flight).
 
     The looking is done in the threadpool, the waiting here: a burst of unsubscribes
     during a slow send holds no thread while it waits.
     """
-    timeout = _in_flight_timeout(settings)
+    timeout = longest_in_flight(settings)
     deadline = time.monotonic() + timeout
     pause = 0.02
     while True:

@@ -16,10 +16,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from newsletter.core import db
+from newsletter.core.clock import utcnow
 from newsletter.core.config import get_settings
-from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
+from newsletter.core.models import (
+    Delivery,
+    DeliveryStatus,
+    DigestState,
+    Subscriber,
+    SubscriberStatus,
+)
 from newsletter.digests import dispatcher, lifecycle, reports
-from newsletter.digests.batch import send_batch
+from newsletter.digests.batch import GROUP_OVERRUN, GROUP_SECONDS, send_batch
 from newsletter.sending.ratelimit import NoLimit
 from newsletter.sending.transport import SMTPTransport
 from newsletter.subscribers import store as subscribers
@@ -418,24 +425,29 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     assert [(d.claimed_by, d.attempts) for d in left] == [(None, 0)] * len(left)
 
 
-@pytest.mark.parametrize("pause", [0.0, 0.06])
+@pytest.mark.parametrize("pause", [0.0, 0.06, "slows"])
 def test_claim_groups_grow_on_a_fast_relay_and_stay_one_message_on_a_slow_one(
-    clean_db: str, mailbox: Mailbox, pause: float
+    clean_db: str, mailbox: Mailbox, pause: float | str
 ) -> None:
     """A claim group holds what the relay takes in about GROUP_SECONDS: on a fast relay the
     groups double (fewer statements a message); on a slow one each claim is one message,
-    so a reader who unsubscribes never waits behind a long group claimed before them."""
+    and a relay that slows down mid-group gets the rest of the group back at once: a reader
+    who unsubscribes never waits behind a long group claimed before them."""
     settings = get_settings()
     add_fresh_story()
     for n in range(40):
         add_reader(f"paced{n}@example.com")
     digest_id, page = dispatched_daily()
     claimed_at_send: list[int] = []
+    slower = [pause if isinstance(pause, float) else 0.0]  # the relay's pause, as it goes
+    waited: list[float] = []
 
     class Paced(SMTPTransport):
         def send(
             self, *, envelope_from: str, recipient: str, data: bytes, wire_ready: bool = False
         ) -> str:
+            if pause == "slows" and len(claimed_at_send) == 25:
+                slower.append(0.15)
             # Claimed and not yet sent nor marked: this message and the rest of its group.
             with db.session_scope() as session:
                 claimed_at_send.append(
@@ -448,7 +460,16 @@ def test_claim_groups_grow_on_a_fast_relay_and_stay_one_message_on_a_slow_one(
                         ).all()
                     )
                 )
-            time.sleep(pause)
+                claimed = session.scalar(
+                    select(Delivery.claimed_at)
+                    .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                    .where(Delivery.digest_id == digest_id, Subscriber.email == recipient)
+                )
+            assert claimed is not None
+            # How long this reader's claim waited for their message: what an unsubscribe
+            # of theirs made at the claim would wait for.
+            waited.append((utcnow() - claimed).total_seconds())
+            time.sleep(slower[-1])
             return super().send(
                 envelope_from=envelope_from, recipient=recipient, data=data, wire_ready=wire_ready
             )
@@ -469,7 +490,18 @@ def test_claim_groups_grow_on_a_fast_relay_and_stay_one_message_on_a_slow_one(
         session.close()
 
     assert outcome.sent == 40 and len(mailbox.messages) == 40
-    if pause:
+    assert len({m.rcpt_tos[0] for m in mailbox.messages}) == 40
+    if pause == "slows":
+        # The groups had grown; the one the slowdown caught went back after 0.4 s (three
+        # messages at the new pace), and the next groups are one message each.
+        assert max(claimed_at_send[:25]) > 4, claimed_at_send
+        assert set(claimed_at_send[32:]) == {1}, claimed_at_send
+        # No claim waited for more than the overrun (GROUP_SECONDS x GROUP_OVERRUN, 0.4 s)
+        # and the one slow message that crossed it: the group the slowdown caught did not
+        # go on at 0.15 s a message.
+        assert GROUP_SECONDS * GROUP_OVERRUN == 0.4
+        assert max(waited) < 0.4 + 0.15 + 0.25, waited
+    elif pause:
         # Each claim a message; the one before it is marked with that claim.
         assert set(claimed_at_send) == {1}, claimed_at_send
     else:
