@@ -294,10 +294,12 @@ class _QuotedPrintableBody:
 def _wire_ready(part: bytes) -> bool:
     """Whether these bytes, starting a line, go into SMTP's DATA as they are: every line
     ends in CRLF and none starts with a dot (which the wire would need doubled)."""
+    crlf = part.count(b"\r\n")
     return (
         not part.startswith(b".")
         and b"\n." not in part
-        and part.count(b"\n") == part.count(b"\r\n")
+        and part.count(b"\n") == crlf
+        and part.count(b"\r") == crlf  # a bare CR passes quoted-printable as it is
     )
 
 
