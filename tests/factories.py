@@ -22,7 +22,10 @@ from newsletter.core.config import Settings, get_settings
 from newsletter.core.models import Delivery, DeliveryStatus, Digest, DigestState
 from newsletter.core.tokens import Purpose, make_confirm_token, make_token
 from newsletter.digests import dispatcher, lifecycle, schedules
+from newsletter.digests.batch import BatchOutcome, send_batch
 from newsletter.digests.dispatcher import DispatchPage
+from newsletter.sending.ratelimit import NoLimit
+from newsletter.sending.transport import SMTPTransport
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.newsletters import get_by_slug
 from tests.conftest import ROOT
@@ -131,6 +134,33 @@ def dispatched_daily() -> tuple[int, DispatchPage]:
     with db.session_scope() as session:
         page = dispatcher.dispatch_page(session, digest_id=digest_id, settings=settings)
     return digest_id, page
+
+
+def send_page(
+    digest_id: int,
+    page: DispatchPage,
+    *,
+    claimant: str,
+    relay: str | None = None,
+    transport: Callable[[str], SMTPTransport] | None = None,
+) -> BatchOutcome:
+    """A dispatched page sent in this process, as a worker's send_batch task sends it: on a
+    session of its own, with no rate limit, through `relay` (the settings' by default)."""
+    settings = get_settings()
+    session = db.new_session()
+    try:
+        return send_batch(
+            session,
+            digest_id=digest_id,
+            delivery_ids=page.queued,
+            settings=settings,
+            claimant=claimant,
+            limiter=NoLimit(),
+            relay=relay or settings.smtp_url,
+            transport=transport,
+        )
+    finally:
+        session.close()
 
 
 def dkim_key(folder: Path) -> tuple[Path, bytes]:

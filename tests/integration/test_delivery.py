@@ -26,14 +26,13 @@ from newsletter.core.models import (
     SubscriberStatus,
 )
 from newsletter.digests import dispatcher, lifecycle, reports
-from newsletter.digests.batch import GROUP_OVERRUN, GROUP_SECONDS, send_batch
-from newsletter.sending.ratelimit import NoLimit
+from newsletter.digests.batch import GROUP_OVERRUN, GROUP_SECONDS
 from newsletter.sending.transport import SMTPTransport
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import Mailbox, wait_until_tasks_done
-from tests.factories import add_fresh_story, add_reader, dispatched_daily
+from tests.factories import add_fresh_story, add_reader, dispatched_daily, send_page
 
 FINAL = {DigestState.SENT, DigestState.EMPTY, DigestState.CANCELLED, DigestState.FAILED}
 
@@ -390,7 +389,6 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
 ) -> None:
     """Nothing retries a batch that raised: what it held and did not send is let go for the
     sweeper, however far into a claim group the error came; what went is marked sent."""
-    settings = get_settings()
     add_fresh_story()
     readers = [f"broken{n}@example.com" for n in range(20)]
     for email in readers:
@@ -399,21 +397,13 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     # Groups of 1, 2, 4 and then 8 on a relay this fast (next_group_size): the eleventh
     # message is inside a group, the error leaves the rest of it claimed and not sent.
     good = 10
-    session = db.new_session()
-    try:
-        with pytest.raises(RuntimeError):
-            send_batch(
-                session,
-                digest_id=digest_id,
-                delivery_ids=page.queued,
-                settings=settings,
-                claimant="test-broken|task",
-                limiter=NoLimit(),
-                relay=settings.smtp_url,
-                transport=lambda url: _BreaksAfter(url, good),
-            )
-    finally:
-        session.close()
+    with pytest.raises(RuntimeError):
+        send_page(
+            digest_id,
+            page,
+            claimant="test-broken|task",
+            transport=lambda url: _BreaksAfter(url, good),
+        )
 
     assert len(mailbox.messages) == good
     with db.session_scope() as session:
@@ -474,20 +464,9 @@ def test_claim_groups_grow_on_a_fast_relay_and_stay_one_message_on_a_slow_one(
                 envelope_from=envelope_from, recipient=recipient, data=data, wire_ready=wire_ready
             )
 
-    session = db.new_session()
-    try:
-        outcome = send_batch(
-            session,
-            digest_id=digest_id,
-            delivery_ids=page.queued,
-            settings=settings,
-            claimant="test-paced|task",
-            limiter=NoLimit(),
-            relay=settings.smtp_url,
-            transport=lambda url: Paced(url, timeout=10),
-        )
-    finally:
-        session.close()
+    outcome = send_page(
+        digest_id, page, claimant="test-paced|task", transport=lambda url: Paced(url, timeout=10)
+    )
 
     assert outcome.sent == 40 and len(mailbox.messages) == 40
     assert len({m.rcpt_tos[0] for m in mailbox.messages}) == 40

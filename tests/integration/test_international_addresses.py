@@ -28,9 +28,8 @@ from newsletter.core.config import Settings, get_settings
 from newsletter.core.i18n import translations
 from newsletter.core.models import Delivery, DeliveryStatus, DigestState, SubscriberStatus
 from newsletter.core.validation import NO_INTERNATIONAL_ADDRESSES
-from newsletter.digests import batch, lifecycle, reports
+from newsletter.digests import lifecycle, reports
 from newsletter.email.render import OutgoingMessage
-from newsletter.sending.ratelimit import NoLimit
 from newsletter.sending.single import SingleStatus, send_single
 from newsletter.subscribers import importing, notices, suppressions
 from newsletter.subscribers import store as subscribers
@@ -38,7 +37,13 @@ from newsletter.tasks import jobs as tasks
 from newsletter.web.admin import outbox
 from newsletter.web.app import create_app
 from tests.conftest import Mailbox, free_port
-from tests.factories import add_fresh_story, add_reader, dispatched_daily, dkim_settings_and_dns
+from tests.factories import (
+    add_fresh_story,
+    add_reader,
+    dispatched_daily,
+    dkim_settings_and_dns,
+    send_page,
+)
 from tests.fakes import RecordingQueue
 
 JOAO = "joão@exemplo.pt"
@@ -180,24 +185,13 @@ def test_a_digest_through_a_relay_without_smtputf8_fails_that_delivery_only(
 ) -> None:
     relay, port = plain_relay
     relay.clear()
-    settings = get_settings()
     add_fresh_story()
     joao = add_reader(JOAO)
     add_reader("rita@example.com")
     digest_id, page = dispatched_daily()
-    session = db.new_session()
-    try:
-        outcome = batch.send_batch(
-            session,
-            digest_id=digest_id,
-            delivery_ids=page.queued,
-            settings=settings,
-            claimant="test-no-smtputf8",
-            limiter=NoLimit(),
-            relay=f"smtp://127.0.0.1:{port}",
-        )
-    finally:
-        session.close()
+    outcome = send_page(
+        digest_id, page, claimant="test-no-smtputf8", relay=f"smtp://127.0.0.1:{port}"
+    )
 
     assert (outcome.sent, outcome.failed, outcome.bounced, outcome.retry) == (1, 1, 0, [])
     assert [m.rcpt_tos for m in relay.messages] == [["rita@example.com"]]

@@ -39,13 +39,12 @@ from newsletter.core.models import (
     SubscriberStatus,
 )
 from newsletter.core.tokens import make_verp_token
-from newsletter.digests import batch as delivery
-from newsletter.sending.ratelimit import NoLimit
+from newsletter.digests.batch import BatchOutcome
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
 from newsletter.tasks import jobs as tasks
 from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
-from tests.factories import add_fresh_story, dispatched_daily
+from tests.factories import add_fresh_story, dispatched_daily, send_page
 from tests.factories import add_reader as make_reader
 from tests.factories import sent_delivery as make_delivery
 
@@ -579,28 +578,15 @@ def world_with_postfix(postfix: Postfix, clean_db: str) -> Iterator[Postfix]:
         controller.stop()
 
 
-def send_digest_through(relay: str) -> tuple[int, int, delivery.BatchOutcome]:
+def send_digest_through(relay: str) -> tuple[int, int, BatchOutcome]:
     """The project's own path: a digest of a fresh article, dispatched and sent in a batch.
 
     Returns (digest id, delivery id, the batch's outcome).
     """
-    settings = get_settings()
     add_fresh_story()
     digest_id, page = dispatched_daily()
     assert len(page.queued) == 1, page
-    session = db.new_session()
-    try:
-        outcome = delivery.send_batch(
-            session,
-            digest_id=digest_id,
-            delivery_ids=page.queued,
-            settings=settings,
-            claimant="test-postfix-door",
-            limiter=NoLimit(),
-            relay=relay,
-        )
-    finally:
-        session.close()
+    outcome = send_page(digest_id, page, claimant="test-postfix-door", relay=relay)
     return digest_id, page.queued[0], outcome
 
 
