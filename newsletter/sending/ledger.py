@@ -275,7 +275,7 @@ class Ledger:
 
     def digest_state(self, digest_id: int) -> str | None:
         # The marks may wait: the next claim, or close(), writes them.
-        return self._execute(select(Digest.state).where(Digest.id == digest_id)).scalar()
+        return self._execute(_DIGEST_STATE, {"digest_id": digest_id}).scalar()
 
     def close(self) -> None:
         try:
@@ -291,6 +291,10 @@ class Ledger:
 
 _deliveries = cast(Table, Delivery.__table__)
 _c = _deliveries.c
+# Read every few messages of a batch: built once, as the statements below, rather than
+# through the ORM each time (which cost a send loop as much as a claim did).
+_digests = cast(Table, Digest.__table__)
+_DIGEST_STATE = select(_digests.c.state).where(_digests.c.id == bindparam("digest_id"))
 _now = bindparam("now", type_=UTCDateTime())
 # Queued and held by nobody else (free, or taken by this very batch), or claimed by this
 # very task (a claim that went through before the connection was lost, then ran again).
