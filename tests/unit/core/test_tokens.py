@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
 from newsletter.core.tokens import (
     Purpose,
@@ -57,6 +57,24 @@ def test_a_flipped_character_or_another_key_fails() -> None:
             read_token(KEY, Purpose.PREFERENCES, flipped)
     with pytest.raises(TokenError):
         read_token("another-key" * 3, Purpose.PREFERENCES, token)
+
+
+@pytest.mark.parametrize("subscriber_id", [1, 42, 987_654, 10**12, 111_111_111_111])
+def test_the_links_every_message_carries_are_the_serializers_own(subscriber_id: int) -> None:
+    """make_token and make_reader_token sign with itsdangerous' parts, not its dumps():
+    the token must be the serializer's, or, for ids zlib would shrink, one it reads."""
+    unsubscribe = make_token(KEY, Purpose.UNSUBSCRIBE, subscriber_id, 3)
+    preferences = make_reader_token(KEY, Purpose.PREFERENCES, subscriber_id, 2)
+    for purpose, token, payload in [
+        (Purpose.UNSUBSCRIBE, unsubscribe, [subscriber_id, 3]),
+        (Purpose.PREFERENCES, preferences, {"s": subscriber_id, "v": 2}),
+    ]:
+        serializer = URLSafeSerializer(KEY, salt=purpose.value)
+        assert serializer.loads(token) == payload
+        if len(str(subscriber_id)) < 10:  # no run of digits long enough for zlib
+            assert token == serializer.dumps(payload)
+    assert read_token(KEY, Purpose.UNSUBSCRIBE, unsubscribe).subscriber_id == subscriber_id
+    assert read_reader_token(KEY, Purpose.PREFERENCES, preferences).version == 2
 
 
 def test_confirm_tokens_expire_and_unsubscribe_tokens_do_not() -> None:
