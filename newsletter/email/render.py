@@ -142,7 +142,7 @@ class MessageTemplate:
             self._from,
             _to_header(recipient.name, address),
             self._subject,
-            f"Date: {format_datetime(date or utcnow())}\r\n",
+            _date_line(date or utcnow()),
             f"Message-ID: {recipient.message_id}\r\n",
         ]
         for name, value in self._headers:
@@ -289,6 +289,16 @@ class _QuotedPrintableBody:
                 ready = ready and _wire_ready(line)
                 encoded.append(line)
         return b"\r\n".join(encoded), ready
+
+
+def _date_line(moment: datetime) -> str:
+    """The Date: header; written to the second, so made once a second, not per message."""
+    return _date_line_of_second(moment.replace(microsecond=0))
+
+
+@lru_cache(maxsize=2)
+def _date_line_of_second(second: datetime) -> str:
+    return f"Date: {format_datetime(second)}\r\n"
 
 
 def _wire_ready(part: bytes) -> bool:
