@@ -237,9 +237,17 @@ class _BatchRun:
         wanted = group[:allowed]
         # The claim checks, at this very moment, that each reader may be mailed
         # (subscribed, deliverable, not suppressed): a suppression added mid-batch stops
-        # the next group's message.
-        claimed = self.ledger.claim([delivery.id for delivery in wanted])
-        self.claimed_at = time.monotonic()
+        # the next group's message. While its commit waits for the database's disk, the
+        # group's messages are rendered; none goes out before the claim is in.
+        claiming = self.ledger.claim_soon([delivery.id for delivery in wanted])
+        try:
+            messages = [self._message(delivery) for delivery in wanted]
+        except BaseException:
+            # None of them went: what the claim took is given back.
+            with contextlib.suppress(Exception):
+                self._unclaim(wanted, claiming.result()[0])
+            raise
+        claimed, self.claimed_at = claiming.result()
         position = 0
         try:
             for position, delivery in enumerate(wanted):
@@ -254,7 +262,7 @@ class _BatchRun:
                     # wait through. (Never at the first: the session was open then.)
                     self._unclaim(wanted[position:], claimed)
                     return position, True
-                if not self._send(delivery):
+                if not self._send(delivery, messages[position]):
                     self._unclaim(wanted[position + 1 :], claimed)
                     return position + 1, False
                 overrun = time.monotonic() - self.claimed_at > GROUP_SECONDS * GROUP_OVERRUN
@@ -275,9 +283,11 @@ class _BatchRun:
     def _unclaim(self, rest: Sequence[_Pending], claimed: set[int]) -> None:
         self.ledger.unclaim([d.id for d in rest if d.id in claimed])
 
-    def _send(self, delivery: _Pending) -> bool:
-        """Send one claimed delivery; False when the batch must stop here."""
-        message = _message(self.session, self.digest, delivery, self.settings, self.variants)
+    def _message(self, delivery: _Pending) -> OutgoingMessage:
+        return _message(self.session, self.digest, delivery, self.settings, self.variants)
+
+    def _send(self, delivery: _Pending, message: OutgoingMessage) -> bool:
+        """Send one claimed delivery's message; False when the batch must stop here."""
         assert self.smtp is not None
         try:
             started = time.monotonic()

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, cast
 
@@ -102,6 +103,8 @@ class Ledger:
         # Sent, not yet written as sent: written with the next claim, or by flush().
         self._unmarked: list[tuple[int, str]] = []
         self._unmarked_since = 0.0
+        # The thread a claim runs on while the batch renders its group (claim_soon).
+        self._claimer: ThreadPoolExecutor | None = None
 
     def _connect(self) -> Connection:
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -164,6 +167,22 @@ class Ledger:
         # Forgotten only once written: marks lost with the connection are written again.
         self._unmarked = []
         return set(result.scalars())
+
+    def claim_soon(self, delivery_ids: Sequence[int]) -> Future[tuple[set[int], float]]:
+        """claim(), under way: the ones taken, and when (time.monotonic), once it is done.
+
+        On PostgreSQL the claim runs on a thread of its own: its commit waits for the
+        database's disk, and the batch renders the group's messages meanwhile. Nothing else
+        may use the ledger until the result is in. SQLite's connections stay on the thread
+        that made them: there the claim is done before this returns.
+        """
+        if not self.combined:
+            done: Future[tuple[set[int], float]] = Future()
+            done.set_result((self.claim(delivery_ids), time.monotonic()))
+            return done
+        if self._claimer is None:
+            self._claimer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim")
+        return self._claimer.submit(lambda: (self.claim(delivery_ids), time.monotonic()))
 
     def sent(self, delivery_id: int, message_id: str) -> None:
         """Remember the delivery as sent; written with the next claim, or by flush() (at
@@ -278,6 +297,9 @@ class Ledger:
         return self._execute(_DIGEST_STATE, {"digest_id": digest_id}).scalar()
 
     def close(self) -> None:
+        if self._claimer is not None:
+            self._claimer.shutdown(wait=True)
+            self._claimer = None
         try:
             self.flush()
             if self.async_commit and not self.connection.invalidated:

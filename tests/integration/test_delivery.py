@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,8 +26,10 @@ from newsletter.core.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.digests import batch as send_loop
 from newsletter.digests import dispatcher, lifecycle, reports
 from newsletter.digests.batch import GROUP_OVERRUN, GROUP_SECONDS
+from newsletter.email.render import OutgoingMessage
 from newsletter.sending.transport import SMTPTransport
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
@@ -412,6 +415,42 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
     assert statuses == {DeliveryStatus.SENT: good, DeliveryStatus.QUEUED: len(readers) - good}
     left = [d for d in deliveries if d.status == DeliveryStatus.QUEUED]
     # Free for the sweeper; none is counted as tried (the one the error came on did not go).
+    assert [(d.claimed_by, d.attempts) for d in left] == [(None, 0)] * len(left)
+
+
+def test_a_message_that_fails_to_render_gives_back_its_whole_claim_group(
+    clean_db: str, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's messages are rendered while its claim runs, before any of them goes: a
+    rendering that fails gives the whole group back, claimed and not one of it sent."""
+    add_fresh_story()
+    readers = [f"unrendered{n}@example.com" for n in range(20)]
+    for email in readers:
+        add_reader(email)
+    digest_id, page = dispatched_daily()
+    render = send_loop._message
+    rendered: list[int] = []
+
+    def failing_eleventh(*args: Any) -> OutgoingMessage:
+        rendered.append(args[2].id)
+        if len(rendered) == 11:
+            raise RuntimeError("a template bug")
+        return render(*args)
+
+    monkeypatch.setattr(send_loop, "_message", failing_eleventh)
+    with pytest.raises(RuntimeError, match="a template bug"):
+        send_page(digest_id, page, claimant="test-unrendered|task")
+
+    # Groups of 1, 2 and 4 went (next_group_size, on this fast relay); the eleventh message
+    # was in the fourth group, of 8, and none of that group went.
+    assert len(mailbox.messages) == 7
+    with db.session_scope() as session:
+        deliveries = session.scalars(select(Delivery).where(Delivery.digest_id == digest_id)).all()
+    assert Counter(d.status for d in deliveries) == {
+        DeliveryStatus.SENT: 7,
+        DeliveryStatus.QUEUED: len(readers) - 7,
+    }
+    left = [d for d in deliveries if d.status == DeliveryStatus.QUEUED]
     assert [(d.claimed_by, d.attempts) for d in left] == [(None, 0)] * len(left)
 
 
