@@ -10,7 +10,8 @@ memory is its own) and sent by real Celery worker processes to Postfix's smtp-si
 Redis queue of its own. Prints wall times, messages/s, the peak memory (VmHWM) of the
 dispatcher and of every worker process, the database's size before and after, and the
 ratio of the dispatcher's peak at the two sizes: it should stay near 1. The raw SMTP limit
-of `bench send`, pushed from processes, is measured first, in the same run. When the
+of `bench send`, pushed from processes, is measured first and again after each size, in
+the same run; each size's ratio is to the mean of the limits around its send. When the
 server runs without autovacuum (as the development machine's does), the deliveries are
 analyzed every 30 s in its stead (see _Analyzer). Needs smtp-sink (Debian package
 postfix), PostgreSQL and Redis.
@@ -101,13 +102,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{raw:,.0f} messages/s from {args.connections} processes",
             flush=True,
         )
+        # Measured again after each size: a ratio's base is the mean of the limits
+        # measured just before and just after its send (this shared machine drifts).
+        raws = [raw]
         for count in sizes:
             runs.append(one_size(args, port, count))
-            _print_run(runs[-1], raw)
+            raws.append(
+                raw_limit_processes(port, connections=args.connections, seconds=args.raw_seconds)
+            )
+            print(f"raw limit again: {raws[-1]:,.0f} messages/s", flush=True)
+            _print_run(runs[-1], (raws[-2] + raws[-1]) / 2)
     finally:
         sink_process.terminate()
         sink_process.wait()
-    _print_table(runs, raw)
+    _print_table(runs, raws)
 
 
 def one_size(args: argparse.Namespace, port: int, count: int) -> Run:
@@ -472,7 +480,7 @@ def _print_run(run: Run, raw: float) -> None:
     )
 
 
-def _print_table(runs: list[Run], raw: float) -> None:
+def _print_table(runs: list[Run], raws: list[float]) -> None:
     print()
     print(
         "| subscribers | load s | dispatch s | send s | messages/s | dispatcher peak MB "
@@ -496,4 +504,8 @@ def _print_table(runs: list[Run], raw: float) -> None:
             f"({small.dispatcher_peak_kb / 1024:.1f} MB -> {large.dispatcher_peak_kb / 1024:.1f} "
             f"MB; the list is {large.subscribers / small.subscribers:.0f}x longer)"
         )
-    print(f"raw limit in this run: {raw:,.0f} messages/s")
+    print(
+        "raw limit in this run, before the first size and after each: "
+        + ", ".join(f"{raw:,.0f}" for raw in raws)
+        + " messages/s"
+    )
