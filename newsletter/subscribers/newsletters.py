@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core.config import LANGUAGES
@@ -96,18 +97,29 @@ class UnknownNewsletter(LookupError):
 
 
 def ensure_default_newsletter(session: Session, *, language: str, time_zone: str) -> Newsletter:
-    """Create the `daily` newsletter if it is missing; leave it alone if it exists."""
-    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == DEFAULT_SLUG))
-    if newsletter is None:
-        newsletter = Newsletter(
-            slug=DEFAULT_SLUG,
-            name=DEFAULT_NAME,
-            language=language,
-            time_zone=time_zone,
-            translations=DEFAULT_TRANSLATIONS,
-        )
-        session.add(newsletter)
-        session.flush()
+    """Create the `daily` newsletter if it is missing; leave it alone if it exists.
+
+    Several machines may run `newsletter init` at once: the one that loses the race to
+    insert it finds the winner's.
+    """
+    find = select(Newsletter).where(Newsletter.slug == DEFAULT_SLUG)
+    newsletter = session.scalar(find)
+    if newsletter is not None:
+        return newsletter
+    try:
+        with session.begin_nested():
+            newsletter = Newsletter(
+                slug=DEFAULT_SLUG,
+                name=DEFAULT_NAME,
+                language=language,
+                time_zone=time_zone,
+                translations=DEFAULT_TRANSLATIONS,
+            )
+            session.add(newsletter)
+    except IntegrityError:
+        # Inserted by another machine since the look above (and committed: the unique
+        # index waited for it).
+        newsletter = session.scalars(find).one()
     return newsletter
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
 
 from newsletter.core import db
 from newsletter.core.clock import utcnow
 from newsletter.core.models import (
     EventKind,
+    Newsletter,
     Subscriber,
     SubscriberEvent,
     Subscription,
@@ -18,7 +22,7 @@ from newsletter.core.models import (
     Suppression,
 )
 from newsletter.core.validation import InvalidInput, email_hash
-from newsletter.subscribers import eligibility, suppressions
+from newsletter.subscribers import eligibility, newsletters, suppressions
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers.store import Preferences, SignupForm
 
@@ -176,3 +180,47 @@ def test_erasure_keeps_only_a_hash_on_the_suppression_list(clean_db: str) -> Non
         assert suppression.email_hash == email_hash("ana@example.com")
     assert signup("ana@example.com", now=utcnow() + INTERVAL * 2).suppressed
     assert count(Subscriber) == 0
+
+
+def test_two_inits_at_once_find_the_one_default_newsletter(clean_db: str) -> None:
+    """`newsletter init` on several machines at once: the one that loses the race to insert
+    the default newsletter finds the other's instead of failing."""
+    if not clean_db.startswith("postgresql"):
+        pytest.skip("SQLite is one machine's file")
+    engine = db.get_engine()
+    with engine.begin() as connection:
+        connection.execute(delete(Newsletter))
+    first = Session(engine)
+    made = newsletters.ensure_default_newsletter(first, language="en", time_zone="Asia/Macau").id
+    found: list[object] = []
+
+    def second_machine() -> None:
+        try:
+            with Session(engine) as session:
+                found.append(
+                    newsletters.ensure_default_newsletter(
+                        session, language="pt", time_zone="America/Sao_Paulo"
+                    ).id
+                )
+                session.commit()
+        except Exception as exc:
+            found.append(exc)
+
+    other = threading.Thread(target=second_machine)
+    other.start()
+    try:
+        # The second insert waits on the first's uncommitted row in the unique index.
+        with engine.connect() as watcher:
+            waiting = (
+                select(func.count())
+                .where(text("wait_event_type = 'Lock' AND datname = current_database()"))
+                .select_from(text("pg_stat_activity"))
+            )
+            deadline = time.monotonic() + 10
+            while not watcher.scalar(waiting) and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        first.commit()
+        first.close()
+    other.join(30)
+    assert found == [made]
