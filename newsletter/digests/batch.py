@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -183,7 +184,8 @@ def send_batch(
 def longest_in_flight(settings: Settings) -> float:
     """The longest a claimed delivery can be on its way: a group gives back what it has not
     sent once it overruns, so only the message crossing that line (MAIL, RCPT and DATA each
-    within the SMTP timeout) is sent later; and the rendering of its variant."""
+    within the SMTP timeout) is sent later; and the filling of the group's messages (their
+    variants are rendered before the claim), a few milliseconds, with room to spare."""
     return GROUP_SECONDS * GROUP_OVERRUN + 3 * settings.smtp_timeout_seconds + 10
 
 
@@ -235,19 +237,26 @@ class _BatchRun:
         if not allowed:
             return 0, False
         wanted = group[:allowed]
+        # Each variant the group needs is rendered before its claim (the first group of a
+        # batch may take a while there): a claimed reader waits only for the fills.
+        for delivery in wanted:
+            self._variant(delivery)
         # The claim checks, at this very moment, that each reader may be mailed
         # (subscribed, deliverable, not suppressed): a suppression added mid-batch stops
         # the next group's message. While its commit waits for the database's disk, the
-        # group's messages are rendered; none goes out before the claim is in.
-        claiming = self.ledger.claim_soon([delivery.id for delivery in wanted])
+        # group's messages are filled; none goes out before the claim is in.
+        claiming: Future[tuple[set[int], float]] | None = None
         try:
+            claiming = self.ledger.claim_soon([delivery.id for delivery in wanted])
             messages = [self._message(delivery) for delivery in wanted]
+            claimed, self.claimed_at = claiming.result()
         except BaseException:
-            # None of them went: what the claim took is given back.
-            with contextlib.suppress(Exception):
-                self._unclaim(wanted, claiming.result()[0])
+            # None of the group went: what the claim took is given back, once it is in
+            # (even when a time limit or a signal cut the wait for it short).
+            if claiming is not None:
+                with contextlib.suppress(Exception):
+                    self._unclaim(wanted, _waited_for(claiming)[0])
             raise
-        claimed, self.claimed_at = claiming.result()
         position = 0
         try:
             for position, delivery in enumerate(wanted):
@@ -282,6 +291,9 @@ class _BatchRun:
 
     def _unclaim(self, rest: Sequence[_Pending], claimed: set[int]) -> None:
         self.ledger.unclaim([d.id for d in rest if d.id in claimed])
+
+    def _variant(self, delivery: _Pending) -> PreparedVariant:
+        return _variant(self.session, self.digest, delivery, self.settings, self.variants)
 
     def _message(self, delivery: _Pending) -> OutgoingMessage:
         return _message(self.session, self.digest, delivery, self.settings, self.variants)
@@ -464,6 +476,17 @@ def _finish(session: Session, digest_id: int) -> None:
     session.commit()
 
 
+def _waited_for(claiming: Future[tuple[set[int], float]]) -> tuple[set[int], float]:
+    """A claim's result, however often the wait for it is interrupted: it commits anyway,
+    on its own thread, and what it took must be known to be given back."""
+    while True:
+        try:
+            return claiming.result()
+        except BaseException:
+            if claiming.done():
+                raise
+
+
 def _message(
     session: Session,
     digest: Digest,
@@ -472,6 +495,20 @@ def _message(
     variants: dict[VariantKey, PreparedVariant],
 ) -> OutgoingMessage:
     """The reader's copy, filled into their variant (rendered once per worker process)."""
+    prepared = _variant(session, digest, delivery, settings, variants)
+    return prepared.template.fill(
+        reader_recipient(delivery.reader, digest.newsletter, settings, delivery_id=delivery.id)
+    )
+
+
+def _variant(
+    session: Session,
+    digest: Digest,
+    delivery: _Pending,
+    settings: Settings,
+    variants: dict[VariantKey, PreparedVariant],
+) -> PreparedVariant:
+    """The delivery's variant, rendered (once per worker process) and ready to fill."""
     if delivery.variant_id is None:
         raise ValueError(f"delivery {delivery.id} has no variant to send")
     # The digest's start time is in the key: a cache that outlives its digest (ids reused
@@ -485,6 +522,4 @@ def _message(
         prepared = prepare_digest_variant(session, digest, variant, settings, arm=delivery.arm)
         session.commit()
         variants[key] = prepared
-    return prepared.template.fill(
-        reader_recipient(delivery.reader, digest.newsletter, settings, delivery_id=delivery.id)
-    )
+    return prepared

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,6 +83,10 @@ class Ledger:
     trip and one commit per group instead of two per message. What that costs: a worker
     killed mid-group may have sent up to a group's messages without their marks, and those
     go again (invariant 2's bound, per kill, is the group's size).
+
+    The connection is used by one thread at a time: a claim under way on its own thread
+    (claim_soon) has it until its result is in, and any other statement meanwhile is a bug
+    (RuntimeError), not a race.
     """
 
     def __init__(
@@ -103,8 +108,11 @@ class Ledger:
         # Sent, not yet written as sent: written with the next claim, or by flush().
         self._unmarked: list[tuple[int, str]] = []
         self._unmarked_since = 0.0
-        # The thread a claim runs on while the batch renders its group (claim_soon).
+        # The thread a claim runs on while the batch renders its group (claim_soon), the
+        # claim under way there, and that thread's id.
         self._claimer: ThreadPoolExecutor | None = None
+        self._claiming: Future[tuple[set[int], float]] | None = None
+        self._claim_thread: int | None = None
 
     def _connect(self) -> Connection:
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -120,6 +128,13 @@ class Ledger:
         Giving up at once would lose the mark of a message the relay has accepted, and the
         delivery would be sent again once its claim went stale.
         """
+        claiming = self._claiming
+        if (
+            claiming is not None
+            and not claiming.done()
+            and threading.get_ident() != self._claim_thread
+        ):
+            raise RuntimeError("the ledger's connection is in use by a claim under way")
         give_up = time.monotonic() + self.reconnect_seconds
         delay = 0.1
         while True:
@@ -182,7 +197,13 @@ class Ledger:
             return done
         if self._claimer is None:
             self._claimer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim")
-        return self._claimer.submit(lambda: (self.claim(delivery_ids), time.monotonic()))
+
+        def claim() -> tuple[set[int], float]:
+            self._claim_thread = threading.get_ident()
+            return self.claim(delivery_ids), time.monotonic()
+
+        self._claiming = self._claimer.submit(claim)
+        return self._claiming
 
     def sent(self, delivery_id: int, message_id: str) -> None:
         """Remember the delivery as sent; written with the next claim, or by flush() (at

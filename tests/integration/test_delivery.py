@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,14 +23,17 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import (
     Delivery,
     DeliveryStatus,
+    Digest,
     DigestState,
     Subscriber,
     SubscriberStatus,
+    Subscription,
 )
 from newsletter.digests import batch as send_loop
 from newsletter.digests import dispatcher, lifecycle, reports
 from newsletter.digests.batch import GROUP_OVERRUN, GROUP_SECONDS
 from newsletter.email.render import OutgoingMessage
+from newsletter.sending.ledger import Ledger
 from newsletter.sending.transport import SMTPTransport
 from newsletter.subscribers import store as subscribers
 from newsletter.subscribers import suppressions
@@ -421,37 +425,94 @@ def test_a_batch_ended_by_an_error_leaves_nothing_held_and_nothing_sent_twice(
 def test_a_message_that_fails_to_render_gives_back_its_whole_claim_group(
     clean_db: str, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A group's messages are rendered while its claim runs, before any of them goes: a
-    rendering that fails gives the whole group back, claimed and not one of it sent."""
+    """A group's messages are filled while its claim runs, before any of them goes: a
+    filling that fails gives the whole group back, claimed and not one of it sent."""
     add_fresh_story()
     readers = [f"unrendered{n}@example.com" for n in range(20)]
     for email in readers:
         add_reader(email)
     digest_id, page = dispatched_daily()
-    render = send_loop._message
-    rendered: list[int] = []
+    fill = send_loop._message
+    filled: list[int] = []
+    groups: list[list[int]] = []
+    claim_soon = Ledger.claim_soon
 
     def failing_eleventh(*args: Any) -> OutgoingMessage:
-        rendered.append(args[2].id)
-        if len(rendered) == 11:
+        filled.append(args[2].id)
+        if len(filled) == 11:
             raise RuntimeError("a template bug")
-        return render(*args)
+        return fill(*args)
+
+    def recorded(ledger: Ledger, delivery_ids: list[int]) -> Any:
+        groups.append(list(delivery_ids))
+        return claim_soon(ledger, delivery_ids)
 
     monkeypatch.setattr(send_loop, "_message", failing_eleventh)
+    monkeypatch.setattr(Ledger, "claim_soon", recorded)
     with pytest.raises(RuntimeError, match="a template bug"):
         send_page(digest_id, page, claimant="test-unrendered|task")
 
-    # Groups of 1, 2 and 4 went (next_group_size, on this fast relay); the eleventh message
-    # was in the fourth group, of 8, and none of that group went.
-    assert len(mailbox.messages) == 7
+    # The groups before the one the eleventh filling was in went whole; none of that one.
+    failing = groups[-1]
+    assert filled[-1] in failing
+    went = {delivery_id for group in groups[:-1] for delivery_id in group}
+    assert len(went) < 11 <= len(went) + len(failing)
+    assert len(mailbox.messages) == len(went)
     with db.session_scope() as session:
         deliveries = session.scalars(select(Delivery).where(Delivery.digest_id == digest_id)).all()
-    assert Counter(d.status for d in deliveries) == {
-        DeliveryStatus.SENT: 7,
-        DeliveryStatus.QUEUED: len(readers) - 7,
-    }
-    left = [d for d in deliveries if d.status == DeliveryStatus.QUEUED]
-    assert [(d.claimed_by, d.attempts) for d in left] == [(None, 0)] * len(left)
+    assert {d.id for d in deliveries if d.status == DeliveryStatus.SENT} == went
+    left = [d for d in deliveries if d.id not in went]
+    assert len(left) == len(readers) - len(went)
+    assert [(d.status, d.claimed_by, d.attempts) for d in left] == [
+        (DeliveryStatus.QUEUED, None, 0)
+    ] * len(left)
+
+
+def test_the_ledger_refuses_a_statement_while_a_claim_is_under_way(
+    clean_db: str, mailbox: Mailbox
+) -> None:
+    """A claim under way on its own thread has the ledger's connection: any other statement
+    meanwhile is refused at once, never run on a connection two threads share."""
+    if not clean_db.startswith("postgresql"):
+        pytest.skip("on SQLite a claim is done before claim_soon returns")
+    add_fresh_story()
+    subscriber_id = add_reader("held@example.com")
+    digest_id, page = dispatched_daily()
+    engine = db.get_engine()
+    with db.session_scope() as session:
+        newsletter_id = session.scalar(select(Digest.newsletter_id).where(Digest.id == digest_id))
+    assert newsletter_id is not None
+    ledger = Ledger(engine, newsletter_id=newsletter_id, claimant="test-held|task")
+    blocker = engine.connect()
+    try:
+        # The reader's subscription locked elsewhere: the claim's share lock waits for it.
+        blocker.execute(
+            select(Subscription.id)
+            .where(Subscription.subscriber_id == subscriber_id)
+            .with_for_update()
+        )
+        claiming = ledger.claim_soon(page.queued)
+        looked: list[object] = []
+
+        def look() -> None:
+            try:
+                looked.append(ledger.digest_state(digest_id))
+            except RuntimeError as exc:
+                looked.append(exc)
+
+        # On a thread of its own: were the statement let through, it would wait for the
+        # claim, and the claim for this test.
+        looker = threading.Thread(target=look)
+        looker.start()
+        looker.join(10)
+        assert len(looked) == 1 and "claim under way" in str(looked[0]), looked
+        assert not claiming.done()
+    finally:
+        blocker.commit()
+        blocker.close()
+    assert claiming.result(timeout=30)[0] == set(page.queued)
+    assert ledger.digest_state(digest_id) == DigestState.SENDING
+    ledger.close()
 
 
 @pytest.mark.parametrize("pause", [0.0, 0.06, "slows"])
