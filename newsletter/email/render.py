@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -293,11 +293,12 @@ class _QuotedPrintableBody:
 
 def _date_line(moment: datetime) -> str:
     """The Date: header; written to the second, so made once a second, not per message."""
-    return _date_line_of_second(moment.replace(microsecond=0))
+    # The offset is in the key: one instant given in two zones is written in each's own.
+    return _date_line_of_second(moment.replace(microsecond=0), moment.utcoffset())
 
 
 @lru_cache(maxsize=2)
-def _date_line_of_second(second: datetime) -> str:
+def _date_line_of_second(second: datetime, offset: timedelta | None) -> str:
     return f"Date: {format_datetime(second)}\r\n"
 
 
