@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
             four = raw_limit_processes(port, connections=base, seconds=args.raw_seconds)
             print(f"raw limit of {base} processes: {four:,.0f} messages/s")
         rate = end_to_end(args, port)
+        if other:
+            # Measured in the reverse order of before the send: both bases straddle it.
+            four_after = raw_limit_processes(port, connections=base, seconds=args.raw_seconds)
         after = raw_limit_processes(port, connections=args.connections, seconds=args.raw_seconds)
         print(f"raw limit again, after the send: {after:,.0f} messages/s")
         print(
@@ -90,7 +93,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{rate / after:.2f} against the one after)"
         )
         if other:
-            four_after = raw_limit_processes(port, connections=base, seconds=args.raw_seconds)
             print(
                 f"ratio to the raw limit of {base} processes: "
                 f"{rate / ((four + four_after) / 2):.2f} "
