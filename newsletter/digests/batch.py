@@ -482,8 +482,10 @@ def _waited_for(claiming: Future[tuple[set[int], float]]) -> tuple[set[int], flo
     while True:
         try:
             return claiming.result()
-        except BaseException:
-            if claiming.done():
+        except BaseException as exc:
+            # The claim's own failure is raised; an interrupt (while it ran, or just as it
+            # ended) only means waiting again for what it took.
+            if claiming.done() and claiming.exception() is exc:
                 raise
 
 
