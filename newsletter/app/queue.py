@@ -48,6 +48,13 @@ def configure(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # On SQLite the pool is threads: nothing is forked. SQLite keeps the state of its
+        # locks in the process's memory, and a process forked while another thread of its
+        # parent was inside SQLite (the heartbeat; the embedded broker's poll) inherits
+        # locks that nobody will release: it cannot write, or even connect, ever after
+        # (SQLite's own rule: no connection across a fork). A pool process replaced after
+        # a kill was forked just so. PostgreSQL and Redis keep nothing of the kind.
+        worker_pool="threads" if settings.uses_sqlite else "prefork",
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
         # A task a dead worker held comes back after this long (Redis): above any batch's

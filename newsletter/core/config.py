@@ -371,6 +371,11 @@ class Settings(BaseSettings):
         return urlsplit(self.broker_url).scheme in {"redis", "rediss"}
 
     @property
+    def uses_sqlite(self) -> bool:
+        """Whether the database or the broker (the embedded one) is a SQLite file."""
+        return self.database_url.startswith("sqlite") or self.broker_url.startswith("sqla+sqlite")
+
+    @property
     def base_url_given(self) -> bool:
         """Whether NEWSLETTER_BASE_URL was set (else the development default is in use)."""
         return self._base_url_given

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -191,6 +192,8 @@ def fetch_feeds() -> list[dict[str, object]]:
 # render each variant once here, not once per batch.
 _prepared_variants: dict[VariantKey, PreparedVariant] = {}
 _limiter: RateLimiter | None = None
+# Held while the process's one limiter or hit buffer is made.
+_making = threading.Lock()
 # The jobs tasks queue in turn (a digest's batches, say) go through the worker's own app.
 _queue = CeleryQueue(app)
 
@@ -253,21 +256,23 @@ def send_batch(self: Task, digest_id: int, delivery_ids: list[int]) -> dict[str,
 
 def _rate_limiter(settings: Settings) -> RateLimiter:
     global _limiter
-    if _limiter is None:
-        if not (settings.rate_per_second or settings.rate_per_hour):
-            _limiter = NoLimit()
-        elif settings.uses_redis:
-            _limiter = RedisRateLimiter(
-                settings.broker_url,
-                per_second=settings.rate_per_second,
-                per_hour=settings.rate_per_hour,
-                prefix=f"{settings.redis_key_prefix}nl:rate",
-            )
-        else:
-            _limiter = LocalRateLimiter(
-                per_second=settings.rate_per_second, per_hour=settings.rate_per_hour
-            )
-    return _limiter
+    with _making:  # one for the process, even when its pool is threads (SQLite)
+        if _limiter is None:
+            _limiter = _new_rate_limiter(settings)
+        return _limiter
+
+
+def _new_rate_limiter(settings: Settings) -> RateLimiter:
+    if not (settings.rate_per_second or settings.rate_per_hour):
+        return NoLimit()
+    if settings.uses_redis:
+        return RedisRateLimiter(
+            settings.broker_url,
+            per_second=settings.rate_per_second,
+            per_hour=settings.rate_per_hour,
+            prefix=f"{settings.redis_key_prefix}nl:rate",
+        )
+    return LocalRateLimiter(per_second=settings.rate_per_second, per_hour=settings.rate_per_hour)
 
 
 # --- bounces -------------------------------------------------------------------------
@@ -328,9 +333,10 @@ _hits: HitBuffer | None = None
 def _link_hits(settings: Settings) -> HitBuffer:
     # One per worker process: its Redis connections are kept from run to run.
     global _hits
-    if _hits is None:
-        _hits = hit_buffer(settings)
-    return _hits
+    with _making:
+        if _hits is None:
+            _hits = hit_buffer(settings)
+        return _hits
 
 
 @app.task(name="newsletter.purge_bounce_sources")

@@ -264,17 +264,24 @@ def test_an_empty_digest_says_why(world: Mailbox) -> None:
     assert "Nobody is subscribed" in str(final["note"])
 
 
+def pool_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    children_file = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+    return [int(pid) for pid in children_file.read_text().split()]
+
+
 def test_a_worker_child_killed_mid_batch_loses_nobody(
-    world: Mailbox, worker: subprocess.Popen[bytes]
+    world: Mailbox, worker: subprocess.Popen[bytes], database_url: str
 ) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("on SQLite the worker's pool is threads: no process of its own to kill")
     emails = [f"kill{n}@example.com" for n in range(45)]
     for email in emails:
         add_reader(email)
     world.delay = 0.05
     digest_id = start()
     world.wait_until(lambda: len(world.messages) >= 10)
-    children_file = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
-    children = [int(pid) for pid in children_file.read_text().split()]
+    children = pool_processes(worker)
+    assert len(children) == 2  # --concurrency=2
     for pid in children:  # the pool processes; one of them is mid-batch
         os.kill(pid, signal.SIGKILL)
     world.delay = 0.0
@@ -285,6 +292,16 @@ def test_a_worker_child_killed_mid_batch_loses_nobody(
     duplicates = sum(count - 1 for count in got.values())
     # At most the claim group in flight: its messages' marks travel with the next claim.
     assert duplicates <= get_settings().delivery_claim_group, got
+
+
+def test_the_pool_is_threads_on_sqlite_and_processes_elsewhere(
+    world: Mailbox, worker: subprocess.Popen[bytes], database_url: str
+) -> None:
+    """SQLite's locks do not survive a fork (test_worker_pool): on SQLite nothing is forked."""
+    add_reader("pool@example.com")
+    final = wait_for_state(start(), FINAL)
+    assert final["state"] == DigestState.SENT
+    assert len(pool_processes(worker)) == (0 if database_url.startswith("sqlite") else 2)
 
 
 @pytest.fixture

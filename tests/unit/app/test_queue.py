@@ -171,3 +171,33 @@ def test_the_worker_entry_point_configures_the_app(tmp_path: Path) -> None:
         check=True,
     )
     assert done.stdout.split() == [os.environ["NEWSLETTER_BROKER_URL"], "mine"]
+
+
+@pytest.mark.parametrize(
+    ("database", "broker", "pool"),
+    [
+        ("", "", "threads"),  # the defaults: SQLite and the embedded broker on SQLite
+        ("sqlite:///x.db", "redis://127.0.0.1:6379/0", "threads"),
+        ("postgresql+psycopg://u@h/db", "", "threads"),  # the embedded broker is SQLite
+        ("postgresql+psycopg://u@h/db", "redis://127.0.0.1:6379/0", "prefork"),
+    ],
+)
+def test_the_worker_forks_no_pool_where_sqlite_is(
+    tmp_path: Path, database: str, broker: str, pool: str
+) -> None:
+    """SQLite's locks do not survive a fork (tests/integration/test_worker_pool.py)."""
+    code = "import worker\nprint(worker.app.conf.worker_pool)\n"
+    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(tmp_path)}
+    env["NEWSLETTER_DATABASE_URL"] = database
+    env["NEWSLETTER_BROKER_URL"] = broker
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == [pool]
