@@ -152,17 +152,13 @@ def test_importing_the_tasks_creates_nothing_and_reads_no_settings(tmp_path: Pat
     assert list(var.iterdir()) == []  # no database, no secrets, no metrics folder
 
 
-def test_the_worker_entry_point_configures_the_app(tmp_path: Path) -> None:
-    code = (
-        "import worker\n"
-        "print(worker.app.conf.broker_url, worker.app.conf.task_default_queue)\n"
-        "from newsletter.app.queue import celery\n"
-        "assert worker.app is celery\n"
-    )
-    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(tmp_path), "NEWSLETTER_QUEUE": "mine"}
+def worker_module_says(code: str, var: Path, **settings: str) -> list[str]:
+    """What code prints after `import worker` in a new process with these settings."""
+    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(var)}
+    env.update({f"NEWSLETTER_{name.upper()}": value for name, value in settings.items()})
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", f"import worker\n{code}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -170,7 +166,17 @@ def test_the_worker_entry_point_configures_the_app(tmp_path: Path) -> None:
         timeout=60,
         check=True,
     )
-    assert done.stdout.split() == [os.environ["NEWSLETTER_BROKER_URL"], "mine"]
+    return done.stdout.split()
+
+
+def test_the_worker_entry_point_configures_the_app(tmp_path: Path) -> None:
+    code = (
+        "print(worker.app.conf.broker_url, worker.app.conf.task_default_queue)\n"
+        "from newsletter.app.queue import celery\n"
+        "assert worker.app is celery\n"
+    )
+    said = worker_module_says(code, tmp_path, queue="mine")
+    assert said == [os.environ["NEWSLETTER_BROKER_URL"], "mine"]
 
 
 @pytest.mark.parametrize(
@@ -186,18 +192,7 @@ def test_the_worker_forks_no_pool_where_sqlite_is(
     tmp_path: Path, database: str, broker: str, pool: str
 ) -> None:
     """SQLite's locks do not survive a fork (tests/integration/test_worker_pool.py)."""
-    code = "import worker\nprint(worker.app.conf.worker_pool)\n"
-    env = {**os.environ, "NEWSLETTER_VAR_DIR": str(tmp_path)}
-    env["NEWSLETTER_DATABASE_URL"] = database
-    env["NEWSLETTER_BROKER_URL"] = broker
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    said = worker_module_says(
+        "print(worker.app.conf.worker_pool)", tmp_path, database_url=database, broker_url=broker
     )
-    assert done.stdout.split() == [pool]
+    assert said == [pool]
