@@ -1,7 +1,8 @@
 """A worker's heartbeat: its main process says it is alive, every few seconds, in the database.
 
-Written from the main process, not the pool: a pool process busy with a slow relay does not
-stop it, so a slow worker is never taken for lost; a machine that loses power stops it.
+Written from the main process, on a thread of its own, not by the pool's tasks: a task busy
+with a slow relay does not stop it, so a slow worker is never taken for lost; a machine that
+loses power stops it.
 """
 
 from __future__ import annotations

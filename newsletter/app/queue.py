@@ -26,7 +26,7 @@ from newsletter.app.jobs import Job
 from newsletter.core import db
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.logs import configure_logging
-from newsletter.core.metrics import setup_multiprocess
+from newsletter.core.metrics import register_counters, setup_multiprocess
 from newsletter.sending import workers
 
 celery = Celery("newsletter", include=["newsletter.tasks.jobs"])
@@ -49,11 +49,12 @@ def configure(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         # On SQLite the pool is threads: nothing is forked. SQLite keeps the state of its
-        # locks in the process's memory, and a process forked while another thread of its
-        # parent was inside SQLite (the heartbeat; the embedded broker's poll) inherits
-        # locks that nobody will release: it cannot write, or even connect, ever after
-        # (SQLite's own rule: no connection across a fork). A pool process replaced after
-        # a kill was forked just so. PostgreSQL and Redis keep nothing of the kind.
+        # locks, and its own mutexes, in the process's memory: a process forked while the
+        # heartbeat's thread was inside SQLite inherits locks that nobody will release,
+        # and cannot write, or even connect, ever after. A pool process replaced after a
+        # kill was forked just so. The embedded broker (kombu keeps its engine for the
+        # whole process) would hand the parent's own SQLite connections to the child,
+        # which SQLite forbids outright. PostgreSQL and Redis keep nothing of the kind.
         worker_pool="threads" if settings.uses_sqlite else "prefork",
         worker_hijack_root_logger=False,
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
@@ -138,6 +139,9 @@ _heartbeat: Heartbeat | None = None
 def _new_instance(**_: Any) -> None:
     # Before the pool forks: every pool process claims under its worker's instance id.
     workers.new_instance()
+    # Made once here, not by two of a threads pool's tasks at once (each would count in
+    # counters of its own, and the one written last would win).
+    register_counters()
 
 
 @worker_ready.connect

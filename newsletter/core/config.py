@@ -373,7 +373,11 @@ class Settings(BaseSettings):
     @property
     def uses_sqlite(self) -> bool:
         """Whether the database or the broker (the embedded one) is a SQLite file."""
-        return self.database_url.startswith("sqlite") or self.broker_url.startswith("sqla+sqlite")
+        # sqlite://, sqlite+pysqlite://; kombu's sqla+sqlite:// and sqlalchemy+sqlite://.
+        return any(
+            "sqlite" in urlsplit(url).scheme.split("+")
+            for url in (self.database_url, self.broker_url)
+        )
 
     @property
     def base_url_given(self) -> bool:

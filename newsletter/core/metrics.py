@@ -1,6 +1,6 @@
 """Prometheus counters kept by every process: what the pipeline counts as it goes.
 
-Web and worker processes (and each of a worker's forked children) count into files under
+Web and worker processes (and each of a worker's pool processes) count into files under
 PROMETHEUS_MULTIPROC_DIR (`<var_dir>/metrics` by default); the /metrics scrape adds them
 up (newsletter.ops.gauges). Every layer may count here; nothing here reads the database.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -35,10 +36,11 @@ def test_a_process_forked_beside_a_sqlite_transaction_cannot_write(tmp_path: Pat
 
     beat = threading.Thread(target=heartbeat)
     beat.start()
-    inside.wait(10)
+    assert inside.wait(10)
     pid = os.fork()
     if pid == 0:  # the child: its exit code says what happened; never back into pytest
         code = 2
+        signal.alarm(10)  # a child hung inside SQLite dies of SIGALRM, and the test fails
         try:
             connection = sqlite3.connect(path, timeout=2)
             try:

@@ -185,6 +185,7 @@ def test_the_worker_entry_point_configures_the_app(tmp_path: Path) -> None:
         ("", "", "threads"),  # the defaults: SQLite and the embedded broker on SQLite
         ("sqlite:///x.db", "redis://127.0.0.1:6379/0", "threads"),
         ("postgresql+psycopg://u@h/db", "", "threads"),  # the embedded broker is SQLite
+        ("postgresql+psycopg://u@h/db", "sqlalchemy+sqlite:////tmp/b.db", "threads"),
         ("postgresql+psycopg://u@h/db", "redis://127.0.0.1:6379/0", "prefork"),
     ],
 )
